@@ -1,0 +1,100 @@
+# libsop - top-level Makefile (plain GNU make; no CMake needed).
+#
+#   make demo        build and run examples/quickstart.c (embedded default)
+#   make test        build and run the whole test suite
+#   make asan        the suite under AddressSanitizer + UBSan
+#   make tsan        the threaded tests under ThreadSanitizer
+#   make lib         libsop.a and libsop.so only
+#   make install     PREFIX=/usr/local
+#
+# Variants build into build/<variant>/ so they never mix objects.
+
+VARIANT ?= release
+BUILD   := build/$(VARIANT)
+CC      ?= cc
+PREFIX  ?= /usr/local
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wno-missing-field-initializers
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -pthread -fPIC -fvisibility=hidden \
+               -Iinclude -Isrc $(WARN)
+ifeq ($(VARIANT),release)
+  VFLAGS := -O2
+else ifeq ($(VARIANT),debug)
+  VFLAGS := -O0
+else ifeq ($(VARIANT),asan)
+  VFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+else ifeq ($(VARIANT),tsan)
+  VFLAGS := -O1 -fsanitize=thread
+else
+  $(error unknown VARIANT $(VARIANT))
+endif
+ALL_CFLAGS := $(CFLAGS_BASE) $(VFLAGS) $(CFLAGS)
+LDLIBS  := -pthread
+
+LIB_SRCS := $(wildcard src/*.c)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+TEST_SUPPORT := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
+TEST_SUPPORT_OBJS := $(TEST_SUPPORT:tests/%.c=$(BUILD)/tobj/%.o)
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
+
+.PHONY: all lib test asan tsan demo install clean deps format examples tests
+all: lib examples tests
+
+lib: $(BUILD)/libsop.a $(BUILD)/libsop.so
+examples: $(EXAMPLE_BINS)
+tests: $(TEST_BINS)
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h src/*.def include/*.h) | $(BUILD)/obj
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/tobj/%.o: tests/%.c $(wildcard tests/*.h include/*.h src/*.h) | $(BUILD)/tobj
+	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -c $< -o $@
+
+$(BUILD)/libsop.a: $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libsop.so: $(LIB_OBJS)
+	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libsop.so.0 -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJS) $(BUILD)/libsop.a $(wildcard tests/*.h) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes $< $(TEST_SUPPORT_OBJS) $(BUILD)/libsop.a -o $@ $(LDLIBS)
+
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libsop.a | $(BUILD)/examples
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libsop.a -o $@ $(LDLIBS)
+
+$(BUILD)/obj $(BUILD)/tobj $(BUILD)/tests $(BUILD)/examples:
+	mkdir -p $@
+
+deps:
+	@scripts/deps.sh build
+
+demo: deps $(BUILD)/examples/quickstart
+	@mkdir -p $(BUILD)/demo
+	cd $(BUILD)/demo && ../examples/quickstart
+
+test: deps all
+	@scripts/run_tests.sh $(BUILD)
+
+asan:
+	$(MAKE) VARIANT=asan test
+
+tsan:
+	$(MAKE) VARIANT=tsan all
+	@SOP_TEST_THREADED_ONLY=1 scripts/run_tests.sh build/tsan
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 644 $(BUILD)/libsop.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libsop.so $(DESTDIR)$(PREFIX)/lib/libsop.so.0
+	ln -sf libsop.so.0 $(DESTDIR)$(PREFIX)/lib/libsop.so
+	install -m 644 include/sop.h include/sop_sys.h $(DESTDIR)$(PREFIX)/include/
+
+format:
+	clang-format -i include/*.h src/*.c src/*.h tests/*.c tests/*.h examples/*.c
+
+clean:
+	rm -rf build

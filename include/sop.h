@@ -1,0 +1,484 @@
+/*
+ * sop.h - libsop: Scalable Objects Persistence for C.
+ *
+ * An embeddable, ACID-transactional B-tree storage engine. A program opens a
+ * database folder (sop_db_open), begins transactions (sop_txn_begin), opens
+ * named ordered stores inside them (sop_store_open) and reads and writes
+ * byte-string keys and values. No server is needed.
+ *
+ * Handles (see docs/API.md for a longer tour):
+ *
+ *   handle      made by            ended by                 threads
+ *   sop_db      sop_db_open        sop_db_close             any number at once
+ *   sop_txn     sop_txn_begin      sop_txn_commit / _abort  one at a time
+ *   sop_store   sop_store_open     sop_db_close             any
+ *   sop_cursor  sop_cursor_open    sop_cursor_close         its txn's thread
+ *
+ * Conventions:
+ *   - Every call that can fail returns int: SOP_OK (0) or a negative SOP_*
+ *     code from the closed list below. sop_errmsg() gives a one-line detail
+ *     of the last failure on the calling thread.
+ *   - Out-parameters come first, then the handle, then inputs.
+ *   - Option structs carry a version field; zero means "default" for every
+ *     other field; initialise them with the *_INIT macro or *_init().
+ *   - Bytes handed back as sop_val are borrowed: the comment of each call
+ *     says how long they stay valid. Copy them to keep them.
+ *   - Ending a transaction invalidates its cursors (later use returns
+ *     SOP_BADSTATE); only sop_cursor_close frees a cursor.
+ */
+#ifndef SOP_H
+#define SOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SOP_VERSION_MAJOR  0
+#define SOP_VERSION_MINOR  1
+#define SOP_VERSION_PATCH  0
+#define SOP_VERSION_STRING "0.1.0"
+
+#if defined(SOP_BUILDING) && defined(__GNUC__)
+#define SOP_API __attribute__((visibility("default")))
+#else
+#define SOP_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Handles and values                                                        */
+/* ------------------------------------------------------------------------ */
+
+/** A database: one folder. Shared by any number of threads. */
+typedef struct sop_db sop_db;
+/** A transaction. Used by one thread at a time. */
+typedef struct sop_txn sop_txn;
+/** A named B-tree store. Owned by its sop_db; usable by any thread. */
+typedef struct sop_store sop_store;
+/** An ordered position in a store, inside one transaction. */
+typedef struct sop_cursor sop_cursor;
+
+/** Borrowed bytes: a pointer and a length. data may be NULL when len is 0. */
+typedef struct sop_val {
+    const void *data;
+    size_t len;
+} sop_val;
+
+/** Largest key, in bytes. Keys are 1..SOP_MAX_KEY_LEN bytes long. */
+#define SOP_MAX_KEY_LEN 4096
+/** Largest value, in bytes (values may be empty). */
+#define SOP_MAX_VALUE_LEN (1u << 30)
+/** Longest store name, in bytes (names are 1..SOP_MAX_NAME_LEN bytes of UTF-8, no NUL). */
+#define SOP_MAX_NAME_LEN 255
+/** Longest external transaction id given to sop_txn_prepare(). */
+#define SOP_MAX_XID_LEN 128
+
+/* ------------------------------------------------------------------------ */
+/* Return codes (append-only; numbers never change). Table: src/errors.def   */
+/* ------------------------------------------------------------------------ */
+
+#define SOP_OK              0   /**< success */
+#define SOP_NOTFOUND        -1  /**< no such key / cursor ran off the end; txn usable */
+#define SOP_KEYEXIST        -2  /**< add found the key already present; txn usable */
+#define SOP_CONFLICT        -3  /**< a concurrent commit invalidated this txn; retry it */
+#define SOP_BUSY            -4  /**< held elsewhere (other process, prepared txn); back off */
+#define SOP_TIMEOUT         -5  /**< time limit passed; the txn has failed */
+#define SOP_READONLY        -6  /**< write through a read-only txn; txn usable */
+#define SOP_INVAL           -7  /**< bad argument; nothing changed */
+#define SOP_BADSTATE        -8  /**< not allowed now (txn ended or failed, handles open) */
+#define SOP_NOMEM           -9  /**< allocation failed; the txn has failed */
+#define SOP_NOSPC           -10 /**< disk or quota full; the txn has failed */
+#define SOP_IOERR           -11 /**< OS I/O error; the txn has failed */
+#define SOP_CORRUPT         -12 /**< checksum or format check failed */
+#define SOP_VERSION         -13 /**< file format newer than this library */
+#define SOP_UNKNOWN_OUTCOME -14 /**< commit sent, outcome unknown (clustered mode) */
+#define SOP_PANIC           -15 /**< an earlier fatal error (fsync) poisoned the db */
+
+/** Constant English text for a return code ("unknown error" if not one). */
+SOP_API const char *sop_strerror(int rc);
+/** One-line detail of the last failure on this thread ("" if none). Valid
+ *  until the next libsop call on this thread. */
+SOP_API const char *sop_errmsg(void);
+/** The OS errno behind the last SOP_IOERR/SOP_NOSPC on this thread, else 0. */
+SOP_API int sop_os_errno(void);
+/** 1 if the whole transaction may simply be retried (SOP_CONFLICT, SOP_BUSY). */
+SOP_API int sop_rc_is_retryable(int rc);
+
+/* ------------------------------------------------------------------------ */
+/* Database                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum sop_sync_mode {
+    /** Commit returns after its record is on stable storage (one fdatasync,
+     *  shared by concurrent committers: group commit). Default. */
+    SOP_SYNC_FULL = 0,
+    /** Commit returns after the record is written to the OS; the log is
+     *  synced at checkpoints and on close. A power cut may lose the last
+     *  commits, never expose a partial one. A process crash loses nothing. */
+    SOP_SYNC_NORMAL = 1,
+    /** Like NORMAL, and close does not sync either. For bulk loads/tests. */
+    SOP_SYNC_OFF = 2
+} sop_sync_mode;
+
+/** Open flags (sop_db_options.flags). Unknown bits give SOP_INVAL. */
+#define SOP_DB_NOCREATE 0x1u /**< fail with SOP_NOTFOUND if the folder has no database */
+
+/** Custom key order, registered by name at open (see sop_store_options.comparator).
+ *  Must be a total order, deterministic and thread-safe; returns <0, 0, >0. */
+typedef int (*sop_compare_fn)(const sop_val *a, const sop_val *b, void *ctx);
+typedef struct sop_comparator {
+    const char *name;       /**< 1..63 bytes; recorded in each store that uses it */
+    sop_compare_fn compare;
+    void *ctx;              /**< passed to compare; must outlive the sop_db */
+} sop_comparator;
+
+struct sop_vfs; /* include/sop_sys.h */
+
+typedef struct sop_db_options {
+    uint32_t version;            /**< SOP_DB_OPTIONS_VERSION */
+    uint32_t flags;              /**< SOP_DB_* */
+    sop_sync_mode sync;          /**< 0 = SOP_SYNC_FULL */
+    uint64_t cache_bytes;        /**< L1 budget for node memory; 0 = 256 MiB. A
+                                  *   checkpoint runs when dirty nodes reach half. */
+    uint64_t txn_time_limit_ms;  /**< 0 = 15 minutes; UINT64_MAX = none. A txn
+                                  *   older than this fails with SOP_TIMEOUT. */
+    uint64_t segment_bytes;      /**< log segment file size; 0 = 64 MiB; min 1 MiB */
+    const sop_comparator *comparators; /**< array, read during open; may be NULL */
+    size_t comparator_count;
+    const struct sop_vfs *vfs;   /**< NULL = POSIX; must outlive the sop_db */
+} sop_db_options; /* version 1 ends here; fields are only ever appended */
+
+#define SOP_DB_OPTIONS_VERSION 1
+#define SOP_DB_OPTIONS_INIT    {SOP_DB_OPTIONS_VERSION}
+/** Fill *opts with defaults for @p version. SOP_INVAL for an unknown version. */
+SOP_API int sop_db_options_init(sop_db_options *opts, uint32_t version);
+
+/**
+ * @brief Open (creating if needed) the database in folder @p path.
+ *
+ * A missing folder is created (unless SOP_DB_NOCREATE); an empty folder is
+ * initialised; a folder holding a libsop database is opened and recovered:
+ * the newest checkpoint is loaded and every durable commit after it is
+ * replayed; an incomplete tail left by a crash is cut off. A folder holding
+ * anything else is refused.
+ *
+ * Only one sop_db may have a folder open at a time, across all processes;
+ * a second open (in this or another process) fails with SOP_BUSY.
+ *
+ * @param[out] db_out  The handle, or NULL on failure. Close with sop_db_close.
+ * @param[in]  path    Folder path; read during the call only.
+ * @param[in]  opts    NULL for defaults; read during the call only (the vfs
+ *                     and comparator ctx pointers must outlive the db).
+ * @retval SOP_OK
+ * @retval SOP_INVAL     Bad options, or the folder holds non-libsop files.
+ * @retval SOP_NOTFOUND  SOP_DB_NOCREATE and no database there.
+ * @retval SOP_BUSY      Open elsewhere (another process or handle).
+ * @retval SOP_VERSION   Made by a newer libsop.
+ * @retval SOP_CORRUPT   A checkpoint or a sealed log segment is damaged.
+ * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM
+ * @par Threads  Any.
+ */
+SOP_API int sop_db_open(sop_db **db_out, const char *path, const sop_db_options *opts);
+
+/**
+ * @brief Close a database: checkpoint, sync (except SOP_SYNC_OFF), free.
+ *
+ * Every transaction must have ended first; otherwise SOP_BADSTATE is returned
+ * and the handle stays open. On any other return the handle is freed (a
+ * failed final checkpoint loses nothing: the log still holds every commit).
+ * NULL is accepted and returns SOP_OK. Store handles die with the db.
+ * @retval SOP_OK, SOP_BADSTATE, SOP_IOERR, SOP_NOSPC, SOP_PANIC
+ */
+SOP_API int sop_db_close(sop_db *db);
+
+/**
+ * @brief Write a checkpoint now: dirty nodes to disk, registry and catalog to
+ * an immutable manifest, and reclaim log segments nothing needs any more.
+ * Runs concurrently with readers and writers. Normally automatic.
+ * @retval SOP_OK, SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC
+ */
+SOP_API int sop_db_checkpoint(sop_db *db);
+
+/** Counters of a database handle (sop_db_stat). */
+typedef struct sop_db_stat_info {
+    uint64_t last_lsn;        /**< newest committed log sequence number */
+    uint64_t checkpoint_lsn;  /**< newest durable checkpoint covers up to here */
+    uint64_t commits;         /**< read-write commits since open */
+    uint64_t conflicts;       /**< SOP_CONFLICT returned since open */
+    uint64_t merges;          /**< commits whose nodes had changed since their snapshot */
+    uint64_t syncs;           /**< fdatasync calls on the log since open */
+    uint64_t node_loads;      /**< node reads from disk (L1 misses) */
+    uint64_t node_hits;       /**< node lookups served from memory */
+    uint64_t cache_bytes;     /**< node memory now (clean + dirty) */
+    uint64_t dirty_bytes;     /**< node memory not yet checkpointed */
+    uint64_t disk_bytes;      /**< bytes in segment and checkpoint files */
+    uint64_t live_bytes;      /**< of which still referenced */
+    uint64_t segments;        /**< segment files */
+    uint64_t prepared;        /**< prepared transactions awaiting resolution */
+} sop_db_stat_info;
+
+/** Fill *out with the handle's counters. */
+SOP_API int sop_db_stat(sop_db_stat_info *out, sop_db *db);
+
+/* ------------------------------------------------------------------------ */
+/* Transactions                                                              */
+/* ------------------------------------------------------------------------ */
+
+/** sop_txn_begin flags. */
+#define SOP_TXN_READONLY 0x1u
+
+/**
+ * @brief Begin a transaction on the newest committed snapshot.
+ *
+ * Reads see every commit that returned before this call, plus this txn's
+ * own writes, and nothing else. Read-write transactions take no locks while
+ * they run; sop_txn_commit validates them (serializable).
+ * @param[out] txn_out  Freed by sop_txn_commit or sop_txn_abort.
+ * @retval SOP_OK, SOP_INVAL (unknown flag), SOP_NOMEM, SOP_PANIC
+ * @par Threads  Any; the txn is then used by one thread at a time.
+ */
+SOP_API int sop_txn_begin(sop_txn **txn_out, sop_db *db, unsigned flags);
+
+/**
+ * @brief Commit and free the transaction.
+ *
+ * A read-write commit validates everything the transaction read (keys, and
+ * the ranges its cursors covered) and wrote against commits made since it
+ * began: if one of them changed such a key, the commit fails with
+ * SOP_CONFLICT and nothing is written. Otherwise its key-level changes are
+ * applied to the newest tree (changes by others to other keys of the same
+ * nodes are kept: merge) and a commit record is appended to the log. With
+ * SOP_SYNC_FULL the call returns after that record is on stable storage.
+ *
+ * On a prepared transaction this is phase 2: it commits for sure.
+ *
+ * The txn is freed on every return except SOP_BUSY (a prepared transaction
+ * of someone else holds a key this one touches: the txn stays active; retry
+ * the commit later or abort it). Its cursors become invalid.
+ *
+ * @retval SOP_OK        Committed (durable per the sync mode).
+ * @retval SOP_CONFLICT  Not committed; retry the whole transaction.
+ * @retval SOP_BUSY      Not committed; txn still active (see above).
+ * @retval SOP_TIMEOUT   Older than the time limit; not committed.
+ * @retval SOP_BADSTATE  The txn had failed earlier; not committed; freed.
+ * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM  Not committed; freed.
+ * @retval SOP_PANIC     fdatasync failed: the outcome is decided by recovery
+ *                       at the next open; close the db.
+ */
+SOP_API int sop_txn_commit(sop_txn *txn);
+
+/** @brief End the transaction without committing and free it. NULL is a
+ *  no-op. On a prepared transaction this is phase 2 "rollback". */
+SOP_API void sop_txn_abort(sop_txn *txn);
+
+/**
+ * @brief Two-phase commit, phase 1: validate and make the transaction durable
+ * as "prepared". Afterwards sop_txn_commit() will succeed (even after a
+ * crash and reopen: see sop_db_prepared_list), and other transactions that
+ * write the keys it read or touch the keys it wrote get SOP_BUSY until it
+ * is resolved. The PREPARE record is always synced, whatever the sync mode.
+ *
+ * @param[in] xid  Optional external id (0..SOP_MAX_XID_LEN bytes) stored with
+ *                 the prepared txn for a coordinator; NULL for none.
+ * @retval SOP_OK        Prepared; only sop_txn_commit/abort are allowed now.
+ * @retval SOP_CONFLICT  Validation failed; the txn has failed (abort it).
+ * @retval SOP_BUSY      Another prepared txn holds a key; txn still active.
+ * @retval SOP_READONLY  Read-only transactions cannot be prepared.
+ * @retval SOP_INVAL, SOP_BADSTATE, SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC
+ */
+SOP_API int sop_txn_prepare(sop_txn *txn, const sop_val *xid);
+
+/** The id of a prepared transaction (0 before sop_txn_prepare succeeded). */
+SOP_API uint64_t sop_txn_id(const sop_txn *txn);
+
+/** A prepared transaction awaiting phase 2. */
+typedef struct sop_prepared_info {
+    uint64_t id;                    /**< for sop_db_prepared_commit/rollback */
+    uint64_t lsn;                   /**< log position of its PREPARE record */
+    size_t xid_len;
+    uint8_t xid[SOP_MAX_XID_LEN];   /**< as given to sop_txn_prepare */
+} sop_prepared_info;
+
+/** List up to @p cap prepared transactions into @p out (oldest first);
+ *  *count_out gets the total number, which may exceed cap. */
+SOP_API int sop_db_prepared_list(sop_prepared_info *out, size_t cap, size_t *count_out,
+                                 sop_db *db);
+/** Phase 2 by id (e.g. after a crash): commit the prepared transaction.
+ *  SOP_NOTFOUND if no such prepared transaction. */
+SOP_API int sop_db_prepared_commit(sop_db *db, uint64_t id);
+/** Phase 2 by id: roll the prepared transaction back. SOP_NOTFOUND if none. */
+SOP_API int sop_db_prepared_rollback(sop_db *db, uint64_t id);
+
+/* ------------------------------------------------------------------------ */
+/* Stores                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** sop_store_options.flags */
+#define SOP_STORE_DUPLICATES     0x1u /**< several items may share a key */
+#define SOP_STORE_VALUES_SEPARATE 0x2u /**< every value in its own blob, not in the node */
+
+/** Items per node: default, and the accepted range. */
+#define SOP_SLOT_LENGTH_DEFAULT 128
+#define SOP_SLOT_LENGTH_MIN     4
+#define SOP_SLOT_LENGTH_MAX     10000
+
+typedef struct sop_store_options {
+    uint32_t version;          /**< SOP_STORE_OPTIONS_VERSION */
+    uint32_t flags;            /**< SOP_STORE_* */
+    uint32_t slot_length;      /**< items per node; 0 = SOP_SLOT_LENGTH_DEFAULT */
+    uint32_t max_inline_value; /**< values longer than this get their own blob
+                                *   even in-node; 0 = 1024; max 65536 */
+    const char *comparator;    /**< registered comparator name; NULL = bytewise */
+    const void *key_spec;      /**< opaque index specification (sop_keys.h); */
+    size_t key_spec_len;       /**<   NULL/0 = none; at most 4096 bytes */
+} sop_store_options; /* version 1 ends here */
+
+#define SOP_STORE_OPTIONS_VERSION 1
+#define SOP_STORE_OPTIONS_INIT    {SOP_STORE_OPTIONS_VERSION}
+SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
+
+/** sop_store_open flags. */
+#define SOP_STORE_CREATE 0x1u /**< create the store if it does not exist */
+
+/**
+ * @brief Open a store by name, creating it if asked.
+ *
+ * Creation is transactional: it becomes visible to others when @p txn
+ * commits, and an aborted txn leaves no store. If two transactions create
+ * the same name concurrently, the second to commit gets SOP_CONFLICT.
+ *
+ * @param[out] store_out  Owned by the db (do not free); valid until
+ *                        sop_db_close. The same name gives the same handle.
+ * @param[in]  txn        Read-write to create; any txn to open.
+ * @param[in]  name       1..SOP_MAX_NAME_LEN bytes, NUL-terminated.
+ * @param[in]  flags      0 or SOP_STORE_CREATE.
+ * @param[in]  opts       NULL = the stored options (or defaults when
+ *                        creating). When the store exists, any field given
+ *                        (non-zero) must equal the stored one.
+ * @retval SOP_OK
+ * @retval SOP_NOTFOUND  No such store in txn's snapshot and no CREATE.
+ * @retval SOP_INVAL     Bad name/options, or options contradict the store
+ *                       (sop_errmsg() names the field), or an unregistered
+ *                       comparator.
+ * @retval SOP_READONLY  CREATE of a missing store in a read-only txn.
+ * @retval SOP_BADSTATE, SOP_NOMEM, SOP_IOERR, SOP_CORRUPT, SOP_PANIC
+ */
+SOP_API int sop_store_open(sop_store **store_out, sop_txn *txn, const char *name,
+                           unsigned flags, const sop_store_options *opts);
+
+/** @brief Remove a store and all its items (transactional).
+ *  @retval SOP_OK, SOP_NOTFOUND, SOP_READONLY, SOP_INVAL, SOP_BADSTATE */
+SOP_API int sop_store_remove(sop_txn *txn, const char *name);
+
+/**
+ * @brief Names of the stores visible to @p txn, sorted bytewise.
+ * @param[out] names_out  Array of NUL-terminated names; free with
+ *                        sop_store_list_free(names, count).
+ */
+SOP_API int sop_store_list(char ***names_out, size_t *count_out, sop_txn *txn);
+SOP_API void sop_store_list_free(char **names, size_t count);
+
+typedef struct sop_store_info {
+    uint64_t count;             /**< items in txn's view (own changes included) */
+    sop_store_options options;  /**< stored options; pointers borrowed from the
+                                 *   store handle, valid until sop_db_close */
+    uint64_t id;                /**< internal store id */
+} sop_store_info;
+
+/** Fill *out for @p store as seen by @p txn. */
+SOP_API int sop_store_info_get(sop_store_info *out, sop_txn *txn, sop_store *store);
+/** The store's name (owned by the handle). */
+SOP_API const char *sop_store_name(const sop_store *store);
+
+/* ------------------------------------------------------------------------ */
+/* Items                                                                     */
+/* ------------------------------------------------------------------------ */
+/*
+ * Common rules for the calls below:
+ *   - key: 1..SOP_MAX_KEY_LEN bytes; value: 0..SOP_MAX_VALUE_LEN bytes; both
+ *     read during the call only (copied).
+ *   - SOP_READONLY for a write through a read-only txn (txn stays usable).
+ *   - SOP_INVAL for bad lengths or a store of another db (txn usable).
+ *   - SOP_BADSTATE if the txn has ended/failed/is prepared, or the store is
+ *     not visible in its snapshot.
+ *   - SOP_IOERR, SOP_CORRUPT, SOP_NOMEM, SOP_NOSPC: the txn has failed; only
+ *     sop_txn_abort is allowed.
+ * In a duplicate-key store "the item with key K" means the first (oldest)
+ * one; items with equal keys keep their insertion order.
+ */
+
+/** Add an item. Unique store: SOP_KEYEXIST if the key is present (nothing
+ *  changed). Duplicate store: always adds another item. */
+SOP_API int sop_add(sop_txn *txn, sop_store *store, const sop_val *key, const sop_val *value);
+/** Add only if no item has this key; SOP_KEYEXIST otherwise (any store). */
+SOP_API int sop_add_if_absent(sop_txn *txn, sop_store *store, const sop_val *key,
+                              const sop_val *value);
+/** Replace the value of the item with this key; SOP_NOTFOUND if none. */
+SOP_API int sop_update(sop_txn *txn, sop_store *store, const sop_val *key, const sop_val *value);
+/** Update if present, else add. */
+SOP_API int sop_upsert(sop_txn *txn, sop_store *store, const sop_val *key, const sop_val *value);
+/** Remove the item with this key (every item with it in a duplicate store);
+ *  SOP_NOTFOUND if none. */
+SOP_API int sop_remove(sop_txn *txn, sop_store *store, const sop_val *key);
+
+/**
+ * @brief Look up one key.
+ * @param[out] value_out  On SOP_OK, borrowed bytes valid until the next call
+ *     on @p txn (any item, cursor or commit call) or its end; else {NULL,0}.
+ * In a read-write txn the key joins the read set, found or not.
+ * @retval SOP_OK, SOP_NOTFOUND, plus the common codes.
+ */
+SOP_API int sop_get(sop_val *value_out, sop_txn *txn, sop_store *store, const sop_val *key);
+
+/** Number of items in @p txn's view of the store, own changes included.
+ *  In a read-write txn this reads the whole store (validated at commit). */
+SOP_API int sop_count(uint64_t *count_out, sop_txn *txn, sop_store *store);
+
+/* ------------------------------------------------------------------------ */
+/* Cursors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum sop_cursor_op {
+    SOP_FIRST,    /**< first item */
+    SOP_LAST,     /**< last item */
+    SOP_NEXT,     /**< next item (FIRST if unpositioned) */
+    SOP_PREV,     /**< previous item (LAST if unpositioned) */
+    SOP_SEEK,     /**< first item whose key equals key */
+    SOP_SEEK_GE,  /**< first item whose key is >= key */
+    SOP_CURRENT,  /**< the item at the cursor */
+    SOP_NEXT_DUP, /**< next item with the same key as the current one */
+    SOP_PREV_DUP  /**< previous item with the same key as the current one */
+} sop_cursor_op;
+
+/** Open a cursor on @p store within @p txn; it starts unpositioned. */
+SOP_API int sop_cursor_open(sop_cursor **cursor_out, sop_txn *txn, sop_store *store);
+/** Free a cursor (NULL-safe); always safe, even after its txn ended. */
+SOP_API void sop_cursor_close(sop_cursor *cursor);
+
+/**
+ * @brief Move the cursor and return the item there.
+ *
+ * @param[out] key_out, value_out  May be NULL. On SOP_OK borrowed bytes valid
+ *     until the next call on this cursor, a write through its txn, or the
+ *     txn's end.
+ * @param[in] key  Used by SOP_SEEK and SOP_SEEK_GE only.
+ * @retval SOP_OK
+ * @retval SOP_NOTFOUND  Nothing there. After FIRST/LAST/SEEK/SEEK_GE the
+ *     cursor is unpositioned; after NEXT/PREV/NEXT_DUP/PREV_DUP it stays on
+ *     the item it was on (CURRENT still returns it).
+ * @retval SOP_INVAL     CURRENT/NEXT_DUP/PREV_DUP while unpositioned, bad op.
+ * In a read-write txn the ranges the cursor covers join the read set.
+ */
+SOP_API int sop_cursor_get(sop_val *key_out, sop_val *value_out, sop_cursor *cursor,
+                           sop_cursor_op op, const sop_val *key);
+
+/** Remove the item at the cursor (read-write txn). The cursor stays between
+ *  its neighbours: NEXT/PREV move to them. SOP_INVAL if unpositioned. */
+SOP_API int sop_cursor_remove(sop_cursor *cursor);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SOP_H */

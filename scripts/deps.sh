@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# deps.sh <set> - install the Debian packages a make target needs, if missing.
+#   build: a C compiler and make.   bench: + liblmdb-dev libsqlite3-dev gnuplot.
+#   fuzz: + clang with libFuzzer.
+# Runs apt-get only when something is missing (and only as root).
+set -euo pipefail
+want=(gcc make)
+case "${1:-build}" in
+  bench) want+=(liblmdb-dev libsqlite3-dev gnuplot-nox) ;;
+  fuzz)  want+=(clang libclang-rt-14-dev) ;;
+esac
+missing=()
+for p in "${want[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "deps.sh: missing packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+  exit 1
+fi
+echo "deps.sh: installing ${missing[*]}" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

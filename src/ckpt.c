@@ -1,0 +1,623 @@
+/*
+ * ckpt.c - checkpoints: write dirty nodes as blobs, then an immutable
+ * manifest naming the log position it covers; load the newest at open;
+ * reclaim segments nothing needs.
+ *
+ *   (C1) A manifest is written to MANIFEST-<seq>.tmp, synced, renamed, and
+ *        the folder synced; it becomes the recovery base exactly when the
+ *        rename is durable. Older manifests are deleted only afterwards.
+ *   (C2) Every node blob a manifest names is durable before the manifest
+ *        is written (one fdatasync of the log covers blobs and records).
+ *   (C3) A segment is deleted only when it holds no live blob, no record
+ *        newer than the durable checkpoint, no blob any open snapshot may
+ *        read (its last death <= the oldest snapshot) and is not the append
+ *        target.
+ *
+ * Manifest layout (little-endian), then u32 crc32c of everything before it:
+ *   8 magic "SOPMANI1", u32 version 1, u32 0,
+ *   u64 ckpt_lsn, u64 replay_seg, u64 replay_off, u64 next_lid,
+ *   u64 next_store_id, u64 next_txn_id,
+ *   u32 store_count, each: u64 id, u64 root_lid, u64 count, u64 next_seq,
+ *       u64 created_lsn, u16 name_len, name, u32 flags, u32 slot_length,
+ *       u32 max_inline, u16 cmp_len, cmp, u32 spec_len, spec
+ *   u32 prepared_count, each: u64 id, u64 lsn, u32 body_len, body
+ *   u32 seg_count, each: u64 id, u64 blob_bytes, u64 dead_bytes,
+ *       u64 death_lsn, u64 max_lsn
+ *   u64 lid_count, each (ascending lid): u64 lid, u64 seg, u64 off,
+ *       u32 len, u32 crc          -- the registry run (DESIGN D1)
+ */
+#include "db.h"
+#include "txn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MANI_MAGIC "SOPMANI1"
+
+struct written {
+    sop_version *v;
+    uint64_t lid;
+    sop_loc loc;
+};
+
+struct reg_collect {
+    sop_buf *b;
+    uint64_t snap;
+    uint64_t count;
+    int bad;
+};
+
+static int collect_lid(uint64_t lid, sop_version *head, void *ctx)
+{
+    struct reg_collect *c = ctx;
+    sop_version *v = head;
+    while (v && v->lsn > c->snap)
+        v = atomic_load(&v->older);
+    if (!v || (v->flags & SOP_VER_TOMBSTONE))
+        return 0;
+    if (v->loc.seg == 0) {
+        c->bad = 1; /* cannot happen: every node visible at C was written */
+        return 1;
+    }
+    sop_buf_append_le64(c->b, lid);
+    sop_buf_append_le64(c->b, v->loc.seg);
+    sop_buf_append_le64(c->b, v->loc.off);
+    sop_buf_append_le32(c->b, v->loc.len);
+    sop_buf_append_le32(c->b, v->loc.crc);
+    c->count++;
+    return 0;
+}
+
+struct mani_scan {
+    uint64_t best;
+    int found;
+    uint64_t *old;
+    size_t old_n, old_cap;
+};
+
+static int scan_mani(const char *name, void *ctx)
+{
+    struct mani_scan *m = ctx;
+    if (strncmp(name, "MANIFEST-", 9) != 0 || strlen(name) != 25)
+        return 0;
+    char *end;
+    uint64_t seq = strtoull(name + 9, &end, 16);
+    if (*end)
+        return 0;
+    if (m->old_n == m->old_cap) {
+        size_t cap = m->old_cap ? m->old_cap * 2 : 8;
+        uint64_t *n = sop_realloc(m->old, cap * sizeof *n);
+        if (!n)
+            return 1;
+        m->old = n;
+        m->old_cap = cap;
+    }
+    m->old[m->old_n++] = seq;
+    if (!m->found || seq > m->best)
+        m->best = seq;
+    m->found = 1;
+    return 0;
+}
+
+static int write_file_durably(sop_db *db, const char *path, const uint8_t *data, size_t len)
+{
+    char tmp[4300];
+    sop_file *f = NULL;
+    int rc;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    SOP_TRY(db->vfs->open(&f, db->vfs, tmp, SOP_VFS_WRITE | SOP_VFS_CREATE));
+    SOP_TRY(db->vfs->truncate(f, 0));
+    SOP_TRY(db->vfs->pwrite(f, data, len, 0));
+    SOP_TRY(db->vfs->sync(f, 0));
+    rc = db->vfs->close(f);
+    f = NULL;
+    SOP_TRY(rc);
+    SOP_TRY(db->vfs->rename(db->vfs, tmp, path));
+    SOP_TRY(db->vfs->sync_dir(db->vfs, db->path));
+out:
+    if (f)
+        db->vfs->close(f);
+    return rc;
+}
+
+int sop_ckpt__run(sop_db *db)
+{
+    int rc = SOP_OK;
+    sop_buf batch = SOP_BUF_INIT, mani = SOP_BUF_INIT;
+    struct written *w = NULL;
+    size_t wn = 0, wcap = 0;
+    uint64_t *lids = NULL;
+    size_t nlids = 0;
+    char path[4200];
+
+    pthread_mutex_lock(&db->ckpt_mu);
+    /* 1. The cut: C and the replay position, under commit_mu. */
+    pthread_mutex_lock(&db->commit_mu);
+    uint64_t C = db->applied_lsn;
+    if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0) {
+        pthread_mutex_unlock(&db->commit_mu);
+        pthread_mutex_unlock(&db->ckpt_mu);
+        return SOP_OK; /* nothing new */
+    }
+    pthread_mutex_lock(&db->wal.append_mu);
+    sop_loc replay = {db->wal.cur ? db->wal.cur->id : 0, db->wal.tail_off, 0, 0};
+    pthread_mutex_unlock(&db->wal.append_mu);
+    pthread_mutex_lock(&db->snap_mu);
+    db->ckpt_snap = C;
+    pthread_mutex_unlock(&db->snap_mu);
+    nlids = sop_u64map_count(&db->dirty_lids);
+    lids = sop_malloc((nlids ? nlids : 1) * sizeof *lids);
+    if (!lids) {
+        pthread_mutex_unlock(&db->commit_mu);
+        rc = sop_err(SOP_NOMEM, "checkpoint");
+        goto out;
+    }
+    {
+        size_t pos = 0, k = 0;
+        uint64_t lid;
+        while (sop_u64map_next(&lid, NULL, &db->dirty_lids, &pos) == SOP_OK)
+            lids[k++] = lid;
+    }
+    pthread_mutex_unlock(&db->commit_mu);
+    /* 2. Write the nodes visible at C that have no blob yet. */
+    for (size_t i = 0; i < nlids; i++) {
+        sop_version *v = sop_registry__lookup(&db->reg, lids[i], C);
+        if (!v || v->loc.seg != 0)
+            continue;
+        const uint8_t *img = atomic_load(&v->img);
+        size_t clen = sop_node__used_bytes(img);
+        size_t rlen = sop_rec_len(clen);
+        size_t at = batch.len;
+        uint8_t *rec = sop_buf_extend(&batch, rlen);
+        if (!rec) {
+            rc = sop_err(SOP_NOMEM, "checkpoint batch");
+            goto out;
+        }
+        size_t got;
+        if ((rc = sop_node__serialize(img, rec + SOP_REC_HDR_LEN, clen, &got)) != SOP_OK)
+            goto out;
+        memset(rec + SOP_REC_HDR_LEN + clen, 0, rlen - SOP_REC_HDR_LEN - clen);
+        uint32_t crc = sop_rec__header(rec, SOP_REC_NODE, rec + SOP_REC_HDR_LEN, clen, 0);
+        if (wn == wcap) {
+            wcap = wcap ? wcap * 2 : 256;
+            struct written *nw = sop_realloc(w, wcap * sizeof *w);
+            if (!nw) {
+                rc = sop_err(SOP_NOMEM, "checkpoint");
+                goto out;
+            }
+            w = nw;
+        }
+        w[wn].v = v;
+        w[wn].lid = lids[i];
+        w[wn].loc.off = at; /* relative to the batch until appended */
+        w[wn].loc.len = (uint32_t)rlen;
+        w[wn].loc.crc = crc;
+        w[wn].loc.seg = 0;
+        wn++;
+        if (batch.len >= (4u << 20) || i + 1 == nlids) {
+            sop_loc base;
+            uint64_t token;
+            if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base,
+                                      &token)) != SOP_OK)
+                goto out;
+            for (size_t j = 0; j < wn; j++) {
+                if (w[j].loc.seg == 0) {
+                    w[j].loc.seg = base.seg;
+                    w[j].loc.off += base.off;
+                }
+            }
+            sop_buf_reset(&batch);
+        }
+    }
+    if (batch.len) {
+        sop_loc base;
+        uint64_t token;
+        if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base, &token)) !=
+            SOP_OK)
+            goto out;
+        for (size_t j = 0; j < wn; j++)
+            if (w[j].loc.seg == 0) {
+                w[j].loc.seg = base.seg;
+                w[j].loc.off += base.off;
+            }
+    }
+    /* 3. (C2) blobs and every record <= C durable. */
+    if ((rc = sop_wal__sync_all(&db->wal)) != SOP_OK) {
+        rc = sop_db__panic(db, rc);
+        goto out;
+    }
+    /* 4. Under commit_mu: give the versions their locations, settle deaths,
+     *    and encode the manifest. */
+    pthread_mutex_lock(&db->commit_mu);
+    uint64_t written_bytes = 0;
+    for (size_t j = 0; j < wn; j++) {
+        sop_version *v = w[j].v;
+        v->loc = w[j].loc;
+        written_bytes += v->img_len;
+        sop_version *h = sop_registry__head(&db->reg, w[j].lid);
+        if (h != v) {
+            /* Superseded after C: this blob is dead as of the newer version. */
+            sop_version *n = h;
+            while (n && atomic_load(&n->older) != v)
+                n = atomic_load(&n->older);
+            sop_wal__blob_dead(&db->wal, &v->loc, n ? n->lsn : h->lsn);
+        }
+    }
+    atomic_fetch_sub(&db->dirty_bytes, written_bytes);
+    size_t keep = 0;
+    for (size_t i = 0; i < db->death_count; i++) {
+        if (db->deaths[i].lsn <= C)
+            sop_wal__blob_dead(&db->wal, &db->deaths[i].loc, db->deaths[i].lsn);
+        else
+            db->deaths[keep++] = db->deaths[i];
+    }
+    db->death_count = keep;
+    /* Dirty set: keep lids whose newest version has no blob yet. */
+    for (size_t i = 0; i < nlids; i++) {
+        sop_version *h = sop_registry__head(&db->reg, lids[i]);
+        if (!h || h->loc.seg != 0 || (h->flags & SOP_VER_TOMBSTONE))
+            sop_u64map_del(NULL, &db->dirty_lids, lids[i]);
+    }
+    sop_buf_append(&mani, MANI_MAGIC, 8);
+    sop_buf_append_le32(&mani, 1);
+    sop_buf_append_le32(&mani, 0);
+    sop_buf_append_le64(&mani, C);
+    sop_buf_append_le64(&mani, replay.seg);
+    sop_buf_append_le64(&mani, replay.off);
+    sop_buf_append_le64(&mani, db->reg.next_lid);
+    sop_buf_append_le64(&mani, db->next_store_id);
+    sop_buf_append_le64(&mani, db->next_txn_id);
+    uint32_t nst = 0;
+    size_t nst_off = mani.len;
+    sop_buf_append_le32(&mani, 0);
+    for (sop_store *s = atomic_load(&db->stores); s; s = s->next) {
+        uint64_t cl = atomic_load(&s->created_lsn);
+        if (cl > C || atomic_load(&s->dropped_lsn) <= C)
+            continue;
+        sop_buf_append_le64(&mani, s->id);
+        sop_buf_append_le64(&mani, s->root_lid);
+        sop_buf_append_le64(&mani, sop_store__count_at(s, C));
+        sop_buf_append_le64(&mani, s->next_seq);
+        sop_buf_append_le64(&mani, cl);
+        sop_buf_append_le16(&mani, (uint16_t)strlen(s->name));
+        sop_buf_append(&mani, s->name, strlen(s->name));
+        sop_buf_append_le32(&mani, s->flags);
+        sop_buf_append_le32(&mani, s->slot_length);
+        sop_buf_append_le32(&mani, s->max_inline);
+        size_t cl2 = s->comparator ? strlen(s->comparator) : 0;
+        sop_buf_append_le16(&mani, (uint16_t)cl2);
+        sop_buf_append(&mani, s->comparator, cl2);
+        sop_buf_append_le32(&mani, (uint32_t)s->key_spec_len);
+        sop_buf_append(&mani, s->key_spec, s->key_spec_len);
+        nst++;
+    }
+    uint32_t npr = 0;
+    size_t npr_off = mani.len;
+    sop_buf_append_le32(&mani, 0);
+    for (sop_prepared *p = db->prepared; p; p = p->next) {
+        if (p->lsn > C)
+            continue;
+        sop_buf_append_le64(&mani, p->id);
+        sop_buf_append_le64(&mani, p->lsn);
+        sop_buf_append_le32(&mani, (uint32_t)p->body_len);
+        sop_buf_append(&mani, p->body, p->body_len);
+        npr++;
+    }
+    pthread_mutex_lock(&db->wal.seg_mu);
+    sop_buf_append_le32(&mani, (uint32_t)db->wal.seg_count);
+    for (size_t i = 0; i < db->wal.seg_count; i++) {
+        sop_seg *s = db->wal.segs[i];
+        sop_buf_append_le64(&mani, s->id);
+        sop_buf_append_le64(&mani, s->blob_bytes);
+        sop_buf_append_le64(&mani, s->dead_bytes);
+        sop_buf_append_le64(&mani, s->death_lsn);
+        sop_buf_append_le64(&mani, s->max_lsn);
+    }
+    pthread_mutex_unlock(&db->wal.seg_mu);
+    size_t nl_off = mani.len;
+    sop_buf_append_le64(&mani, 0);
+    struct reg_collect rcx = {&mani, C, 0, 0};
+    sop_registry__for_each(&db->reg, collect_lid, &rcx);
+    pthread_mutex_unlock(&db->commit_mu);
+    if (rcx.bad) {
+        rc = SOP_CORRUPT_BKPT("checkpoint found a node without a blob");
+        goto out;
+    }
+    if ((rc = sop_buf_status(&mani)) != SOP_OK)
+        goto out;
+    sop_put_le32(mani.data + nst_off, nst);
+    sop_put_le32(mani.data + npr_off, npr);
+    sop_put_le64(mani.data + nl_off, rcx.count);
+    sop_buf_append_le32(&mani, sop_crc32c(0, mani.data, mani.len));
+    if ((rc = sop_buf_status(&mani)) != SOP_OK)
+        goto out;
+    /* 5. (C1) */
+    uint64_t seq = db->ckpt_seq + 1;
+    snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, seq);
+    if ((rc = write_file_durably(db, path, mani.data, mani.len)) != SOP_OK)
+        goto out;
+    uint64_t old_seq = db->ckpt_seq;
+    db->ckpt_seq = seq;
+    pthread_mutex_lock(&db->commit_mu);
+    db->ckpt_lsn = C;
+    db->replay_from = replay;
+    db->log_since_ckpt = 0;
+    pthread_mutex_unlock(&db->commit_mu);
+    if (old_seq) {
+        snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, old_seq);
+        db->vfs->unlink(db->vfs, path); /* a leftover only costs space; open picks the newest */
+    }
+    /* 6. (C3) reclaim segments. */
+    pthread_mutex_lock(&db->snap_mu);
+    db->ckpt_snap = SOP_NEVER;
+    pthread_mutex_unlock(&db->snap_mu);
+    uint64_t smin = sop_db__snap_min(db, 0);
+    pthread_mutex_lock(&db->wal.append_mu);
+    pthread_mutex_lock(&db->wal.seg_mu);
+    for (size_t i = 0; i < db->wal.seg_count;) {
+        sop_seg *s = db->wal.segs[i];
+        if (s != db->wal.cur && s->id < replay.seg && s->dead_bytes >= s->blob_bytes &&
+            s->death_lsn <= C && s->death_lsn <= smin && s->max_lsn <= C) {
+            char sp[4300];
+            snprintf(sp, sizeof sp, "%s/seg/%016" PRIx64 ".seg", db->path, s->id);
+            db->vfs->close(s->file);
+            db->vfs->unlink(db->vfs, sp);
+            memmove(&db->wal.segs[i], &db->wal.segs[i + 1],
+                    (db->wal.seg_count - i - 1) * sizeof *db->wal.segs);
+            db->wal.seg_count--;
+            sop_free(s);
+            continue;
+        }
+        i++;
+    }
+    pthread_mutex_unlock(&db->wal.seg_mu);
+    pthread_mutex_unlock(&db->wal.append_mu);
+out:
+    pthread_mutex_lock(&db->snap_mu);
+    db->ckpt_snap = SOP_NEVER;
+    pthread_mutex_unlock(&db->snap_mu);
+    pthread_mutex_unlock(&db->ckpt_mu);
+    sop_free(w);
+    sop_free(lids);
+    sop_buf_dispose(&batch);
+    sop_buf_dispose(&mani);
+    return rc;
+}
+
+void sop_ckpt__maybe(sop_db *db)
+{
+    uint64_t dirty = atomic_load_explicit(&db->dirty_bytes, memory_order_relaxed);
+    if (dirty < db->opts.cache_bytes / 2 && db->log_since_ckpt < (1ull << 30))
+        return;
+    if (pthread_mutex_trylock(&db->ckpt_mu) != 0)
+        return; /* one is running */
+    pthread_mutex_unlock(&db->ckpt_mu);
+    sop_ckpt__run(db); /* a failure leaves the log authoritative; retried later */
+}
+
+/* ---- loading ------------------------------------------------------------- */
+
+typedef struct mrd {
+    const uint8_t *p, *end;
+    int bad;
+} mrd;
+
+static const uint8_t *m_take(mrd *r, size_t n)
+{
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *q = r->p;
+    r->p += n;
+    return q;
+}
+static uint64_t m64(mrd *r)
+{
+    const uint8_t *q = m_take(r, 8);
+    return q ? sop_get_le64(q) : 0;
+}
+static uint32_t m32(mrd *r)
+{
+    const uint8_t *q = m_take(r, 4);
+    return q ? sop_get_le32(q) : 0;
+}
+static uint16_t m16(mrd *r)
+{
+    const uint8_t *q = m_take(r, 2);
+    return q ? sop_get_le16(q) : 0;
+}
+
+int sop_ckpt__load(sop_db *db, int *found_out)
+{
+    struct mani_scan ms = {0};
+    uint8_t *data = NULL;
+    sop_file *f = NULL;
+    char path[4200];
+    int rc;
+    *found_out = 0;
+    if (db->vfs->list_dir(db->vfs, db->path, scan_mani, &ms) != SOP_OK) {
+        rc = sop_err(SOP_IOERR, "cannot list %s", db->path);
+        goto out;
+    }
+    if (!ms.found) {
+        rc = SOP_OK;
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, ms.best);
+    uint64_t size;
+    size_t got;
+    SOP_TRY(db->vfs->open(&f, db->vfs, path, SOP_VFS_READ));
+    SOP_TRY(db->vfs->size(f, &size));
+    if (size < 20 || size > (1ull << 34)) {
+        rc = SOP_CORRUPT_BKPT("%s: bad size %" PRIu64, path, size);
+        goto out;
+    }
+    data = sop_malloc(size);
+    if (!data) {
+        rc = sop_err(SOP_NOMEM, "manifest of %" PRIu64 " bytes", size);
+        goto out;
+    }
+    SOP_TRY(db->vfs->pread(f, data, size, 0, &got));
+    if (got != size || memcmp(data, MANI_MAGIC, 8) != 0 ||
+        sop_get_le32(data + size - 4) != sop_crc32c(0, data, size - 4)) {
+        rc = SOP_CORRUPT_BKPT("%s: bad magic or checksum", path);
+        goto out;
+    }
+    mrd r = {data + 8, data + size - 4, 0};
+    if (m32(&r) != 1) {
+        rc = sop_err(SOP_VERSION, "%s: unknown manifest version", path);
+        goto out;
+    }
+    m32(&r);
+    uint64_t C = m64(&r);
+    db->replay_from.seg = m64(&r);
+    db->replay_from.off = m64(&r);
+    db->reg.next_lid = m64(&r);
+    db->next_store_id = m64(&r);
+    db->next_txn_id = m64(&r);
+    uint32_t nst = m32(&r);
+    for (uint32_t i = 0; i < nst && !r.bad; i++) {
+        sop_store *s = sop_calloc(1, sizeof *s);
+        if (!s) {
+            rc = sop_err(SOP_NOMEM, "store");
+            goto out;
+        }
+        s->db = db;
+        s->id = m64(&r);
+        s->root_lid = m64(&r);
+        uint64_t count = m64(&r);
+        s->next_seq = m64(&r);
+        uint64_t created = m64(&r);
+        uint16_t nl = m16(&r);
+        const uint8_t *name = m_take(&r, nl);
+        s->flags = m32(&r);
+        s->slot_length = m32(&r);
+        s->max_inline = m32(&r);
+        uint16_t cl = m16(&r);
+        const uint8_t *cmpn = m_take(&r, cl);
+        uint32_t sl = m32(&r);
+        const uint8_t *spec = m_take(&r, sl);
+        sop_countver *cv = sop_calloc(1, sizeof *cv);
+        s->name = sop_malloc(nl + 1u);
+        if (cl)
+            s->comparator = sop_malloc(cl + 1u);
+        if (sl)
+            s->key_spec = sop_malloc(sl);
+        atomic_init(&s->created_lsn, created);
+        atomic_init(&s->dropped_lsn, SOP_NEVER);
+        atomic_init(&s->pending_owner, NULL);
+        atomic_init(&s->counts, cv);
+        if (!cv || !s->name || (cl && !s->comparator) || (sl && !s->key_spec) || r.bad) {
+            sop_store__free(s);
+            rc = r.bad ? SOP_CORRUPT_BKPT("%s: store entry", path) : sop_err(SOP_NOMEM, "store");
+            goto out;
+        }
+        cv->lsn = 0;
+        cv->count = count;
+        atomic_init(&cv->older, NULL);
+        memcpy(s->name, name, nl);
+        s->name[nl] = 0;
+        if (cl) {
+            memcpy(s->comparator, cmpn, cl);
+            s->comparator[cl] = 0;
+            for (size_t k = 0; k < db->comparator_count; k++)
+                if (strcmp(db->comparators[k].name, s->comparator) == 0) {
+                    s->cmp.fn = db->comparators[k].compare;
+                    s->cmp.ctx = db->comparators[k].ctx;
+                }
+            if (!s->cmp.fn) {
+                rc = sop_err(SOP_INVAL,
+                             "store '%s' needs comparator '%s', which is not registered in "
+                             "sop_db_options.comparators",
+                             s->name, s->comparator);
+                sop_store__free(s);
+                goto out;
+            }
+        }
+        if (sl)
+            memcpy(s->key_spec, spec, sl);
+        s->key_spec_len = sl;
+        s->next = atomic_load(&db->stores);
+        atomic_store(&db->stores, s);
+    }
+    uint32_t npr = m32(&r);
+    for (uint32_t i = 0; i < npr && !r.bad; i++) {
+        sop_prepared *p = sop_calloc(1, sizeof *p);
+        if (!p) {
+            rc = sop_err(SOP_NOMEM, "prepared");
+            goto out;
+        }
+        sop_arena_init(&p->arena, 0);
+        p->id = p->info.id = m64(&r);
+        p->lsn = p->info.lsn = m64(&r);
+        p->body_len = m32(&r);
+        const uint8_t *body = m_take(&r, p->body_len);
+        p->body = body ? sop_memdup(body, p->body_len) : NULL;
+        if (!p->body || (rc = sop_prepared__decode(p)) != SOP_OK) {
+            if (!body)
+                rc = SOP_CORRUPT_BKPT("%s: prepared entry", path);
+            else if (!p->body)
+                rc = sop_err(SOP_NOMEM, "prepared");
+            sop_prepared__free(p);
+            goto out;
+        }
+        sop_prepared **pp = &db->prepared;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = p;
+    }
+    uint32_t nseg = m32(&r);
+    for (uint32_t i = 0; i < nseg && !r.bad; i++) {
+        uint64_t id = m64(&r);
+        uint64_t blob = m64(&r), dead = m64(&r), dl = m64(&r), ml = m64(&r);
+        sop_seg *s = sop_wal__segment(&db->wal, id);
+        if (s) {
+            s->blob_bytes = blob;
+            s->dead_bytes = dead;
+            s->death_lsn = dl;
+            s->max_lsn = ml;
+        }
+    }
+    uint64_t nl = m64(&r);
+    for (uint64_t i = 0; i < nl && !r.bad; i++) {
+        uint64_t lid = m64(&r);
+        sop_loc loc;
+        loc.seg = m64(&r);
+        loc.off = m64(&r);
+        loc.len = m32(&r);
+        loc.crc = m32(&r);
+        if (r.bad)
+            break;
+        if (!sop_wal__segment(&db->wal, loc.seg)) {
+            rc = SOP_CORRUPT_BKPT("node %" PRIu64 " lives in missing segment %" PRIu64, lid,
+                                  loc.seg);
+            goto out;
+        }
+        sop_version *v = sop_version__new(0, NULL, 0, 0);
+        if (!v) {
+            rc = sop_err(SOP_NOMEM, "registry");
+            goto out;
+        }
+        v->loc = loc;
+        if ((rc = sop_registry__publish(&db->reg, lid, v)) != SOP_OK) {
+            sop_version__free(v);
+            goto out;
+        }
+    }
+    if (r.bad || r.p != r.end) {
+        rc = SOP_CORRUPT_BKPT("%s: truncated or trailing bytes", path);
+        goto out;
+    }
+    db->applied_lsn = C;
+    db->ckpt_lsn = C;
+    db->ckpt_seq = ms.best;
+    *found_out = 1;
+    rc = SOP_OK;
+out:
+    if (f)
+        db->vfs->close(f);
+    sop_free(data);
+    sop_free(ms.old);
+    return rc;
+}

@@ -1,0 +1,439 @@
+/*
+ * cursor.c - the cursor a user sees: the transaction's snapshot tree merged
+ * with its own uncommitted writes.
+ *
+ *   (K1) With no write set for the store (every read-only txn), a cursor is
+ *        a plain tree cursor: steps are O(1) within a leaf, no allocation.
+ *   (K2) Otherwise every move re-seeks both sources relative to the
+ *        current (key, seq): the position is fully described by the item,
+ *        so writes made through the txn between moves are always seen, and
+ *        a move that finds nothing leaves the cursor where it was.
+ *   (K3) In a read-write txn the key range a cursor has covered (from where
+ *        it was positioned to where it is, both ends inclusive, open-ended
+ *        when it ran off an end) joins the read set when the cursor is
+ *        repositioned, closed, or its txn commits (phantom protection).
+ *   (K4) Keys and values handed out point into immutable node images or
+ *        the txn arena; both outlive the next move.
+ */
+#include "txn.h"
+
+static int is_dup_store(const sop_store *s)
+{
+    return (s->flags & SOP_STORE_DUPLICATES) != 0;
+}
+
+static int kcmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b, uint64_t bs)
+{
+    int c = s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx)
+                      : sop_memcmp_keys(a->data, a->len, b->data, b->len);
+    if (c)
+        return c;
+    return (as > bs) - (as < bs);
+}
+
+/* ---- read-set coverage (K3) ------------------------------------------------ */
+
+typedef struct rs_state {
+    int active;
+    int lo_open, hi_open;
+    int lo_has, hi_has; /* a closed bound not yet known takes the first key seen */
+    uint8_t *lo, *hi;
+    size_t lo_len, hi_len, lo_cap, hi_cap;
+} rs_state;
+
+/* The cursor keeps its coverage in a side structure allocated on demand. */
+struct cursor_ext {
+    rs_state rs;
+};
+
+static int buf_set(uint8_t **b, size_t *cap, size_t *len, const sop_val *v)
+{
+    if (*cap < v->len) {
+        uint8_t *n = sop_realloc(*b, v->len);
+        if (!n)
+            return sop_err(SOP_NOMEM, "cursor range");
+        *b = n;
+        *cap = v->len;
+    }
+    memcpy(*b, v->data, v->len);
+    *len = v->len;
+    return SOP_OK;
+}
+
+static rs_state *rs_of(sop_cursor *c)
+{
+    return (rs_state *)c->keybuf; /* keybuf holds the rs_state (allocated at open) */
+}
+
+static int rs_tracking(const sop_cursor *c)
+{
+    return !(c->txn->flags & SOP_TXN_READONLY);
+}
+
+static int rs_flush(sop_cursor *c)
+{
+    rs_state *r = rs_of(c);
+    if (!r || !r->active)
+        return SOP_OK;
+    r->active = 0;
+    if ((!r->lo_open && !r->lo_has) || (!r->hi_open && !r->hi_has))
+        return SOP_OK; /* nothing observed */
+    sop_val lo = {r->lo, r->lo_len}, hi = {r->hi, r->hi_len};
+    return sop_txn__read_range(c->txn, c->store, r->lo_open, &lo, r->hi_open, &hi);
+}
+
+/* Start coverage at a bound (lo_open: from -inf). */
+static int rs_start(sop_cursor *c, int lo_open, const sop_val *lo, int hi_open, const sop_val *hi)
+{
+    if (!rs_tracking(c))
+        return SOP_OK;
+    int rc = rs_flush(c);
+    if (rc)
+        return rc;
+    rs_state *r = rs_of(c);
+    r->lo_open = lo_open;
+    r->hi_open = hi_open;
+    r->lo_len = r->hi_len = 0;
+    r->lo_has = r->hi_has = 0;
+    if (!lo_open && lo) {
+        if ((rc = buf_set(&r->lo, &r->lo_cap, &r->lo_len, lo)) != SOP_OK)
+            return rc;
+        r->lo_has = 1;
+    }
+    if (!hi_open && hi) {
+        if ((rc = buf_set(&r->hi, &r->hi_cap, &r->hi_len, hi)) != SOP_OK)
+            return rc;
+        r->hi_has = 1;
+    }
+    r->active = 1;
+    return SOP_OK;
+}
+
+/* Widen coverage to include key (or an open end: dir -1 / +1 with key NULL). */
+static int rs_extend(sop_cursor *c, const sop_val *key, int open_dir)
+{
+    if (!rs_tracking(c))
+        return SOP_OK;
+    rs_state *r = rs_of(c);
+    if (!r->active)
+        return SOP_OK;
+    if (!key) {
+        if (open_dir < 0)
+            r->lo_open = 1;
+        else
+            r->hi_open = 1;
+        return SOP_OK;
+    }
+    sop_val lo = {r->lo, r->lo_len}, hi = {r->hi, r->hi_len};
+    int rc;
+    if (!r->lo_open && (!r->lo_has || kcmp(c->store, key, 0, &lo, 0) < 0)) {
+        if ((rc = buf_set(&r->lo, &r->lo_cap, &r->lo_len, key)) != SOP_OK)
+            return rc;
+        r->lo_has = 1;
+    }
+    if (!r->hi_open && (!r->hi_has || kcmp(c->store, key, 0, &hi, 0) > 0)) {
+        if ((rc = buf_set(&r->hi, &r->hi_cap, &r->hi_len, key)) != SOP_OK)
+            return rc;
+        r->hi_has = 1;
+    }
+    return SOP_OK;
+}
+
+void sop_cursor__invalidate(sop_cursor *c)
+{
+    c->positioned = 0;
+    c->txn = NULL;
+}
+
+int sop_cursor__flush_reads(sop_cursor *c);
+int sop_cursor__flush_reads(sop_cursor *c)
+{
+    return c->txn ? rs_flush(c) : SOP_OK;
+}
+
+void sop_cursor__free_ext(sop_cursor *c);
+void sop_cursor__free_ext(sop_cursor *c)
+{
+    rs_state *r = rs_of(c);
+    if (r) {
+        sop_free(r->lo);
+        sop_free(r->hi);
+        sop_free(r);
+    }
+    c->keybuf = NULL;
+}
+
+int sop_cursor__init_ext(sop_cursor *c);
+int sop_cursor__init_ext(sop_cursor *c)
+{
+    rs_state *r = sop_calloc(1, sizeof *r);
+    if (!r)
+        return sop_err(SOP_NOMEM, "cursor");
+    c->keybuf = (uint8_t *)r;
+    return SOP_OK;
+}
+
+/* ---- merged positioning (K2) ----------------------------------------------- */
+
+static sop_ws_item *ws_first(sop_ws *w)
+{
+    return w->head->next[0];
+}
+
+static sop_ws_item *ws_last(sop_ws *w)
+{
+    sop_ws_item *x = w->head;
+    for (int lv = SOP_WS_MAX_HEIGHT - 1; lv >= 0; lv--)
+        while (x->next[lv])
+            x = x->next[lv];
+    return x == w->head ? NULL : x;
+}
+
+/* First ws item >= (k, s) */
+static sop_ws_item *ws_ge(sop_ws *w, const sop_val *k, uint64_t s)
+{
+    int exact;
+    return sop_ws__find(w, k, s, &exact);
+}
+
+/* Last ws item < (k, s) */
+static sop_ws_item *ws_lt(sop_ws *w, const sop_val *k, uint64_t s)
+{
+    sop_ws_item *x = ws_ge(w, k, s);
+    return x ? x->prev : ws_last(w);
+}
+
+/*
+ * Pick the merged item from the tree position (t_ok) and ws position wi,
+ * moving in dir, skipping deletions and tree items the ws overrides.
+ */
+static int merged_pick(sop_cursor *c, sop_ws *w, int t_ok, sop_ws_item *wi, int dir)
+{
+    sop_store *s = c->store;
+    for (;;) {
+        sop_val tk = {NULL, 0};
+        uint64_t ts = 0;
+        sop_leafval tv;
+        if (t_ok)
+            sop_tcur__item(&c->tc, &tk, &ts, &tv);
+        if (!t_ok && !wi)
+            return SOP_NOTFOUND;
+        int cmp;
+        if (!t_ok)
+            cmp = 1; /* ws only */
+        else if (!wi)
+            cmp = -1; /* tree only */
+        else
+            cmp = dir * kcmp(s, &tk, ts, &wi->key, wi->seq);
+        if (cmp < 0) { /* tree item comes first */
+            c->key = tk;
+            c->seq = ts;
+            c->val = tv;
+            c->wi = NULL;
+            return SOP_OK;
+        }
+        if (cmp == 0 && t_ok) {
+            /* ws overrides the tree item: consume the tree side too. */
+            int rc = dir > 0 ? sop_tcur__next(&c->tc) : sop_tcur__prev(&c->tc);
+            if (rc == SOP_NOTFOUND)
+                t_ok = 0;
+            else if (rc)
+                return rc;
+        }
+        if (wi->op == SOP_OP_DEL) {
+            wi = dir > 0 ? wi->next[0] : wi->prev;
+            continue;
+        }
+        c->key = wi->key;
+        c->seq = wi->seq;
+        c->val = wi->val;
+        c->wi = wi;
+        (void)w;
+        return SOP_OK;
+    }
+}
+
+/* Position at the first item >= (k,s) (dir>0, incl) / > (excl), or the last
+ * item <= / < (dir<0). */
+static int merged_seek(sop_cursor *c, sop_ws *w, int dir, const sop_val *k, uint64_t s, int incl)
+{
+    int rc;
+    sop_ws_item *wi;
+    sop_tcur__init(&c->tc, c->txn->db, c->store, c->txn->snap);
+    int created_here = atomic_load(&c->store->created_lsn) > c->txn->snap;
+    if (dir > 0) {
+        uint64_t ss = incl ? s : s + 1;
+        rc = created_here ? SOP_NOTFOUND : sop_tcur__seek(&c->tc, k, ss);
+        wi = ws_ge(w, k, ss);
+    } else {
+        uint64_t ss = incl ? s + 1 : s;
+        rc = created_here ? SOP_NOTFOUND : sop_tcur__seek_lt(&c->tc, k, ss);
+        wi = ws_lt(w, k, ss);
+    }
+    if (rc != SOP_OK && rc != SOP_NOTFOUND)
+        return rc;
+    return merged_pick(c, w, rc == SOP_OK, wi, dir);
+}
+
+static int merged_edge(sop_cursor *c, sop_ws *w, int dir)
+{
+    sop_tcur__init(&c->tc, c->txn->db, c->store, c->txn->snap);
+    int created_here = atomic_load(&c->store->created_lsn) > c->txn->snap;
+    int rc = created_here ? SOP_NOTFOUND : (dir > 0 ? sop_tcur__first(&c->tc) : sop_tcur__last(&c->tc));
+    if (rc != SOP_OK && rc != SOP_NOTFOUND)
+        return rc;
+    return merged_pick(c, w, rc == SOP_OK, dir > 0 ? ws_first(w) : ws_last(w), dir);
+}
+
+/* ---- moves ------------------------------------------------------------------ */
+
+static int same_key(const sop_cursor *c, const sop_val *a, const sop_val *b)
+{
+    return kcmp(c->store, a, 0, b, 0) == 0;
+}
+
+static int plain_set_current(sop_cursor *c)
+{
+    sop_tcur__item(&c->tc, &c->key, &c->seq, &c->val);
+    return SOP_OK;
+}
+
+int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
+{
+    sop_txn *t = c->txn;
+    sop_ws *w = sop_txn__ws(t, c->store, 0);
+    int rc = SOP_OK;
+    int dir = 1;
+    sop_val prev_key = c->key;
+    uint64_t prev_seq = c->seq;
+    int was = c->positioned;
+    int plain = (w == NULL || w->item_count == 0) &&
+                atomic_load(&c->store->created_lsn) <= t->snap;
+
+    if ((op == SOP_CURRENT || op == SOP_NEXT_DUP || op == SOP_PREV_DUP) && !was)
+        return sop_err(SOP_INVAL, "cursor is not positioned");
+    if (op == SOP_NEXT && !was)
+        op = SOP_FIRST;
+    if (op == SOP_PREV && !was)
+        op = SOP_LAST;
+
+    switch (op) {
+    case SOP_CURRENT:
+        return SOP_OK;
+    case SOP_FIRST:
+    case SOP_LAST:
+        dir = op == SOP_FIRST ? 1 : -1;
+        if ((rc = rs_start(c, dir > 0, NULL, dir < 0, NULL)) != SOP_OK)
+            return rc;
+        if (plain) {
+            sop_tcur__init(&c->tc, t->db, c->store, t->snap);
+            rc = dir > 0 ? sop_tcur__first(&c->tc) : sop_tcur__last(&c->tc);
+            if (rc == SOP_OK)
+                plain_set_current(c);
+        } else {
+            rc = merged_edge(c, w, dir);
+        }
+        if (rc == SOP_NOTFOUND) {
+            c->positioned = 0;
+            rs_extend(c, NULL, -dir); /* saw the whole (empty) store */
+            rs_extend(c, NULL, dir);
+            return rc;
+        }
+        if (rc) {
+            c->positioned = 0;
+            return rc;
+        }
+        break;
+    case SOP_SEEK:
+    case SOP_SEEK_GE: {
+        if ((rc = rs_start(c, 0, key, 0, key)) != SOP_OK)
+            return rc;
+        if (plain) {
+            sop_tcur__init(&c->tc, t->db, c->store, t->snap);
+            rc = sop_tcur__seek(&c->tc, key, 0);
+            if (rc == SOP_OK)
+                plain_set_current(c);
+        } else {
+            rc = merged_seek(c, w, 1, key, 0, 1);
+        }
+        if (rc == SOP_NOTFOUND) {
+            c->positioned = 0;
+            rs_extend(c, NULL, 1);
+            return rc;
+        }
+        if (rc) {
+            c->positioned = 0;
+            return rc;
+        }
+        if ((rc = rs_extend(c, &c->key, 1)) != SOP_OK)
+            return rc;
+        if (op == SOP_SEEK && !same_key(c, &c->key, key)) {
+            c->positioned = 0;
+            return SOP_NOTFOUND;
+        }
+        c->positioned = 1;
+        return SOP_OK;
+    }
+    case SOP_NEXT:
+    case SOP_NEXT_DUP:
+    case SOP_PREV:
+    case SOP_PREV_DUP:
+        dir = (op == SOP_NEXT || op == SOP_NEXT_DUP) ? 1 : -1;
+        if (plain && c->tc.depth > 0 && c->tc.store == c->store) {
+            rc = dir > 0 ? sop_tcur__next(&c->tc) : sop_tcur__prev(&c->tc);
+            if (rc == SOP_OK)
+                plain_set_current(c);
+        } else {
+            rc = merged_seek(c, w ? w : sop_txn__ws(t, c->store, 1), dir, &prev_key, prev_seq,
+                             0);
+            if (rc == SOP_NOTFOUND || rc == SOP_OK) {
+                /* keep the tree cursor usable for later plain steps */
+            }
+        }
+        if (rc == SOP_NOTFOUND) {
+            c->key = prev_key;
+            c->seq = prev_seq;
+            if (op == SOP_NEXT || op == SOP_PREV)
+                rs_extend(c, NULL, dir);
+            /* re-establish the tree position on the current item */
+            if (plain) {
+                sop_tcur__init(&c->tc, t->db, c->store, t->snap);
+                if (sop_tcur__seek(&c->tc, &prev_key, prev_seq) == SOP_OK)
+                    plain_set_current(c);
+            } else {
+                merged_seek(c, w, 1, &prev_key, prev_seq, 1);
+            }
+            return SOP_NOTFOUND;
+        }
+        if (rc) {
+            c->positioned = 0;
+            return rc;
+        }
+        if ((op == SOP_NEXT_DUP || op == SOP_PREV_DUP) && !same_key(c, &c->key, &prev_key)) {
+            /* Different key: stay on the item we were on. */
+            sop_val nk = c->key;
+            if (plain) {
+                sop_tcur__init(&c->tc, t->db, c->store, t->snap);
+                rc = sop_tcur__seek(&c->tc, &prev_key, prev_seq);
+                if (rc == SOP_OK)
+                    plain_set_current(c);
+            } else {
+                rc = merged_seek(c, w, 1, &prev_key, prev_seq, 1);
+            }
+            (void)nk;
+            return rc == SOP_OK ? SOP_NOTFOUND : rc;
+        }
+        break;
+    default:
+        return sop_err(SOP_INVAL, "unknown cursor op %d", (int)op);
+    }
+    c->positioned = 1;
+    c->dir = dir;
+    return rs_extend(c, &c->key, dir);
+}
+
+int sop_cursor__dup_aware(const sop_cursor *c);
+int sop_cursor__dup_aware(const sop_cursor *c)
+{
+    return is_dup_store(c->store);
+}

@@ -1,0 +1,601 @@
+/*
+ * db.c - opening, recovering and closing a database folder; node loading;
+ * snapshots; the store catalog helpers.
+ *
+ * Folder layout (details in docs/FORMAT.md):
+ *   FORMAT             magic, format version, db uuid (written once)
+ *   LOCK               OFD-locked while a handle has the folder open
+ *   MANIFEST-<seq>     newest checkpoint (older ones are deleted)
+ *   seg/<id>.seg       the segment log (wal.h)
+ *
+ * Open = lock, read or create FORMAT, load the newest manifest, register the
+ * segment files, replay every valid transaction record after the manifest's
+ * position (recovery), cut a torn tail off the newest segment, start a new
+ * segment for appends. Recovery writes nothing but that cut, so running it
+ * twice gives the same state (idempotent).
+ */
+#include "db.h"
+#include "txn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define FORMAT_MAGIC "SOPDB\0\0\1"
+#define FORMAT_LEN   48
+
+int sop_db__panic(sop_db *db, int rc)
+{
+    atomic_store(&db->panicked, 1);
+    sop_wal__panic(&db->wal, rc);
+    return rc == SOP_OK ? SOP_PANIC : rc;
+}
+
+int sop_db__check_panic(sop_db *db)
+{
+    if (atomic_load_explicit(&db->panicked, memory_order_relaxed) || db->wal.panicked)
+        return sop_err(SOP_PANIC, "database handle is unusable after a fatal error; reopen it");
+    return SOP_OK;
+}
+
+int sop_db__node(const uint8_t **img_out, sop_db *db, sop_version *v, uint64_t lid,
+                 const sop_keycmp *cmp)
+{
+    uint8_t *img = atomic_load_explicit(&v->img, memory_order_acquire);
+    if (SOP_LIKELY(img != NULL)) {
+        *img_out = img;
+        return SOP_OK;
+    }
+    if (v->loc.seg == 0)
+        return SOP_CORRUPT_BKPT("node %" PRIu64 " has neither image nor location", lid);
+    uint8_t *payload;
+    size_t len;
+    int rc = sop_wal__read(&db->wal, &v->loc, SOP_REC_NODE, &payload, &len);
+    if (rc)
+        return rc;
+    if ((rc = sop_node__validate(payload, len, cmp)) != SOP_OK) {
+        sop_free(payload);
+        return rc;
+    }
+    atomic_fetch_add_explicit(&db->st_loads, 1, memory_order_relaxed);
+    uint8_t *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&v->img, &expected, payload,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        sop_free(payload); /* another thread loaded it first */
+        *img_out = expected;
+        return SOP_OK;
+    }
+    v->img_len = len;
+    atomic_fetch_add_explicit(&db->node_bytes, len, memory_order_relaxed);
+    *img_out = payload;
+    return SOP_OK;
+}
+
+uint64_t sop_store__count_at(const sop_store *s, uint64_t snap)
+{
+    sop_countver *c = atomic_load_explicit(&((sop_store *)s)->counts, memory_order_acquire);
+    while (c && c->lsn > snap)
+        c = atomic_load_explicit(&c->older, memory_order_acquire);
+    return c ? c->count : 0;
+}
+
+int sop_store__visible(const sop_store *s, uint64_t snap, const sop_txn *txn)
+{
+    sop_store *m = (sop_store *)s;
+    uint64_t dropped = atomic_load_explicit(&m->dropped_lsn, memory_order_acquire);
+    if (dropped <= snap)
+        return 0;
+    if (atomic_load_explicit(&m->pending_owner, memory_order_acquire) == txn && txn)
+        return 1;
+    return atomic_load_explicit(&m->created_lsn, memory_order_acquire) <= snap;
+}
+
+sop_store *sop_db__store_by_id(sop_db *db, uint64_t id)
+{
+    if (id == 0)
+        return NULL;
+    for (sop_store *s = atomic_load(&db->stores); s; s = s->next)
+        if (s->id == id && atomic_load(&s->created_lsn) != SOP_NEVER)
+            return s;
+    return NULL;
+}
+
+void sop_store__free(sop_store *s)
+{
+    if (!s)
+        return;
+    sop_countver *c = atomic_load(&s->counts);
+    while (c) {
+        sop_countver *n = atomic_load(&c->older);
+        sop_free(c);
+        c = n;
+    }
+    sop_free(s->name);
+    sop_free(s->comparator);
+    sop_free(s->key_spec);
+    sop_free(s);
+}
+
+uint64_t sop_db__snap_min(sop_db *db, int rw_only)
+{
+    pthread_mutex_lock(&db->snap_mu);
+    uint64_t m = atomic_load(&db->visible_lsn);
+    for (sop_txn *t = db->active; t; t = t->next_active) {
+        if (rw_only && (t->flags & SOP_TXN_READONLY))
+            continue;
+        if (t->snap < m)
+            m = t->snap;
+    }
+    if (!rw_only && db->ckpt_snap < m)
+        m = db->ckpt_snap;
+    pthread_mutex_unlock(&db->snap_mu);
+    return m;
+}
+
+/* ---- FORMAT file --------------------------------------------------------- */
+
+static int format_write(sop_db *db)
+{
+    char path[4096], tmp[4096];
+    uint8_t buf[FORMAT_LEN];
+    sop_file *f = NULL;
+    int rc;
+    memset(buf, 0, sizeof buf);
+    memcpy(buf, FORMAT_MAGIC, 8);
+    sop_put_le32(buf + 8, SOP_FORMAT_VERSION);
+    if ((rc = db->vfs->random(db->vfs, db->uuid, 16)) != SOP_OK)
+        return rc;
+    memcpy(buf + 16, db->uuid, 16);
+    sop_put_le32(buf + 44, sop_crc32c(0, buf, 44));
+    snprintf(path, sizeof path, "%s/FORMAT", db->path);
+    snprintf(tmp, sizeof tmp, "%s/FORMAT.tmp", db->path);
+    SOP_TRY(db->vfs->open(&f, db->vfs, tmp, SOP_VFS_WRITE | SOP_VFS_CREATE));
+    SOP_TRY(db->vfs->truncate(f, 0));
+    SOP_TRY(db->vfs->pwrite(f, buf, sizeof buf, 0));
+    SOP_TRY(db->vfs->sync(f, 0));
+    rc = db->vfs->close(f);
+    f = NULL;
+    SOP_TRY(rc);
+    SOP_TRY(db->vfs->rename(db->vfs, tmp, path));
+    SOP_TRY(db->vfs->sync_dir(db->vfs, db->path));
+out:
+    if (f)
+        db->vfs->close(f);
+    return rc;
+}
+
+static int format_read(sop_db *db, const char *path)
+{
+    uint8_t buf[FORMAT_LEN];
+    sop_file *f = NULL;
+    size_t got = 0;
+    int rc = db->vfs->open(&f, db->vfs, path, SOP_VFS_READ);
+    if (rc)
+        return rc;
+    rc = db->vfs->pread(f, buf, sizeof buf, 0, &got);
+    db->vfs->close(f);
+    if (rc)
+        return rc;
+    if (got < 12 || memcmp(buf, FORMAT_MAGIC, 8) != 0)
+        return sop_err(SOP_INVAL, "%s is not a libsop database (bad FORMAT file)", db->path);
+    uint32_t ver = sop_get_le32(buf + 8);
+    if (ver > SOP_FORMAT_VERSION)
+        return sop_err(SOP_VERSION, "%s has format version %u; this library reads up to %u",
+                       db->path, ver, SOP_FORMAT_VERSION);
+    if (got != FORMAT_LEN || sop_get_le32(buf + 44) != sop_crc32c(0, buf, 44))
+        return SOP_CORRUPT_BKPT("%s: FORMAT checksum mismatch", db->path);
+    memcpy(db->uuid, buf + 16, 16);
+    return SOP_OK;
+}
+
+struct dir_scan {
+    int foreign;       /* entries that are not ours */
+    int has_format;
+    char first_foreign[256];
+};
+
+static int scan_top(const char *name, void *ctx)
+{
+    struct dir_scan *d = ctx;
+    if (strcmp(name, "FORMAT") == 0) {
+        d->has_format = 1;
+        return 0;
+    }
+    if (strcmp(name, "LOCK") == 0 || strcmp(name, "FORMAT.tmp") == 0 ||
+        strcmp(name, "seg") == 0 || strncmp(name, "MANIFEST-", 9) == 0)
+        return 0;
+    if (!d->foreign)
+        snprintf(d->first_foreign, sizeof d->first_foreign, "%s", name);
+    d->foreign++;
+    return 0;
+}
+
+/* ---- segment discovery and replay ---------------------------------------- */
+
+struct seg_list {
+    uint64_t *ids;
+    size_t n, cap;
+    int bad;
+};
+
+static int scan_seg(const char *name, void *ctx)
+{
+    struct seg_list *l = ctx;
+    size_t len = strlen(name);
+    if (len != 20 || strcmp(name + 16, ".seg") != 0)
+        return 0; /* stray file: ignored */
+    char *end;
+    uint64_t id = strtoull(name, &end, 16);
+    if (end != name + 16 || id == 0)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        uint64_t *n = sop_realloc(l->ids, cap * sizeof *n);
+        if (!n) {
+            l->bad = 1;
+            return 1;
+        }
+        l->ids = n;
+        l->cap = cap;
+    }
+    l->ids[l->n++] = id;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+struct replay_ctx {
+    sop_db *db;
+    sop_seg *seg;
+};
+
+static int replay_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len,
+                     const sop_loc *loc, void *ctx)
+{
+    struct replay_ctx *r = ctx;
+    if (type == SOP_REC_NODE || type == SOP_REC_VALUE) {
+        r->seg->blob_bytes += loc->len;
+        return SOP_OK;
+    }
+    if (type != SOP_REC_TXN)
+        return SOP_OK;
+    if (lsn > r->seg->max_lsn)
+        r->seg->max_lsn = lsn;
+    int rc = sop_txn__replay(r->db, lsn, payload, len);
+    if (rc == SOP_OK)
+        r->db->log_since_ckpt += loc->len;
+    return rc;
+}
+
+static int recover(sop_db *db)
+{
+    char dir[4096];
+    struct seg_list l = {0};
+    int rc, found = 0;
+    snprintf(dir, sizeof dir, "%s/seg", db->path);
+    SOP_TRY(db->vfs->list_dir(db->vfs, dir, scan_seg, &l));
+    if (l.bad) {
+        rc = sop_err(SOP_NOMEM, "segment list");
+        goto out;
+    }
+    if (l.n)
+        qsort(l.ids, l.n, sizeof *l.ids, cmp_u64);
+    for (size_t i = 0; i < l.n; i++) {
+        char path[4200];
+        sop_file *f;
+        uint64_t size;
+        snprintf(path, sizeof path, "%s/%016" PRIx64 ".seg", dir, l.ids[i]);
+        SOP_TRY(db->vfs->open(&f, db->vfs, path, db->readonly ? SOP_VFS_READ : SOP_VFS_WRITE));
+        if ((rc = db->vfs->size(f, &size)) != SOP_OK ||
+            (rc = sop_wal__add_segment(&db->wal, l.ids[i], f, size)) != SOP_OK) {
+            db->vfs->close(f);
+            goto out;
+        }
+    }
+    SOP_TRY(sop_ckpt__load(db, &found));
+    sop_loc from = db->replay_from;
+    if (!found) {
+        from.seg = l.n ? l.ids[0] : 0;
+        from.off = 0;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        if (l.ids[i] < from.seg)
+            continue;
+        sop_seg *s = sop_wal__segment(&db->wal, l.ids[i]);
+        struct replay_ctx rctx = {db, s};
+        uint64_t end;
+        int torn;
+        uint64_t off = l.ids[i] == from.seg ? from.off : 0;
+        SOP_TRY(sop_wal__scan(&db->wal, s, off, replay_cb, &rctx, &end, &torn));
+        if (torn || end == 0) {
+            if (i + 1 < l.n) {
+                /* (W5): only the newest segment may end torn. */
+                rc = SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64
+                                      " but newer segments exist",
+                                      l.ids[i], end);
+                goto out;
+            }
+            if (!db->readonly && (rc = db->vfs->truncate(s->file, end)) == SOP_OK)
+                rc = db->vfs->sync(s->file, 1);
+            SOP_TRY(rc);
+        }
+        s->size = end;
+    }
+    atomic_store(&db->visible_lsn, db->applied_lsn);
+    rc = SOP_OK;
+out:
+    sop_free(l.ids);
+    return rc;
+}
+
+/* ---- open / close -------------------------------------------------------- */
+
+int sop_db_options_init(sop_db_options *opts, uint32_t version)
+{
+    if (!opts || version != SOP_DB_OPTIONS_VERSION)
+        return sop_err(SOP_INVAL, "unknown sop_db_options version %u", version);
+    memset(opts, 0, sizeof *opts);
+    opts->version = version;
+    return SOP_OK;
+}
+
+static int copy_options(sop_db *db, const sop_db_options *in)
+{
+    sop_db_options o;
+    memset(&o, 0, sizeof o);
+    if (in) {
+        if (in->version != SOP_DB_OPTIONS_VERSION)
+            return sop_err(SOP_INVAL, "unknown sop_db_options version %u", in->version);
+        o = *in;
+    }
+    if (o.flags & ~SOP_DB_NOCREATE)
+        return sop_err(SOP_INVAL, "unknown sop_db_options flags 0x%x", o.flags);
+    if ((unsigned)o.sync > SOP_SYNC_OFF)
+        return sop_err(SOP_INVAL, "unknown sync mode %d", (int)o.sync);
+    if (o.cache_bytes == 0)
+        o.cache_bytes = 256ull << 20;
+    if (o.cache_bytes < (1ull << 20))
+        return sop_err(SOP_INVAL, "cache_bytes must be at least 1 MiB");
+    if (o.segment_bytes == 0)
+        o.segment_bytes = 64ull << 20;
+    if (o.segment_bytes < (1ull << 20) || o.segment_bytes > (1ull << 40))
+        return sop_err(SOP_INVAL, "segment_bytes must be between 1 MiB and 1 TiB");
+    if (o.txn_time_limit_ms == 0)
+        o.txn_time_limit_ms = 15ull * 60 * 1000;
+    db->txn_limit_ns = o.txn_time_limit_ms >= UINT64_MAX / 1000000ull
+                           ? UINT64_MAX
+                           : o.txn_time_limit_ms * 1000000ull;
+    if (o.comparator_count && !o.comparators)
+        return sop_err(SOP_INVAL, "comparator_count without comparators");
+    if (o.comparator_count) {
+        db->comparators = sop_calloc(o.comparator_count, sizeof *db->comparators);
+        if (!db->comparators)
+            return sop_err(SOP_NOMEM, "comparators");
+        for (size_t i = 0; i < o.comparator_count; i++) {
+            const sop_comparator *c = &o.comparators[i];
+            size_t nl = c->name ? strlen(c->name) : 0;
+            if (nl == 0 || nl > 63 || !c->compare)
+                return sop_err(SOP_INVAL, "comparator %zu needs a 1..63 byte name and a function",
+                               i);
+            db->comparators[i] = *c;
+            db->comparators[i].name = sop_strdup(c->name);
+            db->comparator_count = i + 1;
+            if (!db->comparators[i].name)
+                return sop_err(SOP_NOMEM, "comparators");
+        }
+    }
+    o.comparators = NULL;
+    db->opts = o;
+    db->vfs = o.vfs ? o.vfs : sop_vfs_posix();
+    return SOP_OK;
+}
+
+static void db_free(sop_db *db)
+{
+    if (!db)
+        return;
+    sop_store *s = atomic_load(&db->stores);
+    while (s) {
+        sop_store *n = s->next;
+        sop_store__free(s);
+        s = n;
+    }
+    while (db->hist_head) {
+        sop_hist *h = db->hist_head;
+        db->hist_head = h->next;
+        sop_arena_dispose(&h->arena);
+        sop_free(h);
+    }
+    while (db->prepared) {
+        sop_prepared *p = db->prepared;
+        db->prepared = p->next;
+        sop_prepared__free(p);
+    }
+    sop_registry__dispose(&db->reg);
+    sop_u64map_dispose(&db->dirty_lids);
+    sop_u64map_dispose(&db->trim_lids);
+    sop_free(db->deaths);
+    if (db->wal.dir)
+        sop_wal__dispose(&db->wal);
+    if (db->lock_file)
+        db->vfs->close(db->lock_file); /* drops the OFD lock */
+    for (size_t i = 0; i < db->comparator_count; i++)
+        sop_free((void *)db->comparators[i].name);
+    sop_free(db->comparators);
+    pthread_mutex_destroy(&db->ckpt_mu);
+    pthread_mutex_destroy(&db->commit_mu);
+    pthread_mutex_destroy(&db->snap_mu);
+    sop_free(db->path);
+    sop_free(db);
+}
+
+int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
+{
+    int rc, is_dir = 0;
+    uint64_t size;
+    char buf[4200];
+    sop_err_clear();
+    if (!out)
+        return sop_err(SOP_INVAL, "db_out is NULL");
+    *out = NULL;
+    if (!path || !*path || strlen(path) > 3800)
+        return sop_err(SOP_INVAL, "database path must be 1..3800 bytes");
+    sop_db *db = sop_calloc(1, sizeof *db);
+    if (!db)
+        return sop_err(SOP_NOMEM, "database handle");
+    pthread_mutex_init(&db->ckpt_mu, NULL);
+    pthread_mutex_init(&db->commit_mu, NULL);
+    pthread_mutex_init(&db->snap_mu, NULL);
+    sop_registry__init(&db->reg);
+    sop_u64map_init(&db->dirty_lids);
+    sop_u64map_init(&db->trim_lids);
+    atomic_init(&db->stores, NULL);
+    db->next_store_id = 1;
+    db->next_txn_id = 1;
+    db->ckpt_snap = SOP_NEVER;
+    db->path = sop_strdup(path);
+    if (!db->path) {
+        rc = sop_err(SOP_NOMEM, "path");
+        goto out;
+    }
+    SOP_TRY(copy_options(db, opts));
+
+    rc = db->vfs->stat(db->vfs, path, &is_dir, &size);
+    if (rc == SOP_NOTFOUND) {
+        if (db->opts.flags & SOP_DB_NOCREATE) {
+            rc = sop_err(SOP_NOTFOUND, "no database at %s", path);
+            goto out;
+        }
+        rc = db->vfs->mkdir(db->vfs, path);
+        if (rc == SOP_KEYEXIST)
+            rc = SOP_OK;
+        SOP_TRY(rc);
+    } else if (rc) {
+        goto out;
+    } else if (!is_dir) {
+        rc = sop_err(SOP_INVAL, "%s exists and is not a folder", path);
+        goto out;
+    }
+    snprintf(buf, sizeof buf, "%s/LOCK", path);
+    SOP_TRY(db->vfs->open(&db->lock_file, db->vfs, buf, SOP_VFS_WRITE | SOP_VFS_CREATE));
+    rc = db->vfs->lock(db->lock_file, SOP_VFS_LOCK_EXCL);
+    if (rc == SOP_BUSY) {
+        rc = sop_err(SOP_BUSY, "%s is open in another process or handle", path);
+        goto out;
+    }
+    SOP_TRY(rc);
+
+    struct dir_scan ds = {0};
+    SOP_TRY(db->vfs->list_dir(db->vfs, path, scan_top, &ds));
+    snprintf(buf, sizeof buf, "%s/FORMAT", path);
+    if (ds.has_format) {
+        SOP_TRY(format_read(db, buf));
+    } else {
+        if (ds.foreign) {
+            rc = sop_err(SOP_INVAL, "%s holds files that are not a libsop database (e.g. '%s')",
+                         path, ds.first_foreign);
+            goto out;
+        }
+        if (db->opts.flags & SOP_DB_NOCREATE) {
+            rc = sop_err(SOP_NOTFOUND, "no database at %s", path);
+            goto out;
+        }
+        snprintf(buf, sizeof buf, "%s/seg", path);
+        rc = db->vfs->mkdir(db->vfs, buf);
+        if (rc != SOP_OK && rc != SOP_KEYEXIST)
+            goto out;
+        SOP_TRY(db->vfs->sync_dir(db->vfs, path));
+        SOP_TRY(format_write(db));
+    }
+    snprintf(buf, sizeof buf, "%s/seg", path);
+    rc = db->vfs->mkdir(db->vfs, buf);
+    if (rc != SOP_OK && rc != SOP_KEYEXIST)
+        goto out;
+    SOP_TRY(sop_wal__init(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
+    SOP_TRY(recover(db));
+    SOP_TRY(sop_wal__start(&db->wal));
+    *out = db;
+    return SOP_OK;
+out:
+    db_free(db);
+    return rc;
+}
+
+int sop_db_close(sop_db *db)
+{
+    int rc = SOP_OK;
+    if (!db)
+        return SOP_OK;
+    sop_err_clear();
+    pthread_mutex_lock(&db->snap_mu);
+    size_t live = db->active_count;
+    pthread_mutex_unlock(&db->snap_mu);
+    if (live)
+        return sop_err(SOP_BADSTATE, "%zu transaction(s) still open; end them before closing",
+                       live);
+    if (!atomic_load(&db->panicked) && !db->wal.panicked) {
+        rc = sop_ckpt__run(db);
+        if (rc == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
+            rc = sop_wal__sync_all(&db->wal);
+    } else {
+        rc = SOP_PANIC;
+    }
+    db_free(db);
+    return rc;
+}
+
+int sop_db_checkpoint(sop_db *db)
+{
+    sop_err_clear();
+    if (!db)
+        return sop_err(SOP_INVAL, "db is NULL");
+    int rc = sop_db__check_panic(db);
+    return rc ? rc : sop_ckpt__run(db);
+}
+
+int sop_db_stat(sop_db_stat_info *out, sop_db *db)
+{
+    sop_err_clear();
+    if (!out || !db)
+        return sop_err(SOP_INVAL, "NULL argument");
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&db->commit_mu);
+    out->last_lsn = db->applied_lsn;
+    out->checkpoint_lsn = db->ckpt_lsn;
+    for (sop_prepared *p = db->prepared; p; p = p->next)
+        out->prepared++;
+    pthread_mutex_unlock(&db->commit_mu);
+    out->commits = atomic_load(&db->st_commits);
+    out->conflicts = atomic_load(&db->st_conflicts);
+    out->merges = atomic_load(&db->st_merges);
+    out->node_loads = atomic_load(&db->st_loads);
+    out->node_hits = atomic_load(&db->st_hits);
+    out->cache_bytes = atomic_load(&db->node_bytes);
+    out->dirty_bytes = atomic_load(&db->dirty_bytes);
+    pthread_mutex_lock(&db->wal.sync_mu);
+    out->syncs = db->wal.syncs;
+    pthread_mutex_unlock(&db->wal.sync_mu);
+    pthread_mutex_lock(&db->wal.seg_mu);
+    for (size_t i = 0; i < db->wal.seg_count; i++) {
+        sop_seg *s = db->wal.segs[i];
+        out->disk_bytes += s->size;
+        out->live_bytes += s->blob_bytes - s->dead_bytes;
+        out->segments++;
+    }
+    pthread_mutex_unlock(&db->wal.seg_mu);
+    return SOP_OK;
+}
+
+/* Test hook (not in sop.h): drop the handle the way a crash would - no
+ * checkpoint, no sync - abandoning live transactions. */
+int sop_db__crash_close(sop_db *db);
+int sop_db__crash_close(sop_db *db)
+{
+    while (db->active)
+        sop_txn__free(db->active);
+    db_free(db);
+    return SOP_OK;
+}

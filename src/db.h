@@ -1,0 +1,158 @@
+/*
+ * db.h - the database handle and the store catalog (internal).
+ *
+ * State model. The newest committed state ("head") is changed only by the
+ * committer holding commit_mu. Readers use snapshots: a transaction begins
+ * at visible_lsn and sees, for every lid, the newest version with
+ * lsn <= its snapshot, and for every store the newest count with
+ * lsn <= snapshot.
+ *
+ *   (D1) applied_lsn >= visible_lsn. With SOP_SYNC_FULL visible_lsn moves
+ *        only after the records up to it are durable, so nobody ever reads
+ *        a commit a crash could take back.
+ *   (D2) Snapshots are registered under snap_mu together with reading
+ *        visible_lsn, so S_min computed under snap_mu is <= every snapshot
+ *        any transaction can use.
+ *   (D3) Stores are never unlinked from db->stores while the db is open;
+ *        store handles stay valid until sop_db_close.
+ */
+#ifndef SOP_DB_H
+#define SOP_DB_H
+
+#include "sop_int.h"
+#include "node.h"
+#include "registry.h"
+#include "util.h"
+#include "wal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define SOP_MAX_DEPTH       40
+#define SOP_MAX_NODE_BYTES  (256u * 1024u)
+#define SOP_NEVER           UINT64_MAX
+#define SOP_FORMAT_VERSION  1
+
+typedef struct sop_countver {
+    uint64_t lsn;
+    uint64_t count;
+    _Atomic(struct sop_countver *) older;
+} sop_countver;
+
+struct sop_store {
+    sop_db *db;
+    struct sop_store *next;          /* db->stores (prepend only, D3) */
+    char *name;
+    uint64_t id;                     /* 0 until its create commits */
+    uint64_t root_lid;               /* stable for the store's life (no root moves) */
+    uint32_t flags;                  /* SOP_STORE_* */
+    uint32_t slot_length;
+    uint32_t max_inline;
+    char *comparator;                /* NULL = bytewise */
+    void *key_spec;
+    size_t key_spec_len;
+    sop_keycmp cmp;
+    _Atomic uint64_t created_lsn;    /* SOP_NEVER while pending or abandoned */
+    _Atomic uint64_t dropped_lsn;    /* SOP_NEVER while live */
+    _Atomic(sop_txn *) pending_owner; /* creator until its commit/abort */
+    _Atomic(sop_countver *) counts;  /* newest first */
+    uint64_t next_seq;               /* duplicate-item sequence (commit_mu) */
+};
+
+/* Death of a blob at lsn: applied to segment accounting by the checkpoint
+ * that covers lsn. */
+typedef struct sop_death {
+    sop_loc loc;
+    uint64_t lsn;
+} sop_death;
+
+/* Keys written by one committed transaction, kept while a read-write
+ * transaction that began before it is active (validation history). */
+typedef struct sop_hist {
+    struct sop_hist *next;
+    uint64_t lsn;
+    size_t store_count;
+    struct sop_hist_store {
+        uint64_t store_id;
+        int dropped;              /* the whole store was removed */
+        size_t key_count;
+        sop_val *keys;            /* sorted by the store's order, unique */
+    } *stores;
+    sop_arena arena;
+} sop_hist;
+
+typedef struct sop_prepared sop_prepared;
+
+struct sop_db {
+    const sop_vfs *vfs;
+    char *path;
+    sop_db_options opts;
+    sop_comparator *comparators;
+    size_t comparator_count;
+    sop_file *lock_file;
+    uint8_t uuid[16];
+    uint64_t txn_limit_ns;
+
+    sop_wal wal;
+    sop_registry reg;
+
+    pthread_mutex_t ckpt_mu;   /* level 1 */
+    pthread_mutex_t commit_mu; /* level 2 */
+    pthread_mutex_t snap_mu;   /* level 4 */
+
+    _Atomic uint64_t visible_lsn; /* D1 */
+    uint64_t applied_lsn;         /* commit_mu */
+    _Atomic(sop_store *) stores;  /* D3 */
+    uint64_t next_store_id;       /* commit_mu */
+    uint64_t next_txn_id;         /* commit_mu: prepared transaction ids */
+
+    /* snap_mu */
+    sop_txn *active;              /* doubly linked list of live transactions */
+    size_t active_count;
+    uint64_t ckpt_snap;           /* snapshot pinned by a running checkpoint, or SOP_NEVER */
+
+    /* commit_mu */
+    sop_hist *hist_head, *hist_tail;
+    sop_prepared *prepared;       /* oldest first */
+    sop_u64map dirty_lids;        /* lids with versions not yet checkpointed */
+    sop_u64map trim_lids;         /* lids with more than one version */
+    sop_death *deaths;            /* pending blob deaths */
+    size_t death_count, death_cap;
+    _Atomic uint64_t dirty_bytes;
+    _Atomic uint64_t node_bytes;  /* all node images in memory */
+    uint64_t log_since_ckpt;      /* bytes appended since the last checkpoint */
+    uint64_t ckpt_lsn;            /* newest durable checkpoint */
+    uint64_t ckpt_seq;            /* manifest sequence number */
+    sop_loc replay_from;          /* position after the checkpoint's last record */
+
+    _Atomic int panicked;
+    int readonly;
+
+    /* statistics */
+    _Atomic uint64_t st_commits, st_conflicts, st_merges, st_loads, st_hits;
+};
+
+/* Panic the handle (fsync failure etc.): every later call gets SOP_PANIC. */
+int sop_db__panic(sop_db *db, int rc);
+int sop_db__check_panic(sop_db *db);
+
+/* The image of version v of lid (loading it if needed); cmp for validation. */
+int sop_db__node(const uint8_t **img_out, sop_db *db, sop_version *v, uint64_t lid,
+                 const sop_keycmp *cmp);
+
+/* Count of store at snapshot. */
+uint64_t sop_store__count_at(const sop_store *s, uint64_t snap);
+/* Is store visible to a transaction at snap (and owner for pending creates)? */
+int sop_store__visible(const sop_store *s, uint64_t snap, const sop_txn *txn);
+sop_store *sop_db__store_by_id(sop_db *db, uint64_t id);
+void sop_store__free(sop_store *s);
+
+/* Oldest snapshot any live transaction or checkpoint uses (snap_mu taken). */
+uint64_t sop_db__snap_min(sop_db *db, int rw_only);
+
+/* Checkpoint (ckpt.c). */
+int sop_ckpt__run(sop_db *db);
+int sop_ckpt__load(sop_db *db, int *found_out);
+void sop_ckpt__maybe(sop_db *db);
+
+#endif

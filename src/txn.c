@@ -1,0 +1,1439 @@
+/*
+ * txn.c - transactions. The state machine and invariants (T1)-(T3) and the
+ * commit record layout are in txn.h.
+ *
+ * Sections: begin/end; write set (a skiplist per store, in the txn arena);
+ * read set; validation; record encoding; applying a record body (shared by
+ * commit and recovery); commit and prepare; prepared transactions; replay;
+ * trimming of history and old versions.
+ */
+#include "txn.h"
+
+#include <stdlib.h>
+
+/* ======================================================================== */
+/* Begin / end                                                               */
+/* ======================================================================== */
+
+int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags)
+{
+    sop_txn *t = sop_calloc(1, sizeof *t);
+    *out = NULL;
+    if (!t)
+        return sop_err(SOP_NOMEM, "transaction");
+    t->db = db;
+    t->flags = flags;
+    t->state = SOP_TXN_ACTIVE;
+    t->next_prov_seq = SOP_PROVISIONAL_SEQ;
+    sop_arena_init(&t->arena, 0);
+    uint64_t now = db->vfs->monotonic_ns(db->vfs);
+    t->deadline_ns = db->txn_limit_ns == UINT64_MAX ? UINT64_MAX : now + db->txn_limit_ns;
+    t->rng = now ^ (uint64_t)(uintptr_t)t;
+    pthread_mutex_lock(&db->snap_mu);
+    t->snap = atomic_load_explicit(&db->visible_lsn, memory_order_acquire); /* (D2) */
+    t->next_active = db->active;
+    if (db->active)
+        db->active->prev_active = t;
+    db->active = t;
+    db->active_count++;
+    pthread_mutex_unlock(&db->snap_mu);
+    *out = t;
+    return SOP_OK;
+}
+
+void sop_txn__free(sop_txn *t)
+{
+    if (!t)
+        return;
+    sop_db *db = t->db;
+    for (sop_cursor *c = t->cursors; c; c = c->next_in_txn)
+        sop_cursor__invalidate(c);
+    pthread_mutex_lock(&db->snap_mu);
+    if (t->prev_active)
+        t->prev_active->next_active = t->next_active;
+    else
+        db->active = t->next_active;
+    if (t->next_active)
+        t->next_active->prev_active = t->prev_active;
+    db->active_count--;
+    pthread_mutex_unlock(&db->snap_mu);
+    /* Stores this txn created but never committed die with it. */
+    for (sop_ws *w = t->ws; w; w = w->next) {
+        if (w->created && atomic_load(&w->store->pending_owner) == t)
+            atomic_store(&w->store->pending_owner, NULL);
+    }
+    sop_arena_dispose(&t->arena);
+    sop_free(t->reads);
+    sop_free(t->value_buf);
+    sop_free(t);
+}
+
+int sop_txn__fail(sop_txn *t, int rc)
+{
+    if (rc != SOP_OK && rc != SOP_NOTFOUND && rc != SOP_KEYEXIST && rc != SOP_INVAL &&
+        rc != SOP_READONLY && rc != SOP_BADSTATE && rc != SOP_BUSY)
+        t->state = SOP_TXN_FAILED;
+    return rc;
+}
+
+int sop_txn__check_usable(sop_txn *t, int for_write)
+{
+    if (t->state == SOP_TXN_FAILED)
+        return sop_err(SOP_BADSTATE, "transaction has failed; only abort is allowed");
+    if (t->state == SOP_TXN_PREPARED)
+        return sop_err(SOP_BADSTATE, "transaction is prepared; only commit/abort are allowed");
+    int rc = sop_db__check_panic(t->db);
+    if (rc)
+        return rc;
+    if (for_write && (t->flags & SOP_TXN_READONLY))
+        return sop_err(SOP_READONLY, "write in a read-only transaction");
+    if (t->deadline_ns != UINT64_MAX &&
+        t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
+        t->state = SOP_TXN_FAILED;
+        return sop_err(SOP_TIMEOUT, "transaction exceeded its time limit");
+    }
+    return SOP_OK;
+}
+
+/* ======================================================================== */
+/* Write set                                                                 */
+/* ======================================================================== */
+
+static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b,
+                   uint64_t bs)
+{
+    int c = s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx)
+                      : sop_memcmp_keys(a->data, a->len, b->data, b->len);
+    if (c)
+        return c;
+    return (as > bs) - (as < bs);
+}
+
+sop_ws *sop_txn__ws(sop_txn *t, sop_store *s, int create)
+{
+    for (sop_ws *w = t->ws; w; w = w->next)
+        if (w->store == s)
+            return w;
+    if (!create)
+        return NULL;
+    sop_ws *w = sop_arena_alloc(&t->arena, sizeof *w, 8);
+    if (!w)
+        return NULL;
+    memset(w, 0, sizeof *w);
+    w->store = s;
+    w->head = sop_arena_alloc(&t->arena,
+                              sizeof(sop_ws_item) + SOP_WS_MAX_HEIGHT * sizeof(sop_ws_item *), 8);
+    if (!w->head)
+        return NULL;
+    memset(w->head, 0, sizeof(sop_ws_item) + SOP_WS_MAX_HEIGHT * sizeof(sop_ws_item *));
+    w->head->height = SOP_WS_MAX_HEIGHT;
+    w->next = t->ws;
+    t->ws = w;
+    return w;
+}
+
+/* First item >= (key, seq); *exact if equal. Fills update[] if given. */
+static sop_ws_item *ws_search(sop_ws *w, const sop_val *key, uint64_t seq, int *exact,
+                              sop_ws_item **update)
+{
+    sop_ws_item *x = w->head;
+    for (int lv = SOP_WS_MAX_HEIGHT - 1; lv >= 0; lv--) {
+        while (x->next[lv] && key_cmp(w->store, &x->next[lv]->key, x->next[lv]->seq, key, seq) < 0)
+            x = x->next[lv];
+        if (update)
+            update[lv] = x;
+    }
+    sop_ws_item *n = x->next[0];
+    *exact = n && key_cmp(w->store, &n->key, n->seq, key, seq) == 0;
+    return n;
+}
+
+sop_ws_item *sop_ws__find(sop_ws *w, const sop_val *key, uint64_t seq, int *exact)
+{
+    return ws_search(w, key, seq, exact, NULL);
+}
+
+int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64_t seq,
+                    const sop_val *value)
+{
+    sop_ws *w = sop_txn__ws(t, s, 1);
+    if (!w)
+        return sop_err(SOP_NOMEM, "write set");
+    sop_ws_item *update[SOP_WS_MAX_HEIGHT];
+    int exact;
+    sop_ws_item *x = ws_search(w, key, seq, &exact, update);
+    sop_leafval v;
+    memset(&v, 0, sizeof v);
+    if (op == SOP_OP_PUT) {
+        size_t threshold = (s->flags & SOP_STORE_VALUES_SEPARATE) ? 0 : s->max_inline;
+        if (value->len > threshold && !((s->flags & SOP_STORE_VALUES_SEPARATE) == 0 &&
+                                        value->len <= threshold)) {
+            /* Its own blob, written now (before commit): bounded txn memory. */
+            size_t rlen = sop_rec_len(value->len);
+            uint8_t *rec = sop_malloc(rlen);
+            if (!rec)
+                return sop_err(SOP_NOMEM, "value blob of %zu bytes", value->len);
+            memset(rec + SOP_REC_HDR_LEN + value->len, 0, rlen - SOP_REC_HDR_LEN - value->len);
+            if (value->len)
+                memcpy(rec + SOP_REC_HDR_LEN, value->data, value->len);
+            uint32_t crc = sop_rec__header(rec, SOP_REC_VALUE, rec + SOP_REC_HDR_LEN,
+                                           value->len, 0);
+            uint64_t token;
+            int rc = sop_wal__append(&t->db->wal, rec, rlen, 0, rlen, &v.loc, &token);
+            sop_free(rec);
+            if (rc)
+                return rc;
+            v.loc.crc = crc;
+            v.is_blob = 1;
+            v.value_len = (uint32_t)value->len;
+        } else {
+            void *copy = value->len ? sop_arena_memdup(&t->arena, value->data, value->len) : NULL;
+            if (value->len && !copy)
+                return sop_err(SOP_NOMEM, "value copy");
+            v.inline_val.data = copy;
+            v.inline_val.len = value->len;
+            v.value_len = (uint32_t)value->len;
+        }
+    }
+    if (exact) {
+        /* A replaced blob written by this txn is garbage now. */
+        if (x->op == SOP_OP_PUT && x->val.is_blob)
+            sop_wal__blob_dead(&t->db->wal, &x->val.loc, 0);
+        x->op = (uint8_t)op;
+        x->val = v;
+        return SOP_OK;
+    }
+    int h = 1;
+    while (h < SOP_WS_MAX_HEIGHT && (sop_splitmix64(&t->rng) & 3) == 0)
+        h++;
+    x = sop_arena_alloc(&t->arena, sizeof *x + (size_t)h * sizeof(sop_ws_item *), 8);
+    void *kcopy = sop_arena_memdup(&t->arena, key->data, key->len);
+    if (!x || !kcopy)
+        return sop_err(SOP_NOMEM, "write set item");
+    x->key.data = kcopy;
+    x->key.len = key->len;
+    x->seq = seq;
+    x->op = (uint8_t)op;
+    x->height = (uint8_t)h;
+    x->val = v;
+    for (int lv = 0; lv < h; lv++) {
+        x->next[lv] = update[lv]->next[lv];
+        update[lv]->next[lv] = x;
+    }
+    x->prev = update[0] == w->head ? NULL : update[0];
+    if (x->next[0])
+        x->next[0]->prev = x;
+    w->item_count++;
+    return SOP_OK;
+}
+
+/* ======================================================================== */
+/* Read set                                                                  */
+/* ======================================================================== */
+
+static sop_read *read_new(sop_txn *t)
+{
+    if (t->read_count == t->read_cap) {
+        size_t cap = t->read_cap ? t->read_cap * 2 : 32;
+        sop_read *n = sop_realloc(t->reads, cap * sizeof *n);
+        if (!n)
+            return NULL;
+        t->reads = n;
+        t->read_cap = cap;
+    }
+    sop_read *r = &t->reads[t->read_count++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+int sop_txn__read_point(sop_txn *t, sop_store *s, const sop_val *key)
+{
+    if (t->flags & SOP_TXN_READONLY)
+        return SOP_OK;
+    sop_read *r = read_new(t);
+    void *k = sop_arena_memdup(&t->arena, key->data, key->len);
+    if (!r || !k)
+        return sop_err(SOP_NOMEM, "read set");
+    r->store = s;
+    r->lo.data = k;
+    r->lo.len = key->len;
+    return SOP_OK;
+}
+
+int sop_txn__read_range(sop_txn *t, sop_store *s, int lo_open, const sop_val *lo, int hi_open,
+                        const sop_val *hi)
+{
+    if (t->flags & SOP_TXN_READONLY)
+        return SOP_OK;
+    sop_read *r = read_new(t);
+    if (!r)
+        return sop_err(SOP_NOMEM, "read set");
+    r->store = s;
+    r->is_range = 1;
+    r->lo_open = lo_open;
+    r->hi_open = hi_open;
+    if (!lo_open) {
+        void *k = sop_arena_memdup(&t->arena, lo->data, lo->len);
+        if (!k)
+            return sop_err(SOP_NOMEM, "read set");
+        r->lo.data = k;
+        r->lo.len = lo->len;
+    }
+    if (!hi_open) {
+        void *k = sop_arena_memdup(&t->arena, hi->data, hi->len);
+        if (!k)
+            return sop_err(SOP_NOMEM, "read set");
+        r->hi.data = k;
+        r->hi.len = hi->len;
+    }
+    return SOP_OK;
+}
+
+int sop_txn__value(sop_val *out, sop_txn *t, uint8_t **buf, size_t *cap, const sop_leafval *v)
+{
+    if (!v->is_blob) {
+        *out = v->inline_val;
+        return SOP_OK;
+    }
+    if (*cap < v->loc.len) {
+        uint8_t *n = sop_realloc(*buf, v->loc.len);
+        if (!n)
+            return sop_err(SOP_NOMEM, "value buffer of %u bytes", v->loc.len);
+        *buf = n;
+        *cap = v->loc.len;
+    }
+    int rc = sop_wal__read_into(&t->db->wal, &v->loc, SOP_REC_VALUE, *buf);
+    if (rc)
+        return rc;
+    if (sop_get_le32(*buf + 8) != v->value_len)
+        return SOP_CORRUPT_BKPT("value blob length %u, expected %u", sop_get_le32(*buf + 8),
+                                v->value_len);
+    out->data = *buf + SOP_REC_HDR_LEN;
+    out->len = v->value_len;
+    return SOP_OK;
+}
+
+/* ======================================================================== */
+/* Validation                                                                */
+/* ======================================================================== */
+
+/* Does the sorted key array contain a key in [lo, hi] (open ends allowed)? */
+static int keys_hit_range(const sop_store *s, const sop_val *keys, size_t n, int lo_open,
+                          const sop_val *lo, int hi_open, const sop_val *hi)
+{
+    size_t a = 0, b = n;
+    if (!lo_open) {
+        while (a < b) {
+            size_t m = (a + b) / 2;
+            if (key_cmp(s, &keys[m], 0, lo, 0) < 0)
+                a = m + 1;
+            else
+                b = m;
+        }
+    }
+    if (a >= n)
+        return 0;
+    return hi_open || key_cmp(s, &keys[a], 0, hi, 0) <= 0;
+}
+
+static int txn_touches_store(sop_txn *t, sop_store *s)
+{
+    if (sop_txn__ws(t, s, 0))
+        return 1;
+    for (size_t i = 0; i < t->read_count; i++)
+        if (t->reads[i].store == s)
+            return 1;
+    return 0;
+}
+
+/* Conflict of txn t with one set of written keys of store s. */
+static int conflicts_with_keys(sop_txn *t, sop_store *s, const sop_val *keys, size_t n)
+{
+    sop_ws *w = sop_txn__ws(t, s, 0);
+    if (w) {
+        if (w->dropped && n)
+            return 1;
+        for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
+            if (keys_hit_range(s, keys, n, 0, &x->key, 0, &x->key))
+                return 1;
+    }
+    for (size_t i = 0; i < t->read_count; i++) {
+        sop_read *r = &t->reads[i];
+        if (r->store != s)
+            continue;
+        if (r->is_range ? keys_hit_range(s, keys, n, r->lo_open, &r->lo, r->hi_open, &r->hi)
+                        : keys_hit_range(s, keys, n, 0, &r->lo, 0, &r->lo))
+            return 1;
+    }
+    return 0;
+}
+
+/* Does key k of store s fall into prepared key entry pk? */
+static int pkey_hit(const sop_store *s, const struct sop_pkey *pk, const sop_val *k)
+{
+    if (!pk->is_range)
+        return key_cmp(s, &pk->lo, 0, k, 0) == 0;
+    if (!pk->lo_open && key_cmp(s, k, 0, &pk->lo, 0) < 0)
+        return 0;
+    if (!pk->hi_open && key_cmp(s, k, 0, &pk->hi, 0) > 0)
+        return 0;
+    return 1;
+}
+
+/* SOP_BUSY if a prepared txn (other than t) holds what t touches. */
+static int check_prepared(sop_txn *t)
+{
+    for (sop_prepared *p = t->db->prepared; p; p = p->next) {
+        if (p->id == t->id)
+            continue;
+        for (size_t i = 0; i < p->key_count; i++) {
+            struct sop_pkey *pk = &p->keys[i];
+            sop_store *s = sop_db__store_by_id(t->db, pk->store_id);
+            if (!s)
+                continue;
+            sop_ws *w = sop_txn__ws(t, s, 0);
+            if (w) {
+                for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
+                    if (pkey_hit(s, pk, &x->key))
+                        goto busy;
+                if (w->dropped)
+                    goto busy;
+            }
+            if (pk->is_write) {
+                for (size_t j = 0; j < t->read_count; j++) {
+                    sop_read *r = &t->reads[j];
+                    if (r->store != s)
+                        continue;
+                    struct sop_pkey rk = {0, r->is_range, r->lo_open, r->hi_open, 0, r->lo, r->hi};
+                    if (r->is_range ? pkey_hit(s, &rk, &pk->lo) : pkey_hit(s, pk, &r->lo))
+                        goto busy;
+                }
+            }
+        }
+        continue;
+    busy:
+        return sop_err(SOP_BUSY, "prepared transaction %" PRIu64 " holds a key this one touches",
+                       p->id);
+    }
+    return SOP_OK;
+}
+
+static int validate(sop_txn *t)
+{
+    sop_db *db = t->db;
+    for (sop_hist *h = db->hist_head; h; h = h->next) {
+        if (h->lsn <= t->snap)
+            continue;
+        for (size_t i = 0; i < h->store_count; i++) {
+            struct sop_hist_store *hs = &h->stores[i];
+            sop_store *s = sop_db__store_by_id(db, hs->store_id);
+            if (!s)
+                continue;
+            if ((hs->dropped && txn_touches_store(t, s)) ||
+                conflicts_with_keys(t, s, hs->keys, hs->key_count)) {
+                atomic_fetch_add(&db->st_conflicts, 1);
+                return sop_err(SOP_CONFLICT,
+                               "store '%s': a key this transaction read or wrote was changed by "
+                               "commit %" PRIu64,
+                               s->name, h->lsn);
+            }
+        }
+    }
+    /* Catalog: creating a name that someone created meanwhile; touching a
+     * store dropped meanwhile. */
+    for (sop_ws *w = t->ws; w; w = w->next) {
+        sop_store *s = w->store;
+        if (w->created) {
+            for (sop_store *o = atomic_load(&db->stores); o; o = o->next) {
+                if (o != s && strcmp(o->name, s->name) == 0 &&
+                    atomic_load(&o->created_lsn) != SOP_NEVER &&
+                    atomic_load(&o->dropped_lsn) == SOP_NEVER) {
+                    atomic_fetch_add(&db->st_conflicts, 1);
+                    return sop_err(SOP_CONFLICT, "store '%s' was created by another transaction",
+                                   s->name);
+                }
+            }
+        } else if (atomic_load(&s->dropped_lsn) != SOP_NEVER) {
+            atomic_fetch_add(&db->st_conflicts, 1);
+            return sop_err(SOP_CONFLICT, "store '%s' was removed by another transaction", s->name);
+        }
+    }
+    return check_prepared(t);
+}
+
+/* ======================================================================== */
+/* Record encoding                                                           */
+/* ======================================================================== */
+
+static void buf_val16(sop_buf *b, const void *p, size_t len)
+{
+    sop_buf_append_le16(b, (uint16_t)len);
+    sop_buf_append(b, p, len);
+}
+
+/* Encode kind + header + body for t into b (after 24 reserved header
+ * bytes). Assigns store ids, root lids and final duplicate seqs (commit_mu). */
+static int encode_txn(sop_buf *b, sop_txn *t, int kind, uint64_t txn_id, const sop_val *xid,
+                      size_t *delta_offs, size_t nstores)
+{
+    sop_db *db = t->db;
+    sop_buf_reset(b);
+    sop_buf_extend(b, SOP_REC_HDR_LEN);
+    sop_buf_append_u8(b, (uint8_t)kind);
+    sop_buf_append_u8(b, 1);
+    sop_buf_append_le16(b, 0);
+    sop_buf_append_le32(b, 0);
+    sop_buf_append_le64(b, txn_id);
+    sop_buf_append_le64(b, t->snap);
+    buf_val16(b, xid ? xid->data : NULL, xid ? xid->len : 0);
+    /* catalog */
+    uint32_t ncat = 0;
+    for (sop_ws *w = t->ws; w; w = w->next)
+        ncat += (w->created != 0) + (w->dropped != 0);
+    sop_buf_append_le32(b, ncat);
+    for (sop_ws *w = t->ws; w; w = w->next) {
+        sop_store *s = w->store;
+        if (w->created) {
+            if (s->id == 0) {
+                s->id = db->next_store_id++;
+                s->root_lid = db->reg.next_lid++;
+            }
+            sop_buf_append_u8(b, 1);
+            sop_buf_append_le64(b, s->id);
+            sop_buf_append_le64(b, s->root_lid);
+            buf_val16(b, s->name, strlen(s->name));
+            sop_buf_append_le32(b, s->flags);
+            sop_buf_append_le32(b, s->slot_length);
+            sop_buf_append_le32(b, s->max_inline);
+            buf_val16(b, s->comparator, s->comparator ? strlen(s->comparator) : 0);
+            sop_buf_append_le32(b, (uint32_t)s->key_spec_len);
+            sop_buf_append(b, s->key_spec, s->key_spec_len);
+        }
+        if (w->dropped) {
+            sop_buf_append_u8(b, 2);
+            sop_buf_append_le64(b, s->id);
+        }
+    }
+    /* operations, per store */
+    uint32_t nops_stores = 0;
+    for (sop_ws *w = t->ws; w; w = w->next)
+        nops_stores += !w->dropped && w->item_count > 0;
+    sop_buf_append_le32(b, nops_stores);
+    size_t si = 0;
+    for (sop_ws *w = t->ws; w; w = w->next) {
+        if (w->dropped || w->item_count == 0)
+            continue;
+        sop_store *s = w->store;
+        sop_buf_append_le64(b, s->id);
+        if (si < nstores)
+            delta_offs[si++] = b->len;
+        sop_buf_append_le64(b, 0); /* count delta, patched after apply */
+        size_t seq_off = b->len;
+        sop_buf_append_le64(b, 0); /* next_seq after, patched below */
+        size_t nops_off = b->len;
+        sop_buf_append_le32(b, 0);
+        uint32_t nops = 0;
+        uint64_t next_seq = s->next_seq;
+        for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0]) {
+            uint64_t seq = x->seq;
+            if (seq >= SOP_PROVISIONAL_SEQ) {
+                if (x->op == SOP_OP_DEL)
+                    continue; /* added and removed inside this txn */
+                seq = next_seq++;
+            }
+            sop_buf_append_u8(b, x->op);
+            sop_buf_append_u8(b, (uint8_t)(x->op == SOP_OP_PUT && x->val.is_blob));
+            buf_val16(b, x->key.data, x->key.len);
+            sop_buf_append_le64(b, seq);
+            if (x->op == SOP_OP_PUT) {
+                sop_buf_append_le32(b, x->val.value_len);
+                if (x->val.is_blob) {
+                    sop_buf_append_le64(b, x->val.loc.seg);
+                    sop_buf_append_le64(b, x->val.loc.off);
+                    sop_buf_append_le32(b, x->val.loc.len);
+                    sop_buf_append_le32(b, x->val.loc.crc);
+                } else {
+                    sop_buf_append(b, x->val.inline_val.data, x->val.inline_val.len);
+                }
+            }
+            nops++;
+        }
+        if (sop_buf_status(b))
+            return SOP_NOMEM;
+        sop_put_le64(b->data + seq_off, next_seq);
+        sop_put_le32(b->data + nops_off, nops);
+    }
+    /* read set (D2) */
+    sop_buf_append_le32(b, (uint32_t)t->read_count);
+    for (size_t i = 0; i < t->read_count; i++) {
+        sop_read *r = &t->reads[i];
+        sop_buf_append_le64(b, r->store->id);
+        sop_buf_append_u8(b, (uint8_t)(r->is_range ? 2 : 1));
+        if (!r->is_range) {
+            buf_val16(b, r->lo.data, r->lo.len);
+        } else {
+            sop_buf_append_u8(b, (uint8_t)((r->lo_open ? 1 : 0) | (r->hi_open ? 2 : 0)));
+            buf_val16(b, r->lo.data, r->lo_open ? 0 : r->lo.len);
+            buf_val16(b, r->hi.data, r->hi_open ? 0 : r->hi.len);
+        }
+    }
+    return sop_buf_status(b) ? sop_err(SOP_NOMEM, "commit record") : SOP_OK;
+}
+
+/* ======================================================================== */
+/* Decoding and applying a record body                                       */
+/* ======================================================================== */
+
+typedef struct rd {
+    const uint8_t *p, *end;
+    int bad;
+} rd;
+
+static const uint8_t *rd_take(rd *r, size_t n)
+{
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *q = r->p;
+    r->p += n;
+    return q;
+}
+static uint8_t rd_u8(rd *r)
+{
+    const uint8_t *q = rd_take(r, 1);
+    return q ? q[0] : 0;
+}
+static uint16_t rd_u16(rd *r)
+{
+    const uint8_t *q = rd_take(r, 2);
+    return q ? sop_get_le16(q) : 0;
+}
+static uint32_t rd_u32(rd *r)
+{
+    const uint8_t *q = rd_take(r, 4);
+    return q ? sop_get_le32(q) : 0;
+}
+static uint64_t rd_u64(rd *r)
+{
+    const uint8_t *q = rd_take(r, 8);
+    return q ? sop_get_le64(q) : 0;
+}
+static sop_val rd_val16(rd *r)
+{
+    sop_val v;
+    v.len = rd_u16(r);
+    v.data = rd_take(r, v.len);
+    return v;
+}
+
+/* Catalog operations found while applying a body, made visible at publish. */
+typedef struct cat_change {
+    sop_store *store;
+    int created;  /* store object made by this apply (replay) or pending */
+    int dropped;
+    int64_t delta;
+    uint64_t next_seq;
+    int has_ops;
+} cat_change;
+
+/* Apply a COMMIT/PREPARE body (from the xid field on) at a->lsn. When
+ * owner is not NULL (live commit), created stores are the owner's pending
+ * handles; in replay new store objects are made. deltas are checked
+ * against the record when check is set, else patched into it. */
+static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, cat_change **ch_out,
+                      size_t *nch_out, int check)
+{
+    sop_db *db = a->db;
+    rd r = {body, body + len, 0};
+    cat_change *ch = NULL;
+    size_t nch = 0;
+    int rc = SOP_OK;
+    rd_val16(&r); /* xid */
+    uint32_t ncat = rd_u32(&r);
+    if (r.bad || ncat > len)
+        return SOP_CORRUPT_BKPT("commit record catalog");
+    uint32_t cap = ncat + 64;
+    ch = sop_calloc(cap, sizeof *ch);
+    if (!ch)
+        return sop_err(SOP_NOMEM, "catalog changes");
+    for (uint32_t i = 0; i < ncat; i++) {
+        uint8_t op = rd_u8(&r);
+        uint64_t id = rd_u64(&r);
+        if (op == 1) {
+            uint64_t root = rd_u64(&r);
+            sop_val name = rd_val16(&r);
+            uint32_t flags = rd_u32(&r), slot = rd_u32(&r), maxin = rd_u32(&r);
+            sop_val cmpname = rd_val16(&r);
+            uint32_t spec_len = rd_u32(&r);
+            const uint8_t *spec = rd_take(&r, spec_len);
+            if (r.bad || name.len == 0 || name.len > SOP_MAX_NAME_LEN) {
+                rc = SOP_CORRUPT_BKPT("commit record store create");
+                goto out;
+            }
+            sop_store *s = NULL;
+            if (owner) {
+                for (sop_ws *w = owner->ws; w; w = w->next)
+                    if (w->created && w->store->id == id)
+                        s = w->store;
+            }
+            if (!s) {
+                /* Replay: build the store object (published at the end). */
+                s = sop_calloc(1, sizeof *s);
+                if (!s) {
+                    rc = sop_err(SOP_NOMEM, "store");
+                    goto out;
+                }
+                s->db = db;
+                s->id = id;
+                s->root_lid = root;
+                s->flags = flags;
+                s->slot_length = slot;
+                s->max_inline = maxin;
+                s->name = sop_malloc(name.len + 1);
+                if (s->name) {
+                    memcpy(s->name, name.data, name.len);
+                    s->name[name.len] = 0;
+                }
+                if (cmpname.len) {
+                    s->comparator = sop_malloc(cmpname.len + 1);
+                    if (s->comparator) {
+                        memcpy(s->comparator, cmpname.data, cmpname.len);
+                        s->comparator[cmpname.len] = 0;
+                    }
+                }
+                s->key_spec_len = spec_len;
+                s->key_spec = spec_len ? sop_memdup(spec, spec_len) : NULL;
+                atomic_init(&s->created_lsn, SOP_NEVER);
+                atomic_init(&s->dropped_lsn, SOP_NEVER);
+                atomic_init(&s->pending_owner, NULL);
+                atomic_init(&s->counts, NULL);
+                if (!s->name || (cmpname.len && !s->comparator) || (spec_len && !s->key_spec)) {
+                    sop_store__free(s);
+                    rc = sop_err(SOP_NOMEM, "store");
+                    goto out;
+                }
+                if (s->comparator) {
+                    for (size_t k = 0; k < db->comparator_count; k++)
+                        if (strcmp(db->comparators[k].name, s->comparator) == 0) {
+                            s->cmp.fn = db->comparators[k].compare;
+                            s->cmp.ctx = db->comparators[k].ctx;
+                        }
+                    if (!s->cmp.fn) {
+                        sop_store__free(s);
+                        rc = sop_err(SOP_INVAL,
+                                     "store '%.*s' needs comparator '%.*s', which is not registered",
+                                     (int)name.len, (const char *)name.data, (int)cmpname.len,
+                                     (const char *)cmpname.data);
+                        goto out;
+                    }
+                }
+                ch[nch].created = 2; /* replay-made object */
+            } else {
+                ch[nch].created = 1;
+            }
+            ch[nch].store = s;
+            ch[nch].next_seq = 1;
+            nch++;
+            if (db->reg.next_lid <= root)
+                db->reg.next_lid = root + 1;
+            if (db->next_store_id <= id)
+                db->next_store_id = id + 1;
+            SOP_TRY(sop_apply__create_root(a, s));
+        } else if (op == 2) {
+            sop_store *s = sop_db__store_by_id(db, id);
+            for (size_t k = 0; !s && k < nch; k++)
+                if (ch[k].store->id == id)
+                    s = ch[k].store;
+            if (r.bad || !s) {
+                rc = SOP_CORRUPT_BKPT("commit record drops unknown store %" PRIu64, id);
+                goto out;
+            }
+            size_t k;
+            for (k = 0; k < nch && ch[k].store != s; k++)
+                ;
+            if (k == nch) {
+                ch[nch].store = s;
+                ch[nch].next_seq = s->next_seq;
+                nch++;
+            }
+            ch[k].dropped = 1;
+            SOP_TRY(sop_apply__drop_tree(a, s));
+        } else {
+            rc = SOP_CORRUPT_BKPT("commit record catalog op %u", op);
+            goto out;
+        }
+    }
+    uint32_t nst = rd_u32(&r);
+    if (r.bad || nst > len) {
+        rc = SOP_CORRUPT_BKPT("commit record store count");
+        goto out;
+    }
+    if (nch + nst > cap) {
+        cat_change *n = sop_realloc(ch, (nch + nst) * sizeof *ch);
+        if (!n) {
+            rc = sop_err(SOP_NOMEM, "catalog changes");
+            goto out;
+        }
+        ch = n;
+        memset(ch + nch, 0, nst * sizeof *ch);
+    }
+    for (uint32_t i = 0; i < nst; i++) {
+        uint64_t id = rd_u64(&r);
+        uint8_t *delta_p = (uint8_t *)rd_take(&r, 8);
+        uint64_t next_seq = rd_u64(&r);
+        uint32_t nops = rd_u32(&r);
+        if (r.bad) {
+            rc = SOP_CORRUPT_BKPT("commit record store section");
+            goto out;
+        }
+        size_t k;
+        for (k = 0; k < nch && ch[k].store->id != id; k++)
+            ;
+        if (k == nch) {
+            sop_store *s = sop_db__store_by_id(db, id);
+            if (!s) {
+                rc = SOP_CORRUPT_BKPT("commit record names unknown store %" PRIu64, id);
+                goto out;
+            }
+            ch[nch].store = s;
+            nch++;
+        }
+        sop_store *s = ch[k].store;
+        ch[k].has_ops = 1;
+        ch[k].next_seq = next_seq;
+        a->delta = 0;
+        for (uint32_t j = 0; j < nops; j++) {
+            uint8_t op = rd_u8(&r), vkind = rd_u8(&r);
+            sop_val key = rd_val16(&r);
+            uint64_t seq = rd_u64(&r);
+            sop_leafval v;
+            memset(&v, 0, sizeof v);
+            if (op == SOP_OP_PUT) {
+                v.value_len = rd_u32(&r);
+                if (vkind == 1) {
+                    v.is_blob = 1;
+                    v.loc.seg = rd_u64(&r);
+                    v.loc.off = rd_u64(&r);
+                    v.loc.len = rd_u32(&r);
+                    v.loc.crc = rd_u32(&r);
+                } else {
+                    v.inline_val.len = v.value_len;
+                    v.inline_val.data = rd_take(&r, v.value_len);
+                }
+            }
+            if (r.bad || (op != SOP_OP_PUT && op != SOP_OP_DEL) || key.len == 0 ||
+                key.len > SOP_MAX_KEY_LEN) {
+                rc = SOP_CORRUPT_BKPT("commit record operation %u of store %" PRIu64, j, id);
+                goto out;
+            }
+            int existed;
+            SOP_TRY(sop_apply__op(a, s, op, &key, seq, &v, &existed));
+        }
+        if (check) {
+            if ((int64_t)sop_get_le64(delta_p) != a->delta) {
+                rc = SOP_CORRUPT_BKPT("store %" PRIu64 ": replay count delta %" PRId64
+                                      " differs from the record's %" PRId64,
+                                      id, a->delta, (int64_t)sop_get_le64(delta_p));
+                goto out;
+            }
+        } else {
+            sop_put_le64(delta_p, (uint64_t)a->delta);
+        }
+        ch[k].delta += a->delta;
+    }
+out:
+    if (rc) {
+        for (size_t k = 0; k < nch; k++)
+            if (ch[k].created == 2)
+                sop_store__free(ch[k].store);
+        sop_free(ch);
+        return rc;
+    }
+    *ch_out = ch;
+    *nch_out = nch;
+    return SOP_OK;
+}
+
+/* Make a body's catalog and count changes visible at lsn (commit_mu). */
+static int publish_catalog(sop_db *db, cat_change *ch, size_t nch, uint64_t lsn)
+{
+    /* Allocate first so nothing below can fail half way. */
+    sop_countver **cv = sop_calloc(nch ? nch : 1, sizeof *cv);
+    if (!cv)
+        return sop_err(SOP_NOMEM, "count versions");
+    for (size_t i = 0; i < nch; i++) {
+        cv[i] = sop_calloc(1, sizeof **cv);
+        if (!cv[i]) {
+            for (size_t j = 0; j < i; j++)
+                sop_free(cv[j]);
+            sop_free(cv);
+            return sop_err(SOP_NOMEM, "count versions");
+        }
+    }
+    for (size_t i = 0; i < nch; i++) {
+        sop_store *s = ch[i].store;
+        sop_countver *head = atomic_load(&s->counts);
+        uint64_t before = head ? head->count : 0;
+        cv[i]->lsn = lsn;
+        cv[i]->count = (uint64_t)((int64_t)before + ch[i].delta);
+        atomic_init(&cv[i]->older, head);
+        atomic_store_explicit(&s->counts, cv[i], memory_order_release);
+        if (ch[i].has_ops && ch[i].next_seq > s->next_seq)
+            s->next_seq = ch[i].next_seq;
+        if (ch[i].created) {
+            if (s->next_seq == 0)
+                s->next_seq = 1;
+            if (ch[i].created == 2) {
+                s->next = atomic_load(&db->stores);
+                atomic_store_explicit(&db->stores, s, memory_order_release);
+            }
+            atomic_store_explicit(&s->created_lsn, lsn, memory_order_release);
+            atomic_store(&s->pending_owner, NULL);
+        }
+        if (ch[i].dropped)
+            atomic_store_explicit(&s->dropped_lsn, lsn, memory_order_release);
+    }
+    sop_free(cv);
+    return SOP_OK;
+}
+
+/* History entry for validation of later committers. */
+static int add_history(sop_db *db, sop_txn *t, uint64_t lsn)
+{
+    if (db->active_count <= 1 && !db->prepared)
+        return SOP_OK; /* nobody else's snapshot predates this commit */
+    sop_hist *h = sop_calloc(1, sizeof *h);
+    if (!h)
+        return sop_err(SOP_NOMEM, "history");
+    sop_arena_init(&h->arena, 0);
+    h->lsn = lsn;
+    size_t n = 0;
+    for (sop_ws *w = t->ws; w; w = w->next)
+        n++;
+    h->stores = sop_arena_alloc(&h->arena, (n ? n : 1) * sizeof *h->stores, 8);
+    if (!h->stores)
+        goto nomem;
+    for (sop_ws *w = t->ws; w; w = w->next) {
+        struct sop_hist_store *hs = &h->stores[h->store_count++];
+        hs->store_id = w->store->id;
+        hs->dropped = w->dropped;
+        hs->keys = sop_arena_alloc(&h->arena, (w->item_count ? w->item_count : 1) * sizeof(sop_val), 8);
+        if (!hs->keys)
+            goto nomem;
+        for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0]) {
+            if (hs->key_count &&
+                key_cmp(w->store, &hs->keys[hs->key_count - 1], 0, &x->key, 0) == 0)
+                continue;
+            void *k = sop_arena_memdup(&h->arena, x->key.data, x->key.len);
+            if (!k)
+                goto nomem;
+            hs->keys[hs->key_count].data = k;
+            hs->keys[hs->key_count].len = x->key.len;
+            hs->key_count++;
+        }
+    }
+    if (db->hist_tail)
+        db->hist_tail->next = h;
+    else
+        db->hist_head = h;
+    db->hist_tail = h;
+    return SOP_OK;
+nomem:
+    sop_arena_dispose(&h->arena);
+    sop_free(h);
+    return sop_err(SOP_NOMEM, "history");
+}
+
+/* Drop history no live read-write snapshot needs; trim old versions. */
+void sop_db__trim(sop_db *db)
+{
+    uint64_t min_rw = sop_db__snap_min(db, 1);
+    while (db->hist_head && db->hist_head->lsn <= min_rw) {
+        sop_hist *h = db->hist_head;
+        db->hist_head = h->next;
+        if (!db->hist_head)
+            db->hist_tail = NULL;
+        sop_arena_dispose(&h->arena);
+        sop_free(h);
+    }
+    uint64_t min_all = sop_db__snap_min(db, 0);
+    size_t pos = 0;
+    uint64_t lid;
+    size_t freed = 0;
+    /* Collect first: trimming while iterating the map is not allowed. */
+    size_t n = sop_u64map_count(&db->trim_lids);
+    if (n == 0)
+        return;
+    uint64_t *lids = sop_malloc(n * sizeof *lids);
+    if (!lids)
+        return; /* retry at the next trim */
+    size_t k = 0;
+    while (sop_u64map_next(&lid, NULL, &db->trim_lids, &pos) == SOP_OK)
+        lids[k++] = lid;
+    for (size_t i = 0; i < k; i++) {
+        freed += sop_registry__trim(&db->reg, lids[i], min_all);
+        sop_version *h = sop_registry__head(&db->reg, lids[i]);
+        if (!h || !atomic_load_explicit(&h->older, memory_order_relaxed))
+            sop_u64map_del(NULL, &db->trim_lids, lids[i]);
+    }
+    sop_free(lids);
+    atomic_fetch_sub(&db->node_bytes, freed);
+    /* Old store counts. */
+    for (sop_store *s = atomic_load(&db->stores); s; s = s->next) {
+        sop_countver *c = atomic_load(&s->counts);
+        while (c && c->lsn > min_all)
+            c = atomic_load(&c->older);
+        if (!c)
+            continue;
+        sop_countver *rest = atomic_load(&c->older);
+        atomic_store(&c->older, NULL);
+        while (rest) {
+            sop_countver *nx = atomic_load(&rest->older);
+            sop_free(rest);
+            rest = nx;
+        }
+    }
+}
+
+/* ======================================================================== */
+/* Commit, prepare                                                           */
+/* ======================================================================== */
+
+static void set_visible(sop_db *db, uint64_t lsn)
+{
+    pthread_mutex_lock(&db->snap_mu);
+    if (lsn > atomic_load(&db->visible_lsn))
+        atomic_store_explicit(&db->visible_lsn, lsn, memory_order_release);
+    pthread_mutex_unlock(&db->snap_mu);
+}
+
+/* Write rec (header filled here) for lsn; publish a's changes. commit_mu held. */
+static int append_and_publish(sop_db *db, sop_buf *rec, sop_apply *a, cat_change *ch, size_t nch,
+                              uint64_t lsn, uint64_t *token_out)
+{
+    size_t plen = rec->len - SOP_REC_HDR_LEN;
+    size_t rlen = sop_rec_len(plen);
+    if (!sop_buf_extend(rec, rlen - rec->len))
+        return sop_err(SOP_NOMEM, "commit record");
+    memset(rec->data + SOP_REC_HDR_LEN + plen, 0, rlen - SOP_REC_HDR_LEN - plen);
+    int rc = sop_apply__reserve(a);
+    if (rc)
+        return rc;
+    sop_rec__header(rec->data, SOP_REC_TXN, rec->data + SOP_REC_HDR_LEN, plen, lsn);
+    sop_loc loc;
+    rc = sop_wal__append(&db->wal, rec->data, rlen, lsn, 0, &loc, token_out);
+    if (rc)
+        return rc;
+    /* The record is in the log: from here on nothing may fail. */
+    sop_apply__publish(a);
+    if (publish_catalog(db, ch, nch, lsn) != SOP_OK)
+        return sop_db__panic(db, sop_err(SOP_NOMEM, "catalog publish after append"));
+    db->applied_lsn = lsn;
+    db->log_since_ckpt += rlen;
+    db->replay_from = loc; /* unused until a checkpoint copies it */
+    return SOP_OK;
+}
+
+static void free_changes(cat_change *ch, size_t nch, int failed)
+{
+    if (failed)
+        for (size_t k = 0; k < nch; k++)
+            if (ch[k].created == 2)
+                sop_store__free(ch[k].store);
+    sop_free(ch);
+}
+
+int sop_txn__commit(sop_txn *t)
+{
+    sop_db *db = t->db;
+    int rc;
+    sop_buf rec = SOP_BUF_INIT;
+    sop_apply a;
+    cat_change *ch = NULL;
+    size_t nch = 0;
+    uint64_t token = 0, lsn = 0;
+    int sync_full = db->opts.sync == SOP_SYNC_FULL;
+    int has_work = 0;
+    for (sop_ws *w = t->ws; w; w = w->next)
+        has_work |= w->item_count > 0 || w->created || w->dropped;
+    if (!has_work && t->state != SOP_TXN_PREPARED)
+        return SOP_OK; /* nothing written: read-only in effect, snapshot reads are valid */
+    if (t->state == SOP_TXN_PREPARED)
+        return sop_txn__resolve_prepared(db, t->id, 1);
+
+    pthread_mutex_lock(&db->commit_mu);
+    uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
+    if ((rc = validate(t)) != SOP_OK) {
+        pthread_mutex_unlock(&db->commit_mu);
+        return rc;
+    }
+    lsn = db->applied_lsn + 1;
+    sop_apply__init(&a, db, lsn, t->snap);
+    size_t nstores = 0;
+    for (sop_ws *w = t->ws; w; w = w->next)
+        nstores++;
+    size_t *delta_offs = sop_calloc(nstores ? nstores : 1, sizeof *delta_offs);
+    if (!delta_offs) {
+        rc = sop_err(SOP_NOMEM, "commit");
+        goto fail;
+    }
+    if ((rc = encode_txn(&rec, t, SOP_REC_COMMIT, 0, NULL, delta_offs, nstores)) != SOP_OK)
+        goto fail;
+    if ((rc = apply_body(&a, rec.data + SOP_REC_HDR_LEN + 24, rec.len - SOP_REC_HDR_LEN - 24, t,
+                         &ch, &nch, 0)) != SOP_OK)
+        goto fail;
+    if ((rc = append_and_publish(db, &rec, &a, ch, nch, lsn, &token)) != SOP_OK)
+        goto fail;
+    add_history(db, t, lsn); /* NOMEM here only weakens nothing: see below */
+    atomic_fetch_add(&db->st_commits, 1);
+    if (!sync_full)
+        set_visible(db, lsn);
+    sop_db__trim(db);
+    pthread_mutex_unlock(&db->commit_mu);
+    sop_free(delta_offs);
+    free_changes(ch, nch, 0);
+    sop_apply__dispose(&a);
+    sop_buf_dispose(&rec);
+    if (sync_full) {
+        if ((rc = sop_wal__sync_to(&db->wal, token)) != SOP_OK)
+            return sop_db__panic(db, rc);
+        set_visible(db, lsn);
+    }
+    sop_ckpt__maybe(db);
+    return SOP_OK;
+fail:
+    db->reg.next_lid = saved_lid;
+    db->next_store_id = saved_store;
+    for (sop_ws *w = t->ws; w; w = w->next)
+        if (w->created && atomic_load(&w->store->created_lsn) == SOP_NEVER)
+            w->store->id = 0, w->store->root_lid = 0;
+    pthread_mutex_unlock(&db->commit_mu);
+    sop_free(delta_offs);
+    free_changes(ch, nch, 1);
+    sop_apply__dispose(&a);
+    sop_buf_dispose(&rec);
+    return rc;
+}
+
+/* ======================================================================== */
+/* Prepared transactions                                                     */
+/* ======================================================================== */
+
+void sop_prepared__free(sop_prepared *p)
+{
+    if (!p)
+        return;
+    sop_arena_dispose(&p->arena);
+    sop_free(p->body);
+    sop_free(p->keys);
+    sop_free(p);
+}
+
+/* Decode the keys a prepared body writes and reads (its locks). */
+int sop_prepared__decode(sop_prepared *p)
+{
+    rd r = {p->body, p->body + p->body_len, 0};
+    sop_val xid = rd_val16(&r);
+    if (r.bad || xid.len > SOP_MAX_XID_LEN)
+        return SOP_CORRUPT_BKPT("prepared record xid");
+    p->info.xid_len = xid.len;
+    if (xid.len)
+        memcpy(p->info.xid, xid.data, xid.len);
+    size_t cap = 16, n = 0;
+    struct sop_pkey *keys = sop_malloc(cap * sizeof *keys);
+    if (!keys)
+        return sop_err(SOP_NOMEM, "prepared keys");
+#define PUSH_KEY(...)                                                                              \
+    do {                                                                                           \
+        if (n == cap) {                                                                            \
+            struct sop_pkey *nk = sop_realloc(keys, (cap *= 2) * sizeof *keys);                    \
+            if (!nk) {                                                                             \
+                sop_free(keys);                                                                    \
+                return sop_err(SOP_NOMEM, "prepared keys");                                        \
+            }                                                                                      \
+            keys = nk;                                                                             \
+        }                                                                                          \
+        keys[n++] = (struct sop_pkey){__VA_ARGS__};                                                \
+    } while (0)
+    uint32_t ncat = rd_u32(&r);
+    for (uint32_t i = 0; i < ncat && !r.bad; i++) {
+        uint8_t op = rd_u8(&r);
+        uint64_t id = rd_u64(&r);
+        if (op == 1) {
+            rd_u64(&r);
+            rd_val16(&r);
+            rd_u32(&r), rd_u32(&r), rd_u32(&r);
+            rd_val16(&r);
+            uint32_t sl = rd_u32(&r);
+            rd_take(&r, sl);
+        }
+        /* a whole-store lock */
+        PUSH_KEY(id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0});
+    }
+    uint32_t nst = rd_u32(&r);
+    for (uint32_t i = 0; i < nst && !r.bad; i++) {
+        uint64_t id = rd_u64(&r);
+        rd_u64(&r), rd_u64(&r);
+        uint32_t nops = rd_u32(&r);
+        for (uint32_t j = 0; j < nops && !r.bad; j++) {
+            uint8_t op = rd_u8(&r), vk = rd_u8(&r);
+            sop_val key = rd_val16(&r);
+            rd_u64(&r);
+            if (op == SOP_OP_PUT) {
+                uint32_t vl = rd_u32(&r);
+                rd_take(&r, vk ? 24 : vl);
+            }
+            PUSH_KEY(id, 0, 0, 0, 1, key, {NULL, 0});
+        }
+    }
+    uint32_t nr = rd_u32(&r);
+    for (uint32_t i = 0; i < nr && !r.bad; i++) {
+        uint64_t id = rd_u64(&r);
+        uint8_t kind = rd_u8(&r);
+        if (kind == 1) {
+            sop_val k = rd_val16(&r);
+            PUSH_KEY(id, 0, 0, 0, 0, k, {NULL, 0});
+        } else {
+            uint8_t fl = rd_u8(&r);
+            sop_val lo = rd_val16(&r), hi = rd_val16(&r);
+            PUSH_KEY(id, 1, fl & 1, (fl & 2) != 0, 0, lo, hi);
+        }
+    }
+#undef PUSH_KEY
+    if (r.bad) {
+        sop_free(keys);
+        return SOP_CORRUPT_BKPT("prepared record body");
+    }
+    p->keys = keys;
+    p->key_count = n;
+    return SOP_OK;
+}
+
+static int add_prepared(sop_db *db, uint64_t id, uint64_t lsn, const uint8_t *body, size_t len)
+{
+    sop_prepared *p = sop_calloc(1, sizeof *p);
+    if (!p)
+        return sop_err(SOP_NOMEM, "prepared");
+    sop_arena_init(&p->arena, 0);
+    p->id = id;
+    p->lsn = lsn;
+    p->info.id = id;
+    p->info.lsn = lsn;
+    p->body = sop_memdup(body, len);
+    p->body_len = len;
+    int rc = p->body ? sop_prepared__decode(p) : sop_err(SOP_NOMEM, "prepared");
+    if (rc) {
+        sop_prepared__free(p);
+        return rc;
+    }
+    sop_prepared **pp = &db->prepared;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = p;
+    if (db->next_txn_id <= id)
+        db->next_txn_id = id + 1;
+    return SOP_OK;
+}
+
+int sop_txn__prepare(sop_txn *t, const sop_val *xid)
+{
+    sop_db *db = t->db;
+    int rc;
+    sop_buf rec = SOP_BUF_INIT;
+    uint64_t token;
+    pthread_mutex_lock(&db->commit_mu);
+    if ((rc = validate(t)) != SOP_OK) {
+        pthread_mutex_unlock(&db->commit_mu);
+        return rc;
+    }
+    uint64_t lsn = db->applied_lsn + 1;
+    uint64_t id = db->next_txn_id;
+    uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
+    /* Dup seqs and store ids are reserved now so they stay unique. */
+    if ((rc = encode_txn(&rec, t, SOP_REC_PREPARE, id, xid, NULL, 0)) != SOP_OK)
+        goto fail;
+    size_t plen = rec.len - SOP_REC_HDR_LEN;
+    size_t rlen = sop_rec_len(plen);
+    if (!sop_buf_extend(&rec, rlen - rec.len)) {
+        rc = sop_err(SOP_NOMEM, "prepare record");
+        goto fail;
+    }
+    memset(rec.data + SOP_REC_HDR_LEN + plen, 0, rlen - SOP_REC_HDR_LEN - plen);
+    if ((rc = add_prepared(db, id, lsn, rec.data + SOP_REC_HDR_LEN + 24, plen - 24)) != SOP_OK)
+        goto fail;
+    sop_rec__header(rec.data, SOP_REC_TXN, rec.data + SOP_REC_HDR_LEN, plen, lsn);
+    sop_loc loc;
+    if ((rc = sop_wal__append(&db->wal, rec.data, rlen, lsn, 0, &loc, &token)) != SOP_OK) {
+        /* remove what add_prepared added (the last entry) */
+        sop_prepared **pp = &db->prepared;
+        while ((*pp)->next)
+            pp = &(*pp)->next;
+        sop_prepared__free(*pp);
+        *pp = NULL;
+        goto fail;
+    }
+    db->next_txn_id = id + 1;
+    /* advance seq counters for reserved dup seqs */
+    for (sop_ws *w = t->ws; w; w = w->next)
+        for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
+            if (x->seq >= SOP_PROVISIONAL_SEQ && x->op == SOP_OP_PUT)
+                w->store->next_seq++;
+    db->applied_lsn = lsn;
+    db->log_since_ckpt += rlen;
+    t->id = id;
+    t->state = SOP_TXN_PREPARED;
+    pthread_mutex_unlock(&db->commit_mu);
+    sop_buf_dispose(&rec);
+    /* Prepare is always durable, whatever the sync mode. */
+    if ((rc = sop_wal__sync_to(&db->wal, token)) != SOP_OK)
+        return sop_db__panic(db, rc);
+    set_visible(db, lsn);
+    return SOP_OK;
+fail:
+    db->reg.next_lid = saved_lid;
+    db->next_store_id = saved_store;
+    pthread_mutex_unlock(&db->commit_mu);
+    sop_buf_dispose(&rec);
+    return rc;
+}
+
+/* COMMIT_PREPARED / ABORT_PREPARED of prepared p at lsn (commit_mu held).
+ * rec == NULL in replay. */
+static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn, uint64_t *token,
+                          int replay)
+{
+    sop_apply a;
+    cat_change *ch = NULL;
+    size_t nch = 0;
+    sop_buf rec = SOP_BUF_INIT;
+    int rc = SOP_OK;
+    sop_apply__init(&a, db, lsn, 0);
+    uint64_t saved_lid = db->reg.next_lid;
+    if (!replay) {
+        sop_buf_extend(&rec, SOP_REC_HDR_LEN);
+        sop_buf_append_u8(&rec, commit ? SOP_REC_COMMIT_PREPARED : SOP_REC_ABORT_PREPARED);
+        sop_buf_append_u8(&rec, 1);
+        sop_buf_append_le16(&rec, 0);
+        sop_buf_append_le32(&rec, 0);
+        sop_buf_append_le64(&rec, p->id);
+        sop_buf_append_le64(&rec, 0);
+        if ((rc = sop_buf_status(&rec)) != SOP_OK)
+            goto out;
+    }
+    if (commit) {
+        SOP_TRY(apply_body(&a, p->body, p->body_len, NULL, &ch, &nch, 0));
+    } else {
+        /* Its value blobs die. */
+        rd r = {p->body, p->body + p->body_len, 0};
+        (void)r;
+    }
+    if (!replay) {
+        SOP_TRY(append_and_publish(db, &rec, &a, ch, nch, lsn, token));
+    } else {
+        SOP_TRY(sop_apply__reserve(&a));
+        sop_apply__publish(&a);
+        SOP_TRY(publish_catalog(db, ch, nch, lsn));
+        db->applied_lsn = lsn;
+    }
+    /* unlink p */
+    for (sop_prepared **pp = &db->prepared; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    sop_prepared__free(p);
+out:
+    if (rc)
+        db->reg.next_lid = saved_lid;
+    free_changes(ch, nch, rc != SOP_OK);
+    sop_apply__dispose(&a);
+    sop_buf_dispose(&rec);
+    return rc;
+}
+
+int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
+{
+    uint64_t token = 0;
+    pthread_mutex_lock(&db->commit_mu);
+    sop_prepared *p = db->prepared;
+    while (p && p->id != id)
+        p = p->next;
+    if (!p) {
+        pthread_mutex_unlock(&db->commit_mu);
+        return sop_err(SOP_NOTFOUND, "no prepared transaction %" PRIu64, id);
+    }
+    uint64_t lsn = db->applied_lsn + 1;
+    int rc = resolve_locked(db, p, commit, lsn, &token, 0);
+    if (rc == SOP_OK && db->opts.sync != SOP_SYNC_FULL)
+        set_visible(db, lsn);
+    if (rc == SOP_OK)
+        sop_db__trim(db);
+    pthread_mutex_unlock(&db->commit_mu);
+    if (rc)
+        return rc;
+    if (db->opts.sync == SOP_SYNC_FULL) {
+        if ((rc = sop_wal__sync_to(&db->wal, token)) != SOP_OK)
+            return sop_db__panic(db, rc);
+        set_visible(db, lsn);
+    }
+    return SOP_OK;
+}
+
+/* ======================================================================== */
+/* Replay (recovery)                                                         */
+/* ======================================================================== */
+
+int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len)
+{
+    rd r = {payload, payload + len, 0};
+    uint8_t kind = rd_u8(&r);
+    uint8_t ver = rd_u8(&r);
+    rd_u16(&r);
+    rd_u32(&r);
+    uint64_t id = rd_u64(&r);
+    rd_u64(&r); /* snapshot */
+    if (r.bad || ver != 1)
+        return SOP_CORRUPT_BKPT("transaction record at lsn %" PRIu64, lsn);
+    if (lsn != db->applied_lsn + 1)
+        return SOP_CORRUPT_BKPT("log jumps from lsn %" PRIu64 " to %" PRIu64, db->applied_lsn,
+                                lsn);
+    int rc = SOP_OK;
+    if (kind == SOP_REC_COMMIT) {
+        sop_apply a;
+        cat_change *ch = NULL;
+        size_t nch = 0;
+        uint8_t *body = sop_memdup(payload + 24, len - 24);
+        if (!body && len > 24)
+            return sop_err(SOP_NOMEM, "replay");
+        sop_apply__init(&a, db, lsn, 0);
+        rc = apply_body(&a, body, len - 24, NULL, &ch, &nch, 1);
+        if (rc == SOP_OK && (rc = sop_apply__reserve(&a)) == SOP_OK) {
+            sop_apply__publish(&a);
+            rc = publish_catalog(db, ch, nch, lsn);
+        }
+        free_changes(ch, nch, rc != SOP_OK);
+        sop_apply__dispose(&a);
+        sop_free(body);
+        if (rc)
+            return rc;
+        db->applied_lsn = lsn;
+    } else if (kind == SOP_REC_PREPARE) {
+        if ((rc = add_prepared(db, id, lsn, payload + 24, len - 24)) != SOP_OK)
+            return rc;
+        /* reserved dup seqs */
+        db->applied_lsn = lsn;
+    } else if (kind == SOP_REC_COMMIT_PREPARED || kind == SOP_REC_ABORT_PREPARED) {
+        sop_prepared *p = db->prepared;
+        while (p && p->id != id)
+            p = p->next;
+        if (!p)
+            return SOP_CORRUPT_BKPT("resolution of unknown prepared transaction %" PRIu64, id);
+        uint64_t token;
+        if ((rc = resolve_locked(db, p, kind == SOP_REC_COMMIT_PREPARED, lsn, &token, 1)) != SOP_OK)
+            return rc;
+    } else {
+        return SOP_CORRUPT_BKPT("transaction record kind %u", kind);
+    }
+    return SOP_OK;
+}

@@ -1,0 +1,169 @@
+/*
+ * txn.h - transactions: write set, read set, validation, commit records,
+ * two-phase commit, and the merged (snapshot + own writes) cursor.
+ *
+ * State machine (sop_txn.state):
+ *
+ *   ACTIVE --prepare--> PREPARED --commit--> (freed)
+ *     |                    |
+ *     +--commit/abort--> (freed)      any error that may have left partial
+ *     +--error--> FAILED --abort--> (freed)   effects moves ACTIVE to FAILED
+ *
+ *   (T1) Writes are buffered as key-level operations (the write set); no
+ *        node is touched before commit, so an abort needs no undo.
+ *   (T2) A read-write transaction records every key it read (found or not)
+ *        and every key range its cursors covered. Commit fails with
+ *        SOP_CONFLICT if any commit after its snapshot wrote such a key or a
+ *        key it writes (first committer wins): serializable.
+ *   (T3) The commit record carries the snapshot, the catalog changes, the
+ *        operations with final duplicate sequence numbers, the count deltas
+ *        and the read set, so it can be validated and replayed without the
+ *        writer (DESIGN D2, D6). Replay uses the same apply code (B5).
+ *
+ * Commit record payload (SOP_REC_TXN), little-endian:
+ *   u8 kind (1 COMMIT, 2 PREPARE, 3 COMMIT_PREPARED, 4 ABORT_PREPARED)
+ *   u8 version (1), u16 0, u32 0, u64 txn_id, u64 snapshot
+ *   kinds 1 and 2 continue with the body:
+ *   u16 xid_len, xid
+ *   u32 catalog_count, each: u8 op (1 create, 2 drop), u64 store_id,
+ *       create only: u64 root_lid, u16 name_len, name, u32 flags,
+ *       u32 slot_length, u32 max_inline, u16 cmp_len, cmp, u32 spec_len, spec
+ *   u32 store_count, each: u64 store_id, i64 count_delta, u64 next_seq,
+ *       u32 op_count, ops: u8 kind (1 put, 2 del), u8 vkind (0 inline,
+ *       1 blob), u16 key_len, key, u64 seq, put only: u32 value_len, then
+ *       value bytes (inline) or a 24-byte sop_loc (blob)
+ *   u32 read_count, each: u64 store_id, u8 kind (1 point, 2 range),
+ *       point: u16 len, key; range: u8 flags (1 lo open-ended, 2 hi
+ *       open-ended), u16 lo_len, lo, u16 hi_len, hi   (bounds inclusive)
+ */
+#ifndef SOP_TXN_H
+#define SOP_TXN_H
+
+#include "btree.h"
+
+#define SOP_TXN_ACTIVE   1
+#define SOP_TXN_PREPARED 2
+#define SOP_TXN_FAILED   3
+
+#define SOP_REC_COMMIT          1
+#define SOP_REC_PREPARE         2
+#define SOP_REC_COMMIT_PREPARED 3
+#define SOP_REC_ABORT_PREPARED  4
+
+#define SOP_WS_MAX_HEIGHT 20
+#define SOP_PROVISIONAL_SEQ (1ull << 63)
+
+typedef struct sop_ws_item {
+    sop_val key;
+    uint64_t seq;
+    uint8_t op;       /* SOP_OP_PUT / SOP_OP_DEL */
+    uint8_t height;
+    sop_leafval val;  /* PUT: inline bytes in the txn arena, or a blob */
+    struct sop_ws_item *prev;
+    struct sop_ws_item *next[];
+} sop_ws_item;
+
+/* The write set of one store. */
+typedef struct sop_ws {
+    struct sop_ws *next;
+    sop_store *store;
+    sop_ws_item *head; /* sentinel with SOP_WS_MAX_HEIGHT links */
+    size_t item_count;
+    int created;       /* this txn created the store */
+    int dropped;       /* this txn removed the store */
+} sop_ws;
+
+typedef struct sop_read {
+    sop_store *store;
+    int is_range;
+    int lo_open, hi_open; /* range: unbounded below / above */
+    sop_val lo, hi;       /* point: lo */
+} sop_read;
+
+struct sop_prepared {
+    struct sop_prepared *next;
+    uint64_t id;
+    uint64_t lsn;
+    uint8_t *body;   /* the PREPARE record's payload (owned) */
+    size_t body_len;
+    sop_arena arena; /* decoded keys below point into body */
+    size_t key_count;
+    struct sop_pkey {
+        uint64_t store_id;
+        int is_range, lo_open, hi_open, is_write;
+        sop_val lo, hi;
+    } *keys;
+    sop_prepared_info info;
+};
+
+struct sop_txn {
+    sop_db *db;
+    struct sop_txn *prev_active, *next_active; /* db->active (snap_mu) */
+    unsigned flags;
+    int state;
+    uint64_t snap;
+    uint64_t deadline_ns;
+    uint64_t id;          /* prepared id */
+    sop_arena arena;
+    sop_ws *ws;
+    sop_read *reads;
+    size_t read_count, read_cap;
+    uint64_t next_prov_seq;
+    uint64_t rng;
+    struct sop_cursor *cursors; /* open cursors (invalidated at end) */
+    uint8_t *value_buf;   /* separate-blob values read by sop_get */
+    size_t value_buf_cap;
+};
+
+struct sop_cursor {
+    sop_txn *txn;
+    sop_store *store;
+    struct sop_cursor *next_in_txn, *prev_in_txn;
+    sop_tcur tc;       /* snapshot tree */
+    sop_ws_item *wi;   /* write-set position (NULL = none) */
+    int positioned;
+    int dir;           /* +1 after forward moves, -1 after backward */
+    /* the current merged item */
+    sop_val key;
+    uint64_t seq;
+    sop_leafval val;
+    uint8_t *keybuf;   /* copy of the current key (stable across moves) */
+    size_t keybuf_cap;
+    uint8_t *value_buf;
+    size_t value_buf_cap;
+    /* read-set range being covered */
+    int range_open;
+    int range_lo_open;
+    sop_val range_lo;
+};
+
+/* Transaction internals used by api.c */
+int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags);
+void sop_txn__free(sop_txn *txn);
+int sop_txn__commit(sop_txn *txn);
+int sop_txn__prepare(sop_txn *txn, const sop_val *xid);
+int sop_txn__check_usable(sop_txn *txn, int for_write);
+int sop_txn__fail(sop_txn *txn, int rc);
+
+sop_ws *sop_txn__ws(sop_txn *txn, sop_store *s, int create);
+int sop_txn__ws_put(sop_txn *txn, sop_store *s, int op, const sop_val *key, uint64_t seq,
+                    const sop_val *value);
+sop_ws_item *sop_ws__find(sop_ws *ws, const sop_val *key, uint64_t seq, int *exact);
+int sop_txn__read_point(sop_txn *txn, sop_store *s, const sop_val *key);
+int sop_txn__read_range(sop_txn *txn, sop_store *s, int lo_open, const sop_val *lo, int hi_open,
+                        const sop_val *hi);
+int sop_txn__value(sop_val *out, sop_txn *txn, uint8_t **buf, size_t *cap,
+                   const sop_leafval *v);
+
+/* Merged cursor (cursor.c) */
+int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key);
+void sop_cursor__invalidate(sop_cursor *c);
+
+/* Replay and resolution (txn.c) */
+int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len);
+int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit);
+void sop_prepared__free(sop_prepared *p);
+int sop_prepared__decode(sop_prepared *p);
+void sop_db__trim(sop_db *db);
+
+#endif

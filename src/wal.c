@@ -1,0 +1,443 @@
+/*
+ * wal.c - the segment log. Invariants (W1)-(W6) are stated in wal.h.
+ *
+ * Sections: record headers; segment table; append and rotation; group
+ * commit; reads; recovery scan.
+ */
+#include "wal.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ---- record headers ------------------------------------------------------ */
+
+uint32_t sop_rec__header(uint8_t *hdr, int type, const void *payload, size_t payload_len,
+                         uint64_t lsn)
+{
+    sop_put_le32(hdr, SOP_REC_MAGIC);
+    hdr[4] = (uint8_t)type;
+    hdr[5] = 1;
+    sop_put_le16(hdr + 6, 0);
+    sop_put_le32(hdr + 8, (uint32_t)payload_len);
+    sop_put_le32(hdr + 12, 0);
+    sop_put_le64(hdr + 16, lsn);
+    uint32_t crc = sop_crc32c(0, hdr, SOP_REC_HDR_LEN);
+    crc = sop_crc32c(crc, payload, payload_len);
+    sop_put_le32(hdr + 12, crc);
+    return crc;
+}
+
+/* Check a header; payload_len_out set. Does not check the crc. */
+static int rec_check_header(const uint8_t *hdr, uint64_t avail, uint32_t *payload_len_out)
+{
+    if (sop_get_le32(hdr) != SOP_REC_MAGIC || hdr[5] != 1 || hdr[4] < SOP_REC_SEGHDR ||
+        hdr[4] > SOP_REC_TXN)
+        return 0;
+    uint32_t plen = sop_get_le32(hdr + 8);
+    if (sop_rec_len(plen) > avail)
+        return 0;
+    *payload_len_out = plen;
+    return 1;
+}
+
+static uint32_t rec_crc(const uint8_t *hdr, const uint8_t *payload, size_t plen)
+{
+    uint8_t h[SOP_REC_HDR_LEN];
+    memcpy(h, hdr, SOP_REC_HDR_LEN);
+    sop_put_le32(h + 12, 0);
+    uint32_t crc = sop_crc32c(0, h, SOP_REC_HDR_LEN);
+    return sop_crc32c(crc, payload, plen);
+}
+
+/* ---- segment table ------------------------------------------------------- */
+
+int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
+                  uint64_t seg_bytes)
+{
+    memset(w, 0, sizeof *w);
+    w->vfs = vfs;
+    w->dir = sop_strdup(dir);
+    if (!w->dir)
+        return sop_err(SOP_NOMEM, "wal init");
+    memcpy(w->db_uuid, uuid, 16);
+    w->seg_bytes = seg_bytes;
+    w->next_seg_id = 1;
+    pthread_mutex_init(&w->append_mu, NULL);
+    pthread_mutex_init(&w->seg_mu, NULL);
+    pthread_mutex_init(&w->sync_mu, NULL);
+    pthread_cond_init(&w->sync_cv, NULL);
+    return SOP_OK;
+}
+
+void sop_wal__dispose(sop_wal *w)
+{
+    for (size_t i = 0; i < w->seg_count; i++) {
+        if (w->segs[i]->file)
+            w->vfs->close(w->segs[i]->file);
+        sop_free(w->segs[i]);
+    }
+    sop_free(w->segs);
+    sop_free(w->dir);
+    pthread_mutex_destroy(&w->append_mu);
+    pthread_mutex_destroy(&w->seg_mu);
+    pthread_mutex_destroy(&w->sync_mu);
+    pthread_cond_destroy(&w->sync_cv);
+    memset(w, 0, sizeof *w);
+}
+
+static int seg_insert(sop_wal *w, sop_seg *s)
+{
+    if (w->seg_count == w->seg_cap) {
+        size_t cap = w->seg_cap ? w->seg_cap * 2 : 16;
+        sop_seg **n = sop_realloc(w->segs, cap * sizeof *n);
+        if (!n)
+            return sop_err(SOP_NOMEM, "segment table");
+        w->segs = n;
+        w->seg_cap = cap;
+    }
+    size_t i = w->seg_count;
+    while (i > 0 && w->segs[i - 1]->id > s->id) {
+        w->segs[i] = w->segs[i - 1];
+        i--;
+    }
+    w->segs[i] = s;
+    w->seg_count++;
+    if (s->id >= w->next_seg_id)
+        w->next_seg_id = s->id + 1;
+    return SOP_OK;
+}
+
+int sop_wal__add_segment(sop_wal *w, uint64_t id, sop_file *f, uint64_t size)
+{
+    sop_seg *s = sop_calloc(1, sizeof *s);
+    if (!s)
+        return sop_err(SOP_NOMEM, "segment");
+    s->id = id;
+    s->file = f;
+    s->size = size;
+    pthread_mutex_lock(&w->seg_mu);
+    int rc = seg_insert(w, s);
+    pthread_mutex_unlock(&w->seg_mu);
+    if (rc)
+        sop_free(s);
+    return rc;
+}
+
+static sop_seg *seg_find_locked(sop_wal *w, uint64_t id)
+{
+    size_t lo = 0, hi = w->seg_count;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (w->segs[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < w->seg_count && w->segs[lo]->id == id ? w->segs[lo] : NULL;
+}
+
+sop_seg *sop_wal__segment(sop_wal *w, uint64_t id)
+{
+    pthread_mutex_lock(&w->seg_mu);
+    sop_seg *s = seg_find_locked(w, id);
+    pthread_mutex_unlock(&w->seg_mu);
+    return s;
+}
+
+void sop_wal__blob_dead(sop_wal *w, const sop_loc *loc, uint64_t lsn)
+{
+    pthread_mutex_lock(&w->seg_mu);
+    sop_seg *s = seg_find_locked(w, loc->seg);
+    if (s) {
+        s->dead_bytes += loc->len;
+        if (lsn > s->death_lsn)
+            s->death_lsn = lsn;
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+}
+
+int sop_wal__panic(sop_wal *w, int rc)
+{
+    pthread_mutex_lock(&w->sync_mu);
+    w->panicked = 1;
+    pthread_cond_broadcast(&w->sync_cv);
+    pthread_mutex_unlock(&w->sync_mu);
+    return rc;
+}
+
+static int wal_panicked(sop_wal *w)
+{
+    pthread_mutex_lock(&w->sync_mu);
+    int p = w->panicked;
+    pthread_mutex_unlock(&w->sync_mu);
+    return p;
+}
+
+static void seg_path(char *buf, size_t cap, const char *dir, uint64_t id)
+{
+    snprintf(buf, cap, "%s/seg/%016" PRIx64 ".seg", dir, id);
+}
+
+/* Create the next segment, write and sync its header record and the
+ * directory entry (W5). Caller holds append_mu (or is single-threaded). */
+static int seg_create(sop_wal *w, sop_seg **out)
+{
+    char path[4096], dir[4096];
+    uint8_t rec[SOP_REC_HDR_LEN + 24];
+    sop_file *f = NULL;
+    int rc;
+    pthread_mutex_lock(&w->seg_mu);
+    uint64_t id = w->next_seg_id;
+    pthread_mutex_unlock(&w->seg_mu);
+    seg_path(path, sizeof path, w->dir, id);
+    snprintf(dir, sizeof dir, "%s/seg", w->dir);
+    rc = w->vfs->open(&f, w->vfs, path, SOP_VFS_WRITE | SOP_VFS_CREATE | SOP_VFS_EXCL);
+    if (rc)
+        return rc == SOP_KEYEXIST ? SOP_CORRUPT_BKPT("segment %s already exists", path) : rc;
+    uint8_t *p = rec + SOP_REC_HDR_LEN;
+    memcpy(p, w->db_uuid, 16);
+    sop_put_le64(p + 16, id);
+    sop_rec__header(rec, SOP_REC_SEGHDR, p, 24, 0);
+    if ((rc = w->vfs->pwrite(f, rec, sizeof rec, 0)) != SOP_OK ||
+        (rc = w->vfs->sync(f, 1)) != SOP_OK || (rc = w->vfs->sync_dir(w->vfs, dir)) != SOP_OK) {
+        w->vfs->close(f);
+        w->vfs->unlink(w->vfs, path);
+        return rc;
+    }
+    sop_seg *s = sop_calloc(1, sizeof *s);
+    if (!s) {
+        w->vfs->close(f);
+        return sop_err(SOP_NOMEM, "segment");
+    }
+    s->id = id;
+    s->file = f;
+    s->size = sizeof rec;
+    pthread_mutex_lock(&w->seg_mu);
+    rc = seg_insert(w, s);
+    pthread_mutex_unlock(&w->seg_mu);
+    if (rc) {
+        w->vfs->close(f);
+        sop_free(s);
+        return rc;
+    }
+    *out = s;
+    return SOP_OK;
+}
+
+int sop_wal__start(sop_wal *w)
+{
+    sop_seg *s;
+    pthread_mutex_lock(&w->append_mu);
+    int rc = seg_create(w, &s);
+    if (rc == SOP_OK) {
+        w->cur = s;
+        w->tail_off = s->size;
+    }
+    pthread_mutex_unlock(&w->append_mu);
+    return rc;
+}
+
+/* ---- append and rotation ------------------------------------------------- */
+
+int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
+                    uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out)
+{
+    int rc = SOP_OK;
+    pthread_mutex_lock(&w->append_mu);
+    if (wal_panicked(w)) {
+        rc = sop_err(SOP_PANIC, "log is unusable after an earlier fatal error");
+        goto out;
+    }
+    if (!w->cur) {
+        rc = sop_err(SOP_BADSTATE, "log opened read-only");
+        goto out;
+    }
+    if (w->tail_off + len > w->seg_bytes && w->tail_off > SOP_REC_HDR_LEN + 24) {
+        /* Rotate (W5): the old segment is synced before the new gets bytes. */
+        sop_seg *s;
+        if ((rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK) {
+            rc = sop_wal__panic(w, SOP_PANIC);
+            sop_err(SOP_PANIC, "fdatasync of segment %" PRIu64 " failed", w->cur->id);
+            goto out;
+        }
+        if ((rc = seg_create(w, &s)) != SOP_OK)
+            goto out;
+        w->cur = s;
+        w->tail_off = s->size;
+    }
+    rc = w->vfs->pwrite(w->cur->file, buf, len, w->tail_off);
+    if (rc != SOP_OK) {
+        /* (W6) cut off whatever part of the write landed. */
+        int trc = w->vfs->truncate(w->cur->file, w->tail_off);
+        if (trc != SOP_OK) {
+            sop_wal__panic(w, SOP_PANIC);
+            rc = sop_err(SOP_PANIC, "cannot cut a failed append off segment %" PRIu64,
+                         w->cur->id);
+        }
+        goto out;
+    }
+    loc_out->seg = w->cur->id;
+    loc_out->off = w->tail_off;
+    loc_out->len = (uint32_t)len;
+    loc_out->crc = 0;
+    w->tail_off += len;
+    w->appended_total += len;
+    *token_out = w->appended_total;
+    pthread_mutex_lock(&w->seg_mu);
+    w->cur->size = w->tail_off;
+    w->cur->blob_bytes += blob_bytes;
+    if (lsn_max > w->cur->max_lsn)
+        w->cur->max_lsn = lsn_max;
+    pthread_mutex_unlock(&w->seg_mu);
+out:
+    pthread_mutex_unlock(&w->append_mu);
+    return rc;
+}
+
+/* ---- group commit -------------------------------------------------------- */
+
+int sop_wal__sync_to(sop_wal *w, uint64_t token)
+{
+    int rc = SOP_OK;
+    pthread_mutex_lock(&w->sync_mu);
+    while (!w->panicked && w->durable_total < token) {
+        if (w->sync_running) {
+            pthread_cond_wait(&w->sync_cv, &w->sync_mu);
+            continue;
+        }
+        /* Become the leader: one fdatasync for everything appended so far. */
+        w->sync_running = 1;
+        pthread_mutex_unlock(&w->sync_mu);
+        pthread_mutex_lock(&w->append_mu);
+        uint64_t target = w->appended_total;
+        sop_seg *s = w->cur; /* older segments were synced at rotation (W5) */
+        pthread_mutex_unlock(&w->append_mu);
+        rc = s ? w->vfs->sync(s->file, 1) : SOP_OK;
+        pthread_mutex_lock(&w->sync_mu);
+        w->sync_running = 0;
+        w->syncs++;
+        if (rc != SOP_OK) {
+            w->panicked = 1; /* (W4) never retry a failed fsync */
+        } else if (target > w->durable_total) {
+            w->durable_total = target;
+        }
+        pthread_cond_broadcast(&w->sync_cv);
+    }
+    if (w->panicked)
+        rc = sop_err(SOP_PANIC, "fdatasync of the log failed; the database must be reopened");
+    pthread_mutex_unlock(&w->sync_mu);
+    return rc;
+}
+
+int sop_wal__sync_all(sop_wal *w)
+{
+    pthread_mutex_lock(&w->append_mu);
+    uint64_t t = w->appended_total;
+    pthread_mutex_unlock(&w->append_mu);
+    return sop_wal__sync_to(w, t);
+}
+
+/* ---- reads ----------------------------------------------------------------- */
+
+int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t *buf)
+{
+    size_t got = 0;
+    uint32_t plen;
+    sop_seg *s = sop_wal__segment(w, loc->seg);
+    if (!s)
+        return SOP_CORRUPT_BKPT("blob in missing segment %" PRIu64, loc->seg);
+    if (loc->len < SOP_REC_HDR_LEN || loc->off + loc->len > s->size)
+        return SOP_CORRUPT_BKPT("blob %" PRIu64 ":%" PRIu64 "+%u beyond segment end", loc->seg,
+                                loc->off, loc->len);
+    int rc = w->vfs->pread(s->file, buf, loc->len, loc->off, &got);
+    if (rc)
+        return rc;
+    if (got != loc->len || !rec_check_header(buf, loc->len, &plen) || buf[4] != expect_type ||
+        sop_rec_len(plen) != loc->len)
+        return SOP_CORRUPT_BKPT("bad record header at %" PRIu64 ":%" PRIu64, loc->seg,
+                                loc->off);
+    uint32_t crc = sop_get_le32(buf + 12);
+    if (crc != loc->crc || rec_crc(buf, buf + SOP_REC_HDR_LEN, plen) != crc)
+        return SOP_CORRUPT_BKPT("checksum mismatch at %" PRIu64 ":%" PRIu64, loc->seg,
+                                loc->off);
+    return SOP_OK;
+}
+
+int sop_wal__read(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t **payload_out,
+                  size_t *payload_len_out)
+{
+    *payload_out = NULL;
+    uint8_t *buf = sop_malloc(loc->len);
+    if (!buf)
+        return sop_err(SOP_NOMEM, "blob of %u bytes", loc->len);
+    int rc = sop_wal__read_into(w, loc, expect_type, buf);
+    if (rc) {
+        sop_free(buf);
+        return rc;
+    }
+    size_t plen = sop_get_le32(buf + 8);
+    memmove(buf, buf + SOP_REC_HDR_LEN, plen);
+    *payload_out = buf;
+    *payload_len_out = plen;
+    return SOP_OK;
+}
+
+/* ---- recovery scan ------------------------------------------------------- */
+
+int sop_wal__scan(sop_wal *w, sop_seg *seg, uint64_t off, sop_wal_scan_fn cb, void *ctx,
+                  uint64_t *end_out, int *torn_out)
+{
+    enum { CHUNK = 1 << 20 };
+    uint64_t fsize;
+    int rc = w->vfs->size(seg->file, &fsize);
+    uint8_t *buf = NULL;
+    size_t buf_cap = 0;
+    *torn_out = 0;
+    if (rc)
+        return rc;
+    while (off < fsize) {
+        uint8_t hdr[SOP_REC_HDR_LEN];
+        size_t got;
+        uint32_t plen;
+        if (fsize - off < SOP_REC_HDR_LEN)
+            break;
+        SOP_TRY(w->vfs->pread(seg->file, hdr, sizeof hdr, off, &got));
+        if (got != sizeof hdr || !rec_check_header(hdr, fsize - off, &plen))
+            break;
+        size_t rlen = sop_rec_len(plen);
+        if (rlen > buf_cap) {
+            size_t cap = rlen > CHUNK ? rlen : CHUNK;
+            uint8_t *n = sop_realloc(buf, cap);
+            if (!n) {
+                rc = sop_err(SOP_NOMEM, "scan buffer");
+                goto out;
+            }
+            buf = n;
+            buf_cap = cap;
+        }
+        SOP_TRY(w->vfs->pread(seg->file, buf, rlen, off, &got));
+        if (got != rlen || rec_crc(buf, buf + SOP_REC_HDR_LEN, plen) != sop_get_le32(buf + 12))
+            break;
+        if (buf[4] == SOP_REC_SEGHDR) {
+            if (off != 0 || plen != 24 || memcmp(buf + SOP_REC_HDR_LEN, w->db_uuid, 16) != 0 ||
+                sop_get_le64(buf + SOP_REC_HDR_LEN + 16) != seg->id) {
+                rc = SOP_CORRUPT_BKPT("segment %" PRIu64 " does not belong to this database",
+                                      seg->id);
+                goto out;
+            }
+        } else {
+            sop_loc loc = {seg->id, off, (uint32_t)rlen, sop_get_le32(buf + 12)};
+            rc = cb(buf[4], sop_get_le64(buf + 16), buf + SOP_REC_HDR_LEN, plen, &loc, ctx);
+            if (rc)
+                goto out;
+        }
+        off += rlen;
+    }
+    *torn_out = off < fsize;
+    rc = SOP_OK;
+out:
+    *end_out = off;
+    sop_free(buf);
+    return rc;
+}

@@ -1,0 +1,131 @@
+/*
+ * wal.h - the segment log: libsop's write-ahead log AND its blob store.
+ *
+ * Everything libsop writes, except checkpoint manifests, is appended to
+ * numbered segment files seg/<id>.seg: node blobs (written by checkpoints),
+ * value blobs (written while a transaction runs), and transaction records
+ * (COMMIT, PREPARE, COMMIT_PREPARED, ABORT_PREPARED). One append stream
+ * means one fdatasync covers a commit's value blobs and its record.
+ *
+ *   (W1) Append-only. A segment id is never reused; a byte is written once.
+ *   (W2) A transaction is committed exactly when its record, and every
+ *        byte before it in the log, is durable. Recovery scans from the
+ *        checkpoint's position and stops at the first invalid record.
+ *   (W3) With SOP_SYNC_FULL a commit returns only after an fdatasync
+ *        covering its record returned 0 (group commit: one sync serves
+ *        every record appended before it started).
+ *   (W4) After a failed fdatasync the wal is panicked; nothing is written
+ *        again (sop_wal__append/sync return SOP_PANIC).
+ *   (W5) Before a new segment receives bytes, the previous one is synced
+ *        and the new file's directory entry is synced; so only the newest
+ *        segment can end with a torn record.
+ *   (W6) A failed append is cut off with ftruncate before anything else
+ *        is appended (if that fails too, the wal panics).
+ *
+ * Record layout (little-endian), 8-byte aligned:
+ *   0  u32 magic 0x52504F53 ("SOPR")     12 u32 crc32c(header with crc=0, payload)
+ *   4  u8  type  (SOP_REC_*)              16 u64 lsn (transaction records; 0 else)
+ *   5  u8  version (1)                    24 payload, then zero padding to 8
+ *   6  u16 reserved (0)
+ *   8  u32 payload_len
+ */
+#ifndef SOP_WAL_H
+#define SOP_WAL_H
+
+#include "sop_int.h"
+
+#include <pthread.h>
+
+#define SOP_REC_MAGIC   0x52504F53u
+#define SOP_REC_HDR_LEN 24
+#define SOP_REC_SEGHDR  1 /* first record of every segment: db uuid, seg id */
+#define SOP_REC_NODE    2 /* a node image */
+#define SOP_REC_VALUE   3 /* a value stored in its own blob */
+#define SOP_REC_TXN     4 /* a transaction record (see txn.h) */
+
+static inline size_t sop_rec_len(size_t payload_len)
+{
+    return (SOP_REC_HDR_LEN + payload_len + 7) & ~(size_t)7;
+}
+
+/* Fill the 24-byte header for payload; returns the crc. */
+uint32_t sop_rec__header(uint8_t *hdr, int type, const void *payload, size_t payload_len,
+                         uint64_t lsn);
+
+typedef struct sop_seg {
+    uint64_t id;
+    sop_file *file;
+    uint64_t size;        /* bytes appended / found */
+    /* space accounting (seg_mu) */
+    uint64_t blob_bytes;  /* node and value records */
+    uint64_t dead_bytes;  /* of which no longer referenced */
+    uint64_t death_lsn;   /* lsn of the newest death */
+    uint64_t max_lsn;     /* newest transaction record in it */
+} sop_seg;
+
+typedef struct sop_wal {
+    const sop_vfs *vfs;
+    char *dir;
+    uint8_t db_uuid[16];
+    uint64_t seg_bytes;
+
+    pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
+    sop_seg *cur;
+    uint64_t tail_off;
+    uint64_t appended_total;   /* monotonic byte counter: the group-commit token */
+
+    pthread_mutex_t seg_mu;    /* the segment table and its accounting */
+    sop_seg **segs;            /* sorted by id */
+    size_t seg_count, seg_cap;
+    uint64_t next_seg_id;
+
+    pthread_mutex_t sync_mu;   /* level 5 */
+    pthread_cond_t sync_cv;
+    int sync_running;
+    uint64_t durable_total;
+    int panicked;
+    uint64_t syncs;
+} sop_wal;
+
+int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
+                  uint64_t seg_bytes);
+void sop_wal__dispose(sop_wal *w);
+
+/* Register an existing segment file (recovery). */
+int sop_wal__add_segment(sop_wal *w, uint64_t id, sop_file *f, uint64_t size);
+sop_seg *sop_wal__segment(sop_wal *w, uint64_t id); /* seg_mu taken inside */
+/* Create segment next_seg_id and make it the append target (W5). */
+int sop_wal__start(sop_wal *w);
+
+/* Append len bytes (one or more complete records). *loc_out gets the seg/off
+ * of the first byte, *token_out the group-commit token. lsn_max updates the
+ * segment's max_lsn; blob_bytes adds to its blob accounting. */
+int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
+                    uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out);
+/* Wait until everything up to token is durable (group commit, W3). */
+int sop_wal__sync_to(sop_wal *w, uint64_t token);
+/* Sync everything appended so far. */
+int sop_wal__sync_all(sop_wal *w);
+
+/* Read and verify the record at loc; *payload_out (sop_malloc'ed, caller
+ * frees) gets its payload. expect_type checked. */
+int sop_wal__read(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t **payload_out,
+                  size_t *payload_len_out);
+/* Read into a caller buffer of exactly loc->len bytes; payload at buf+24. */
+int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t *buf);
+
+/* Record a blob's death for space accounting. */
+void sop_wal__blob_dead(sop_wal *w, const sop_loc *loc, uint64_t lsn);
+
+/* Scan one segment from off. cb gets each valid record (payload borrowed
+ * for the call). Stops at end of file or the first invalid record:
+ * *end_out = offset after the last valid record, *torn_out = 1 if bytes
+ * remain after it. A cb return != SOP_OK stops the scan and is returned. */
+typedef int (*sop_wal_scan_fn)(int type, uint64_t lsn, const uint8_t *payload, size_t len,
+                               const sop_loc *loc, void *ctx);
+int sop_wal__scan(sop_wal *w, sop_seg *seg, uint64_t off, sop_wal_scan_fn cb, void *ctx,
+                  uint64_t *end_out, int *torn_out);
+
+int sop_wal__panic(sop_wal *w, int rc);
+
+#endif

@@ -1,0 +1,502 @@
+/*
+ * test_core.c - the engine through the public API: CRUD across reopen,
+ * unique vs duplicate stores, every error code, stores (create/remove/list/
+ * info/options), cursors, deep-tree navigation against a sorted reference,
+ * separate-blob values, checkpoints and recovery, prepared transactions.
+ */
+#include "harness.h"
+#include "tutil.h"
+
+TEST(test_core__crud_roundtrip_across_reopen)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_val v;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "kv", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "apple", "red"));
+    CHECK_OK(put_s(t, s, "banana", "yellow"));
+    CHECK_OK(put_s(t, s, "cherry", "dark red"));
+    CHECK_OK(get_s(&v, t, s, "banana"));
+    CHECK_VAL(v, "yellow");
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "kv", 0, NULL));
+    CHECK_OK(get_s(&v, t, s, "apple"));
+    CHECK_VAL(v, "red");
+    CHECK_OK(upd_s(t, s, "apple", "green"));
+    CHECK_OK(del_s(t, s, "cherry"));
+    CHECK_RC(SOP_NOTFOUND, get_s(&v, t, s, "cherry"));
+    uint64_t n;
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, 2);
+    CHECK_OK(sop_txn_commit(t));
+    /* no close: the next open must recover from the log alone */
+    CHECK_OK(crash_close(db));
+
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "kv", 0, NULL));
+    CHECK_OK(get_s(&v, t, s, "apple"));
+    CHECK_VAL(v, "green");
+    CHECK_RC(SOP_NOTFOUND, get_s(&v, t, s, "cherry"));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, 2);
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_core__error_codes)
+{
+    sop_db *db, *db2;
+    sop_txn *t, *ro;
+    sop_store *s;
+    sop_val v, k = S("k"), big;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_RC(SOP_BUSY, sop_db_open(&db2, test_dir(), NULL)); /* second handle refused */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "k", "1"));
+    CHECK_RC(SOP_KEYEXIST, add_s(t, s, "k", "2"));
+    CHECK_RC(SOP_KEYEXIST, sop_add_if_absent(t, s, &k, &k));
+    CHECK_OK(get_s(&v, t, s, "k"));
+    CHECK_VAL(v, "1"); /* nothing changed by the refused add */
+    CHECK_RC(SOP_NOTFOUND, upd_s(t, s, "missing", "x"));
+    CHECK_RC(SOP_NOTFOUND, del_s(t, s, "missing"));
+    sop_val empty = {NULL, 0};
+    CHECK_RC(SOP_INVAL, sop_upsert(t, s, &empty, &k)); /* empty key */
+    char huge[SOP_MAX_KEY_LEN + 1];
+    memset(huge, 'x', sizeof huge);
+    big.data = huge;
+    big.len = sizeof huge;
+    CHECK_RC(SOP_INVAL, sop_upsert(t, s, &big, &k));
+    CHECK_RC(SOP_INVAL, sop_txn_begin(&ro, db, 0x80));
+    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "", SOP_STORE_CREATE, NULL));
+    CHECK_RC(SOP_NOTFOUND, sop_store_open(&s, t, "nope", 0, NULL));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, NULL));
+    CHECK_OK(sop_txn_commit(t));
+
+    CHECK_OK(sop_txn_begin(&ro, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, ro, "s", 0, NULL));
+    CHECK_RC(SOP_READONLY, put_s(ro, s, "k", "2"));
+    CHECK_RC(SOP_READONLY, del_s(ro, s, "k"));
+    sop_store *other;
+    CHECK_RC(SOP_READONLY, sop_store_open(&other, ro, "new", SOP_STORE_CREATE, NULL));
+    CHECK_OK(get_s(&v, ro, s, "k")); /* still usable after SOP_READONLY */
+    CHECK_VAL(v, "1");
+    CHECK_RC(SOP_BADSTATE, sop_db_close(db)); /* a txn is open */
+    sop_txn_abort(ro);
+
+    /* contradicting options */
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.slot_length = 64;
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &o));
+    o.slot_length = 2;
+    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "bad", SOP_STORE_CREATE, &o));
+    o.slot_length = 0;
+    o.flags = SOP_STORE_DUPLICATES;
+    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &o));
+    o.flags = 0;
+    o.comparator = "unregistered";
+    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "c", SOP_STORE_CREATE, &o));
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+
+    /* a folder holding something else is refused */
+    char p[600];
+    snprintf(p, sizeof p, "%s/other", test_dir());
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/other/notes.txt", test_dir());
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL);
+    fputs("hello", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/other", test_dir());
+    CHECK_RC(SOP_INVAL, sop_db_open(&db, p, NULL));
+    sop_db_options dopts = SOP_DB_OPTIONS_INIT;
+    dopts.flags = SOP_DB_NOCREATE;
+    snprintf(p, sizeof p, "%s/absent", test_dir());
+    CHECK_RC(SOP_NOTFOUND, sop_db_open(&db, p, &dopts));
+    dopts.version = 99;
+    CHECK_RC(SOP_INVAL, sop_db_open(&db, p, &dopts));
+    CHECK(strcmp(sop_strerror(SOP_CONFLICT), "unknown error") != 0);
+    CHECK(sop_rc_is_retryable(SOP_CONFLICT) && !sop_rc_is_retryable(SOP_NOTFOUND));
+}
+
+TEST(test_core__store_lifecycle)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *a, *b;
+    char **names;
+    size_t n;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    /* a rolled-back create leaves no store */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&a, t, "ghost", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, a, "x", "1"));
+    sop_txn_abort(t);
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_RC(SOP_NOTFOUND, sop_store_open(&a, t, "ghost", 0, NULL));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.flags = SOP_STORE_DUPLICATES;
+    o.slot_length = 16;
+    CHECK_OK(sop_store_open(&a, t, "alpha", SOP_STORE_CREATE, &o));
+    CHECK_OK(sop_store_open(&b, t, "beta", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, b, "k", "v"));
+    CHECK_OK(sop_store_list(&names, &n, t));
+    CHECK_EQ_U64(n, 2);
+    CHECK(strcmp(names[0], "alpha") == 0 && strcmp(names[1], "beta") == 0);
+    sop_store_list_free(names, n);
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&a, t, "alpha", 0, NULL)); /* stored options used */
+    sop_store_info info;
+    CHECK_OK(sop_store_info_get(&info, t, a));
+    CHECK_EQ_U64(info.options.slot_length, 16);
+    CHECK_EQ_U64(info.options.flags, SOP_STORE_DUPLICATES);
+    CHECK_EQ_U64(info.count, 0);
+    CHECK_OK(sop_store_remove(t, "beta"));
+    CHECK_RC(SOP_NOTFOUND, sop_store_open(&b, t, "beta", 0, NULL));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_RC(SOP_NOTFOUND, sop_store_open(&b, t, "beta", 0, NULL));
+    CHECK_OK(sop_store_list(&names, &n, t));
+    CHECK_EQ_U64(n, 1);
+    sop_store_list_free(names, n);
+    /* re-create with the same name: a fresh, empty store */
+    CHECK_OK(sop_store_open(&b, t, "beta", SOP_STORE_CREATE, NULL));
+    sop_val v;
+    CHECK_RC(SOP_NOTFOUND, get_s(&v, t, b, "k"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_core__duplicates)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_cursor *c;
+    sop_val k, v;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.flags = SOP_STORE_DUPLICATES;
+    o.slot_length = 4;
+    CHECK_OK(sop_store_open(&s, t, "d", SOP_STORE_CREATE, &o));
+    CHECK_OK(add_s(t, s, "b", "b1"));
+    CHECK_OK(add_s(t, s, "a", "a1"));
+    CHECK_OK(add_s(t, s, "b", "b2"));
+    CHECK_OK(add_s(t, s, "b", "b3"));
+    CHECK_OK(add_s(t, s, "c", "c1"));
+    CHECK_RC(SOP_KEYEXIST, sop_add_if_absent(t, s, &(sop_val)S("b"), &(sop_val)S("x")));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(add_s(t, s, "b", "b4")); /* after committed dups, in insertion order */
+    uint64_t n;
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, 6);
+    CHECK_OK(get_s(&v, t, s, "b"));
+    CHECK_VAL(v, "b1"); /* the first (oldest) */
+    CHECK_OK(sop_cursor_open(&c, t, s));
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_SEEK, &(sop_val)S("b")));
+    CHECK_VAL(v, "b1");
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_NEXT_DUP, NULL));
+    CHECK_VAL(v, "b2");
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_NEXT_DUP, NULL));
+    CHECK_VAL(v, "b3");
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_NEXT_DUP, NULL));
+    CHECK_VAL(v, "b4");
+    CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, &v, c, SOP_NEXT_DUP, NULL));
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_CURRENT, NULL)); /* stayed on b4 */
+    CHECK_VAL(v, "b4");
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_PREV_DUP, NULL));
+    CHECK_VAL(v, "b3");
+    CHECK_OK(sop_cursor_remove(c)); /* remove b3 only */
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_NEXT, NULL));
+    CHECK_VAL(v, "b4");
+    sop_cursor_close(c);
+    CHECK_OK(upd_s(t, s, "b", "B1"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "d", 0, NULL));
+    const char *want[] = {"a1", "B1", "b2", "b4", "c1"};
+    CHECK_OK(sop_cursor_open(&c, t, s));
+    int i = 0, rc;
+    for (rc = sop_cursor_get(&k, &v, c, SOP_FIRST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_NEXT, NULL), i++) {
+        CHECK(i < 5);
+        CHECK_VAL(v, want[i]);
+    }
+    CHECK_EQ_U64(i, 5);
+    sop_cursor_close(c);
+    CHECK_OK(del_s(t, s, "b")); /* removes every item with key b */
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, 2);
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, 2);
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+/* 100,000 keys, slot length 4: a deep tree walked both ways vs sorted keys. */
+TEST(test_core__deep_tree_navigation)
+{
+    enum { N = 100000 };
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_cursor *c;
+    sop_val k, v;
+    char kb[32], vb[32];
+    sop_db_options dopts = SOP_DB_OPTIONS_INIT;
+    dopts.sync = SOP_SYNC_OFF;
+    CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.slot_length = 4;
+    /* insert in a scrambled order, in batches */
+    uint32_t *perm = malloc(N * sizeof *perm);
+    for (uint32_t i = 0; i < N; i++)
+        perm[i] = i;
+    for (uint32_t i = N - 1; i > 0; i--) {
+        uint32_t j = (uint32_t)(test_rand() % (i + 1)), x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+    }
+    for (int b = 0; b < N; b += 5000) {
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        CHECK_OK(sop_store_open(&s, t, "deep", SOP_STORE_CREATE, &o));
+        for (int i = b; i < b + 5000; i++) {
+            snprintf(kb, sizeof kb, "%08u", perm[i] * 3);
+            snprintf(vb, sizeof vb, "v%u", perm[i]);
+            CHECK_OK(put_s(t, s, kb, vb));
+        }
+        CHECK_OK(sop_txn_commit(t));
+        if (b == N / 2)
+            CHECK_OK(sop_db_checkpoint(db));
+    }
+    free(perm);
+    CHECK_OK(sop_db_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "deep", 0, NULL));
+    CHECK_OK(sop_cursor_open(&c, t, s));
+    uint32_t i = 0;
+    int rc;
+    for (rc = sop_cursor_get(&k, &v, c, SOP_FIRST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_NEXT, NULL), i++) {
+        snprintf(kb, sizeof kb, "%08u", i * 3);
+        snprintf(vb, sizeof vb, "v%u", i);
+        CHECK_VAL(k, kb);
+        CHECK_VAL(v, vb);
+    }
+    CHECK_RC(SOP_NOTFOUND, rc);
+    CHECK_EQ_U64(i, N);
+    i = N;
+    for (rc = sop_cursor_get(&k, &v, c, SOP_LAST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_PREV, NULL)) {
+        i--;
+        snprintf(kb, sizeof kb, "%08u", i * 3);
+        CHECK_VAL(k, kb);
+    }
+    CHECK_EQ_U64(i, 0);
+    /* seek_ge lands on the next multiple of 3 */
+    for (int j = 0; j < 1000; j++) {
+        uint32_t x = (uint32_t)(test_rand() % (3 * N - 3));
+        snprintf(kb, sizeof kb, "%08u", x);
+        CHECK_OK(sop_cursor_get(&k, &v, c, SOP_SEEK_GE, &(sop_val){kb, strlen(kb)}));
+        snprintf(kb, sizeof kb, "%08u", (x + 2) / 3 * 3);
+        CHECK_VAL(k, kb);
+        rc = sop_cursor_get(&k, &v, c, SOP_SEEK, &(sop_val){kb, strlen(kb)});
+        CHECK_OK(rc);
+    }
+    CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, &v, c, SOP_SEEK, &(sop_val)S("00000001")));
+    CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, &v, c, SOP_SEEK_GE, &(sop_val)S("99999999")));
+    sop_cursor_close(c);
+    uint64_t n;
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N);
+    sop_txn_abort(t);
+    /* delete everything but every 1000th key: merges collapse the tree */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "deep", 0, NULL));
+    for (uint32_t j = 0; j < N; j++) {
+        if (j % 1000 == 0)
+            continue;
+        snprintf(kb, sizeof kb, "%08u", j * 3);
+        CHECK_OK(del_s(t, s, kb));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N / 1000);
+    CHECK_OK(sop_cursor_open(&c, t, s));
+    i = 0;
+    for (rc = sop_cursor_get(&k, &v, c, SOP_FIRST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_NEXT, NULL), i++) {
+        snprintf(kb, sizeof kb, "%08u", i * 3000);
+        CHECK_VAL(k, kb);
+    }
+    CHECK_EQ_U64(i, N / 1000);
+    sop_cursor_close(c);
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_core__separate_values)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s, *inl;
+    sop_val v;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.flags = SOP_STORE_VALUES_SEPARATE;
+    CHECK_OK(sop_store_open(&s, t, "blobs", SOP_STORE_CREATE, &o));
+    CHECK_OK(sop_store_open(&inl, t, "inline", SOP_STORE_CREATE, NULL));
+    size_t big_len = 300000;
+    char *big = malloc(big_len);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (char)(i * 7 + 3);
+    sop_val bv = {big, big_len};
+    CHECK_OK(sop_upsert(t, s, &(sop_val)S("big"), &bv));
+    CHECK_OK(put_s(t, s, "small", "tiny"));
+    CHECK_OK(sop_upsert(t, inl, &(sop_val)S("big"), &bv)); /* > max_inline: own blob */
+    CHECK_OK(sop_get(&v, t, s, &(sop_val)S("big")));
+    CHECK(v.len == big_len && memcmp(v.data, big, big_len) == 0);
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "blobs", 0, NULL));
+    CHECK_OK(sop_store_open(&inl, t, "inline", 0, NULL));
+    CHECK_OK(sop_get(&v, t, s, &(sop_val)S("big")));
+    CHECK(v.len == big_len && memcmp(v.data, big, big_len) == 0);
+    CHECK_OK(sop_get(&v, t, inl, &(sop_val)S("big")));
+    CHECK(v.len == big_len && memcmp(v.data, big, big_len) == 0);
+    CHECK_OK(get_s(&v, t, s, "small"));
+    CHECK_VAL(v, "tiny");
+    sop_txn_abort(t);
+    free(big);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_core__prepared_survives_reopen)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_val v;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "p", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "base", "0"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(put_s(t, s, "x", "prepared"));
+    CHECK_OK(sop_txn_prepare(t, &(sop_val)S("xid-42")));
+    CHECK(sop_txn_id(t) != 0);
+    CHECK_RC(SOP_BADSTATE, put_s(t, s, "y", "1")); /* only commit/abort now */
+    /* someone else writing x is blocked until resolution */
+    sop_txn *t2;
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(put_s(t2, s, "x", "other"));
+    CHECK_RC(SOP_BUSY, sop_txn_commit(t2));
+    sop_txn_abort(t2); /* BUSY left it active */
+    sop_txn_abort(t);  /* phase 2 rollback */
+    size_t n;
+    sop_prepared_info info[4];
+    CHECK_OK(sop_db_prepared_list(info, 4, &n, db));
+    CHECK_EQ_U64(n, 0);
+
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(put_s(t, s, "x", "prepared"));
+    CHECK_OK(sop_txn_prepare(t, &(sop_val)S("xid-43")));
+    uint64_t id = sop_txn_id(t);
+    CHECK_OK(crash_close(db)); /* the process "dies" with t prepared */
+    forget_txn(t);
+
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_db_prepared_list(info, 4, &n, db));
+    CHECK_EQ_U64(n, 1);
+    CHECK_EQ_U64(info[0].id, id);
+    CHECK(info[0].xid_len == 6 && memcmp(info[0].xid, "xid-43", 6) == 0);
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "p", 0, NULL));
+    CHECK_RC(SOP_NOTFOUND, get_s(&v, t, s, "x")); /* not visible before phase 2 */
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_checkpoint(db)); /* prepared state also survives via the manifest */
+    CHECK_OK(sop_db_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_db_prepared_list(info, 4, &n, db));
+    CHECK_EQ_U64(n, 1);
+    CHECK_OK(sop_db_prepared_commit(db, id));
+    CHECK_RC(SOP_NOTFOUND, sop_db_prepared_commit(db, id));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "p", 0, NULL));
+    CHECK_OK(get_s(&v, t, s, "x"));
+    CHECK_VAL(v, "prepared");
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_core__custom_comparator)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_cursor *c;
+    sop_val k, v;
+    sop_comparator rev = {"reverse", reverse_cmp, NULL};
+    sop_db_options dopts = SOP_DB_OPTIONS_INIT;
+    dopts.comparators = &rev;
+    dopts.comparator_count = 1;
+    CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.comparator = "reverse";
+    o.slot_length = 4;
+    CHECK_OK(sop_store_open(&s, t, "r", SOP_STORE_CREATE, &o));
+    for (int i = 0; i < 50; i++) {
+        char kb[16];
+        snprintf(kb, sizeof kb, "%03d", i);
+        CHECK_OK(put_s(t, s, kb, kb));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+    /* without the comparator registered: a clear error, never a wrong order */
+    CHECK_RC(SOP_INVAL, sop_db_open(&db, test_dir(), NULL));
+    CHECK(strstr(sop_errmsg(), "reverse") != NULL);
+    CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "r", 0, NULL));
+    CHECK_OK(sop_cursor_open(&c, t, s));
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_FIRST, NULL));
+    CHECK_VAL(k, "049");
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_LAST, NULL));
+    CHECK_VAL(k, "000");
+    sop_cursor_close(c);
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST_MAIN(T(test_core__crud_roundtrip_across_reopen), T(test_core__error_codes),
+          T(test_core__store_lifecycle), T(test_core__duplicates),
+          T(test_core__deep_tree_navigation), T(test_core__separate_values),
+          T(test_core__prepared_survives_reopen), T(test_core__custom_comparator))
