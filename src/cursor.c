@@ -189,20 +189,6 @@ static sop_ws_item *ws_last(sop_ws *w)
     return x == w->head ? NULL : x;
 }
 
-/* First ws item >= (k, s) */
-static sop_ws_item *ws_ge(sop_ws *w, const sop_val *k, uint64_t s)
-{
-    int exact;
-    return sop_ws__find(w, k, s, &exact);
-}
-
-/* Last ws item < (k, s) */
-static sop_ws_item *ws_lt(sop_ws *w, const sop_val *k, uint64_t s)
-{
-    sop_ws_item *x = ws_ge(w, k, s);
-    return x ? x->prev : ws_last(w);
-}
-
 /*
  * Pick the merged item from the tree position (t_ok) and ws position wi,
  * moving in dir, skipping deletions and tree items the ws overrides.
@@ -253,25 +239,49 @@ static int merged_pick(sop_cursor *c, sop_ws *w, int t_ok, sop_ws_item *wi, int 
     }
 }
 
+/* Is the tree cursor's item exactly (k, s)? */
+static int tree_at(sop_cursor *c, const sop_val *k, uint64_t s)
+{
+    sop_val tk;
+    uint64_t ts;
+    sop_tcur__item(&c->tc, &tk, &ts, NULL);
+    return kcmp(c->store, &tk, ts, k, s) == 0;
+}
+
 /* Position at the first item >= (k,s) (dir>0, incl) / > (excl), or the last
- * item <= / < (dir<0). */
+ * item <= / < (dir<0). Non-duplicate nodes ignore seq, so "strictly after"
+ * is done by stepping over an exact match, never by seeking (k, s+1). */
 static int merged_seek(sop_cursor *c, sop_ws *w, int dir, const sop_val *k, uint64_t s, int incl)
 {
-    int rc;
+    int rc, exact;
     sop_ws_item *wi;
     sop_tcur__init(&c->tc, c->txn->db, c->store, c->txn->snap);
     int created_here = atomic_load(&c->store->created_lsn) > c->txn->snap;
-    if (dir > 0) {
-        uint64_t ss = incl ? s : s + 1;
-        rc = created_here ? SOP_NOTFOUND : sop_tcur__seek(&c->tc, k, ss);
-        wi = ws_ge(w, k, ss);
+    if (created_here) {
+        rc = SOP_NOTFOUND;
+    } else if (dir > 0) {
+        rc = sop_tcur__seek(&c->tc, k, s);
+        if (rc == SOP_OK && !incl && tree_at(c, k, s))
+            rc = sop_tcur__next(&c->tc);
     } else {
-        uint64_t ss = incl ? s + 1 : s;
-        rc = created_here ? SOP_NOTFOUND : sop_tcur__seek_lt(&c->tc, k, ss);
-        wi = ws_lt(w, k, ss);
+        rc = SOP_NOTFOUND;
+        if (incl) {
+            rc = sop_tcur__seek(&c->tc, k, s);
+            if (rc == SOP_OK && !tree_at(c, k, s))
+                rc = SOP_NOTFOUND;
+        }
+        if (rc == SOP_NOTFOUND)
+            rc = sop_tcur__seek_lt(&c->tc, k, s);
     }
     if (rc != SOP_OK && rc != SOP_NOTFOUND)
         return rc;
+    wi = sop_ws__find(w, k, s, &exact);
+    if (dir > 0) {
+        if (exact && !incl)
+            wi = wi->next[0];
+    } else if (!(exact && incl)) {
+        wi = wi ? wi->prev : ws_last(w);
+    }
     return merged_pick(c, w, rc == SOP_OK, wi, dir);
 }
 

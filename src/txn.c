@@ -901,8 +901,6 @@ static int publish_catalog(sop_db *db, cat_change *ch, size_t nch, uint64_t lsn)
 /* History entry for validation of later committers. */
 static int add_history(sop_db *db, sop_txn *t, uint64_t lsn)
 {
-    if (db->active_count <= 1 && !db->prepared)
-        return SOP_OK; /* nobody else's snapshot predates this commit */
     sop_hist *h = sop_calloc(1, sizeof *h);
     if (!h)
         return sop_err(SOP_NOMEM, "history");
@@ -916,6 +914,7 @@ static int add_history(sop_db *db, sop_txn *t, uint64_t lsn)
         goto nomem;
     for (sop_ws *w = t->ws; w; w = w->next) {
         struct sop_hist_store *hs = &h->stores[h->store_count++];
+        memset(hs, 0, sizeof *hs);
         hs->store_id = w->store->id;
         hs->dropped = w->dropped;
         hs->keys = sop_arena_alloc(&h->arena, (w->item_count ? w->item_count : 1) * sizeof(sop_val), 8);

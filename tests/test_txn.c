@@ -1,0 +1,381 @@
+/*
+ * test_txn.c - transaction semantics under concurrency (DESIGN §3):
+ * first committer wins on the same key, different keys in one node both
+ * commit (merge), read validation, write skew, phantoms, snapshot reads,
+ * and 8 threads filling an empty store with retries.
+ */
+#include <pthread.h>
+
+#include "harness.h"
+#include "tutil.h"
+
+static sop_db *open_db(void)
+{
+    sop_db *db = NULL;
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_NORMAL;
+    if (sop_db_open(&db, test_dir(), &o) != SOP_OK)
+        return NULL;
+    return db;
+}
+
+static int make_store(sop_db *db, const char *name, sop_store **out)
+{
+    sop_txn *t;
+    int rc = sop_txn_begin(&t, db, 0);
+    if (rc)
+        return rc;
+    if ((rc = sop_store_open(out, t, name, SOP_STORE_CREATE, NULL)) != SOP_OK) {
+        sop_txn_abort(t);
+        return rc;
+    }
+    return sop_txn_commit(t);
+}
+
+TEST(test_txn__same_key_second_committer_gets_conflict)
+{
+    sop_db *db = open_db();
+    sop_store *s;
+    sop_txn *a, *b;
+    sop_val v;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_txn_begin(&a, db, 0));
+    CHECK_OK(sop_txn_begin(&b, db, 0));
+    CHECK_OK(put_s(a, s, "k", "from-a"));
+    CHECK_OK(put_s(b, s, "k", "from-b"));
+    CHECK_OK(sop_txn_commit(b));
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(a));
+    CHECK_OK(sop_txn_begin(&a, db, SOP_TXN_READONLY));
+    CHECK_OK(get_s(&v, a, s, "k"));
+    CHECK_VAL(v, "from-b"); /* the winner's value */
+    sop_txn_abort(a);
+    sop_db_stat_info st;
+    CHECK_OK(sop_db_stat(&st, db));
+    CHECK_EQ_U64(st.conflicts, 1);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_txn__different_keys_in_one_node_both_commit)
+{
+    sop_db *db = open_db();
+    sop_store *s;
+    sop_txn *a, *b;
+    sop_val v;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s)); /* empty store, no pre-seeding */
+    CHECK_OK(sop_txn_begin(&a, db, 0));
+    CHECK_OK(sop_txn_begin(&b, db, 0));
+    CHECK_OK(put_s(a, s, "a1", "A"));
+    CHECK_OK(put_s(b, s, "b1", "B"));
+    CHECK_OK(sop_txn_commit(a));
+    CHECK_OK(sop_txn_commit(b)); /* same root leaf: merged */
+    sop_db_stat_info st;
+    CHECK_OK(sop_db_stat(&st, db));
+    CHECK(st.merges >= 1);
+    CHECK_OK(sop_txn_begin(&a, db, SOP_TXN_READONLY));
+    CHECK_OK(get_s(&v, a, s, "a1"));
+    CHECK_VAL(v, "A");
+    CHECK_OK(get_s(&v, a, s, "b1"));
+    CHECK_VAL(v, "B");
+    uint64_t n;
+    CHECK_OK(sop_count(&n, a, s));
+    CHECK_EQ_U64(n, 2);
+    sop_txn_abort(a);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_txn__read_key_changed_meanwhile_fails)
+{
+    sop_db *db = open_db();
+    sop_store *s;
+    sop_txn *a, *b;
+    sop_val v;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_txn_begin(&a, db, 0));
+    CHECK_OK(put_s(a, s, "A", "1"));
+    CHECK_OK(sop_txn_commit(a));
+    CHECK_OK(sop_txn_begin(&a, db, 0));
+    CHECK_OK(get_s(&v, a, s, "A"));
+    CHECK_OK(put_s(a, s, "B", "derived from A"));
+    CHECK_OK(sop_txn_begin(&b, db, 0));
+    CHECK_OK(put_s(b, s, "A", "2"));
+    CHECK_OK(sop_txn_commit(b));
+    /* snapshot: a still reads the old A */
+    CHECK_OK(get_s(&v, a, s, "A"));
+    CHECK_VAL(v, "1");
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(a));
+    /* reading a key that was absent also counts */
+    CHECK_OK(sop_txn_begin(&a, db, 0));
+    CHECK_RC(SOP_NOTFOUND, get_s(&v, a, s, "C"));
+    CHECK_OK(put_s(a, s, "D", "C was absent"));
+    CHECK_OK(sop_txn_begin(&b, db, 0));
+    CHECK_OK(put_s(b, s, "C", "now present"));
+    CHECK_OK(sop_txn_commit(b));
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(a));
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_txn__write_skew_is_prevented)
+{
+    sop_db *db = open_db();
+    sop_store *s;
+    sop_txn *t1, *t2;
+    sop_val v;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(put_s(t1, s, "x", "1"));
+    CHECK_OK(put_s(t1, s, "y", "1"));
+    CHECK_OK(sop_txn_commit(t1));
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(get_s(&v, t1, s, "x")); /* T1 reads x, writes y */
+    CHECK_OK(put_s(t1, s, "y", "0"));
+    CHECK_OK(get_s(&v, t2, s, "y")); /* T2 reads y, writes x */
+    CHECK_OK(put_s(t2, s, "x", "0"));
+    CHECK_OK(sop_txn_commit(t1));
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(t2));
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_txn__phantom_is_prevented)
+{
+    sop_db *db = open_db();
+    sop_store *s;
+    sop_txn *t1, *t2;
+    sop_cursor *c;
+    sop_val k, v;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(put_s(t1, s, "order:1", "10"));
+    CHECK_OK(put_s(t1, s, "order:3", "30"));
+    CHECK_OK(put_s(t1, s, "total", "40"));
+    CHECK_OK(sop_txn_commit(t1));
+    /* T1 scans order:* and writes the total elsewhere */
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(sop_cursor_open(&c, t1, s));
+    int n = 0, rc;
+    for (rc = sop_cursor_get(&k, &v, c, SOP_SEEK_GE, &(sop_val)S("order:"));
+         rc == SOP_OK && k.len >= 6 && memcmp(k.data, "order:", 6) == 0;
+         rc = sop_cursor_get(&k, &v, c, SOP_NEXT, NULL))
+        n++;
+    CHECK_EQ_U64(n, 2);
+    sop_cursor_close(c);
+    CHECK_OK(put_s(t1, s, "total", "40 (2 orders)"));
+    /* T2 inserts into the scanned range and commits first */
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(put_s(t2, s, "order:2", "20"));
+    CHECK_OK(sop_txn_commit(t2));
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(t1));
+    /* an insert outside the scanned range does not conflict */
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(sop_cursor_open(&c, t1, s));
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_SEEK_GE, &(sop_val)S("order:")));
+    CHECK_OK(sop_cursor_get(&k, &v, c, SOP_NEXT, NULL));
+    CHECK_VAL(k, "order:2");
+    CHECK_OK(put_s(t1, s, "total", "x"));
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(put_s(t2, s, "alpha", "outside"));
+    CHECK_OK(sop_txn_commit(t2));
+    CHECK_OK(sop_txn_commit(t1)); /* closes the cursor's range at commit */
+    sop_cursor_close(c);          /* still needed after the txn ended */
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST(test_txn__own_writes_visible_to_cursor)
+{
+    sop_db *db = open_db();
+    sop_store *s;
+    sop_txn *t;
+    sop_cursor *c;
+    sop_val k, v;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(put_s(t, s, "b", "1"));
+    CHECK_OK(put_s(t, s, "d", "1"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(put_s(t, s, "a", "new"));
+    CHECK_OK(put_s(t, s, "c", "new"));
+    CHECK_OK(del_s(t, s, "d"));
+    CHECK_OK(upd_s(t, s, "b", "2"));
+    CHECK_OK(sop_cursor_open(&c, t, s));
+    const char *keys[] = {"a", "b", "c"}, *vals[] = {"new", "2", "new"};
+    int i = 0, rc;
+    for (rc = sop_cursor_get(&k, &v, c, SOP_FIRST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_NEXT, NULL), i++) {
+        CHECK(i < 3);
+        CHECK_VAL(k, keys[i]);
+        CHECK_VAL(v, vals[i]);
+    }
+    CHECK_EQ_U64(i, 3);
+    for (rc = sop_cursor_get(&k, &v, c, SOP_LAST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_PREV, NULL)) {
+        i--;
+        CHECK_VAL(k, keys[i]);
+    }
+    CHECK_EQ_U64(i, 0);
+    uint64_t n;
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, 3);
+    sop_cursor_close(c);
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+struct filler {
+    sop_db *db;
+    sop_store *s;
+    int id, per_thread;
+    int conflicts, errors;
+};
+
+static void *fill_thread(void *arg)
+{
+    struct filler *f = arg;
+    char kb[32], vb[32];
+    for (int i = 0; i < f->per_thread; i += 10) {
+        for (;;) {
+            sop_txn *t;
+            int rc = sop_txn_begin(&t, f->db, 0);
+            for (int j = i; rc == SOP_OK && j < i + 10 && j < f->per_thread; j++) {
+                /* interleaved keys: threads share leaves */
+                snprintf(kb, sizeof kb, "k%06d", j * 8 + f->id);
+                snprintf(vb, sizeof vb, "t%d", f->id);
+                rc = put_s(t, f->s, kb, vb);
+            }
+            if (rc) {
+                sop_txn_abort(t);
+                f->errors++;
+                return NULL;
+            }
+            rc = sop_txn_commit(t);
+            if (rc == SOP_OK)
+                break;
+            if (!sop_rc_is_retryable(rc)) {
+                f->errors++;
+                return NULL;
+            }
+            f->conflicts++;
+        }
+    }
+    return NULL;
+}
+
+TEST(test_txn__eight_threads_fill_empty_store)
+{
+    enum { THREADS = 8, PER = 500 };
+    sop_db *db = open_db();
+    sop_store *s;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    pthread_t th[THREADS];
+    struct filler f[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        f[i] = (struct filler){db, s, i, PER, 0, 0};
+        pthread_create(&th[i], NULL, fill_thread, &f[i]);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < THREADS; i++)
+        CHECK_EQ_U64(f[i].errors, 0);
+    sop_txn *t;
+    sop_val v;
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    uint64_t n;
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, THREADS * PER);
+    char kb[32], vb[32];
+    for (int j = 0; j < PER; j++)
+        for (int id = 0; id < THREADS; id++) {
+            snprintf(kb, sizeof kb, "k%06d", j * 8 + id);
+            snprintf(vb, sizeof vb, "t%d", id);
+            CHECK_OK(get_s(&v, t, s, kb));
+            CHECK_VAL(v, vb);
+        }
+    /* count equals a full traversal */
+    sop_cursor *c;
+    sop_val k;
+    uint64_t walked = 0;
+    CHECK_OK(sop_cursor_open(&c, t, s));
+    for (int rc = sop_cursor_get(&k, &v, c, SOP_FIRST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_NEXT, NULL))
+        walked++;
+    CHECK_EQ_U64(walked, n);
+    sop_cursor_close(c);
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+struct racer {
+    sop_db *db;
+    sop_store *s;
+    pthread_barrier_t *bar;
+    int id;
+    int rc;
+};
+
+static void *race_same_key(void *arg)
+{
+    struct racer *r = arg;
+    sop_txn *t;
+    char vb[16];
+    snprintf(vb, sizeof vb, "w%d", r->id);
+    r->rc = sop_txn_begin(&t, r->db, 0);
+    if (r->rc == SOP_OK)
+        r->rc = put_s(t, r->s, "hot", vb);
+    pthread_barrier_wait(r->bar);
+    if (r->rc == SOP_OK)
+        r->rc = sop_txn_commit(t);
+    else
+        sop_txn_abort(t);
+    return NULL;
+}
+
+TEST(test_txn__same_key_threads_exactly_one_wins)
+{
+    sop_db *db = open_db();
+    sop_store *s;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    for (int round = 0; round < 20; round++) {
+        pthread_barrier_t bar;
+        pthread_barrier_init(&bar, NULL, 4);
+        pthread_t th[4];
+        struct racer r[4];
+        for (int i = 0; i < 4; i++) {
+            r[i] = (struct racer){db, s, &bar, i, -99};
+            pthread_create(&th[i], NULL, race_same_key, &r[i]);
+        }
+        int winners = 0, winner = -1;
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            if (r[i].rc == SOP_OK)
+                winners++, winner = i;
+            else
+                CHECK_RC(SOP_CONFLICT, r[i].rc);
+        }
+        pthread_barrier_destroy(&bar);
+        CHECK_EQ_U64(winners, 1);
+        sop_txn *t;
+        sop_val v;
+        char vb[16];
+        snprintf(vb, sizeof vb, "w%d", winner);
+        CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+        CHECK_OK(get_s(&v, t, s, "hot"));
+        CHECK_VAL(v, vb);
+        sop_txn_abort(t);
+    }
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST_MAIN(T(test_txn__same_key_second_committer_gets_conflict),
+          T(test_txn__different_keys_in_one_node_both_commit),
+          T(test_txn__read_key_changed_meanwhile_fails), T(test_txn__write_skew_is_prevented),
+          T(test_txn__phantom_is_prevented), T(test_txn__own_writes_visible_to_cursor),
+          T(test_txn__eight_threads_fill_empty_store),
+          T(test_txn__same_key_threads_exactly_one_wins))
