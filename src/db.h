@@ -120,7 +120,7 @@ struct sop_db {
     size_t death_count, death_cap;
     _Atomic uint64_t dirty_bytes;
     _Atomic uint64_t node_bytes;  /* all node images in memory */
-    uint64_t log_since_ckpt;      /* bytes appended since the last checkpoint */
+    _Atomic uint64_t log_since_ckpt; /* bytes appended since the last checkpoint */
     uint64_t ckpt_lsn;            /* newest durable checkpoint */
     uint64_t ckpt_seq;            /* manifest sequence number */
     sop_loc replay_from;          /* position after the checkpoint's last record */

@@ -67,6 +67,17 @@ void test_rm_rf(const char *path);
 
 #define CHECK_OK(expr) CHECK_RC(SOP_OK, expr)
 
+/* In helpers returning int: return the failing code instead of recording. */
+#define CHECK_OK_RET(expr)                                                                         \
+    do {                                                                                           \
+        int rcr_ = (expr);                                                                         \
+        if (rcr_ != SOP_OK) {                                                                      \
+            fprintf(stderr, "%s:%d: %s returned %d (%s) [%s]\n", __FILE__, __LINE__, #expr,       \
+                    rcr_, sop_strerror(rcr_), sop_errmsg());                                       \
+            return rcr_;                                                                           \
+        }                                                                                          \
+    } while (0)
+
 #define CHECK_EQ_U64(a, b)                                                                         \
     do {                                                                                           \
         uint64_t a_ = (uint64_t)(a), b_ = (uint64_t)(b);                                           \
