@@ -42,6 +42,7 @@ EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
 .PHONY: all lib test asan tsan demo install clean deps format examples tests
+.SECONDARY:
 all: lib examples tests
 
 lib: $(BUILD)/libsop.a $(BUILD)/libsop.so
