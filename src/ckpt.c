@@ -120,6 +120,102 @@ out:
     return rc;
 }
 
+/* ---- compaction ------------------------------------------------------------ */
+
+struct reloc {
+    sop_db *db;
+    uint64_t lsn;
+    uint64_t *victims;
+    size_t victim_count;
+};
+
+static int is_victim(const struct reloc *r, uint64_t seg)
+{
+    for (size_t i = 0; i < r->victim_count; i++)
+        if (r->victims[i] == seg)
+            return 1;
+    return 0;
+}
+
+static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
+{
+    struct reloc *r = ctx;
+    sop_db *db = r->db;
+    if ((head->flags & SOP_VER_TOMBSTONE) || head->loc.seg == 0 || !is_victim(r, head->loc.seg))
+        return 0;
+    /* A new, content-identical, dirty version at lsn: this checkpoint
+     * writes it into the current segment; the old blob dies at lsn. Readers
+     * of older snapshots keep the old version (and its segment, C3). */
+    const uint8_t *img;
+    if (sop_db__node(&img, db, head, lid, NULL) != SOP_OK)
+        return 0; /* unreadable: leave it where it is; sop_check reports it */
+    size_t len = sop_node__used_bytes(img);
+    uint8_t *copy = sop_malloc(len);
+    sop_version *v = copy ? sop_version__new(r->lsn, NULL, 0, 0) : NULL;
+    if (!v || sop_node__serialize(img, copy, len, &len) != SOP_OK ||
+        sop_registry__ensure(&db->reg, lid) != SOP_OK ||
+        sop_u64map_reserve(&db->dirty_lids, sop_u64map_count(&db->dirty_lids) + 1) != SOP_OK ||
+        sop_u64map_reserve(&db->trim_lids, sop_u64map_count(&db->trim_lids) + 1) != SOP_OK ||
+        db->death_count == db->death_cap) {
+        sop_free(copy);
+        sop_version__free(v);
+        return 0; /* best effort: try again at the next checkpoint */
+    }
+    atomic_store_explicit(&v->img, copy, memory_order_relaxed);
+    v->img_len = len;
+    db->deaths[db->death_count].loc = head->loc;
+    db->deaths[db->death_count].lsn = r->lsn;
+    db->death_count++;
+    sop_registry__publish(&db->reg, lid, v);
+    sop_u64map_put(NULL, &db->dirty_lids, lid, NULL);
+    sop_u64map_put(NULL, &db->trim_lids, lid, NULL);
+    atomic_fetch_add(&db->dirty_bytes, len);
+    atomic_fetch_add(&db->node_bytes, len);
+    return 0;
+}
+
+/*
+ * Compaction (commit_mu held, at the cut C): pick sealed segments before the
+ * replay position whose live blobs are less than half of their blob bytes,
+ * and give every node still living there a fresh dirty version, so this
+ * checkpoint rewrites it and the segment can be deleted once nothing older
+ * needs it. Value blobs are not moved yet (their leaves would change).
+ */
+static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg)
+{
+    struct reloc r = {db, C, NULL, 0};
+    size_t cap = 0;
+    pthread_mutex_lock(&db->wal.seg_mu);
+    for (size_t i = 0; i < db->wal.seg_count; i++) {
+        sop_seg *s = db->wal.segs[i];
+        if (s == db->wal.cur || s->id >= replay_seg || s->blob_bytes == 0 ||
+            s->dead_bytes >= s->blob_bytes || (s->blob_bytes - s->dead_bytes) * 2 > s->blob_bytes)
+            continue;
+        if (r.victim_count == cap) {
+            cap = cap ? cap * 2 : 8;
+            uint64_t *n = sop_realloc(r.victims, cap * sizeof *n);
+            if (!n)
+                break;
+            r.victims = n;
+        }
+        r.victims[r.victim_count++] = s->id;
+    }
+    pthread_mutex_unlock(&db->wal.seg_mu);
+    if (r.victim_count) {
+        /* Deaths are recorded in place: make room for every live lid once. */
+        size_t need = db->death_count + db->reg.live_lids + 1;
+        if (need > db->death_cap) {
+            sop_death *n = sop_realloc(db->deaths, need * sizeof *n);
+            if (n) {
+                db->deaths = n;
+                db->death_cap = need;
+            }
+        }
+        sop_registry__for_each(&db->reg, relocate_lid, &r);
+    }
+    sop_free(r.victims);
+}
+
 int sop_ckpt__run(sop_db *db)
 {
     int rc = SOP_OK;
@@ -145,6 +241,7 @@ int sop_ckpt__run(sop_db *db)
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = C;
     pthread_mutex_unlock(&db->snap_mu);
+    relocate_from_sparse_segments(db, C, replay.seg);
     nlids = sop_u64map_count(&db->dirty_lids);
     lids = sop_malloc((nlids ? nlids : 1) * sizeof *lids);
     if (!lids) {
