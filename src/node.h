@@ -76,6 +76,10 @@
  *        compacts the node (best effort: if that allocation fails the node
  *        simply stays valid and uncompacted).
  *
+ * Argument order: the node (image or sop_node) first, outputs last, as in
+ * the interface agreed with btree.c; STYLE.md's "outputs first" is applied
+ * only to the constructors (new, clone), whose output is the node itself.
+ *
  * Not here: checksums, where nodes are stored, tree algorithms (btree.c).
  * Nothing here locks: a published image is read by any thread; a sop_node
  * belongs to one transaction's thread.
@@ -207,8 +211,9 @@ int sop_node__serialize(const uint8_t *img, uint8_t *out, size_t out_cap, size_t
 
 /*
  * An empty node of @p kind (SOP_NODE_LEAF/SOP_NODE_BRANCH) with @p flags
- * (0 or SOP_NODE_DUP) and lid; a branch's child0 starts as 0 (set it with
- * sop_node__set_child). *node_out is zeroed on failure.
+ * (0 or SOP_NODE_DUP; SOP_NODE_DUP is 1, so a 0/1 "is dup" value works) and
+ * lid; a branch's child0 starts as 0 (set it with sop_node__set_child).
+ * *node_out is zeroed on failure.
  * @retval SOP_OK, SOP_INVAL (bad kind or flag bits), SOP_NOMEM
  */
 int sop_node__new(sop_node *node_out, int kind, unsigned flags, uint64_t lid);
@@ -221,7 +226,9 @@ int sop_node__new(sop_node *node_out, int kind, unsigned flags, uint64_t lid);
  */
 int sop_node__clone(sop_node *node_out, const uint8_t *img, uint64_t lid);
 
-/* Free n's image and zero *n. NULL and a zeroed node are accepted. */
+/* Free n's image and zero *n (the struct itself is the caller's; STYLE.md
+ * would call this _dispose, the agreed interface calls it _free). NULL and
+ * a zeroed node are accepted. */
 void sop_node__free(sop_node *n);
 
 /*
