@@ -78,6 +78,7 @@ demo: deps $(BUILD)/examples/quickstart
 	cd $(BUILD)/demo && ../examples/quickstart
 
 test: deps all
+	@$(MAKE) --no-print-directory fuzz-keys-smoke FUZZ_KEYS_SECONDS=10
 	@scripts/run_tests.sh $(BUILD)
 
 asan:
@@ -92,10 +93,12 @@ install: lib
 	install -m 644 $(BUILD)/libsop.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libsop.so $(DESTDIR)$(PREFIX)/lib/libsop.so.0
 	ln -sf libsop.so.0 $(DESTDIR)$(PREFIX)/lib/libsop.so
-	install -m 644 include/sop.h include/sop_sys.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/sop.h include/sop_sys.h include/sop_keys.h $(DESTDIR)$(PREFIX)/include/
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h tests/*.c tests/*.h examples/*.c
 
 clean:
 	rm -rf build
+
+-include fuzz/fuzz.mk

@@ -481,4 +481,9 @@ SOP_API int sop_cursor_remove(sop_cursor *cursor);
 #ifdef __cplusplus
 }
 #endif
+
+/* Typed compound keys: order-preserving tuple encoding, index
+ * specifications, structs as keys. */
+#include "sop_keys.h"
+
 #endif /* SOP_H */

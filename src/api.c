@@ -4,6 +4,7 @@
  * transaction states (sop.h). Nothing here touches nodes or files
  * directly.
  */
+#include "keys.h"
 #include "txn.h"
 
 #include <stdlib.h>
@@ -225,6 +226,10 @@ static int new_store(sop_store **out, sop_txn *t, const char *name, const sop_st
         return sop_err(SOP_INVAL, "max_inline_value %u above 65536", maxin);
     if (o->key_spec_len > 4096 || (o->key_spec_len && !o->key_spec))
         return sop_err(SOP_INVAL, "key_spec must be 1..4096 bytes");
+    if (o->key_spec_len && sop_keys__spec_check(o->key_spec, o->key_spec_len) != SOP_OK)
+        return sop_err(SOP_INVAL, "key_spec is not a valid index specification (sop_keyspec_encode)");
+    if (o->key_spec_len && o->comparator)
+        return sop_err(SOP_INVAL, "a store takes a key_spec or a comparator, not both");
     sop_keycmp cmp = {NULL, NULL};
     if (o->comparator) {
         for (size_t k = 0; k < db->comparator_count; k++)
@@ -479,6 +484,11 @@ static int write_op(sop_txn *t, sop_store *s, const sop_val *key, const sop_val 
         return sop_err(SOP_INVAL, "value is NULL");
     if ((rc = sop_txn__check_usable(t, 1)) != SOP_OK || (rc = check_store(t, s)) != SOP_OK)
         return rc;
+    if (s->key_spec_len &&
+        (rc = sop_keys__key_check(s->key_spec, s->key_spec_len, key->data, key->len, 0)) != SOP_OK)
+        return rc == SOP_CORRUPT ? sop_err(SOP_INVAL, "key does not match store '%s' key "
+                                                      "specification: %s", s->name, sop_errmsg())
+                                 : rc;
     uint64_t seq = 0;
     sop_leafval cur;
     if (kind == OP_UPSERT && !is_dup(s))

@@ -15,6 +15,7 @@
 int test_failed_flag;
 uint64_t test_seed = 1;
 const char *test_current = "";
+const char *test_argv0 = "";
 static char dir_buf[512];
 static uint64_t rng_state;
 
@@ -56,6 +57,7 @@ uint64_t test_rand(void)
 int test_run_all(const struct test_case *cases, size_t n, int argc, char **argv)
 {
     const char *filter = argc > 1 ? argv[1] : NULL;
+    test_argv0 = argv[0];
     const char *s = getenv("SOP_SEED");
     int keep = getenv("SOP_TEST_KEEP") != NULL;
     unsigned passed = 0, failed = 0;

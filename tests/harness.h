@@ -30,6 +30,7 @@ struct test_case {
 extern int test_failed_flag;
 extern uint64_t test_seed;
 extern const char *test_current;
+extern const char *test_argv0;       /* path of the running test binary */
 const char *test_dir(void);          /* fresh empty folder for this test */
 const char *test_path(const char *leaf); /* test_dir()/leaf (static buffer, 8 slots) */
 uint64_t test_rand(void);            /* splitmix64 from test_seed */
