@@ -222,6 +222,34 @@ typedef struct sop_db_stat_info {
 /** Fill *out with the handle's counters. */
 SOP_API int sop_db_stat(sop_db_stat_info *out, sop_db *db);
 
+/** Receives one integrity finding: a one-line description naming the store,
+ *  node, segment or record concerned. */
+typedef void (*sop_check_fn)(const char *finding, void *ctx);
+/** Progress of sop_db_check: done out of total units (nodes + segments). */
+typedef void (*sop_check_progress_fn)(uint64_t done, uint64_t total, void *ctx);
+
+/**
+ * @brief Verify the whole database (integrity checker).
+ *
+ * Checks, at the newest snapshot: every checksum (nodes, value blobs, log
+ * records, the manifest); key order inside and across nodes; separators
+ * bounding their subtrees; uniform depth; node fill (no empty non-root node,
+ * at most slot_length items); each store's count against a full traversal;
+ * every registry entry points at a valid node blob and no registry entry is
+ * unreachable; every live blob is accounted for in its segment and no
+ * segment claims live bytes nothing references; the log after the checkpoint
+ * is a valid, consecutive sequence of records.
+ *
+ * Runs concurrently with readers and writers (it uses a read snapshot).
+ * @param[out] findings_out  Number of findings (0 = clean).
+ * @param[in]  on_finding    Called for each finding; may be NULL.
+ * @param[in]  progress      Called now and then; may be NULL.
+ * @retval SOP_OK  The check ran (see *findings_out).
+ * @retval SOP_NOMEM, SOP_IOERR, SOP_PANIC  It could not run to the end.
+ */
+SOP_API int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
+                         sop_check_progress_fn progress, void *ctx);
+
 /* ------------------------------------------------------------------------ */
 /* Transactions                                                              */
 /* ------------------------------------------------------------------------ */

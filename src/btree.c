@@ -344,6 +344,11 @@ static int add_death(sop_apply *a, const sop_loc *loc)
     return SOP_OK;
 }
 
+int sop_apply__add_death(sop_apply *a, const sop_loc *loc)
+{
+    return add_death(a, loc);
+}
+
 static uint64_t alloc_lid(sop_apply *a)
 {
     return a->db->reg.next_lid++;
@@ -497,9 +502,13 @@ static int split_up(sop_apply *a, sop_store *s, apath *p, int level, int append)
             return SOP_OK;
         int leaf = sop_node__is_leaf(n->img);
         uint32_t count = sop_node__count(n->img);
-        uint32_t at = append ? count - 1 : sop_node__split_point(n->img);
+        /* Sequential fill keeps the left node full; a branch keeps two
+         * children on the right (B3: non-root branches have >= 2). */
+        uint32_t at = append ? (leaf ? count - 1 : count - 2) : sop_node__split_point(n->img);
         if (leaf && at == 0)
             at = 1;
+        if (!leaf && at + 1 >= count)
+            at = count - 2;
         uint64_t right_lid = alloc_lid(a);
         sop_node *right = sop_malloc(sizeof *right);
         if (!right)
@@ -609,6 +618,9 @@ static int rebalance(sop_apply *a, sop_store *s, apath *p, int level)
         sop_val nsep;
         uint64_t nsep_seq;
         uint32_t at = sop_node__split_point(left->img);
+        uint32_t lcount = sop_node__count(left->img);
+        if (!leaf && at + 1 >= lcount)
+            at = lcount - 2; /* both halves keep >= 2 children (B3) */
         if ((rc = sop_node__split(left, right, at, right_lid, &nsep, &nsep_seq, sep_buf)) !=
             SOP_OK) {
             sop_free(right);

@@ -12,8 +12,9 @@
  *   (B2) Items are strictly ordered by (key, seq) under the store's order;
  *        separators bound their subtrees: child i holds [sep(i-1), sep(i)).
  *   (B3) No node holds more than slot_length items (leaf) or children
- *        (branch); only the root may be empty; a root branch has >= 2
- *        children (a one-child root collapses into its child's content).
+ *        (branch); only the root may be empty; every branch has >= 2
+ *        children (a one-child root collapses into its child's content;
+ *        splits and redistributions leave two children on each side).
  *   (B4) The root keeps its lid for the life of the store (root splits
  *        move the old content to fresh lids) - concurrent first inserts
  *        into an empty store then merge instead of racing.
@@ -91,6 +92,8 @@ int sop_apply__op(sop_apply *a, sop_store *s, int kind, const sop_val *key, uint
 /* Publish every private node as a version at a->lsn (commit_mu held).
  * Cannot fail after sop_apply__reserve succeeded. */
 int sop_apply__reserve(sop_apply *a);
+/* A blob made unreachable by this apply (dies at a->lsn). */
+int sop_apply__add_death(sop_apply *a, const sop_loc *loc);
 void sop_apply__publish(sop_apply *a);
 
 #endif

@@ -22,7 +22,8 @@
  *       u32 max_inline, u16 cmp_len, cmp, u32 spec_len, spec
  *   u32 prepared_count, each: u64 id, u64 lsn, u32 body_len, body
  *   u32 seg_count, each: u64 id, u64 blob_bytes, u64 dead_bytes,
- *       u64 death_lsn, u64 max_lsn
+ *       u64 death_lsn, u64 max_lsn, u64 size (the accounting covers
+ *       [0, size)), u64 inflight_bytes (value blobs of running transactions)
  *   u64 lid_count, each (ascending lid): u64 lid, u64 seg, u64 off,
  *       u32 len, u32 crc          -- the registry run (DESIGN D1)
  */
@@ -409,6 +410,8 @@ int sop_ckpt__run(sop_db *db)
         sop_buf_append_le64(&mani, s->dead_bytes);
         sop_buf_append_le64(&mani, s->death_lsn);
         sop_buf_append_le64(&mani, s->max_lsn);
+        sop_buf_append_le64(&mani, s->size);
+        sop_buf_append_le64(&mani, s->inflight_bytes);
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
     size_t nl_off = mani.len;
@@ -668,12 +671,17 @@ int sop_ckpt__load(sop_db *db, int *found_out)
     for (uint32_t i = 0; i < nseg && !r.bad; i++) {
         uint64_t id = m64(&r);
         uint64_t blob = m64(&r), dead = m64(&r), dl = m64(&r), ml = m64(&r);
+        uint64_t acct_end = m64(&r), inflight = m64(&r);
         sop_seg *s = sop_wal__segment(&db->wal, id);
         if (s) {
             s->blob_bytes = blob;
             s->dead_bytes = dead;
             s->death_lsn = dl;
             s->max_lsn = ml;
+            s->acct_end = acct_end;
+            /* blobs of transactions running at the checkpoint: recovery
+             * claims those a replayed record references; the rest died */
+            s->inflight_bytes = inflight;
         }
     }
     uint64_t nl = m64(&r);

@@ -247,23 +247,55 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/*
+ * Space accounting during recovery. The manifest's accounting covers each
+ * segment up to acct_end. Blobs found after it are counted here and kept
+ * in `unref` until a replayed record references them; value blobs that were
+ * in flight at the checkpoint are claimed the same way. Whatever is left
+ * unclaimed at the end belonged to a transaction that never committed (or a
+ * checkpoint that never finished): dead.
+ */
 struct replay_ctx {
     sop_db *db;
     sop_seg *seg;
+    sop_u64map unref; /* (seg << 40 | off) -> record length */
+    int rc;
 };
+
+static uint64_t blob_key(const sop_loc *loc)
+{
+    return (loc->seg << 40) | loc->off;
+}
+
+static void claim_blob(const sop_loc *loc, void *ctx)
+{
+    struct replay_ctx *r = ctx;
+    if (sop_u64map_del(NULL, &r->unref, blob_key(loc)) == SOP_OK)
+        return;
+    sop_seg *s = sop_wal__segment(&r->db->wal, loc->seg);
+    if (s && loc->off < s->acct_end && s->inflight_bytes >= loc->len)
+        s->inflight_bytes -= loc->len;
+}
 
 static int replay_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len,
                      const sop_loc *loc, void *ctx)
 {
     struct replay_ctx *r = ctx;
     if (type == SOP_REC_NODE || type == SOP_REC_VALUE) {
-        r->seg->blob_bytes += loc->len;
+        if (loc->off >= r->seg->acct_end) {
+            r->seg->blob_bytes += loc->len;
+            if (sop_u64map_put(NULL, &r->unref, blob_key(loc), (void *)(uintptr_t)loc->len))
+                return sop_err(SOP_NOMEM, "recovery accounting");
+        }
         return SOP_OK;
     }
     if (type != SOP_REC_TXN)
         return SOP_OK;
     if (lsn > r->seg->max_lsn)
         r->seg->max_lsn = lsn;
+    if (len > 24 && (payload[0] == 1 || payload[0] == 2) &&
+        sop_txn__body_blobs(payload + 24, len - 24, claim_blob, r) != SOP_OK)
+        return SOP_CORRUPT_BKPT("transaction record at lsn %" PRIu64, lsn);
     int rc = sop_txn__replay(r->db, lsn, payload, len);
     if (rc == SOP_OK)
         r->db->log_since_ckpt += loc->len;
@@ -274,6 +306,7 @@ static int recover(sop_db *db)
 {
     char dir[4096];
     struct seg_list l = {0};
+    struct replay_ctx rctx = {db, NULL, SOP_U64MAP_INIT, SOP_OK};
     int rc, found = 0;
     snprintf(dir, sizeof dir, "%s/seg", db->path);
     SOP_TRY(db->vfs->list_dir(db->vfs, dir, scan_seg, &l));
@@ -305,7 +338,7 @@ static int recover(sop_db *db)
         if (l.ids[i] < from.seg)
             continue;
         sop_seg *s = sop_wal__segment(&db->wal, l.ids[i]);
-        struct replay_ctx rctx = {db, s};
+        rctx.seg = s;
         uint64_t end;
         int torn;
         uint64_t off = l.ids[i] == from.seg ? from.off : 0;
@@ -324,9 +357,29 @@ static int recover(sop_db *db)
         }
         s->size = end;
     }
+    {
+        size_t pos = 0;
+        uint64_t key;
+        void *len;
+        while (sop_u64map_next(&key, &len, &rctx.unref, &pos) == SOP_OK) {
+            sop_loc dead = {key >> 40, key & ((1ull << 40) - 1), (uint32_t)(uintptr_t)len, 0};
+            sop_wal__blob_dead(&db->wal, &dead, db->applied_lsn);
+        }
+        pthread_mutex_lock(&db->wal.seg_mu);
+        for (size_t i = 0; i < db->wal.seg_count; i++) {
+            sop_seg *s = db->wal.segs[i];
+            s->dead_bytes += s->inflight_bytes; /* unclaimed: never committed */
+            if (s->inflight_bytes && db->applied_lsn > s->death_lsn)
+                s->death_lsn = db->applied_lsn;
+            s->inflight_bytes = 0;
+            s->acct_end = 0;
+        }
+        pthread_mutex_unlock(&db->wal.seg_mu);
+    }
     atomic_store(&db->visible_lsn, db->applied_lsn);
     rc = SOP_OK;
 out:
+    sop_u64map_dispose(&rctx.unref);
     sop_free(l.ids);
     return rc;
 }

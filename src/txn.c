@@ -41,11 +41,26 @@ int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags)
     return SOP_OK;
 }
 
+/* The value blobs this txn wrote stop being in flight: referenced now
+ * (commit/prepare, dead = 0) or garbage (abort, dead = 1). */
+static void release_ws_blobs(sop_txn *t, int dead)
+{
+    for (sop_ws *w = t->ws; w; w = w->next)
+        for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
+            if (x->op == SOP_OP_PUT && x->val.is_blob) {
+                if (dead)
+                    sop_wal__blob_dead(&t->db->wal, &x->val.loc, 0);
+                sop_wal__blob_inflight(&t->db->wal, &x->val.loc, -1);
+            }
+}
+
 void sop_txn__free(sop_txn *t)
 {
     if (!t)
         return;
     sop_db *db = t->db;
+    if (!t->blobs_released)
+        release_ws_blobs(t, 1);
     for (sop_cursor *c = t->cursors; c; c = c->next_in_txn)
         sop_cursor__invalidate(c);
     pthread_mutex_lock(&db->snap_mu);
@@ -186,6 +201,7 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
             v.loc.crc = crc;
             v.is_blob = 1;
             v.value_len = (uint32_t)value->len;
+            sop_wal__blob_inflight(&t->db->wal, &v.loc, +1);
         } else {
             void *copy = value->len ? sop_arena_memdup(&t->arena, value->data, value->len) : NULL;
             if (value->len && !copy)
@@ -197,8 +213,10 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
     }
     if (exact) {
         /* A replaced blob written by this txn is garbage now. */
-        if (x->op == SOP_OP_PUT && x->val.is_blob)
+        if (x->op == SOP_OP_PUT && x->val.is_blob) {
             sop_wal__blob_dead(&t->db->wal, &x->val.loc, 0);
+            sop_wal__blob_inflight(&t->db->wal, &x->val.loc, -1);
+        }
         x->op = (uint8_t)op;
         x->val = v;
         return SOP_OK;
@@ -1030,7 +1048,6 @@ static int append_and_publish(sop_db *db, sop_buf *rec, sop_apply *a, cat_change
         return sop_db__panic(db, sop_err(SOP_NOMEM, "catalog publish after append"));
     db->applied_lsn = lsn;
     db->log_since_ckpt += rlen;
-    db->replay_from = loc; /* unused until a checkpoint copies it */
     return SOP_OK;
 }
 
@@ -1085,6 +1102,8 @@ int sop_txn__commit(sop_txn *t)
     if ((rc = append_and_publish(db, &rec, &a, ch, nch, lsn, &token)) != SOP_OK)
         goto fail;
     add_history(db, t, lsn); /* NOMEM here only weakens nothing: see below */
+    release_ws_blobs(t, 0);
+    t->blobs_released = 1;
     atomic_fetch_add(&db->st_commits, 1);
     if (!sync_full)
         set_visible(db, lsn);
@@ -1282,6 +1301,8 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     db->log_since_ckpt += rlen;
     t->id = id;
     t->state = SOP_TXN_PREPARED;
+    release_ws_blobs(t, 0); /* the PREPARE record references them now */
+    t->blobs_released = 1;
     pthread_mutex_unlock(&db->commit_mu);
     sop_buf_dispose(&rec);
     /* Prepare is always durable, whatever the sync mode. */
@@ -1295,6 +1316,63 @@ fail:
     pthread_mutex_unlock(&db->commit_mu);
     sop_buf_dispose(&rec);
     return rc;
+}
+
+int sop_txn__body_blobs(const uint8_t *body, size_t len, void (*fn)(const sop_loc *, void *),
+                        void *ctx)
+{
+    rd r = {body, body + len, 0};
+    rd_val16(&r); /* xid */
+    uint32_t ncat = rd_u32(&r);
+    for (uint32_t i = 0; i < ncat && !r.bad; i++) {
+        uint8_t op = rd_u8(&r);
+        rd_u64(&r);
+        if (op == 1) {
+            rd_u64(&r);
+            rd_val16(&r);
+            rd_u32(&r), rd_u32(&r), rd_u32(&r);
+            rd_val16(&r);
+            uint32_t sl = rd_u32(&r);
+            rd_take(&r, sl);
+        }
+    }
+    uint32_t nst = rd_u32(&r);
+    for (uint32_t i = 0; i < nst && !r.bad; i++) {
+        rd_u64(&r), rd_u64(&r), rd_u64(&r);
+        uint32_t nops = rd_u32(&r);
+        for (uint32_t j = 0; j < nops && !r.bad; j++) {
+            uint8_t op = rd_u8(&r), vk = rd_u8(&r);
+            rd_val16(&r);
+            rd_u64(&r);
+            if (op != SOP_OP_PUT)
+                continue;
+            uint32_t vl = rd_u32(&r);
+            if (!vk) {
+                rd_take(&r, vl);
+                continue;
+            }
+            sop_loc loc;
+            loc.seg = rd_u64(&r);
+            loc.off = rd_u64(&r);
+            loc.len = rd_u32(&r);
+            loc.crc = rd_u32(&r);
+            if (!r.bad)
+                fn(&loc, ctx);
+        }
+    }
+    return r.bad ? SOP_CORRUPT_BKPT("transaction body") : SOP_OK;
+}
+
+struct death_ctx {
+    sop_apply *a;
+    int rc;
+};
+
+static void body_blob_death(const sop_loc *loc, void *ctx)
+{
+    struct death_ctx *d = ctx;
+    if (d->rc == SOP_OK)
+        d->rc = sop_apply__add_death(d->a, loc);
 }
 
 /* COMMIT_PREPARED / ABORT_PREPARED of prepared p at lsn (commit_mu held).
@@ -1323,9 +1401,10 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
     if (commit) {
         SOP_TRY(apply_body(&a, p->body, p->body_len, NULL, &ch, &nch, 0));
     } else {
-        /* Its value blobs die. */
-        rd r = {p->body, p->body + p->body_len, 0};
-        (void)r;
+        /* Its value blobs die with it. */
+        struct death_ctx dc = {&a, SOP_OK};
+        SOP_TRY(sop_txn__body_blobs(p->body, p->body_len, body_blob_death, &dc));
+        SOP_TRY(dc.rc);
     }
     if (!replay) {
         SOP_TRY(append_and_publish(db, &rec, &a, ch, nch, lsn, token));

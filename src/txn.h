@@ -110,6 +110,7 @@ struct sop_txn {
     size_t read_count, read_cap;
     uint64_t next_prov_seq;
     uint64_t rng;
+    int blobs_released;   /* its value blobs were handed to a commit/prepare */
     struct sop_cursor *cursors; /* open cursors (invalidated at end) */
     uint8_t *value_buf;   /* separate-blob values read by sop_get */
     size_t value_buf_cap;
@@ -165,5 +166,9 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit);
 void sop_prepared__free(sop_prepared *p);
 int sop_prepared__decode(sop_prepared *p);
 void sop_db__trim(sop_db *db);
+/* Call fn for every value-blob location a COMMIT/PREPARE body (from the xid
+ * field on) references. SOP_CORRUPT on malformed bytes. */
+int sop_txn__body_blobs(const uint8_t *body, size_t len, void (*fn)(const sop_loc *, void *),
+                        void *ctx);
 
 #endif

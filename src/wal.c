@@ -157,6 +157,19 @@ void sop_wal__blob_dead(sop_wal *w, const sop_loc *loc, uint64_t lsn)
     pthread_mutex_unlock(&w->seg_mu);
 }
 
+void sop_wal__blob_inflight(sop_wal *w, const sop_loc *loc, int sign)
+{
+    pthread_mutex_lock(&w->seg_mu);
+    sop_seg *s = seg_find_locked(w, loc->seg);
+    if (s) {
+        if (sign > 0)
+            s->inflight_bytes += loc->len;
+        else if (s->inflight_bytes >= loc->len)
+            s->inflight_bytes -= loc->len;
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+}
+
 int sop_wal__panic(sop_wal *w, int rc)
 {
     pthread_mutex_lock(&w->sync_mu);

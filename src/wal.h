@@ -61,6 +61,8 @@ typedef struct sop_seg {
     uint64_t dead_bytes;  /* of which no longer referenced */
     uint64_t death_lsn;   /* lsn of the newest death */
     uint64_t max_lsn;     /* newest transaction record in it */
+    uint64_t inflight_bytes; /* value blobs of transactions still running */
+    uint64_t acct_end;    /* recovery: the manifest's accounting covers [0, acct_end) */
 } sop_seg;
 
 typedef struct sop_wal {
@@ -116,6 +118,9 @@ int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t 
 
 /* Record a blob's death for space accounting. */
 void sop_wal__blob_dead(sop_wal *w, const sop_loc *loc, uint64_t lsn);
+/* A running transaction's value blob: +1 when written, -1 when its
+ * transaction commits, prepares, replaces or abandons it. */
+void sop_wal__blob_inflight(sop_wal *w, const sop_loc *loc, int sign);
 
 /* Scan one segment from off. cb gets each valid record (payload borrowed
  * for the call). Stops at end of file or the first invalid record:

@@ -345,6 +345,7 @@ TEST(test_core__deep_tree_navigation)
     CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
     CHECK_OK(sop_count(&n, t, s));
     CHECK_EQ_U64(n, N / 1000);
+    CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_cursor_open(&c, t, s));
     i = 0;
     for (rc = sop_cursor_get(&k, &v, c, SOP_FIRST, NULL); rc == SOP_OK;
@@ -394,6 +395,7 @@ TEST(test_core__separate_values)
     CHECK_VAL(v, "tiny");
     sop_txn_abort(t);
     free(big);
+    CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_db_close(db));
 }
 
@@ -453,6 +455,7 @@ TEST(test_core__prepared_survives_reopen)
     CHECK_OK(get_s(&v, t, s, "x"));
     CHECK_VAL(v, "prepared");
     sop_txn_abort(t);
+    CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_db_close(db));
 }
 
@@ -537,6 +540,7 @@ TEST(test_core__space_reclaimed_under_churn)
            " in the second half), %" PRIu64 " segments\n",
            st.live_bytes, st.disk_bytes, max_disk, st.segments);
     /* live data ~2.5 MB; allow 1.5x plus the open segment and the log tail */
+    CHECK_EQ_U64(check_db(db), 0);
     CHECK(st.disk_bytes <= live * 3 / 2 + 2 * (1u << 20));
     CHECK(max_disk <= live * 2 + 4 * (1u << 20));
     CHECK_OK(sop_db_close(db));

@@ -119,6 +119,8 @@ static int verify(uint64_t acked, int have_acked, uint64_t *next_out)
         return -102;
     }
     *next_out = last + 1;
+    if (check_db(db) != 0)
+        return -103;
     return sop_db_close(db);
 }
 

@@ -245,6 +245,8 @@ TEST(test_model__random_operations_match_model)
         } else if (what == 2) {
             CHECK_OK(sop_db_checkpoint(db));
         }
+        if (what <= 3 || tx % 50 == 0)
+            CHECK_EQ_U64(check_db(db), 0);
         CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
         for (int i = 0; i < NSTORES; i++) {
             const char *why = "";
@@ -259,6 +261,7 @@ TEST(test_model__random_operations_match_model)
     }
     printf("    model: %d transactions, %" PRIu64 " operations, final sizes %d/%d/%d\n", txns,
            ops_done, m[0].n, m[1].n, m[2].n);
+    CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_db_close(db));
 }
 

@@ -51,6 +51,26 @@ static inline int reverse_cmp(const sop_val *a, const sop_val *b, void *ctx)
     return -c;
 }
 
+#include <stdio.h>
+
+static inline void print_finding(const char *f, void *ctx)
+{
+    (void)ctx;
+    fprintf(stderr, "    check: %s\n", f);
+}
+/* Run the integrity checker; returns the number of findings (printed), or
+ * 1000000 + the error code's magnitude if it could not run. */
+static inline uint64_t check_db(sop_db *db)
+{
+    uint64_t n = 0;
+    int rc = sop_db_check(&n, db, print_finding, NULL, NULL);
+    if (rc != SOP_OK) {
+        fprintf(stderr, "    check failed to run: %s: %s\n", sop_strerror(rc), sop_errmsg());
+        return 1000000u + (uint64_t)(-rc);
+    }
+    return n;
+}
+
 /* Free the handle as a crash would leave the files: no checkpoint, no sync,
  * transactions abandoned (prepared ones stay prepared). Internal hook. */
 int sop_db__crash_close(sop_db *db);
