@@ -102,3 +102,4 @@ clean:
 	rm -rf build
 
 -include fuzz/fuzz.mk
+-include bench/bench.mk

@@ -118,7 +118,10 @@ typedef enum sop_sync_mode {
      *  synced at checkpoints and on close. A power cut may lose the last
      *  commits, never expose a partial one. A process crash loses nothing. */
     SOP_SYNC_NORMAL = 1,
-    /** Like NORMAL, and close does not sync either. For bulk loads/tests. */
+    /** No fdatasync at all (like SQLite synchronous=OFF or LMDB MDB_NOSYNC).
+     *  A process crash loses nothing; an OS crash or power cut may lose
+     *  recent commits or leave the database unopenable (SOP_CORRUPT). For
+     *  bulk loads and tests. */
     SOP_SYNC_OFF = 2
 } sop_sync_mode;
 

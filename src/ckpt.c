@@ -102,6 +102,7 @@ static int scan_mani(const char *name, void *ctx)
 
 static int write_file_durably(sop_db *db, const char *path, const uint8_t *data, size_t len)
 {
+    int do_sync = db->opts.sync != SOP_SYNC_OFF;
     char tmp[4300];
     sop_file *f = NULL;
     int rc;
@@ -109,12 +110,14 @@ static int write_file_durably(sop_db *db, const char *path, const uint8_t *data,
     SOP_TRY(db->vfs->open(&f, db->vfs, tmp, SOP_VFS_WRITE | SOP_VFS_CREATE));
     SOP_TRY(db->vfs->truncate(f, 0));
     SOP_TRY(db->vfs->pwrite(f, data, len, 0));
-    SOP_TRY(db->vfs->sync(f, 0));
+    if (do_sync)
+        SOP_TRY(db->vfs->sync(f, 0));
     rc = db->vfs->close(f);
     f = NULL;
     SOP_TRY(rc);
     SOP_TRY(db->vfs->rename(db->vfs, tmp, path));
-    SOP_TRY(db->vfs->sync_dir(db->vfs, db->path));
+    if (do_sync)
+        SOP_TRY(db->vfs->sync_dir(db->vfs, db->path));
 out:
     if (f)
         db->vfs->close(f);
@@ -319,8 +322,9 @@ int sop_ckpt__run(sop_db *db)
                 w[j].loc.off += base.off;
             }
     }
-    /* 3. (C2) blobs and every record <= C durable. */
-    if ((rc = sop_wal__sync_all(&db->wal)) != SOP_OK) {
+    /* 3. (C2) blobs and every record <= C durable (not in SOP_SYNC_OFF,
+     *    which gives up power-loss safety for speed: see sop.h). */
+    if (db->opts.sync != SOP_SYNC_OFF && (rc = sop_wal__sync_all(&db->wal)) != SOP_OK) {
         rc = sop_db__panic(db, rc);
         goto out;
     }

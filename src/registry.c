@@ -88,10 +88,12 @@ void sop_registry__unpublish(sop_registry *r, uint64_t lid, sop_version *v)
     atomic_store_explicit(s, older, memory_order_release);
 }
 
-size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min)
+size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min,
+                          size_t *dirty_freed_out)
 {
     _Atomic(sop_version *) *s = slot_of(r, lid, 0, NULL);
     size_t freed = 0;
+    *dirty_freed_out = 0;
     if (!s)
         return 0;
     sop_version *head = atomic_load_explicit(s, memory_order_relaxed);
@@ -111,8 +113,11 @@ size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min)
     }
     while (rest) {
         sop_version *next = atomic_load_explicit(&rest->older, memory_order_relaxed);
-        if (atomic_load_explicit(&rest->img, memory_order_relaxed))
+        if (atomic_load_explicit(&rest->img, memory_order_relaxed)) {
             freed += rest->img_len;
+            if (rest->loc.seg == 0)
+                *dirty_freed_out += rest->img_len;
+        }
         sop_version__free(rest);
         rest = next;
     }

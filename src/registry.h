@@ -58,8 +58,10 @@ int sop_registry__publish(sop_registry *r, uint64_t lid, sop_version *v);
 /* Undo the last publish of lid (only before anyone can have seen it: used
  * when a commit fails after publishing; v must be the head). */
 void sop_registry__unpublish(sop_registry *r, uint64_t lid, sop_version *v);
-/* Apply (R3) to one lid; returns bytes of images freed. */
-size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min);
+/* Apply (R3) to one lid; returns bytes of images freed; *dirty_freed_out
+ * gets the part that belonged to versions never written to disk. */
+size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min,
+                          size_t *dirty_freed_out);
 /* Call fn for every lid that has a chain, in ascending lid order. */
 int sop_registry__for_each(const sop_registry *r, int (*fn)(uint64_t lid, sop_version *head, void *ctx),
                            void *ctx);

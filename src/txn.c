@@ -988,14 +988,18 @@ void sop_db__trim(sop_db *db)
     size_t k = 0;
     while (sop_u64map_next(&lid, NULL, &db->trim_lids, &pos) == SOP_OK)
         lids[k++] = lid;
+    size_t dirty_freed = 0;
     for (size_t i = 0; i < k; i++) {
-        freed += sop_registry__trim(&db->reg, lids[i], min_all);
+        size_t d;
+        freed += sop_registry__trim(&db->reg, lids[i], min_all, &d);
+        dirty_freed += d;
         sop_version *h = sop_registry__head(&db->reg, lids[i]);
         if (!h || !atomic_load_explicit(&h->older, memory_order_relaxed))
             sop_u64map_del(NULL, &db->trim_lids, lids[i]);
     }
     sop_free(lids);
     atomic_fetch_sub(&db->node_bytes, freed);
+    atomic_fetch_sub(&db->dirty_bytes, dirty_freed);
     /* Old store counts. */
     for (sop_store *s = atomic_load(&db->stores); s; s = s->next) {
         sop_countver *c = atomic_load(&s->counts);
