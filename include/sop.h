@@ -143,8 +143,10 @@ typedef struct sop_db_options {
     uint32_t version;            /**< SOP_DB_OPTIONS_VERSION */
     uint32_t flags;              /**< SOP_DB_* */
     sop_sync_mode sync;          /**< 0 = SOP_SYNC_FULL */
-    uint64_t cache_bytes;        /**< L1 budget for node memory; 0 = 256 MiB. A
-                                  *   checkpoint runs when dirty nodes reach half. */
+    uint64_t cache_bytes;        /**< L1 budget for node memory; 0 = 256 MiB;
+                                  *   min 1 MiB. Clean nodes beyond it are evicted
+                                  *   (CLOCK); a checkpoint runs when dirty nodes
+                                  *   reach half of it. */
     uint64_t txn_time_limit_ms;  /**< 0 = 15 minutes; UINT64_MAX = none. A txn
                                   *   older than this fails with SOP_TIMEOUT. */
     uint64_t segment_bytes;      /**< log segment file size; 0 = 64 MiB; min 1 MiB */
@@ -457,7 +459,8 @@ SOP_API int sop_remove(sop_txn *txn, sop_store *store, const sop_val *key);
 /**
  * @brief Look up one key.
  * @param[out] value_out  On SOP_OK, borrowed bytes valid until the next call
- *     on @p txn (any item, cursor or commit call) or its end; else {NULL,0}.
+ *     on @p txn or any of its cursors, or its end; else {NULL,0}. (The node
+ *     holding them may be evicted from the cache after that.)
  * In a read-write txn the key joins the read set, found or not.
  * @retval SOP_OK, SOP_NOTFOUND, plus the common codes.
  */
@@ -492,8 +495,8 @@ SOP_API void sop_cursor_close(sop_cursor *cursor);
  * @brief Move the cursor and return the item there.
  *
  * @param[out] key_out, value_out  May be NULL. On SOP_OK borrowed bytes valid
- *     until the next call on this cursor, a write through its txn, or the
- *     txn's end.
+ *     until the next call on this cursor, on its txn or on another cursor of
+ *     its txn, or the txn's end.
  * @param[in] key  Used by SOP_SEEK and SOP_SEEK_GE only.
  * @retval SOP_OK
  * @retval SOP_NOTFOUND  Nothing there. After FIRST/LAST/SEEK/SEEK_GE the

@@ -21,19 +21,39 @@ void sop_tcur__init(sop_tcur *c, sop_db *db, sop_store *store, uint64_t snap)
     c->depth = 0;
 }
 
-/* The image of lid at the cursor's snapshot. */
-static int tcur_node(sop_tcur *c, uint64_t lid, const uint8_t **img)
+/* Put the image of lid at the cursor's snapshot at path level `level`. */
+static int tcur_node(sop_tcur *c, uint64_t lid, int level)
 {
     sop_version *v = sop_registry__lookup(&c->db->reg, lid, c->snap);
     if (!v)
         return SOP_CORRUPT_BKPT("store '%s': node %" PRIu64 " missing at lsn %" PRIu64,
                                 c->store->name, lid, c->snap);
-    int rc = sop_db__node(img, c->db, v, lid, &c->store->cmp);
+    const uint8_t *img;
+    int rc = sop_db__node(&img, c->db, v, lid, &c->store->cmp);
     if (rc)
         return rc;
-    if (sop_node__lid(*img) != lid)
+    if (sop_node__lid(img) != lid)
         return SOP_CORRUPT_BKPT("node %" PRIu64 " holds image of node %" PRIu64, lid,
-                                sop_node__lid(*img));
+                                sop_node__lid(img));
+    c->path[level].img = img;
+    c->path[level].ver = v;
+    c->path[level].lid = lid;
+    return SOP_OK;
+}
+
+int sop_tcur__refresh(sop_tcur *c)
+{
+    for (int i = 0; i < c->depth; i++) {
+        const uint8_t *img = atomic_load_explicit(&c->path[i].ver->img, memory_order_acquire);
+        if (!img) {
+            int rc = sop_db__node(&img, c->db, c->path[i].ver, c->path[i].lid, &c->store->cmp);
+            if (rc) {
+                c->depth = 0;
+                return rc;
+            }
+        }
+        c->path[i].img = img;
+    }
     return SOP_OK;
 }
 
@@ -53,7 +73,7 @@ static int tcur_descend_edge(sop_tcur *c, int level, int leftmost)
         c->path[level].idx = ci;
         if (level + 1 >= SOP_MAX_DEPTH)
             return SOP_CORRUPT_BKPT("tree deeper than %d", SOP_MAX_DEPTH);
-        int rc = tcur_node(c, sop_node__child(img, ci), &c->path[level + 1].img);
+        int rc = tcur_node(c, sop_node__child(img, ci), level + 1);
         if (rc)
             return rc;
         level++;
@@ -83,7 +103,7 @@ static int tcur_step_leaf(sop_tcur *c, int dir)
     const uint8_t *img = c->path[level].img;
     uint32_t idx = c->path[level].idx + (dir > 0 ? 1 : -1);
     c->path[level].idx = idx;
-    int rc = tcur_node(c, sop_node__child(img, idx), &c->path[level + 1].img);
+    int rc = tcur_node(c, sop_node__child(img, idx), level + 1);
     if (rc)
         return rc;
     return tcur_descend_edge(c, level + 1, dir > 0);
@@ -91,7 +111,7 @@ static int tcur_step_leaf(sop_tcur *c, int dir)
 
 int sop_tcur__first(sop_tcur *c)
 {
-    int rc = tcur_node(c, c->store->root_lid, &c->path[0].img);
+    int rc = tcur_node(c, c->store->root_lid, 0);
     if (rc)
         return rc;
     if ((rc = tcur_descend_edge(c, 0, 1)) != SOP_OK)
@@ -107,7 +127,7 @@ int sop_tcur__first(sop_tcur *c)
 
 int sop_tcur__last(sop_tcur *c)
 {
-    int rc = tcur_node(c, c->store->root_lid, &c->path[0].img);
+    int rc = tcur_node(c, c->store->root_lid, 0);
     if (rc)
         return rc;
     if ((rc = tcur_descend_edge(c, 0, 0)) != SOP_OK)
@@ -125,7 +145,7 @@ int sop_tcur__last(sop_tcur *c)
 static int tcur_descend_key(sop_tcur *c, const sop_val *key, uint64_t seq, int *exact)
 {
     const sop_keycmp *cmp = &c->store->cmp;
-    int rc = tcur_node(c, c->store->root_lid, &c->path[0].img);
+    int rc = tcur_node(c, c->store->root_lid, 0);
     if (rc)
         return rc;
     for (int level = 0;; level++) {
@@ -139,7 +159,7 @@ static int tcur_descend_key(sop_tcur *c, const sop_val *key, uint64_t seq, int *
         c->path[level].idx = ci;
         if (level + 1 >= SOP_MAX_DEPTH)
             return SOP_CORRUPT_BKPT("tree deeper than %d", SOP_MAX_DEPTH);
-        if ((rc = tcur_node(c, sop_node__child(img, ci), &c->path[level + 1].img)) != SOP_OK)
+        if ((rc = tcur_node(c, sop_node__child(img, ci), level + 1)) != SOP_OK)
             return rc;
     }
 }
@@ -789,7 +809,8 @@ int sop_apply__reserve(sop_apply *a)
         } else {
             sop_node *n = p;
             atomic_store_explicit(&v->img, n->img, memory_order_relaxed);
-            v->img_len = n->alloc_len;
+            atomic_store_explicit(&v->img_len, sop_node__image_len(n->img),
+                                  memory_order_relaxed);
             n->img = NULL; /* owned by the version now */
             n->alloc_len = 0;
             sop_free(n);
@@ -824,8 +845,9 @@ void sop_apply__publish(sop_apply *a)
         sop_u64map_put(NULL, &db->dirty_lids, lid, NULL);
         if (prev)
             sop_u64map_put(NULL, &db->trim_lids, lid, NULL);
-        dirty += v->img_len;
-        bytes += v->img_len;
+        size_t len = atomic_load_explicit(&v->img_len, memory_order_relaxed);
+        dirty += len;
+        bytes += len;
     }
     for (size_t i = 0; i < a->death_count; i++)
         db->deaths[db->death_count++] = a->deaths[i];

@@ -36,12 +36,17 @@ typedef struct sop_tcur {
     uint64_t snap;
     int depth; /* levels on the path; 0 = not positioned */
     struct {
-        const uint8_t *img;
+        const uint8_t *img; /* valid during one call only (cache.h L3) */
+        sop_version *ver;   /* stays valid while the snapshot is registered */
+        uint64_t lid;
         uint32_t idx;
     } path[SOP_MAX_DEPTH];
 } sop_tcur;
 
 void sop_tcur__init(sop_tcur *c, sop_db *db, sop_store *store, uint64_t snap);
+/* Re-read the path's images at the start of a call (they may have been
+ * evicted since the previous call: cache.h L3). */
+int sop_tcur__refresh(sop_tcur *c);
 /* Position at the first item >= (key, seq). SOP_NOTFOUND if none (then
  * the cursor is unpositioned). */
 int sop_tcur__seek(sop_tcur *c, const sop_val *key, uint64_t seq);

@@ -21,6 +21,7 @@
  *             consecutive up to the newest commit; the newest manifest's
  *             checksum.
  */
+#include "cache.h"
 #include "txn.h"
 
 #include <stdarg.h>
@@ -393,6 +394,7 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
     sop_u64map_init(&c.live);
     pthread_mutex_lock(&db->ckpt_mu);
     pthread_mutex_lock(&db->commit_mu);
+    sop_cache__enter(db, &db->check_epoch);
     c.snap = db->applied_lsn;
     c.total = db->reg.live_lids + db->wal.seg_count;
     for (sop_store *s = atomic_load(&db->stores); s && rc == SOP_OK; s = s->next) {
@@ -408,6 +410,7 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
         rc = check_log(&c);
     if (rc == SOP_OK)
         rc = check_manifest(&c);
+    sop_cache__leave(&db->check_epoch);
     pthread_mutex_unlock(&db->commit_mu);
     pthread_mutex_unlock(&db->ckpt_mu);
     if (progress)

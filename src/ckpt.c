@@ -27,6 +27,7 @@
  *   u64 lid_count, each (ascending lid): u64 lid, u64 seg, u64 off,
  *       u32 len, u32 crc          -- the registry run (DESIGN D1)
  */
+#include "cache.h"
 #include "db.h"
 #include "txn.h"
 
@@ -166,7 +167,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
         return 0; /* best effort: try again at the next checkpoint */
     }
     atomic_store_explicit(&v->img, copy, memory_order_relaxed);
-    v->img_len = len;
+    atomic_store_explicit(&v->img_len, len, memory_order_relaxed);
     db->deaths[db->death_count].loc = head->loc;
     db->deaths[db->death_count].lsn = r->lsn;
     db->death_count++;
@@ -231,11 +232,13 @@ int sop_ckpt__run(sop_db *db)
     char path[4200];
 
     pthread_mutex_lock(&db->ckpt_mu);
+    sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
     /* 1. The cut: C and the replay position, under commit_mu. */
     pthread_mutex_lock(&db->commit_mu);
     uint64_t C = db->applied_lsn;
     if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0) {
         pthread_mutex_unlock(&db->commit_mu);
+        sop_cache__leave(&db->ckpt_epoch);
         pthread_mutex_unlock(&db->ckpt_mu);
         return SOP_OK; /* nothing new */
     }
@@ -335,7 +338,8 @@ int sop_ckpt__run(sop_db *db)
     for (size_t j = 0; j < wn; j++) {
         sop_version *v = w[j].v;
         v->loc = w[j].loc;
-        written_bytes += v->img_len;
+        written_bytes += atomic_load_explicit(&v->img_len, memory_order_relaxed);
+        sop_cache__add(db, v); /* clean now: evictable */
         sop_version *h = sop_registry__head(&db->reg, w[j].lid);
         if (h != v) {
             /* Superseded after C: this blob is dead as of the newer version. */
@@ -480,7 +484,9 @@ out:
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
     pthread_mutex_unlock(&db->snap_mu);
+    sop_cache__leave(&db->ckpt_epoch);
     pthread_mutex_unlock(&db->ckpt_mu);
+    sop_cache__evict(db);
     sop_free(w);
     sop_free(lids);
     sop_buf_dispose(&batch);

@@ -62,7 +62,7 @@ static int buf_set(uint8_t **b, size_t *cap, size_t *len, const sop_val *v)
 
 static rs_state *rs_of(sop_cursor *c)
 {
-    return (rs_state *)c->keybuf; /* keybuf holds the rs_state (allocated at open) */
+    return (rs_state *)c->ext;
 }
 
 static int rs_tracking(const sop_cursor *c)
@@ -160,7 +160,10 @@ void sop_cursor__free_ext(sop_cursor *c)
         sop_free(r->hi);
         sop_free(r);
     }
+    c->ext = NULL;
+    sop_free(c->keybuf);
     c->keybuf = NULL;
+    c->keybuf_cap = 0;
 }
 
 int sop_cursor__init_ext(sop_cursor *c);
@@ -169,7 +172,7 @@ int sop_cursor__init_ext(sop_cursor *c)
     rs_state *r = sop_calloc(1, sizeof *r);
     if (!r)
         return sop_err(SOP_NOMEM, "cursor");
-    c->keybuf = (uint8_t *)r;
+    c->ext = r;
     return SOP_OK;
 }
 
@@ -308,7 +311,7 @@ static int plain_set_current(sop_cursor *c)
     return SOP_OK;
 }
 
-int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
+static int move_inner(sop_cursor *c, sop_cursor_op op, const sop_val *key)
 {
     sop_txn *t = c->txn;
     sop_ws *w = sop_txn__ws(t, c->store, 0);
@@ -328,8 +331,25 @@ int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
         op = SOP_LAST;
 
     switch (op) {
-    case SOP_CURRENT:
+    case SOP_CURRENT: {
+        /* Re-read: the item's bytes may have been evicted since (L3). */
+        if (plain) {
+            sop_tcur__init(&c->tc, t->db, c->store, t->snap);
+            rc = sop_tcur__seek(&c->tc, &prev_key, prev_seq);
+            if (rc == SOP_OK)
+                plain_set_current(c);
+        } else {
+            rc = merged_seek(c, w, 1, &prev_key, prev_seq, 1);
+        }
+        if (rc == SOP_OK && kcmp(c->store, &c->key, c->seq, &prev_key, prev_seq) != 0)
+            rc = SOP_NOTFOUND; /* removed through this txn */
+        if (rc != SOP_OK) {
+            c->key = prev_key;
+            c->seq = prev_seq;
+            return rc;
+        }
         return SOP_OK;
+    }
     case SOP_FIRST:
     case SOP_LAST:
         dir = op == SOP_FIRST ? 1 : -1;
@@ -389,7 +409,8 @@ int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
     case SOP_PREV:
     case SOP_PREV_DUP:
         dir = (op == SOP_NEXT || op == SOP_NEXT_DUP) ? 1 : -1;
-        if (plain && c->tc.depth > 0 && c->tc.store == c->store) {
+        if (plain && c->tc.depth > 0 && c->tc.store == c->store &&
+            (rc = sop_tcur__refresh(&c->tc)) == SOP_OK) {
             rc = dir > 0 ? sop_tcur__next(&c->tc) : sop_tcur__prev(&c->tc);
             if (rc == SOP_OK)
                 plain_set_current(c);
@@ -440,6 +461,33 @@ int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
     c->positioned = 1;
     c->dir = dir;
     return rs_extend(c, &c->key, dir);
+}
+
+/* Keep a copy of the current key: the next call seeks from it, and the
+ * image it pointed into may be evicted in between (cache.h L3). */
+static int keep_key(sop_cursor *c)
+{
+    if (!c->positioned || c->key.data == c->keybuf)
+        return SOP_OK;
+    if (c->keybuf_cap < c->key.len) {
+        size_t cap = c->key.len < 64 ? 64 : c->key.len;
+        uint8_t *n = sop_malloc(cap);
+        if (!n)
+            return sop_err(SOP_NOMEM, "cursor key");
+        sop_free(c->keybuf);
+        c->keybuf = n;
+        c->keybuf_cap = cap;
+    }
+    memmove(c->keybuf, c->key.data, c->key.len);
+    c->key.data = c->keybuf;
+    return SOP_OK;
+}
+
+int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
+{
+    int rc = move_inner(c, op, key);
+    int krc = keep_key(c);
+    return rc == SOP_OK ? krc : rc;
 }
 
 int sop_cursor__dup_aware(const sop_cursor *c);

@@ -14,6 +14,7 @@
  * segment for appends. Recovery writes nothing but that cut, so running it
  * twice gives the same state (idempotent).
  */
+#include "cache.h"
 #include "db.h"
 #include "txn.h"
 
@@ -42,6 +43,9 @@ int sop_db__node(const uint8_t **img_out, sop_db *db, sop_version *v, uint64_t l
 {
     uint8_t *img = atomic_load_explicit(&v->img, memory_order_acquire);
     if (SOP_LIKELY(img != NULL)) {
+        /* CLOCK reference bit: written only when it changes (shared line). */
+        if (!atomic_load_explicit(&v->ref, memory_order_relaxed))
+            atomic_store_explicit(&v->ref, 1, memory_order_relaxed);
         *img_out = img;
         return SOP_OK;
     }
@@ -64,9 +68,11 @@ int sop_db__node(const uint8_t **img_out, sop_db *db, sop_version *v, uint64_t l
         *img_out = expected;
         return SOP_OK;
     }
-    v->img_len = len;
+    atomic_store_explicit(&v->img_len, len, memory_order_relaxed);
     atomic_fetch_add_explicit(&db->node_bytes, len, memory_order_relaxed);
     *img_out = payload;
+    sop_cache__add(db, v);
+    sop_cache__evict(db); /* never frees payload: the caller announced an epoch (L2) */
     return SOP_OK;
 }
 
@@ -328,6 +334,8 @@ static int recover(sop_db *db)
             goto out;
         }
     }
+    /* Recovery reads images without a transaction: hold an epoch (L2). */
+    sop_cache__enter(db, &db->check_epoch);
     SOP_TRY(sop_ckpt__load(db, &found));
     sop_loc from = db->replay_from;
     if (!found) {
@@ -379,6 +387,7 @@ static int recover(sop_db *db)
     atomic_store(&db->visible_lsn, db->applied_lsn);
     rc = SOP_OK;
 out:
+    sop_cache__leave(&db->check_epoch);
     sop_u64map_dispose(&rctx.unref);
     sop_free(l.ids);
     return rc;
@@ -468,6 +477,7 @@ static void db_free(sop_db *db)
         sop_prepared__free(p);
     }
     sop_registry__dispose(&db->reg);
+    sop_cache__dispose(db);
     sop_u64map_dispose(&db->dirty_lids);
     sop_u64map_dispose(&db->trim_lids);
     sop_free(db->deaths);
@@ -481,6 +491,8 @@ static void db_free(sop_db *db)
     pthread_mutex_destroy(&db->ckpt_mu);
     pthread_mutex_destroy(&db->commit_mu);
     pthread_mutex_destroy(&db->snap_mu);
+    pthread_mutex_destroy(&db->cache_mu);
+    pthread_mutex_destroy(&db->retire_mu);
     sop_free(db->path);
     sop_free(db);
 }
@@ -502,6 +514,11 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     pthread_mutex_init(&db->ckpt_mu, NULL);
     pthread_mutex_init(&db->commit_mu, NULL);
     pthread_mutex_init(&db->snap_mu, NULL);
+    pthread_mutex_init(&db->cache_mu, NULL);
+    pthread_mutex_init(&db->retire_mu, NULL);
+    atomic_init(&db->epoch, 1);
+    atomic_init(&db->ckpt_epoch, 0);
+    atomic_init(&db->check_epoch, 0);
     sop_registry__init(&db->reg);
     sop_u64map_init(&db->dirty_lids);
     sop_u64map_init(&db->trim_lids);

@@ -83,6 +83,12 @@ typedef struct sop_hist {
 
 typedef struct sop_prepared sop_prepared;
 
+typedef struct sop_retired {
+    uint8_t *img;
+    size_t len;
+    uint64_t epoch;
+} sop_retired;
+
 struct sop_db {
     const sop_vfs *vfs;
     char *path;
@@ -124,6 +130,16 @@ struct sop_db {
     uint64_t ckpt_lsn;            /* newest durable checkpoint */
     uint64_t ckpt_seq;            /* manifest sequence number */
     sop_loc replay_from;          /* position after the checkpoint's last record */
+
+    /* L1 cache (cache.h) */
+    pthread_mutex_t cache_mu;     /* level 6: clock list */
+    sop_version *clock_head, *clock_hand;
+    _Atomic uint64_t epoch;       /* reclamation epoch, starts at 1 */
+    _Atomic uint64_t ckpt_epoch;  /* announced by a running checkpoint (0 = none) */
+    _Atomic uint64_t check_epoch; /* announced by sop_db_check / recovery */
+    pthread_mutex_t retire_mu;    /* level 7: retired images */
+    sop_retired *retired;
+    size_t retired_count, retired_cap;
 
     _Atomic int panicked;
     int readonly;

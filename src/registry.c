@@ -89,7 +89,8 @@ void sop_registry__unpublish(sop_registry *r, uint64_t lid, sop_version *v)
 }
 
 size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min,
-                          size_t *dirty_freed_out)
+                          size_t *dirty_freed_out, void (*before_free)(sop_version *, void *),
+                          void *ctx)
 {
     _Atomic(sop_version *) *s = slot_of(r, lid, 0, NULL);
     size_t freed = 0;
@@ -114,10 +115,13 @@ size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min,
     while (rest) {
         sop_version *next = atomic_load_explicit(&rest->older, memory_order_relaxed);
         if (atomic_load_explicit(&rest->img, memory_order_relaxed)) {
-            freed += rest->img_len;
+            size_t len = atomic_load_explicit(&rest->img_len, memory_order_relaxed);
+            freed += len;
             if (rest->loc.seg == 0)
-                *dirty_freed_out += rest->img_len;
+                *dirty_freed_out += len;
         }
+        if (before_free)
+            before_free(rest, ctx);
         sop_version__free(rest);
         rest = next;
     }
@@ -183,7 +187,8 @@ sop_version *sop_version__new(uint64_t lsn, uint8_t *img, size_t img_len, uint32
     v->lsn = lsn;
     atomic_init(&v->older, NULL);
     atomic_init(&v->img, img);
-    v->img_len = img_len;
+    atomic_init(&v->ref, 0);
+    atomic_init(&v->img_len, img_len);
     v->flags = flags;
     return v;
 }

@@ -31,9 +31,12 @@ typedef struct sop_version {
     uint64_t lsn;
     _Atomic(struct sop_version *) older;
     _Atomic(uint8_t *) img;  /* node image (sop_malloc'ed), NULL until loaded */
-    size_t img_len;          /* bytes of the compact image (after load/serialize) */
+    _Atomic size_t img_len;  /* bytes of the image last installed (accounting) */
     sop_loc loc;             /* on-disk copy; seg == 0 while dirty */
     uint32_t flags;
+    _Atomic uint8_t ref;     /* CLOCK reference bit (set on use) */
+    uint8_t in_cache;        /* on the clock list (cache_mu) */
+    struct sop_version *cprev, *cnext; /* clock list (cache_mu) */
 } sop_version;
 
 #define SOP_RADIX_BITS 12
@@ -61,7 +64,8 @@ void sop_registry__unpublish(sop_registry *r, uint64_t lid, sop_version *v);
 /* Apply (R3) to one lid; returns bytes of images freed; *dirty_freed_out
  * gets the part that belonged to versions never written to disk. */
 size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min,
-                          size_t *dirty_freed_out);
+                          size_t *dirty_freed_out, void (*before_free)(sop_version *, void *),
+                          void *ctx);
 /* Call fn for every lid that has a chain, in ascending lid order. */
 int sop_registry__for_each(const sop_registry *r, int (*fn)(uint64_t lid, sop_version *head, void *ctx),
                            void *ctx);

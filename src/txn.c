@@ -7,6 +7,7 @@
  * commit and recovery); commit and prepare; prepared transactions; replay;
  * trimming of history and old versions.
  */
+#include "cache.h"
 #include "txn.h"
 
 #include <stdlib.h>
@@ -25,6 +26,7 @@ int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags)
     t->flags = flags;
     t->state = SOP_TXN_ACTIVE;
     t->next_prov_seq = SOP_PROVISIONAL_SEQ;
+    atomic_init(&t->epoch, 0);
     sop_arena_init(&t->arena, 0);
     uint64_t now = db->vfs->monotonic_ns(db->vfs);
     t->deadline_ns = db->txn_limit_ns == UINT64_MAX ? UINT64_MAX : now + db->txn_limit_ns;
@@ -100,6 +102,7 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
     int rc = sop_db__check_panic(t->db);
     if (rc)
         return rc;
+    sop_cache__enter(t->db, &t->epoch); /* every call re-announces (cache.h L2) */
     if (for_write && (t->flags & SOP_TXN_READONLY))
         return sop_err(SOP_READONLY, "write in a read-only transaction");
     if (t->deadline_ns != UINT64_MAX &&
@@ -962,6 +965,11 @@ nomem:
     return sop_err(SOP_NOMEM, "history");
 }
 
+static void forget_version(sop_version *v, void *ctx)
+{
+    sop_cache__forget(ctx, v);
+}
+
 /* Drop history no live read-write snapshot needs; trim old versions. */
 void sop_db__trim(sop_db *db)
 {
@@ -991,7 +999,7 @@ void sop_db__trim(sop_db *db)
     size_t dirty_freed = 0;
     for (size_t i = 0; i < k; i++) {
         size_t d;
-        freed += sop_registry__trim(&db->reg, lids[i], min_all, &d);
+        freed += sop_registry__trim(&db->reg, lids[i], min_all, &d, forget_version, db);
         dirty_freed += d;
         sop_version *h = sop_registry__head(&db->reg, lids[i]);
         if (!h || !atomic_load_explicit(&h->older, memory_order_relaxed))
@@ -1079,6 +1087,7 @@ int sop_txn__commit(sop_txn *t)
         has_work |= w->item_count > 0 || w->created || w->dropped;
     if (!has_work && t->state != SOP_TXN_PREPARED)
         return SOP_OK; /* nothing written: read-only in effect, snapshot reads are valid */
+    sop_cache__enter(db, &t->epoch);
     if (t->state == SOP_TXN_PREPARED)
         return sop_txn__resolve_prepared(db, t->id, 1);
 

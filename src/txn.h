@@ -111,6 +111,7 @@ struct sop_txn {
     uint64_t next_prov_seq;
     uint64_t rng;
     int blobs_released;   /* its value blobs were handed to a commit/prepare */
+    _Atomic uint64_t epoch; /* announced reclamation epoch (cache.h L2); 0 = none */
     struct sop_cursor *cursors; /* open cursors (invalidated at end) */
     uint8_t *value_buf;   /* separate-blob values read by sop_get */
     size_t value_buf_cap;
@@ -128,8 +129,9 @@ struct sop_cursor {
     sop_val key;
     uint64_t seq;
     sop_leafval val;
-    uint8_t *keybuf;   /* copy of the current key (stable across moves) */
+    uint8_t *keybuf;   /* copy of the current key (stable across calls: cache.h L3) */
     size_t keybuf_cap;
+    void *ext;         /* read-set coverage state (cursor.c) */
     uint8_t *value_buf;
     size_t value_buf_cap;
     /* read-set range being covered */

@@ -357,13 +357,17 @@ int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t 
 {
     size_t got = 0;
     uint32_t plen;
-    sop_seg *s = sop_wal__segment(w, loc->seg);
+    pthread_mutex_lock(&w->seg_mu);
+    sop_seg *s = seg_find_locked(w, loc->seg);
+    uint64_t seg_size = s ? s->size : 0;
+    sop_file *file = s ? s->file : NULL;
+    pthread_mutex_unlock(&w->seg_mu);
     if (!s)
         return SOP_CORRUPT_BKPT("blob in missing segment %" PRIu64, loc->seg);
-    if (loc->len < SOP_REC_HDR_LEN || loc->off + loc->len > s->size)
+    if (loc->len < SOP_REC_HDR_LEN || loc->off + loc->len > seg_size)
         return SOP_CORRUPT_BKPT("blob %" PRIu64 ":%" PRIu64 "+%u beyond segment end", loc->seg,
                                 loc->off, loc->len);
-    int rc = w->vfs->pread(s->file, buf, loc->len, loc->off, &got);
+    int rc = w->vfs->pread(file, buf, loc->len, loc->off, &got);
     if (rc)
         return rc;
     if (got != loc->len || !rec_check_header(buf, loc->len, &plen) || buf[4] != expect_type ||

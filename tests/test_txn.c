@@ -373,7 +373,100 @@ TEST(test_txn__same_key_threads_exactly_one_wins)
     CHECK_OK(sop_db_close(db));
 }
 
-TEST_MAIN(T(test_txn__same_key_second_committer_gets_conflict),
+struct reader_arg {
+    sop_db *db;
+    int n, rounds, errors;
+};
+
+static void *evict_reader(void *arg)
+{
+    struct reader_arg *r = arg;
+    char kb[32], vb[64];
+    uint64_t rng = (uint64_t)(uintptr_t)arg;
+    for (int round = 0; round < r->rounds; round++) {
+        sop_txn *t;
+        sop_store *s;
+        sop_cursor *c;
+        sop_val k, v;
+        if (sop_txn_begin(&t, r->db, SOP_TXN_READONLY) ||
+            sop_store_open(&s, t, "big", 0, NULL)) {
+            r->errors++;
+            return NULL;
+        }
+        for (int i = 0; i < 2000; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            int j = (int)((rng >> 33) % (uint64_t)r->n);
+            snprintf(kb, sizeof kb, "key%07d", j);
+            snprintf(vb, sizeof vb, "value-%07d-%040d", j, 0);
+            if (get_s(&v, t, s, kb) != SOP_OK || v.len != strlen(vb) ||
+                memcmp(v.data, vb, v.len) != 0)
+                r->errors++;
+        }
+        /* a scan that spans many evictions: the cursor re-reads its path */
+        int seen = 0;
+        if (sop_cursor_open(&c, t, s) == SOP_OK) {
+            int rc;
+            for (rc = sop_cursor_get(&k, &v, c, SOP_FIRST, NULL); rc == SOP_OK && seen < 20000;
+                 rc = sop_cursor_get(&k, &v, c, SOP_NEXT, NULL)) {
+                snprintf(kb, sizeof kb, "key%07d", seen);
+                if (k.len != strlen(kb) || memcmp(k.data, kb, k.len) != 0)
+                    r->errors++;
+                seen++;
+            }
+            sop_cursor_close(c);
+        }
+        sop_txn_abort(t);
+    }
+    return NULL;
+}
+
+/* A 1 MiB cache over a ~10 MiB tree: readers in two threads keep evicting
+ * and reloading nodes (and a writer keeps committing) while values and
+ * scans stay exact; node memory stays near the budget. */
+TEST(test_txn__small_cache_evicts_under_concurrent_readers)
+{
+    enum { N = 60000 };
+    sop_db *db;
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_OFF;
+    o.cache_bytes = 1 << 20;
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    sop_txn *t;
+    sop_store *s;
+    char kb[32], vb[64];
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "big", SOP_STORE_CREATE, NULL));
+    for (int i = 0; i < N; i++) {
+        snprintf(kb, sizeof kb, "key%07d", i);
+        snprintf(vb, sizeof vb, "value-%07d-%040d", i, 0);
+        CHECK_OK(put_s(t, s, kb, vb));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_checkpoint(db));
+    pthread_t th[2];
+    struct reader_arg ra[2] = {{db, N, 3, 0}, {db, N, 3, 0}};
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, evict_reader, &ra[i]);
+    for (int i = 0; i < 30; i++) { /* a writer on other keys meanwhile */
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        snprintf(kb, sizeof kb, "zz%04d", i);
+        CHECK_OK(put_s(t, s, kb, "w"));
+        CHECK_OK(sop_txn_commit(t));
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    CHECK_EQ_U64(ra[0].errors + ra[1].errors, 0);
+    sop_db_stat_info st;
+    CHECK_OK(sop_db_stat(&st, db));
+    printf("    node memory %" PRIu64 " bytes (budget %u), %" PRIu64 " loads\n", st.cache_bytes,
+           1u << 20, st.node_loads);
+    CHECK(st.node_loads > 100);                    /* it really evicted and reloaded */
+    CHECK(st.cache_bytes <= (1u << 20) + (256u << 10)); /* near the budget */
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST_MAIN(T(test_txn__small_cache_evicts_under_concurrent_readers), T(test_txn__same_key_second_committer_gets_conflict),
           T(test_txn__different_keys_in_one_node_both_commit),
           T(test_txn__read_key_changed_meanwhile_fails), T(test_txn__write_skew_is_prevented),
           T(test_txn__phantom_is_prevented), T(test_txn__own_writes_visible_to_cursor),
