@@ -33,7 +33,8 @@ int sop_db__panic(sop_db *db, int rc)
 
 int sop_db__check_panic(sop_db *db)
 {
-    if (atomic_load_explicit(&db->panicked, memory_order_relaxed) || db->wal.panicked)
+    if (atomic_load_explicit(&db->panicked, memory_order_relaxed) ||
+        atomic_load_explicit(&db->wal.panicked, memory_order_relaxed))
         return sop_err(SOP_PANIC, "database handle is unusable after a fatal error; reopen it");
     return SOP_OK;
 }

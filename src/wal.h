@@ -85,7 +85,7 @@ typedef struct sop_wal {
     pthread_cond_t sync_cv;
     int sync_running;
     uint64_t durable_total;
-    int panicked;
+    _Atomic int panicked;      /* set once (W4); read without locks */
     uint64_t syncs;
 } sop_wal;
 
