@@ -6,7 +6,7 @@
  * named ordered stores inside them (sop_store_open) and reads and writes
  * byte-string keys and values. No server is needed.
  *
- * Handles (see docs/API.md for a longer tour):
+ * Handles (README.md has a tour; docs/FORMAT.md the on-disk format):
  *
  *   handle      made by            ended by                 threads
  *   sop_db      sop_db_open        sop_db_close             any number at once
