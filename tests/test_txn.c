@@ -5,6 +5,7 @@
  * and 8 threads filling an empty store with retries.
  */
 #include <pthread.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 #include "tutil.h"
@@ -466,7 +467,88 @@ TEST(test_txn__small_cache_evicts_under_concurrent_readers)
     CHECK_OK(sop_db_close(db));
 }
 
-TEST_MAIN(T(test_txn__small_cache_evicts_under_concurrent_readers), T(test_txn__same_key_second_committer_gets_conflict),
+struct syncer {
+    sop_db *db;
+    sop_store *s;
+    int id, n, errors;
+};
+
+static void *sync_committer(void *arg)
+{
+    struct syncer *y = arg;
+    char kb[32];
+    for (int i = 0; i < y->n; i++) {
+        sop_txn *t;
+        snprintf(kb, sizeof kb, "s%d-%d", y->id, i);
+        if (sop_txn_begin(&t, y->db, 0) || put_s(t, y->s, kb, "v") || sop_txn_commit(t))
+            y->errors++;
+    }
+    return NULL;
+}
+
+/* SOP_SYNC_FULL: one fdatasync per commit alone, fewer than one per commit
+ * when committers overlap (group commit). */
+TEST(test_txn__group_commit_shares_fdatasync)
+{
+    sop_db *db;
+    sop_store *s;
+    sop_db_stat_info st0, st1;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL)); /* SOP_SYNC_FULL */
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_db_stat(&st0, db));
+    struct syncer one = {db, s, 99, 40, 0};
+    sync_committer(&one);
+    CHECK_EQ_U64(one.errors, 0);
+    CHECK_OK(sop_db_stat(&st1, db));
+    CHECK_EQ_U64(st1.syncs - st0.syncs, 40); /* exactly one per durable commit */
+    enum { THREADS = 8, PER = 40 };
+    pthread_t th[THREADS];
+    struct syncer y[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        y[i] = (struct syncer){db, s, i, PER, 0};
+        pthread_create(&th[i], NULL, sync_committer, &y[i]);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_U64(y[i].errors, 0);
+    }
+    sop_db_stat_info st2;
+    CHECK_OK(sop_db_stat(&st2, db));
+    uint64_t syncs = st2.syncs - st1.syncs;
+    printf("    %d concurrent durable commits took %" PRIu64 " fdatasyncs\n", THREADS * PER, syncs);
+    CHECK(syncs <= THREADS * PER);
+    CHECK(syncs < THREADS * PER * 3 / 4); /* batches formed */
+    CHECK_OK(sop_db_close(db));
+}
+
+/* A second process opening the same folder is refused with SOP_BUSY. */
+TEST(test_txn__second_process_is_refused)
+{
+    sop_db *db;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        sop_db *other;
+        int rc = sop_db_open(&other, test_dir(), NULL);
+        _exit(rc == SOP_BUSY && strstr(sop_errmsg(), "another process") ? 0 : 1);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_OK(sop_db_close(db));
+    /* once closed, another process may open it */
+    pid = fork();
+    if (pid == 0) {
+        sop_db *other;
+        _exit(sop_db_open(&other, test_dir(), NULL) == SOP_OK && sop_db_close(other) == SOP_OK ? 0
+                                                                                               : 1);
+    }
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+TEST_MAIN(T(test_txn__group_commit_shares_fdatasync), T(test_txn__second_process_is_refused), T(test_txn__small_cache_evicts_under_concurrent_readers), T(test_txn__same_key_second_committer_gets_conflict),
           T(test_txn__different_keys_in_one_node_both_commit),
           T(test_txn__read_key_changed_meanwhile_fails), T(test_txn__write_skew_is_prevented),
           T(test_txn__phantom_is_prevented), T(test_txn__own_writes_visible_to_cursor),
