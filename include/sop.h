@@ -353,7 +353,7 @@ SOP_API int sop_db_prepared_rollback(sop_db *db, uint64_t id);
 #define SOP_STORE_VALUES_SEPARATE 0x2u /**< every value in its own blob, not in the node */
 
 /** Items per node: default, and the accepted range. */
-#define SOP_SLOT_LENGTH_DEFAULT 128
+#define SOP_SLOT_LENGTH_DEFAULT 64
 #define SOP_SLOT_LENGTH_MIN     4
 #define SOP_SLOT_LENGTH_MAX     10000
 

@@ -482,6 +482,7 @@ static void db_free(sop_db *db)
     sop_u64map_dispose(&db->dirty_lids);
     sop_u64map_dispose(&db->trim_lids);
     sop_free(db->deaths);
+    sop_buf_dispose(&db->rec_buf);
     if (db->wal.dir)
         sop_wal__dispose(&db->wal);
     if (db->lock_file)

@@ -1073,11 +1073,20 @@ static void free_changes(cat_change *ch, size_t nch, int failed)
     sop_free(ch);
 }
 
+/* Keep the record buffer for the next commit unless it grew huge. */
+static void release_rec_buf(sop_buf *rec)
+{
+    if (rec->cap > (16u << 20))
+        sop_buf_dispose(rec);
+    else
+        sop_buf_reset(rec);
+}
+
 int sop_txn__commit(sop_txn *t)
 {
     sop_db *db = t->db;
     int rc;
-    sop_buf rec = SOP_BUF_INIT;
+    sop_buf *rec = &db->rec_buf; /* reused across commits (commit_mu) */
     sop_apply a;
     cat_change *ch = NULL;
     size_t nch = 0;
@@ -1108,12 +1117,12 @@ int sop_txn__commit(sop_txn *t)
         rc = sop_err(SOP_NOMEM, "commit");
         goto fail;
     }
-    if ((rc = encode_txn(&rec, t, SOP_REC_COMMIT, 0, NULL, delta_offs, nstores)) != SOP_OK)
+    if ((rc = encode_txn(rec, t, SOP_REC_COMMIT, 0, NULL, delta_offs, nstores)) != SOP_OK)
         goto fail;
-    if ((rc = apply_body(&a, rec.data + SOP_REC_HDR_LEN + 24, rec.len - SOP_REC_HDR_LEN - 24, t,
+    if ((rc = apply_body(&a, rec->data + SOP_REC_HDR_LEN + 24, rec->len - SOP_REC_HDR_LEN - 24, t,
                          &ch, &nch, 0)) != SOP_OK)
         goto fail;
-    if ((rc = append_and_publish(db, &rec, &a, ch, nch, lsn, &token)) != SOP_OK)
+    if ((rc = append_and_publish(db, rec, &a, ch, nch, lsn, &token)) != SOP_OK)
         goto fail;
     add_history(db, t, lsn); /* NOMEM here only weakens nothing: see below */
     release_ws_blobs(t, 0);
@@ -1122,11 +1131,11 @@ int sop_txn__commit(sop_txn *t)
     if (!sync_full)
         set_visible(db, lsn);
     sop_db__trim(db);
+    release_rec_buf(rec);
     pthread_mutex_unlock(&db->commit_mu);
     sop_free(delta_offs);
     free_changes(ch, nch, 0);
     sop_apply__dispose(&a);
-    sop_buf_dispose(&rec);
     if (sync_full) {
         if ((rc = sop_wal__sync_to(&db->wal, token)) != SOP_OK)
             return sop_db__panic(db, rc);
@@ -1140,11 +1149,11 @@ fail:
     for (sop_ws *w = t->ws; w; w = w->next)
         if (w->created && atomic_load(&w->store->created_lsn) == SOP_NEVER)
             w->store->id = 0, w->store->root_lid = 0;
+    release_rec_buf(rec);
     pthread_mutex_unlock(&db->commit_mu);
     sop_free(delta_offs);
     free_changes(ch, nch, 1);
     sop_apply__dispose(&a);
-    sop_buf_dispose(&rec);
     return rc;
 }
 
