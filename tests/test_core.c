@@ -94,7 +94,7 @@ TEST(test_core__error_codes)
 
     /* contradicting options */
     sop_store_options o = SOP_STORE_OPTIONS_INIT;
-    o.slot_length = 64;
+    o.slot_length = SOP_SLOT_LENGTH_DEFAULT / 2; /* "s" has the default */
     CHECK_OK(sop_txn_begin(&t, db, 0));
     CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &o));
     o.slot_length = 2;
