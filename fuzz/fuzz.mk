@@ -47,14 +47,18 @@ fuzz-keys-seeds: $(FUZZ_DIR)/fuzz_keys_standalone
 	@rm -rf $(FUZZ_KEYS_SEEDS)
 	$(FUZZ_DIR)/fuzz_keys_standalone --write-seeds $(FUZZ_KEYS_SEEDS)
 
+# fuzz/regressions/ holds every input that once crashed a target: replayed always.
 fuzz-keys-replay: fuzz-keys-seeds
 	@mkdir -p $(FUZZ_KEYS_CORPUS)
-	$(FUZZ_DIR)/fuzz_keys_standalone $(FUZZ_KEYS_SEEDS) $(FUZZ_KEYS_CORPUS)
+	$(FUZZ_DIR)/fuzz_keys_standalone $(FUZZ_KEYS_SEEDS) $(FUZZ_KEYS_CORPUS) fuzz/regressions
 
+# In make test the mutation sequence is seeded (FUZZ_SEED) so a run can be
+# repeated; fuzz-keys-long explores with a fresh seed.
+FUZZ_SEED ?= 1
 fuzz-keys-smoke: $(FUZZ_DIR)/fuzz_keys fuzz-keys-seeds
 	@mkdir -p $(FUZZ_KEYS_CORPUS)
-	$(FUZZ_DIR)/fuzz_keys $(FUZZ_KEYS_RUN) -max_total_time=$(FUZZ_KEYS_SECONDS) \
-	    $(FUZZ_KEYS_CORPUS) $(FUZZ_KEYS_SEEDS)
+	$(FUZZ_DIR)/fuzz_keys $(FUZZ_KEYS_RUN) -seed=$(FUZZ_SEED) -max_total_time=$(FUZZ_KEYS_SECONDS) \
+	    $(FUZZ_KEYS_CORPUS) $(FUZZ_KEYS_SEEDS) fuzz/regressions
 
 fuzz-keys-long: $(FUZZ_DIR)/fuzz_keys fuzz-keys-seeds
 	@mkdir -p $(FUZZ_KEYS_CORPUS)

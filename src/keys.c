@@ -2450,8 +2450,13 @@ static int unpack_member(uint8_t *obj, const sop_key_member *m, size_t idx, cons
 {
     uint8_t *p = obj + m->offset;
     if (v->type == SOP_KEY_NULL) {
-        if (m->ctype != SOP_KEY_C_STRPTR && m->ctype != SOP_KEY_C_PTRLEN)
+        if ((m->ctype != SOP_KEY_C_STRPTR && m->ctype != SOP_KEY_C_PTRLEN) ||
+            !(m->flags & SOP_KEY_NULLABLE))
             return member_err(m, idx, "null value for a member that cannot hold null");
+        /* A null keeps its field's direction in the encoding: packing the
+         * struct back must give the same bytes. */
+        if ((v->flags & SOP_KEY_DESC) != (m->flags & SOP_KEY_DESC))
+            return member_err(m, idx, "key field and member differ in direction");
         const void *null_ptr = NULL;
         memcpy(p, &null_ptr, sizeof null_ptr);
         if (m->ctype == SOP_KEY_C_PTRLEN) {
