@@ -5,6 +5,7 @@
 #   make asan        the suite under AddressSanitizer + UBSan
 #   make tsan        the threaded tests under ThreadSanitizer
 #   make lib         libsop.a and libsop.so only
+#   make bench       libsop vs LMDB vs SQLite (bench/bench.mk, BENCHMARKS.md)
 #   make install     PREFIX=/usr/local
 #
 # Variants build into build/<variant>/ so they never mix objects.
@@ -79,6 +80,7 @@ demo: deps $(BUILD)/examples/quickstart
 
 test: deps all
 	@$(MAKE) --no-print-directory fuzz-keys-smoke FUZZ_KEYS_SECONDS=10
+	@$(MAKE) --no-print-directory bench-smoke
 	@scripts/run_tests.sh $(BUILD)
 
 asan:
