@@ -15,7 +15,8 @@
  *
  * Manifest layout (little-endian), then u32 crc32c of everything before it:
  *   8 magic "SOPMANI1", u32 version 1, u32 0,
- *   u64 ckpt_lsn, u64 replay_seg, u64 replay_off, u64 next_lid,
+ *   u64 ckpt_lsn, u64 replay_seg, u64 replay_off, u64 durable_seg, u64 durable_off
+ *       (everything before it was synced by this checkpoint), u64 next_lid,
  *   u64 next_store_id, u64 next_txn_id,
  *   u32 store_count, each: u64 id, u64 root_lid, u64 count, u64 next_seq,
  *       u64 created_lsn, u16 name_len, name, u32 flags, u32 slot_length,
@@ -331,6 +332,15 @@ int sop_ckpt__run(sop_db *db)
         rc = sop_db__panic(db, rc);
         goto out;
     }
+    /* What is on stable storage now: recovery must find valid records up to
+     * here, so damage below it is corruption, never a torn tail. */
+    sop_loc durable = replay;
+    if (db->opts.sync != SOP_SYNC_OFF) {
+        pthread_mutex_lock(&db->wal.append_mu);
+        durable.seg = db->wal.cur ? db->wal.cur->id : 0;
+        durable.off = db->wal.tail_off;
+        pthread_mutex_unlock(&db->wal.append_mu);
+    }
     /* 4. Under commit_mu: give the versions their locations, settle deaths,
      *    and encode the manifest. */
     pthread_mutex_lock(&db->commit_mu);
@@ -370,6 +380,8 @@ int sop_ckpt__run(sop_db *db)
     sop_buf_append_le64(&mani, C);
     sop_buf_append_le64(&mani, replay.seg);
     sop_buf_append_le64(&mani, replay.off);
+    sop_buf_append_le64(&mani, durable.seg);
+    sop_buf_append_le64(&mani, durable.off);
     sop_buf_append_le64(&mani, db->reg.next_lid);
     sop_buf_append_le64(&mani, db->next_store_id);
     sop_buf_append_le64(&mani, db->next_txn_id);
@@ -583,6 +595,13 @@ int sop_ckpt__load(sop_db *db, int *found_out)
     uint64_t C = m64(&r);
     db->replay_from.seg = m64(&r);
     db->replay_from.off = m64(&r);
+    db->durable_from.seg = m64(&r);
+    db->durable_from.off = m64(&r);
+    /* Segment ids are never reused (W1), even of segments deleted since. */
+    if (db->wal.next_seg_id <= db->durable_from.seg)
+        db->wal.next_seg_id = db->durable_from.seg + 1;
+    if (db->wal.next_seg_id <= db->replay_from.seg)
+        db->wal.next_seg_id = db->replay_from.seg + 1;
     db->reg.next_lid = m64(&r);
     db->next_store_id = m64(&r);
     db->next_txn_id = m64(&r);

@@ -352,6 +352,15 @@ static int recover(sop_db *db)
         int torn;
         uint64_t off = l.ids[i] == from.seg ? from.off : 0;
         SOP_TRY(sop_wal__scan(&db->wal, s, off, replay_cb, &rctx, &end, &torn));
+        int below_durable = l.ids[i] < db->durable_from.seg ||
+                            (l.ids[i] == db->durable_from.seg && end < db->durable_from.off);
+        if ((torn || end == 0) && below_durable) {
+            /* The checkpoint synced these bytes: damage, not a torn write. */
+            rc = SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64
+                                  ", below what the checkpoint made durable",
+                                  l.ids[i], end);
+            goto out;
+        }
         if (torn || end == 0) {
             if (i + 1 < l.n) {
                 /* (W5): only the newest segment may end torn. */
@@ -552,6 +561,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
         goto out;
     }
     snprintf(buf, sizeof buf, "%s/LOCK", path);
+    int lock_existed = db->vfs->stat(db->vfs, buf, &is_dir, &size) == SOP_OK;
     SOP_TRY(db->vfs->open(&db->lock_file, db->vfs, buf, SOP_VFS_WRITE | SOP_VFS_CREATE));
     rc = db->vfs->lock(db->lock_file, SOP_VFS_LOCK_EXCL);
     if (rc == SOP_BUSY) {
@@ -572,6 +582,10 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
             goto out;
         }
         if (db->opts.flags & SOP_DB_NOCREATE) {
+            if (!lock_existed) { /* leave the folder as we found it */
+                snprintf(buf, sizeof buf, "%s/LOCK", path);
+                db->vfs->unlink(db->vfs, buf);
+            }
             rc = sop_err(SOP_NOTFOUND, "no database at %s", path);
             goto out;
         }
@@ -596,6 +610,38 @@ out:
     return rc;
 }
 
+/* A session that wrote nothing leaves its fresh segment holding only the
+ * header: remove it, so read-only uses (a monitoring loop of `sop stat`)
+ * do not pile up files. Its id is not reused (the manifest remembers it). */
+static void drop_empty_segment(sop_db *db)
+{
+    sop_wal *w = &db->wal;
+    char path[4300], dir[4200];
+    pthread_mutex_lock(&w->append_mu);
+    sop_seg *s = w->cur;
+    if (s && w->tail_off == SOP_REC_HDR_LEN + 24 && s->blob_bytes == 0 &&
+        s->id > db->replay_from.seg && s->id > db->durable_from.seg) {
+        snprintf(path, sizeof path, "%s/seg/%016" PRIx64 ".seg", db->path, s->id);
+        snprintf(dir, sizeof dir, "%s/seg", db->path);
+        if (db->vfs->unlink(db->vfs, path) == SOP_OK) {
+            pthread_mutex_lock(&w->seg_mu);
+            for (size_t i = 0; i < w->seg_count; i++)
+                if (w->segs[i] == s) {
+                    memmove(&w->segs[i], &w->segs[i + 1], (w->seg_count - i - 1) * sizeof *w->segs);
+                    w->seg_count--;
+                    break;
+                }
+            pthread_mutex_unlock(&w->seg_mu);
+            db->vfs->close(s->file);
+            sop_free(s);
+            w->cur = NULL;
+            if (db->opts.sync != SOP_SYNC_OFF)
+                db->vfs->sync_dir(db->vfs, dir); /* best effort: a leftover is harmless */
+        }
+    }
+    pthread_mutex_unlock(&w->append_mu);
+}
+
 int sop_db_close(sop_db *db)
 {
     int rc = SOP_OK;
@@ -608,10 +654,12 @@ int sop_db_close(sop_db *db)
     if (live)
         return sop_err(SOP_BADSTATE, "%zu transaction(s) still open; end them before closing",
                        live);
-    if (!atomic_load(&db->panicked) && !db->wal.panicked) {
+    if (!atomic_load(&db->panicked) && !atomic_load(&db->wal.panicked)) {
         rc = sop_ckpt__run(db);
         if (rc == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
             rc = sop_wal__sync_all(&db->wal);
+        if (rc == SOP_OK)
+            drop_empty_segment(db);
     } else {
         rc = SOP_PANIC;
     }

@@ -130,6 +130,7 @@ struct sop_db {
     uint64_t ckpt_lsn;            /* newest durable checkpoint */
     uint64_t ckpt_seq;            /* manifest sequence number */
     sop_loc replay_from;          /* position after the checkpoint's last record */
+    sop_loc durable_from;         /* the log up to here was synced by that checkpoint */
     sop_buf rec_buf;              /* commit record encoding buffer, reused */
 
     /* L1 cache (cache.h) */

@@ -613,7 +613,101 @@ TEST(test_core__torn_tail_and_corruption)
     CHECK(strstr(sop_errmsg(), "segment") != NULL);
 }
 
-TEST_MAIN(T(test_core__torn_tail_and_corruption), T(test_core__space_reclaimed_under_churn), T(test_core__crud_roundtrip_across_reopen), T(test_core__error_codes),
+static int count_segments(void)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls %s/seg | wc -l", test_dir());
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p && fscanf(p, "%d", &n) != 1)
+        n = -1;
+    if (p)
+        pclose(p);
+    return n;
+}
+
+/* Damage inside what a checkpoint made durable is SOP_CORRUPT, never
+ * mistaken for a torn tail (which would silently drop later commits). */
+TEST(test_core__damage_below_checkpoint_is_corrupt)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    char path[700];
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "k1", "v1"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_checkpoint(db));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(put_s(t, s, "k2", "v2")); /* durable: acknowledged after fdatasync */
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(crash_close(db));
+    CHECK(seg_file(path, sizeof path, -1) == 0);
+    FILE *f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    uint8_t buf[8192];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    long node_at = -1;
+    for (size_t i = 0; i + 5 <= n; i += 8)
+        if (memcmp(buf + i, "SOPR", 4) == 0 && buf[i + 4] == 2) { /* a NODE record */
+            node_at = (long)i;
+            break;
+        }
+    CHECK(node_at > 0);
+    fseek(f, node_at + 30, SEEK_SET);
+    fputc(buf[node_at + 30] ^ 0x40, f);
+    fclose(f);
+    CHECK_RC(SOP_CORRUPT, sop_db_open(&db, test_dir(), NULL));
+    CHECK(strstr(sop_errmsg(), "durable") != NULL);
+}
+
+/* Opening and closing without writing leaves no files behind; a failed
+ * NOCREATE open leaves the folder as it was. */
+TEST(test_core__idle_open_close_leaves_no_files)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "k", "v"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+    int before = count_segments();
+    CHECK(before > 0);
+    for (int i = 0; i < 5; i++) {
+        CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+        CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+        sop_txn_abort(t);
+        CHECK_OK(sop_db_close(db));
+    }
+    CHECK_EQ_U64(count_segments(), before);
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, NULL));
+    sop_val v;
+    CHECK_OK(get_s(&v, t, s, "k"));
+    CHECK_VAL(v, "v");
+    CHECK_OK(put_s(t, s, "k2", "v2")); /* new segment ids stay unique */
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+
+    char empty[700];
+    snprintf(empty, sizeof empty, "%s/empty", test_dir());
+    mkdir(empty, 0755);
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.flags = SOP_DB_NOCREATE;
+    CHECK_RC(SOP_NOTFOUND, sop_db_open(&db, empty, &o));
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", empty);
+    CHECK(system(cmd) == 0);
+}
+
+TEST_MAIN(T(test_core__damage_below_checkpoint_is_corrupt), T(test_core__idle_open_close_leaves_no_files), T(test_core__torn_tail_and_corruption), T(test_core__space_reclaimed_under_churn), T(test_core__crud_roundtrip_across_reopen), T(test_core__error_codes),
           T(test_core__store_lifecycle), T(test_core__duplicates),
           T(test_core__deep_tree_navigation), T(test_core__separate_values),
           T(test_core__prepared_survives_reopen), T(test_core__custom_comparator))
