@@ -44,7 +44,7 @@ EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
 .PHONY: all lib test asan tsan demo install clean deps format examples tests
 .SECONDARY:
-all: lib examples tests
+all: lib examples tests tools
 
 lib: $(BUILD)/libsop.a $(BUILD)/libsop.so
 examples: $(EXAMPLE_BINS)
@@ -90,7 +90,7 @@ tsan:
 	$(MAKE) VARIANT=tsan all
 	@SOP_TEST_THREADED_ONLY=1 scripts/run_tests.sh build/tsan
 
-install: lib
+install: lib install-tools
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 644 $(BUILD)/libsop.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libsop.so $(DESTDIR)$(PREFIX)/lib/libsop.so.0
@@ -98,10 +98,11 @@ install: lib
 	install -m 644 include/sop.h include/sop_sys.h include/sop_keys.h $(DESTDIR)$(PREFIX)/include/
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h tests/*.c tests/*.h examples/*.c
+	clang-format -i include/*.h src/*.c src/*.h tests/*.c tests/*.h examples/*.c tools/*.c tools/*.h
 
 clean:
 	rm -rf build
 
 -include fuzz/fuzz.mk
 -include bench/bench.mk
+-include tools/tools.mk
