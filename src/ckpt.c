@@ -128,6 +128,30 @@ out:
 
 /* ---- compaction ------------------------------------------------------------ */
 
+/* A sealed segment compaction should empty (C3 and DESIGN §2: under 2/3
+ * live keeps the files within about 1.5x of the live bytes). */
+static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg)
+{
+    return s != w->cur && s->id < replay_seg && s->blob_bytes != 0 &&
+           s->dead_bytes < s->blob_bytes &&
+           (s->blob_bytes - s->dead_bytes) * 3 < s->blob_bytes * 2;
+}
+
+/* Would a checkpoint with no new commits still move or free space? */
+static int space_work_pending(sop_db *db)
+{
+    int pending = 0;
+    pthread_mutex_lock(&db->wal.seg_mu);
+    for (size_t i = 0; i < db->wal.seg_count && !pending; i++) {
+        sop_seg *s = db->wal.segs[i];
+        pending = seg_is_victim(&db->wal, s, db->replay_from.seg) ||
+                  (s != db->wal.cur && s->id < db->replay_from.seg &&
+                   s->dead_bytes >= s->blob_bytes);
+    }
+    pthread_mutex_unlock(&db->wal.seg_mu);
+    return pending;
+}
+
 struct reloc {
     sop_db *db;
     uint64_t lsn;
@@ -182,7 +206,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
 
 /*
  * Compaction (commit_mu held, at the cut C): pick sealed segments before the
- * replay position whose live blobs are less than half of their blob bytes,
+ * replay position whose live blobs are less than 2/3 of their blob bytes,
  * and give every node still living there a fresh dirty version, so this
  * checkpoint rewrites it and the segment can be deleted once nothing older
  * needs it. Value blobs are not moved yet (their leaves would change).
@@ -194,8 +218,7 @@ static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t repla
     pthread_mutex_lock(&db->wal.seg_mu);
     for (size_t i = 0; i < db->wal.seg_count; i++) {
         sop_seg *s = db->wal.segs[i];
-        if (s == db->wal.cur || s->id >= replay_seg || s->blob_bytes == 0 ||
-            s->dead_bytes >= s->blob_bytes || (s->blob_bytes - s->dead_bytes) * 2 > s->blob_bytes)
+        if (!seg_is_victim(&db->wal, s, replay_seg))
             continue;
         if (r.victim_count == cap) {
             cap = cap ? cap * 2 : 8;
@@ -237,7 +260,8 @@ int sop_ckpt__run(sop_db *db)
     /* 1. The cut: C and the replay position, under commit_mu. */
     pthread_mutex_lock(&db->commit_mu);
     uint64_t C = db->applied_lsn;
-    if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0) {
+    if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 &&
+        !space_work_pending(db)) {
         pthread_mutex_unlock(&db->commit_mu);
         sop_cache__leave(&db->ckpt_epoch);
         pthread_mutex_unlock(&db->ckpt_mu);
@@ -299,7 +323,11 @@ int sop_ckpt__run(sop_db *db)
         w[wn].loc.crc = crc;
         w[wn].loc.seg = 0;
         wn++;
-        if (batch.len >= (4u << 20) || i + 1 == nlids) {
+        /* Batches stay well below the segment size, so segments (the unit
+         * of reclamation) stay near their nominal size. */
+        size_t batch_max = db->opts.segment_bytes / 4 < (4u << 20) ? db->opts.segment_bytes / 4
+                                                                    : (4u << 20);
+        if (batch.len >= batch_max || i + 1 == nlids) {
             sop_loc base;
             uint64_t token;
             if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base,
