@@ -302,7 +302,7 @@ static int check_log(chk *c)
         }
         uint64_t end;
         int torn;
-        rc = sop_wal__scan_to(w, s, from, s->size, log_cb, &l, &end, &torn);
+        rc = sop_wal__scan(w, s, from, log_cb, &l, &end, &torn);
         if (rc == SOP_CORRUPT) {
             finding(c, "log: segment %" PRIu64 ": %s", s->id, sop_errmsg());
             rc = SOP_OK;

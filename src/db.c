@@ -659,8 +659,6 @@ int sop_db_close(sop_db *db)
         if (rc == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
             rc = sop_wal__sync_all(&db->wal);
         if (rc == SOP_OK)
-            rc = sop_wal__trim_tail(&db->wal); /* no zero-filled tail left behind (W7) */
-        if (rc == SOP_OK)
             drop_empty_segment(db);
     } else {
         rc = SOP_PANIC;

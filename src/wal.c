@@ -246,49 +246,12 @@ int sop_wal__start(sop_wal *w)
     if (rc == SOP_OK) {
         w->cur = s;
         w->tail_off = s->size;
-        w->file_end = s->size;
     }
     pthread_mutex_unlock(&w->append_mu);
     return rc;
 }
 
 /* ---- append and rotation ------------------------------------------------- */
-
-/* (W7) Zero-fill the append target up to at least `need`, a chunk ahead. */
-static int extend_zeros(sop_wal *w, uint64_t need)
-{
-    static const uint8_t zeros[65536];
-    uint64_t chunk = w->seg_bytes / 8 < (4u << 20) ? w->seg_bytes / 8 : (4u << 20);
-    uint64_t end = need > w->file_end + chunk ? need : w->file_end + chunk;
-    end = (end + 4095) & ~(uint64_t)4095;
-    while (w->file_end < end) {
-        size_t n = end - w->file_end < sizeof zeros ? (size_t)(end - w->file_end) : sizeof zeros;
-        int rc = w->vfs->pwrite(w->cur->file, zeros, n, w->file_end);
-        if (rc)
-            return rc; /* zeros past the tail are harmless: they read as the log's end */
-        w->file_end += n;
-    }
-    return SOP_OK;
-}
-
-/* Cut the current segment back to its last record (sealing, close). */
-static int cut_tail(sop_wal *w)
-{
-    if (!w->cur || w->file_end == w->tail_off)
-        return SOP_OK;
-    int rc = w->vfs->truncate(w->cur->file, w->tail_off);
-    if (rc == SOP_OK)
-        w->file_end = w->tail_off;
-    return rc;
-}
-
-int sop_wal__trim_tail(sop_wal *w)
-{
-    pthread_mutex_lock(&w->append_mu);
-    int rc = cut_tail(w);
-    pthread_mutex_unlock(&w->append_mu);
-    return rc;
-}
 
 int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
                     uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out)
@@ -304,14 +267,8 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
         goto out;
     }
     if (w->tail_off + len > w->seg_bytes && w->tail_off > SOP_REC_HDR_LEN + 24) {
-        /* Rotate (W5): the old segment is cut to its last record (W7) and
-         * synced before the new one gets bytes. */
+        /* Rotate (W5): the old segment is synced before the new gets bytes. */
         sop_seg *s;
-        if ((rc = cut_tail(w)) != SOP_OK) {
-            rc = sop_wal__panic(w, SOP_PANIC);
-            sop_err(SOP_PANIC, "cannot seal segment %" PRIu64, w->cur->id);
-            goto out;
-        }
         if ((rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK) {
             rc = sop_wal__panic(w, SOP_PANIC);
             sop_err(SOP_PANIC, "fdatasync of segment %" PRIu64 " failed", w->cur->id);
@@ -321,16 +278,11 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
             goto out;
         w->cur = s;
         w->tail_off = s->size;
-        w->file_end = s->size;
     }
-    if (w->tail_off + len > w->file_end && (rc = extend_zeros(w, w->tail_off + len)) != SOP_OK)
-        goto out;
     rc = w->vfs->pwrite(w->cur->file, buf, len, w->tail_off);
     if (rc != SOP_OK) {
         /* (W6) cut off whatever part of the write landed. */
         int trc = w->vfs->truncate(w->cur->file, w->tail_off);
-        if (trc == SOP_OK)
-            w->file_end = w->tail_off;
         if (trc != SOP_OK) {
             sop_wal__panic(w, SOP_PANIC);
             rc = sop_err(SOP_PANIC, "cannot cut a failed append off segment %" PRIu64,
@@ -453,17 +405,9 @@ int sop_wal__read(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t **pay
 int sop_wal__scan(sop_wal *w, sop_seg *seg, uint64_t off, sop_wal_scan_fn cb, void *ctx,
                   uint64_t *end_out, int *torn_out)
 {
-    return sop_wal__scan_to(w, seg, off, UINT64_MAX, cb, ctx, end_out, torn_out);
-}
-
-int sop_wal__scan_to(sop_wal *w, sop_seg *seg, uint64_t off, uint64_t limit, sop_wal_scan_fn cb,
-                     void *ctx, uint64_t *end_out, int *torn_out)
-{
     enum { CHUNK = 1 << 20 };
     uint64_t fsize;
     int rc = w->vfs->size(seg->file, &fsize);
-    if (rc == SOP_OK && limit < fsize)
-        fsize = limit;
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
     *torn_out = 0;

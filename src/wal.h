@@ -21,11 +21,6 @@
  *        segment can end with a torn record.
  *   (W6) A failed append is cut off with ftruncate before anything else
  *        is appended (if that fails too, the wal panics).
- *   (W7) The append target is zero-filled ahead of its tail, so a commit's
- *        fdatasync writes data blocks only, not a new file size (ext4 would
- *        otherwise commit its journal on every sync). Zeros are not a valid
- *        record: recovery reads them as the end of the log. A segment is cut
- *        back to its last record when it is sealed or the db is closed.
  *
  * Record layout (little-endian), 8-byte aligned:
  *   0  u32 magic 0x52504F53 ("SOPR")     12 u32 crc32c(header with crc=0, payload)
@@ -79,7 +74,6 @@ typedef struct sop_wal {
     pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
     sop_seg *cur;
     uint64_t tail_off;
-    uint64_t file_end;         /* bytes allocated in cur's file (zeros past tail_off) */
     uint64_t appended_total;   /* monotonic byte counter: the group-commit token */
 
     pthread_mutex_t seg_mu;    /* the segment table and its accounting */
@@ -136,11 +130,6 @@ typedef int (*sop_wal_scan_fn)(int type, uint64_t lsn, const uint8_t *payload, s
                                const sop_loc *loc, void *ctx);
 int sop_wal__scan(sop_wal *w, sop_seg *seg, uint64_t off, sop_wal_scan_fn cb, void *ctx,
                   uint64_t *end_out, int *torn_out);
-/* The same, reading only [off, limit). */
-int sop_wal__scan_to(sop_wal *w, sop_seg *seg, uint64_t off, uint64_t limit, sop_wal_scan_fn cb,
-                     void *ctx, uint64_t *end_out, int *torn_out);
-/* Cut the append target's zero-filled tail off (W7); for close. */
-int sop_wal__trim_tail(sop_wal *w);
 
 int sop_wal__panic(sop_wal *w, int rc);
 
