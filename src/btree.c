@@ -326,8 +326,13 @@ void sop_apply__dispose(sop_apply *a)
 {
     size_t pos = 0;
     void *p;
-    while (sop_u64map_next(NULL, &p, &a->priv, &pos) == SOP_OK)
-        free_priv(p);
+    /* After reserve the map holds versions (owning the images), not nodes. */
+    while (sop_u64map_next(NULL, &p, &a->priv, &pos) == SOP_OK) {
+        if (a->reserved)
+            sop_version__free(p);
+        else
+            free_priv(p);
+    }
     sop_u64map_dispose(&a->priv);
     sop_free(a->lids);
     sop_free(a->deaths);
@@ -795,15 +800,27 @@ int sop_apply__reserve(sop_apply *a)
         (rc = sop_u64map_reserve(&db->trim_lids,
                                  sop_u64map_count(&db->trim_lids) + a->lid_count)) != SOP_OK)
         return rc;
-    /* Pre-allocate the versions: publishing then cannot fail. */
+    /* Pre-allocate the versions (all or none), then move every private
+     * node into its version: publishing then cannot fail. */
+    sop_version **vs = sop_calloc(a->lid_count ? a->lid_count : 1, sizeof *vs);
+    if (!vs)
+        return sop_err(SOP_NOMEM, "versions");
+    for (size_t i = 0; i < a->lid_count; i++) {
+        if (!(vs[i] = sop_version__new(a->lsn, NULL, 0, 0))) {
+            for (size_t j = 0; j < i; j++)
+                sop_version__free(vs[j]);
+            sop_free(vs);
+            return sop_err(SOP_NOMEM, "version");
+        }
+    }
     for (size_t i = 0; i < a->lid_count; i++) {
         void *p;
         sop_u64map_get(&p, &a->priv, a->lids[i]);
-        if (p == NULL)
+        sop_version *v = vs[i];
+        if (p == NULL) {
+            sop_version__free(v);
             continue;
-        sop_version *v = sop_version__new(a->lsn, NULL, 0, 0);
-        if (!v)
-            return sop_err(SOP_NOMEM, "version");
+        }
         if (p == SOP_APPLY_TOMB) {
             v->flags = SOP_VER_TOMBSTONE;
         } else {
@@ -817,6 +834,8 @@ int sop_apply__reserve(sop_apply *a)
         }
         sop_u64map_put(NULL, &a->priv, a->lids[i], v);
     }
+    sop_free(vs);
+    a->reserved = 1;
     return SOP_OK;
 }
 

@@ -80,6 +80,7 @@ typedef struct sop_apply {
     int64_t delta;    /* item-count change of the store being applied */
     int touched_shared; /* a node it changed had a version newer than the txn snapshot */
     uint64_t snap;    /* the committing txn's snapshot (merge statistics) */
+    int reserved;     /* sop_apply__reserve turned priv's nodes into versions */
 } sop_apply;
 
 #define SOP_APPLY_TOMB ((void *)1)

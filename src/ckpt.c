@@ -91,7 +91,7 @@ static int scan_mani(const char *name, void *ctx)
         size_t cap = m->old_cap ? m->old_cap * 2 : 8;
         uint64_t *n = sop_realloc(m->old, cap * sizeof *n);
         if (!n)
-            return 1;
+            return sop_err(SOP_NOMEM, "manifest list");
         m->old = n;
         m->old_cap = cap;
     }
@@ -586,10 +586,8 @@ int sop_ckpt__load(sop_db *db, int *found_out)
     char path[4200];
     int rc;
     *found_out = 0;
-    if (db->vfs->list_dir(db->vfs, db->path, scan_mani, &ms) != SOP_OK) {
-        rc = sop_err(SOP_IOERR, "cannot list %s", db->path);
-        goto out;
-    }
+    if ((rc = db->vfs->list_dir(db->vfs, db->path, scan_mani, &ms)) != SOP_OK)
+        goto out; /* the VFS or the callback said why */
     if (!ms.found) {
         rc = SOP_OK;
         goto out;

@@ -28,7 +28,9 @@ int sop_db__panic(sop_db *db, int rc)
 {
     atomic_store(&db->panicked, 1);
     sop_wal__panic(&db->wal, rc);
-    return rc == SOP_OK ? SOP_PANIC : rc;
+    /* Whatever the cause, the caller learns only that the outcome is now
+     * recovery's to decide (a record may already be in the log). */
+    return SOP_PANIC;
 }
 
 int sop_db__check_panic(sop_db *db)
@@ -239,7 +241,7 @@ static int scan_seg(const char *name, void *ctx)
         uint64_t *n = sop_realloc(l->ids, cap * sizeof *n);
         if (!n) {
             l->bad = 1;
-            return 1;
+            return sop_err(SOP_NOMEM, "segment list");
         }
         l->ids = n;
         l->cap = cap;
@@ -352,6 +354,26 @@ static int recover(sop_db *db)
         int torn;
         uint64_t off = l.ids[i] == from.seg ? from.off : 0;
         SOP_TRY(sop_wal__scan(&db->wal, s, off, replay_cb, &rctx, &end, &torn));
+        if (end == 0 && !db->readonly) {
+            /* No valid header: a creation a crash interrupted. It holds no
+             * record; remove it so it cannot sit between valid segments. */
+            char sp[4300];
+            snprintf(sp, sizeof sp, "%s/%016" PRIx64 ".seg", dir, s->id);
+            pthread_mutex_lock(&db->wal.seg_mu);
+            for (size_t k = 0; k < db->wal.seg_count; k++)
+                if (db->wal.segs[k] == s) {
+                    memmove(&db->wal.segs[k], &db->wal.segs[k + 1],
+                            (db->wal.seg_count - k - 1) * sizeof *db->wal.segs);
+                    db->wal.seg_count--;
+                    break;
+                }
+            pthread_mutex_unlock(&db->wal.seg_mu);
+            db->vfs->close(s->file);
+            sop_free(s);
+            SOP_TRY(db->vfs->unlink(db->vfs, sp));
+            SOP_TRY(db->vfs->sync_dir(db->vfs, dir));
+            continue;
+        }
         int below_durable = l.ids[i] < db->durable_from.seg ||
                             (l.ids[i] == db->durable_from.seg && end < db->durable_from.off);
         if ((torn || end == 0) && below_durable) {
@@ -554,6 +576,20 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
         if (rc == SOP_KEYEXIST)
             rc = SOP_OK;
         SOP_TRY(rc);
+        /* The new folder's own entry must be durable too. */
+        snprintf(buf, sizeof buf, "%s", path);
+        char *slash = strrchr(buf, '/');
+        while (slash && slash > buf && slash[1] == 0) { /* trailing slashes */
+            *slash = 0;
+            slash = strrchr(buf, '/');
+        }
+        if (!slash)
+            snprintf(buf, sizeof buf, ".");
+        else if (slash == buf)
+            buf[1] = 0;
+        else
+            *slash = 0;
+        SOP_TRY(db->vfs->sync_dir(db->vfs, buf));
     } else if (rc) {
         goto out;
     } else if (!is_dir) {
