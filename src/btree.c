@@ -205,19 +205,22 @@ int sop_tcur__seek_lt(sop_tcur *c, const sop_val *key, uint64_t seq)
     return SOP_OK;
 }
 
-int sop_tcur__next(sop_tcur *c)
+/* One step in dir (+1 next, -1 prev); SOP_NOTFOUND at an end leaves the
+ * cursor where it was. */
+static int tcur_step(sop_tcur *c, int dir)
 {
     if (c->depth == 0)
         return SOP_NOTFOUND;
     int leaf = c->depth - 1;
-    if (c->path[leaf].idx + 1 < sop_node__count(c->path[leaf].img)) {
-        c->path[leaf].idx++;
+    uint32_t idx = c->path[leaf].idx;
+    if (dir > 0 ? idx + 1 < sop_node__count(c->path[leaf].img) : idx > 0) {
+        c->path[leaf].idx = dir > 0 ? idx + 1 : idx - 1;
         return SOP_OK;
     }
     sop_tcur save = *c;
     int rc;
     do {
-        if ((rc = tcur_step_leaf(c, 1)) != SOP_OK) {
+        if ((rc = tcur_step_leaf(c, dir)) != SOP_OK) {
             if (rc == SOP_NOTFOUND)
                 *c = save;
             else
@@ -228,27 +231,14 @@ int sop_tcur__next(sop_tcur *c)
     return SOP_OK;
 }
 
+int sop_tcur__next(sop_tcur *c)
+{
+    return tcur_step(c, 1);
+}
+
 int sop_tcur__prev(sop_tcur *c)
 {
-    if (c->depth == 0)
-        return SOP_NOTFOUND;
-    int leaf = c->depth - 1;
-    if (c->path[leaf].idx > 0) {
-        c->path[leaf].idx--;
-        return SOP_OK;
-    }
-    sop_tcur save = *c;
-    int rc;
-    do {
-        if ((rc = tcur_step_leaf(c, -1)) != SOP_OK) {
-            if (rc == SOP_NOTFOUND)
-                *c = save;
-            else
-                c->depth = 0;
-            return rc;
-        }
-    } while (!leaf_nonempty(c));
-    return SOP_OK;
+    return tcur_step(c, -1);
 }
 
 void sop_tcur__item(const sop_tcur *c, sop_val *key, uint64_t *seq, sop_leafval *val)

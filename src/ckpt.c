@@ -547,37 +547,6 @@ void sop_ckpt__maybe(sop_db *db)
 
 /* ---- loading ------------------------------------------------------------- */
 
-typedef struct mrd {
-    const uint8_t *p, *end;
-    int bad;
-} mrd;
-
-static const uint8_t *m_take(mrd *r, size_t n)
-{
-    if (r->bad || (size_t)(r->end - r->p) < n) {
-        r->bad = 1;
-        return NULL;
-    }
-    const uint8_t *q = r->p;
-    r->p += n;
-    return q;
-}
-static uint64_t m64(mrd *r)
-{
-    const uint8_t *q = m_take(r, 8);
-    return q ? sop_get_le64(q) : 0;
-}
-static uint32_t m32(mrd *r)
-{
-    const uint8_t *q = m_take(r, 4);
-    return q ? sop_get_le32(q) : 0;
-}
-static uint16_t m16(mrd *r)
-{
-    const uint8_t *q = m_take(r, 2);
-    return q ? sop_get_le16(q) : 0;
-}
-
 int sop_ckpt__load(sop_db *db, int *found_out)
 {
     struct mani_scan ms = {0};
@@ -612,26 +581,26 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         rc = SOP_CORRUPT_BKPT("%s: bad magic or checksum", path);
         goto out;
     }
-    mrd r = {data + 8, data + size - 4, 0};
-    if (m32(&r) != 1) {
+    sop_rd r = {data + 8, data + size - 4, 0};
+    if (sop_rd_u32(&r) != 1) {
         rc = sop_err(SOP_VERSION, "%s: unknown manifest version", path);
         goto out;
     }
-    m32(&r);
-    uint64_t C = m64(&r);
-    db->replay_from.seg = m64(&r);
-    db->replay_from.off = m64(&r);
-    db->durable_from.seg = m64(&r);
-    db->durable_from.off = m64(&r);
+    sop_rd_u32(&r);
+    uint64_t C = sop_rd_u64(&r);
+    db->replay_from.seg = sop_rd_u64(&r);
+    db->replay_from.off = sop_rd_u64(&r);
+    db->durable_from.seg = sop_rd_u64(&r);
+    db->durable_from.off = sop_rd_u64(&r);
     /* Segment ids are never reused (W1), even of segments deleted since. */
     if (db->wal.next_seg_id <= db->durable_from.seg)
         db->wal.next_seg_id = db->durable_from.seg + 1;
     if (db->wal.next_seg_id <= db->replay_from.seg)
         db->wal.next_seg_id = db->replay_from.seg + 1;
-    db->reg.next_lid = m64(&r);
-    db->next_store_id = m64(&r);
-    db->next_txn_id = m64(&r);
-    uint32_t nst = m32(&r);
+    db->reg.next_lid = sop_rd_u64(&r);
+    db->next_store_id = sop_rd_u64(&r);
+    db->next_txn_id = sop_rd_u64(&r);
+    uint32_t nst = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nst && !r.bad; i++) {
         sop_store *s = sop_calloc(1, sizeof *s);
         if (!s) {
@@ -639,20 +608,20 @@ int sop_ckpt__load(sop_db *db, int *found_out)
             goto out;
         }
         s->db = db;
-        s->id = m64(&r);
-        s->root_lid = m64(&r);
-        uint64_t count = m64(&r);
-        s->next_seq = m64(&r);
-        uint64_t created = m64(&r);
-        uint16_t nl = m16(&r);
-        const uint8_t *name = m_take(&r, nl);
-        s->flags = m32(&r);
-        s->slot_length = m32(&r);
-        s->max_inline = m32(&r);
-        uint16_t cl = m16(&r);
-        const uint8_t *cmpn = m_take(&r, cl);
-        uint32_t sl = m32(&r);
-        const uint8_t *spec = m_take(&r, sl);
+        s->id = sop_rd_u64(&r);
+        s->root_lid = sop_rd_u64(&r);
+        uint64_t count = sop_rd_u64(&r);
+        s->next_seq = sop_rd_u64(&r);
+        uint64_t created = sop_rd_u64(&r);
+        uint16_t nl = sop_rd_u16(&r);
+        const uint8_t *name = sop_rd_take(&r, nl);
+        s->flags = sop_rd_u32(&r);
+        s->slot_length = sop_rd_u32(&r);
+        s->max_inline = sop_rd_u32(&r);
+        uint16_t cl = sop_rd_u16(&r);
+        const uint8_t *cmpn = sop_rd_take(&r, cl);
+        uint32_t sl = sop_rd_u32(&r);
+        const uint8_t *spec = sop_rd_take(&r, sl);
         sop_countver *cv = sop_calloc(1, sizeof *cv);
         s->name = sop_malloc(nl + 1u);
         if (cl)
@@ -696,7 +665,7 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         s->next = atomic_load(&db->stores);
         atomic_store(&db->stores, s);
     }
-    uint32_t npr = m32(&r);
+    uint32_t npr = sop_rd_u32(&r);
     for (uint32_t i = 0; i < npr && !r.bad; i++) {
         sop_prepared *p = sop_calloc(1, sizeof *p);
         if (!p) {
@@ -704,10 +673,10 @@ int sop_ckpt__load(sop_db *db, int *found_out)
             goto out;
         }
         sop_arena_init(&p->arena, 0);
-        p->id = p->info.id = m64(&r);
-        p->lsn = p->info.lsn = m64(&r);
-        p->body_len = m32(&r);
-        const uint8_t *body = m_take(&r, p->body_len);
+        p->id = p->info.id = sop_rd_u64(&r);
+        p->lsn = p->info.lsn = sop_rd_u64(&r);
+        p->body_len = sop_rd_u32(&r);
+        const uint8_t *body = sop_rd_take(&r, p->body_len);
         p->body = body ? sop_memdup(body, p->body_len) : NULL;
         if (!p->body || (rc = sop_prepared__decode(p)) != SOP_OK) {
             if (!body)
@@ -722,11 +691,11 @@ int sop_ckpt__load(sop_db *db, int *found_out)
             pp = &(*pp)->next;
         *pp = p;
     }
-    uint32_t nseg = m32(&r);
+    uint32_t nseg = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nseg && !r.bad; i++) {
-        uint64_t id = m64(&r);
-        uint64_t blob = m64(&r), dead = m64(&r), dl = m64(&r), ml = m64(&r);
-        uint64_t acct_end = m64(&r), inflight = m64(&r);
+        uint64_t id = sop_rd_u64(&r);
+        uint64_t blob = sop_rd_u64(&r), dead = sop_rd_u64(&r), dl = sop_rd_u64(&r), ml = sop_rd_u64(&r);
+        uint64_t acct_end = sop_rd_u64(&r), inflight = sop_rd_u64(&r);
         sop_seg *s = sop_wal__segment(&db->wal, id);
         if (s) {
             s->blob_bytes = blob;
@@ -739,14 +708,14 @@ int sop_ckpt__load(sop_db *db, int *found_out)
             s->inflight_bytes = inflight;
         }
     }
-    uint64_t nl = m64(&r);
+    uint64_t nl = sop_rd_u64(&r);
     for (uint64_t i = 0; i < nl && !r.bad; i++) {
-        uint64_t lid = m64(&r);
+        uint64_t lid = sop_rd_u64(&r);
         sop_loc loc;
-        loc.seg = m64(&r);
-        loc.off = m64(&r);
-        loc.len = m32(&r);
-        loc.crc = m32(&r);
+        loc.seg = sop_rd_u64(&r);
+        loc.off = sop_rd_u64(&r);
+        loc.len = sop_rd_u32(&r);
+        loc.crc = sop_rd_u32(&r);
         if (r.bad)
             break;
         if (!sop_wal__segment(&db->wal, loc.seg)) {

@@ -606,49 +606,6 @@ static int encode_txn(sop_buf *b, sop_txn *t, int kind, uint64_t txn_id, const s
 /* Decoding and applying a record body                                       */
 /* ======================================================================== */
 
-typedef struct rd {
-    const uint8_t *p, *end;
-    int bad;
-} rd;
-
-static const uint8_t *rd_take(rd *r, size_t n)
-{
-    if (r->bad || (size_t)(r->end - r->p) < n) {
-        r->bad = 1;
-        return NULL;
-    }
-    const uint8_t *q = r->p;
-    r->p += n;
-    return q;
-}
-static uint8_t rd_u8(rd *r)
-{
-    const uint8_t *q = rd_take(r, 1);
-    return q ? q[0] : 0;
-}
-static uint16_t rd_u16(rd *r)
-{
-    const uint8_t *q = rd_take(r, 2);
-    return q ? sop_get_le16(q) : 0;
-}
-static uint32_t rd_u32(rd *r)
-{
-    const uint8_t *q = rd_take(r, 4);
-    return q ? sop_get_le32(q) : 0;
-}
-static uint64_t rd_u64(rd *r)
-{
-    const uint8_t *q = rd_take(r, 8);
-    return q ? sop_get_le64(q) : 0;
-}
-static sop_val rd_val16(rd *r)
-{
-    sop_val v;
-    v.len = rd_u16(r);
-    v.data = rd_take(r, v.len);
-    return v;
-}
-
 /* Catalog operations found while applying a body, made visible at publish. */
 typedef struct cat_change {
     sop_store *store;
@@ -667,12 +624,12 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
                       size_t *nch_out, int check)
 {
     sop_db *db = a->db;
-    rd r = {body, body + len, 0};
+    sop_rd r = {body, body + len, 0};
     cat_change *ch = NULL;
     size_t nch = 0;
     int rc = SOP_OK;
-    rd_val16(&r); /* xid */
-    uint32_t ncat = rd_u32(&r);
+    sop_rd_val16(&r); /* xid */
+    uint32_t ncat = sop_rd_u32(&r);
     if (r.bad || ncat > len)
         return SOP_CORRUPT_BKPT("commit record catalog");
     uint32_t cap = ncat + 64;
@@ -680,15 +637,15 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
     if (!ch)
         return sop_err(SOP_NOMEM, "catalog changes");
     for (uint32_t i = 0; i < ncat; i++) {
-        uint8_t op = rd_u8(&r);
-        uint64_t id = rd_u64(&r);
+        uint8_t op = sop_rd_u8(&r);
+        uint64_t id = sop_rd_u64(&r);
         if (op == 1) {
-            uint64_t root = rd_u64(&r);
-            sop_val name = rd_val16(&r);
-            uint32_t flags = rd_u32(&r), slot = rd_u32(&r), maxin = rd_u32(&r);
-            sop_val cmpname = rd_val16(&r);
-            uint32_t spec_len = rd_u32(&r);
-            const uint8_t *spec = rd_take(&r, spec_len);
+            uint64_t root = sop_rd_u64(&r);
+            sop_val name = sop_rd_val16(&r);
+            uint32_t flags = sop_rd_u32(&r), slot = sop_rd_u32(&r), maxin = sop_rd_u32(&r);
+            sop_val cmpname = sop_rd_val16(&r);
+            uint32_t spec_len = sop_rd_u32(&r);
+            const uint8_t *spec = sop_rd_take(&r, spec_len);
             if (r.bad || name.len == 0 || name.len > SOP_MAX_NAME_LEN) {
                 rc = SOP_CORRUPT_BKPT("commit record store create");
                 goto out;
@@ -786,7 +743,7 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
             goto out;
         }
     }
-    uint32_t nst = rd_u32(&r);
+    uint32_t nst = sop_rd_u32(&r);
     if (r.bad || nst > len) {
         rc = SOP_CORRUPT_BKPT("commit record store count");
         goto out;
@@ -801,10 +758,10 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
         memset(ch + nch, 0, nst * sizeof *ch);
     }
     for (uint32_t i = 0; i < nst; i++) {
-        uint64_t id = rd_u64(&r);
-        uint8_t *delta_p = (uint8_t *)rd_take(&r, 8);
-        uint64_t next_seq = rd_u64(&r);
-        uint32_t nops = rd_u32(&r);
+        uint64_t id = sop_rd_u64(&r);
+        uint8_t *delta_p = (uint8_t *)sop_rd_take(&r, 8);
+        uint64_t next_seq = sop_rd_u64(&r);
+        uint32_t nops = sop_rd_u32(&r);
         if (r.bad) {
             rc = SOP_CORRUPT_BKPT("commit record store section");
             goto out;
@@ -826,22 +783,22 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
         ch[k].next_seq = next_seq;
         a->delta = 0;
         for (uint32_t j = 0; j < nops; j++) {
-            uint8_t op = rd_u8(&r), vkind = rd_u8(&r);
-            sop_val key = rd_val16(&r);
-            uint64_t seq = rd_u64(&r);
+            uint8_t op = sop_rd_u8(&r), vkind = sop_rd_u8(&r);
+            sop_val key = sop_rd_val16(&r);
+            uint64_t seq = sop_rd_u64(&r);
             sop_leafval v;
             memset(&v, 0, sizeof v);
             if (op == SOP_OP_PUT) {
-                v.value_len = rd_u32(&r);
+                v.value_len = sop_rd_u32(&r);
                 if (vkind == 1) {
                     v.is_blob = 1;
-                    v.loc.seg = rd_u64(&r);
-                    v.loc.off = rd_u64(&r);
-                    v.loc.len = rd_u32(&r);
-                    v.loc.crc = rd_u32(&r);
+                    v.loc.seg = sop_rd_u64(&r);
+                    v.loc.off = sop_rd_u64(&r);
+                    v.loc.len = sop_rd_u32(&r);
+                    v.loc.crc = sop_rd_u32(&r);
                 } else {
                     v.inline_val.len = v.value_len;
-                    v.inline_val.data = rd_take(&r, v.value_len);
+                    v.inline_val.data = sop_rd_take(&r, v.value_len);
                 }
             }
             if (r.bad || (op != SOP_OP_PUT && op != SOP_OP_DEL) || key.len == 0 ||
@@ -1174,8 +1131,8 @@ void sop_prepared__free(sop_prepared *p)
 /* Decode the keys a prepared body writes and reads (its locks). */
 int sop_prepared__decode(sop_prepared *p)
 {
-    rd r = {p->body, p->body + p->body_len, 0};
-    sop_val xid = rd_val16(&r);
+    sop_rd r = {p->body, p->body + p->body_len, 0};
+    sop_val xid = sop_rd_val16(&r);
     if (r.bad || xid.len > SOP_MAX_XID_LEN)
         return SOP_CORRUPT_BKPT("prepared record xid");
     p->info.xid_len = xid.len;
@@ -1197,47 +1154,47 @@ int sop_prepared__decode(sop_prepared *p)
         }                                                                                          \
         keys[n++] = (struct sop_pkey){__VA_ARGS__};                                                \
     } while (0)
-    uint32_t ncat = rd_u32(&r);
+    uint32_t ncat = sop_rd_u32(&r);
     for (uint32_t i = 0; i < ncat && !r.bad; i++) {
-        uint8_t op = rd_u8(&r);
-        uint64_t id = rd_u64(&r);
+        uint8_t op = sop_rd_u8(&r);
+        uint64_t id = sop_rd_u64(&r);
         if (op == 1) {
-            rd_u64(&r);
-            rd_val16(&r);
-            rd_u32(&r), rd_u32(&r), rd_u32(&r);
-            rd_val16(&r);
-            uint32_t sl = rd_u32(&r);
-            rd_take(&r, sl);
+            sop_rd_u64(&r);
+            sop_rd_val16(&r);
+            sop_rd_u32(&r), sop_rd_u32(&r), sop_rd_u32(&r);
+            sop_rd_val16(&r);
+            uint32_t sl = sop_rd_u32(&r);
+            sop_rd_take(&r, sl);
         }
         /* a whole-store lock */
         PUSH_KEY(id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0});
     }
-    uint32_t nst = rd_u32(&r);
+    uint32_t nst = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nst && !r.bad; i++) {
-        uint64_t id = rd_u64(&r);
-        rd_u64(&r), rd_u64(&r);
-        uint32_t nops = rd_u32(&r);
+        uint64_t id = sop_rd_u64(&r);
+        sop_rd_u64(&r), sop_rd_u64(&r);
+        uint32_t nops = sop_rd_u32(&r);
         for (uint32_t j = 0; j < nops && !r.bad; j++) {
-            uint8_t op = rd_u8(&r), vk = rd_u8(&r);
-            sop_val key = rd_val16(&r);
-            rd_u64(&r);
+            uint8_t op = sop_rd_u8(&r), vk = sop_rd_u8(&r);
+            sop_val key = sop_rd_val16(&r);
+            sop_rd_u64(&r);
             if (op == SOP_OP_PUT) {
-                uint32_t vl = rd_u32(&r);
-                rd_take(&r, vk ? 24 : vl);
+                uint32_t vl = sop_rd_u32(&r);
+                sop_rd_take(&r, vk ? 24 : vl);
             }
             PUSH_KEY(id, 0, 0, 0, 1, key, {NULL, 0});
         }
     }
-    uint32_t nr = rd_u32(&r);
+    uint32_t nr = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nr && !r.bad; i++) {
-        uint64_t id = rd_u64(&r);
-        uint8_t kind = rd_u8(&r);
+        uint64_t id = sop_rd_u64(&r);
+        uint8_t kind = sop_rd_u8(&r);
         if (kind == 1) {
-            sop_val k = rd_val16(&r);
+            sop_val k = sop_rd_val16(&r);
             PUSH_KEY(id, 0, 0, 0, 0, k, {NULL, 0});
         } else {
-            uint8_t fl = rd_u8(&r);
-            sop_val lo = rd_val16(&r), hi = rd_val16(&r);
+            uint8_t fl = sop_rd_u8(&r);
+            sop_val lo = sop_rd_val16(&r), hi = sop_rd_val16(&r);
             PUSH_KEY(id, 1, fl & 1, (fl & 2) != 0, 0, lo, hi);
         }
     }
@@ -1344,41 +1301,41 @@ fail:
 int sop_txn__body_blobs(const uint8_t *body, size_t len, void (*fn)(const sop_loc *, void *),
                         void *ctx)
 {
-    rd r = {body, body + len, 0};
-    rd_val16(&r); /* xid */
-    uint32_t ncat = rd_u32(&r);
+    sop_rd r = {body, body + len, 0};
+    sop_rd_val16(&r); /* xid */
+    uint32_t ncat = sop_rd_u32(&r);
     for (uint32_t i = 0; i < ncat && !r.bad; i++) {
-        uint8_t op = rd_u8(&r);
-        rd_u64(&r);
+        uint8_t op = sop_rd_u8(&r);
+        sop_rd_u64(&r);
         if (op == 1) {
-            rd_u64(&r);
-            rd_val16(&r);
-            rd_u32(&r), rd_u32(&r), rd_u32(&r);
-            rd_val16(&r);
-            uint32_t sl = rd_u32(&r);
-            rd_take(&r, sl);
+            sop_rd_u64(&r);
+            sop_rd_val16(&r);
+            sop_rd_u32(&r), sop_rd_u32(&r), sop_rd_u32(&r);
+            sop_rd_val16(&r);
+            uint32_t sl = sop_rd_u32(&r);
+            sop_rd_take(&r, sl);
         }
     }
-    uint32_t nst = rd_u32(&r);
+    uint32_t nst = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nst && !r.bad; i++) {
-        rd_u64(&r), rd_u64(&r), rd_u64(&r);
-        uint32_t nops = rd_u32(&r);
+        sop_rd_u64(&r), sop_rd_u64(&r), sop_rd_u64(&r);
+        uint32_t nops = sop_rd_u32(&r);
         for (uint32_t j = 0; j < nops && !r.bad; j++) {
-            uint8_t op = rd_u8(&r), vk = rd_u8(&r);
-            rd_val16(&r);
-            rd_u64(&r);
+            uint8_t op = sop_rd_u8(&r), vk = sop_rd_u8(&r);
+            sop_rd_val16(&r);
+            sop_rd_u64(&r);
             if (op != SOP_OP_PUT)
                 continue;
-            uint32_t vl = rd_u32(&r);
+            uint32_t vl = sop_rd_u32(&r);
             if (!vk) {
-                rd_take(&r, vl);
+                sop_rd_take(&r, vl);
                 continue;
             }
             sop_loc loc;
-            loc.seg = rd_u64(&r);
-            loc.off = rd_u64(&r);
-            loc.len = rd_u32(&r);
-            loc.crc = rd_u32(&r);
+            loc.seg = sop_rd_u64(&r);
+            loc.off = sop_rd_u64(&r);
+            loc.len = sop_rd_u32(&r);
+            loc.crc = sop_rd_u32(&r);
             if (!r.bad)
                 fn(&loc, ctx);
         }
@@ -1487,13 +1444,13 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
 
 int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len)
 {
-    rd r = {payload, payload + len, 0};
-    uint8_t kind = rd_u8(&r);
-    uint8_t ver = rd_u8(&r);
-    rd_u16(&r);
-    rd_u32(&r);
-    uint64_t id = rd_u64(&r);
-    rd_u64(&r); /* snapshot */
+    sop_rd r = {payload, payload + len, 0};
+    uint8_t kind = sop_rd_u8(&r);
+    uint8_t ver = sop_rd_u8(&r);
+    sop_rd_u16(&r);
+    sop_rd_u32(&r);
+    uint64_t id = sop_rd_u64(&r);
+    sop_rd_u64(&r); /* snapshot */
     if (r.bad || ver != 1)
         return SOP_CORRUPT_BKPT("transaction record at lsn %" PRIu64, lsn);
     if (lsn != db->applied_lsn + 1)

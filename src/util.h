@@ -243,4 +243,57 @@ int sop_buf_append_le16(sop_buf *buf, uint16_t v);
 int sop_buf_append_le32(sop_buf *buf, uint32_t v);
 int sop_buf_append_le64(sop_buf *buf, uint64_t v);
 
+
+/* ---- bounded little-endian reader ---------------------------------------------- */
+
+/*
+ * Decoding bytes that came from disk: every read is checked against end; a
+ * read past it sets bad and yields zeros (NULL for takes), so a decoder
+ * reads field after field and checks bad once. Never reads outside
+ * [p, end).
+ */
+typedef struct sop_rd {
+    const uint8_t *p, *end;
+    int bad;
+} sop_rd;
+
+static inline const uint8_t *sop_rd_take(sop_rd *r, size_t n)
+{
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *q = r->p;
+    r->p += n;
+    return q;
+}
+static inline uint8_t sop_rd_u8(sop_rd *r)
+{
+    const uint8_t *q = sop_rd_take(r, 1);
+    return q ? q[0] : 0;
+}
+static inline uint16_t sop_rd_u16(sop_rd *r)
+{
+    const uint8_t *q = sop_rd_take(r, 2);
+    return q ? sop_get_le16(q) : 0;
+}
+static inline uint32_t sop_rd_u32(sop_rd *r)
+{
+    const uint8_t *q = sop_rd_take(r, 4);
+    return q ? sop_get_le32(q) : 0;
+}
+static inline uint64_t sop_rd_u64(sop_rd *r)
+{
+    const uint8_t *q = sop_rd_take(r, 8);
+    return q ? sop_get_le64(q) : 0;
+}
+/* A u16 length, then that many bytes. */
+static inline sop_val sop_rd_val16(sop_rd *r)
+{
+    sop_val v;
+    v.len = sop_rd_u16(r);
+    v.data = sop_rd_take(r, v.len);
+    return v;
+}
+
 #endif /* SOP_UTIL_H */
