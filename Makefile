@@ -104,5 +104,7 @@ clean:
 	rm -rf build
 
 -include fuzz/fuzz.mk
+-include fuzz/fuzz_engine.mk
+-include tests/torture.mk
 -include bench/bench.mk
 -include tools/tools.mk

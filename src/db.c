@@ -397,6 +397,16 @@ static int recover(sop_db *db)
         }
         s->size = end;
     }
+    /* What we replayed may never have been synced (a process crash after
+     * a SOP_SYNC_NORMAL commit, or between append and fdatasync). New
+     * commits and checkpoints will build on it, so make it durable now,
+     * before anything is appended after it (W5 across a process crash).
+     * Older segments were synced when they were sealed. */
+    if (l.n && !db->readonly && db->opts.sync != SOP_SYNC_OFF) {
+        sop_seg *last = sop_wal__segment(&db->wal, l.ids[l.n - 1]);
+        if (last && (rc = db->vfs->sync(last->file, 1)) != SOP_OK)
+            goto out;
+    }
     {
         size_t pos = 0;
         uint64_t key;

@@ -1,0 +1,102 @@
+# fuzz/fuzz_engine.mk - fuzz targets for the engine's decoders, mirroring fuzz/fuzz.mk
+# (which it relies on: FUZZ_CC, FUZZ_DIR, FUZZ_CFLAGS, FUZZ_SAN, fuzz-deps).
+# The top-level Makefile does `-include fuzz/fuzz_engine.mk` after fuzz/fuzz.mk
+# (until it does: make -f Makefile -f fuzz/fuzz_engine.mk <target>).
+#
+#   make fuzz-node           build build/fuzz/fuzz_node (clang, libFuzzer + ASan + UBSan):
+#                            sop_node__validate on arbitrary bytes + round trips and edits
+#   make fuzz-node-smoke     write the seed corpus, fuzz for FUZZ_NODE_SECONDS (20 s)
+#   make fuzz-node-replay    replay seeds + found corpus through fuzz/standalone.c ($(CC))
+#   make fuzz-node-long      fuzz for FUZZ_NODE_LONG_SECONDS (600 s)
+#   make fuzz-open...        the same four for fuzz/fuzz_open.c: open a database whose
+#                            files were corrupted, read everything, write, close
+#                            (FUZZ_OPEN_SECONDS, FUZZ_OPEN_LONG_SECONDS)
+#   make fuzz-engine-smoke   both smoke runs
+#
+# fuzz_node links only the node module (node, util, errors, alloc); fuzz_open links
+# every src/*.c.
+
+FUZZ_NODE_LIB       := src/node.c src/util.c src/errors.c src/alloc.c
+FUZZ_NODE_DEPS      := $(FUZZ_NODE_LIB) $(wildcard src/*.h src/*.def include/*.h)
+FUZZ_NODE_SEEDS     := $(FUZZ_DIR)/corpus-node-seed
+FUZZ_NODE_CORPUS    := $(FUZZ_DIR)/corpus-node
+FUZZ_NODE_SECONDS   ?= 20
+FUZZ_NODE_LONG_SECONDS ?= 600
+FUZZ_NODE_RUN       := -max_len=70000 -timeout=10 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/node-
+
+FUZZ_OPEN_LIB       := $(wildcard src/*.c)
+FUZZ_OPEN_DEPS      := $(FUZZ_OPEN_LIB) $(wildcard src/*.h src/*.def include/*.h)
+FUZZ_OPEN_SEEDS     := $(FUZZ_DIR)/corpus-open-seed
+FUZZ_OPEN_CORPUS    := $(FUZZ_DIR)/corpus-open
+FUZZ_OPEN_SECONDS   ?= 20
+FUZZ_OPEN_LONG_SECONDS ?= 600
+FUZZ_OPEN_RUN       := -max_len=448 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+                       -artifact_prefix=$(FUZZ_DIR)/open-
+
+.PHONY: fuzz-node fuzz-node-seeds fuzz-node-smoke fuzz-node-replay fuzz-node-long \
+        fuzz-open fuzz-open-seeds fuzz-open-smoke fuzz-open-replay fuzz-open-long \
+        fuzz-engine-smoke
+
+# ---- node ----------------------------------------------------------------------------
+
+fuzz-node: $(FUZZ_DIR)/fuzz_node
+
+$(FUZZ_DIR)/fuzz_node: fuzz/fuzz_node.c $(FUZZ_NODE_DEPS) | fuzz-deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) fuzz/fuzz_node.c $(FUZZ_NODE_LIB) -o $@
+
+$(FUZZ_DIR)/fuzz_node_standalone: fuzz/fuzz_node.c fuzz/standalone.c $(FUZZ_NODE_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(FUZZ_CFLAGS) $(FUZZ_STANDALONE_SAN) fuzz/standalone.c fuzz/fuzz_node.c \
+	    $(FUZZ_NODE_LIB) -o $@
+
+fuzz-node-seeds: $(FUZZ_DIR)/fuzz_node_standalone
+	@rm -rf $(FUZZ_NODE_SEEDS)
+	$(FUZZ_DIR)/fuzz_node_standalone --write-seeds $(FUZZ_NODE_SEEDS)
+
+fuzz-node-replay: fuzz-node-seeds
+	@mkdir -p $(FUZZ_NODE_CORPUS)
+	$(FUZZ_DIR)/fuzz_node_standalone $(FUZZ_NODE_SEEDS) $(FUZZ_NODE_CORPUS)
+
+fuzz-node-smoke: $(FUZZ_DIR)/fuzz_node fuzz-node-seeds
+	@mkdir -p $(FUZZ_NODE_CORPUS)
+	$(FUZZ_DIR)/fuzz_node $(FUZZ_NODE_RUN) -max_total_time=$(FUZZ_NODE_SECONDS) \
+	    $(FUZZ_NODE_CORPUS) $(FUZZ_NODE_SEEDS)
+
+fuzz-node-long: $(FUZZ_DIR)/fuzz_node fuzz-node-seeds
+	@mkdir -p $(FUZZ_NODE_CORPUS)
+	$(FUZZ_DIR)/fuzz_node $(FUZZ_NODE_RUN) -max_total_time=$(FUZZ_NODE_LONG_SECONDS) \
+	    $(FUZZ_NODE_CORPUS) $(FUZZ_NODE_SEEDS)
+
+# ---- open a corrupted database ---------------------------------------------------------
+
+fuzz-open: $(FUZZ_DIR)/fuzz_open
+
+$(FUZZ_DIR)/fuzz_open: fuzz/fuzz_open.c $(FUZZ_OPEN_DEPS) | fuzz-deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) fuzz/fuzz_open.c $(FUZZ_OPEN_LIB) -o $@
+
+$(FUZZ_DIR)/fuzz_open_standalone: fuzz/fuzz_open.c fuzz/standalone.c $(FUZZ_OPEN_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(FUZZ_CFLAGS) $(FUZZ_STANDALONE_SAN) fuzz/standalone.c fuzz/fuzz_open.c \
+	    $(FUZZ_OPEN_LIB) -o $@
+
+fuzz-open-seeds: $(FUZZ_DIR)/fuzz_open_standalone
+	@rm -rf $(FUZZ_OPEN_SEEDS)
+	$(FUZZ_DIR)/fuzz_open_standalone --write-seeds $(FUZZ_OPEN_SEEDS)
+
+fuzz-open-replay: fuzz-open-seeds
+	@mkdir -p $(FUZZ_OPEN_CORPUS)
+	$(FUZZ_DIR)/fuzz_open_standalone $(FUZZ_OPEN_SEEDS) $(FUZZ_OPEN_CORPUS)
+
+fuzz-open-smoke: $(FUZZ_DIR)/fuzz_open fuzz-open-seeds
+	@mkdir -p $(FUZZ_OPEN_CORPUS)
+	$(FUZZ_DIR)/fuzz_open $(FUZZ_OPEN_RUN) -max_total_time=$(FUZZ_OPEN_SECONDS) \
+	    $(FUZZ_OPEN_CORPUS) $(FUZZ_OPEN_SEEDS)
+
+fuzz-open-long: $(FUZZ_DIR)/fuzz_open fuzz-open-seeds
+	@mkdir -p $(FUZZ_OPEN_CORPUS)
+	$(FUZZ_DIR)/fuzz_open $(FUZZ_OPEN_RUN) -max_total_time=$(FUZZ_OPEN_LONG_SECONDS) \
+	    $(FUZZ_OPEN_CORPUS) $(FUZZ_OPEN_SEEDS)
+
+fuzz-engine-smoke: fuzz-node-smoke fuzz-open-smoke
