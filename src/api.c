@@ -9,9 +9,6 @@
 
 #include <stdlib.h>
 
-int sop_cursor__flush_reads(sop_cursor *c);
-void sop_cursor__free_ext(sop_cursor *c);
-int sop_cursor__init_ext(sop_cursor *c);
 
 /* ---- transactions ---------------------------------------------------------- */
 

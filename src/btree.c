@@ -292,8 +292,6 @@ typedef struct apath {
     } lv[SOP_MAX_DEPTH];
 } apath;
 
-static uint64_t saved_next_lid_unused;
-
 void sop_apply__init(sop_apply *a, sop_db *db, uint64_t lsn, uint64_t snap)
 {
     memset(a, 0, sizeof *a);
@@ -301,7 +299,6 @@ void sop_apply__init(sop_apply *a, sop_db *db, uint64_t lsn, uint64_t snap)
     a->lsn = lsn;
     a->snap = snap;
     sop_u64map_init(&a->priv);
-    (void)saved_next_lid_unused;
 }
 
 static void free_priv(void *p)

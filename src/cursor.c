@@ -17,11 +17,6 @@
  */
 #include "txn.h"
 
-static int is_dup_store(const sop_store *s)
-{
-    return (s->flags & SOP_STORE_DUPLICATES) != 0;
-}
-
 static int kcmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b, uint64_t bs)
 {
     int c = s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx)
@@ -40,11 +35,6 @@ typedef struct rs_state {
     uint8_t *lo, *hi;
     size_t lo_len, hi_len, lo_cap, hi_cap;
 } rs_state;
-
-/* The cursor keeps its coverage in a side structure allocated on demand. */
-struct cursor_ext {
-    rs_state rs;
-};
 
 static int buf_set(uint8_t **b, size_t *cap, size_t *len, const sop_val *v)
 {
@@ -145,13 +135,11 @@ void sop_cursor__invalidate(sop_cursor *c)
     c->txn = NULL;
 }
 
-int sop_cursor__flush_reads(sop_cursor *c);
 int sop_cursor__flush_reads(sop_cursor *c)
 {
     return c->txn ? rs_flush(c) : SOP_OK;
 }
 
-void sop_cursor__free_ext(sop_cursor *c);
 void sop_cursor__free_ext(sop_cursor *c)
 {
     rs_state *r = rs_of(c);
@@ -166,7 +154,6 @@ void sop_cursor__free_ext(sop_cursor *c)
     c->keybuf_cap = 0;
 }
 
-int sop_cursor__init_ext(sop_cursor *c);
 int sop_cursor__init_ext(sop_cursor *c)
 {
     rs_state *r = sop_calloc(1, sizeof *r);
@@ -196,7 +183,7 @@ static sop_ws_item *ws_last(sop_ws *w)
  * Pick the merged item from the tree position (t_ok) and ws position wi,
  * moving in dir, skipping deletions and tree items the ws overrides.
  */
-static int merged_pick(sop_cursor *c, sop_ws *w, int t_ok, sop_ws_item *wi, int dir)
+static int merged_pick(sop_cursor *c, int t_ok, sop_ws_item *wi, int dir)
 {
     sop_store *s = c->store;
     for (;;) {
@@ -237,7 +224,6 @@ static int merged_pick(sop_cursor *c, sop_ws *w, int t_ok, sop_ws_item *wi, int 
         c->seq = wi->seq;
         c->val = wi->val;
         c->wi = wi;
-        (void)w;
         return SOP_OK;
     }
 }
@@ -285,7 +271,7 @@ static int merged_seek(sop_cursor *c, sop_ws *w, int dir, const sop_val *k, uint
     } else if (!(exact && incl)) {
         wi = wi ? wi->prev : ws_last(w);
     }
-    return merged_pick(c, w, rc == SOP_OK, wi, dir);
+    return merged_pick(c, rc == SOP_OK, wi, dir);
 }
 
 static int merged_edge(sop_cursor *c, sop_ws *w, int dir)
@@ -295,7 +281,7 @@ static int merged_edge(sop_cursor *c, sop_ws *w, int dir)
     int rc = created_here ? SOP_NOTFOUND : (dir > 0 ? sop_tcur__first(&c->tc) : sop_tcur__last(&c->tc));
     if (rc != SOP_OK && rc != SOP_NOTFOUND)
         return rc;
-    return merged_pick(c, w, rc == SOP_OK, dir > 0 ? ws_first(w) : ws_last(w), dir);
+    return merged_pick(c, rc == SOP_OK, dir > 0 ? ws_first(w) : ws_last(w), dir);
 }
 
 /* ---- moves ------------------------------------------------------------------ */
@@ -417,9 +403,6 @@ static int move_inner(sop_cursor *c, sop_cursor_op op, const sop_val *key)
         } else {
             rc = merged_seek(c, w ? w : sop_txn__ws(t, c->store, 1), dir, &prev_key, prev_seq,
                              0);
-            if (rc == SOP_NOTFOUND || rc == SOP_OK) {
-                /* keep the tree cursor usable for later plain steps */
-            }
         }
         if (rc == SOP_NOTFOUND) {
             c->key = prev_key;
@@ -442,7 +425,6 @@ static int move_inner(sop_cursor *c, sop_cursor_op op, const sop_val *key)
         }
         if ((op == SOP_NEXT_DUP || op == SOP_PREV_DUP) && !same_key(c, &c->key, &prev_key)) {
             /* Different key: stay on the item we were on. */
-            sop_val nk = c->key;
             if (plain) {
                 sop_tcur__init(&c->tc, t->db, c->store, t->snap);
                 rc = sop_tcur__seek(&c->tc, &prev_key, prev_seq);
@@ -451,7 +433,6 @@ static int move_inner(sop_cursor *c, sop_cursor_op op, const sop_val *key)
             } else {
                 rc = merged_seek(c, w, 1, &prev_key, prev_seq, 1);
             }
-            (void)nk;
             return rc == SOP_OK ? SOP_NOTFOUND : rc;
         }
         break;
@@ -490,8 +471,3 @@ int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
     return rc == SOP_OK ? krc : rc;
 }
 
-int sop_cursor__dup_aware(const sop_cursor *c);
-int sop_cursor__dup_aware(const sop_cursor *c)
-{
-    return is_dup_store(c->store);
-}

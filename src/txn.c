@@ -495,8 +495,7 @@ static void buf_val16(sop_buf *b, const void *p, size_t len)
 
 /* Encode kind + header + body for t into b (after 24 reserved header
  * bytes). Assigns store ids, root lids and final duplicate seqs (commit_mu). */
-static int encode_txn(sop_buf *b, sop_txn *t, int kind, uint64_t txn_id, const sop_val *xid,
-                      size_t *delta_offs, size_t nstores)
+static int encode_txn(sop_buf *b, sop_txn *t, int kind, uint64_t txn_id, const sop_val *xid)
 {
     sop_db *db = t->db;
     sop_buf_reset(b);
@@ -541,15 +540,12 @@ static int encode_txn(sop_buf *b, sop_txn *t, int kind, uint64_t txn_id, const s
     for (sop_ws *w = t->ws; w; w = w->next)
         nops_stores += !w->dropped && w->item_count > 0;
     sop_buf_append_le32(b, nops_stores);
-    size_t si = 0;
     for (sop_ws *w = t->ws; w; w = w->next) {
         if (w->dropped || w->item_count == 0)
             continue;
         sop_store *s = w->store;
         sop_buf_append_le64(b, s->id);
-        if (si < nstores)
-            delta_offs[si++] = b->len;
-        sop_buf_append_le64(b, 0); /* count delta, patched after apply */
+        sop_buf_append_le64(b, 0); /* count delta, patched in place by apply_body */
         size_t seq_off = b->len;
         sop_buf_append_le64(b, 0); /* next_seq after, patched below */
         size_t nops_off = b->len;
@@ -1066,15 +1062,7 @@ int sop_txn__commit(sop_txn *t)
     }
     lsn = db->applied_lsn + 1;
     sop_apply__init(&a, db, lsn, t->snap);
-    size_t nstores = 0;
-    for (sop_ws *w = t->ws; w; w = w->next)
-        nstores++;
-    size_t *delta_offs = sop_calloc(nstores ? nstores : 1, sizeof *delta_offs);
-    if (!delta_offs) {
-        rc = sop_err(SOP_NOMEM, "commit");
-        goto fail;
-    }
-    if ((rc = encode_txn(rec, t, SOP_REC_COMMIT, 0, NULL, delta_offs, nstores)) != SOP_OK)
+    if ((rc = encode_txn(rec, t, SOP_REC_COMMIT, 0, NULL)) != SOP_OK)
         goto fail;
     if ((rc = apply_body(&a, rec->data + SOP_REC_HDR_LEN + 24, rec->len - SOP_REC_HDR_LEN - 24, t,
                          &ch, &nch, 0)) != SOP_OK)
@@ -1090,7 +1078,6 @@ int sop_txn__commit(sop_txn *t)
     sop_db__trim(db);
     release_rec_buf(rec);
     pthread_mutex_unlock(&db->commit_mu);
-    sop_free(delta_offs);
     free_changes(ch, nch, 0);
     sop_apply__dispose(&a);
     if (sync_full) {
@@ -1108,7 +1095,6 @@ fail:
             w->store->id = 0, w->store->root_lid = 0;
     release_rec_buf(rec);
     pthread_mutex_unlock(&db->commit_mu);
-    sop_free(delta_offs);
     free_changes(ch, nch, 1);
     sop_apply__dispose(&a);
     return rc;
@@ -1249,7 +1235,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     uint64_t id = db->next_txn_id;
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
     /* Dup seqs and store ids are reserved now so they stay unique. */
-    if ((rc = encode_txn(&rec, t, SOP_REC_PREPARE, id, xid, NULL, 0)) != SOP_OK)
+    if ((rc = encode_txn(&rec, t, SOP_REC_PREPARE, id, xid)) != SOP_OK)
         goto fail;
     size_t plen = rec.len - SOP_REC_HDR_LEN;
     size_t rlen = sop_rec_len(plen);

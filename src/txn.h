@@ -162,6 +162,11 @@ int sop_txn__value(sop_val *out, sop_txn *txn, uint8_t **buf, size_t *cap,
 /* Merged cursor (cursor.c) */
 int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key);
 void sop_cursor__invalidate(sop_cursor *c);
+/* Read-set coverage state: allocate at open, free at close, and flush the
+ * range covered so far into the txn's read set (reposition, close, commit). */
+int sop_cursor__init_ext(sop_cursor *c);
+void sop_cursor__free_ext(sop_cursor *c);
+int sop_cursor__flush_reads(sop_cursor *c);
 
 /* Replay and resolution (txn.c) */
 int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len);
