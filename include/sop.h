@@ -422,6 +422,41 @@ typedef struct sop_store_info {
 
 /** Fill *out for @p store as seen by @p txn. */
 SOP_API int sop_store_info_get(sop_store_info *out, sop_txn *txn, sop_store *store);
+/** Shape and size of one store's tree (sop_store_stat). Fill factors are
+ *  leaf_items / leaf_capacity and branch_children / branch_capacity. */
+typedef struct sop_store_stat_info {
+    uint32_t depth;           /**< levels; 1 = the root is a leaf */
+    uint32_t slot_length;     /**< the store's items (children) per node */
+    uint64_t leaf_nodes;      /**< leaves */
+    uint64_t branch_nodes;    /**< branches (inner nodes) */
+    uint64_t leaf_items;      /**< items in the leaves (the snapshot's count) */
+    uint64_t leaf_capacity;   /**< leaf_nodes * slot_length */
+    uint64_t branch_children; /**< children of all branches */
+    uint64_t branch_capacity; /**< branch_nodes * slot_length */
+    uint64_t node_bytes;      /**< bytes of the nodes in their on-disk form */
+    uint64_t key_bytes;       /**< bytes of the keys in the leaves */
+    uint64_t inline_value_bytes; /**< bytes of values stored inside leaves */
+    uint64_t value_blobs;     /**< values stored apart from their leaf */
+    uint64_t value_blob_bytes;   /**< their bytes */
+} sop_store_stat_info;
+
+/**
+ * @brief Walk @p store's tree at @p txn's snapshot and describe its shape.
+ *
+ * Visits every node (loading from disk those not in memory), so it costs
+ * a full scan's worth of node reads; it reads no value blobs. The
+ * transaction's own uncommitted changes are not included, and the walk is
+ * not part of a read-write transaction's read set: it is a statistic, not
+ * a serializable read. A store created inside @p txn reports all zeros.
+ * @param[out] out  Filled on SOP_OK; zeroed on error.
+ * @retval SOP_OK
+ * @retval SOP_INVAL     NULL argument, or a store of another database.
+ * @retval SOP_BADSTATE  Store not visible in @p txn, or @p txn unusable.
+ * @retval SOP_CORRUPT   A node could not be decoded.
+ * @retval SOP_IOERR, SOP_NOMEM, SOP_PANIC
+ * @par Threads  As any read of @p txn.
+ */
+SOP_API int sop_store_stat(sop_store_stat_info *out, sop_txn *txn, sop_store *store);
 /** The store's name (owned by the handle). */
 SOP_API const char *sop_store_name(const sop_store *store);
 

@@ -9,7 +9,6 @@
 
 #include <stdlib.h>
 
-
 /* ---- transactions ---------------------------------------------------------- */
 
 int sop_txn_begin(sop_txn **out, sop_db *db, unsigned flags)
@@ -55,8 +54,7 @@ int sop_txn_commit(sop_txn *t)
         return SOP_OK;
     }
     if (t->state == SOP_TXN_ACTIVE) {
-        if (t->deadline_ns != UINT64_MAX &&
-            t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
+        if (t->deadline_ns != UINT64_MAX && t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
             sop_txn__free(t);
             return sop_err(SOP_TIMEOUT, "transaction exceeded its time limit; not committed");
         }
@@ -188,8 +186,8 @@ static int check_opts_match(const sop_store *s, const sop_store_options *o)
         return sop_err(SOP_INVAL, "store '%s' exists with flags 0x%x, opened with 0x%x", s->name,
                        s->flags, o->flags);
     if (o->slot_length && o->slot_length != s->slot_length)
-        return sop_err(SOP_INVAL, "store '%s' exists with slot_length %u, opened with %u",
-                       s->name, s->slot_length, o->slot_length);
+        return sop_err(SOP_INVAL, "store '%s' exists with slot_length %u, opened with %u", s->name,
+                       s->slot_length, o->slot_length);
     if (o->max_inline_value && o->max_inline_value != s->max_inline)
         return sop_err(SOP_INVAL, "store '%s' exists with max_inline_value %u, opened with %u",
                        s->name, s->max_inline, o->max_inline_value);
@@ -198,8 +196,7 @@ static int check_opts_match(const sop_store *s, const sop_store_options *o)
                        s->name, s->comparator ? s->comparator : "(bytewise)", o->comparator);
     if (o->key_spec_len && (o->key_spec_len != s->key_spec_len ||
                             memcmp(o->key_spec, s->key_spec, s->key_spec_len) != 0))
-        return sop_err(SOP_INVAL, "store '%s' exists with a different key specification",
-                       s->name);
+        return sop_err(SOP_INVAL, "store '%s' exists with a different key specification", s->name);
     return SOP_OK;
 }
 
@@ -224,7 +221,8 @@ static int new_store(sop_store **out, sop_txn *t, const char *name, const sop_st
     if (o->key_spec_len > 4096 || (o->key_spec_len && !o->key_spec))
         return sop_err(SOP_INVAL, "key_spec must be 1..4096 bytes");
     if (o->key_spec_len && sop_keys__spec_check(o->key_spec, o->key_spec_len) != SOP_OK)
-        return sop_err(SOP_INVAL, "key_spec is not a valid index specification (sop_keyspec_encode)");
+        return sop_err(SOP_INVAL,
+                       "key_spec is not a valid index specification (sop_keyspec_encode)");
     if (o->key_spec_len && o->comparator)
         return sop_err(SOP_INVAL, "a store takes a key_spec or a comparator, not both");
     sop_keycmp cmp = {NULL, NULL};
@@ -483,8 +481,10 @@ static int write_op(sop_txn *t, sop_store *s, const sop_val *key, const sop_val 
         return rc;
     if (s->key_spec_len &&
         (rc = sop_keys__key_check(s->key_spec, s->key_spec_len, key->data, key->len, 0)) != SOP_OK)
-        return rc == SOP_CORRUPT ? sop_err(SOP_INVAL, "key does not match store '%s' key "
-                                                      "specification: %s", s->name, sop_errmsg())
+        return rc == SOP_CORRUPT ? sop_err(SOP_INVAL,
+                                           "key does not match store '%s' key "
+                                           "specification: %s",
+                                           s->name, sop_errmsg())
                                  : rc;
     uint64_t seq = 0;
     sop_leafval cur;
@@ -644,6 +644,24 @@ int sop_store_info_get(sop_store_info *out, sop_txn *t, sop_store *s)
     out->options.key_spec = s->key_spec;
     out->options.key_spec_len = s->key_spec_len;
     out->id = s->id;
+    return SOP_OK;
+}
+
+int sop_store_stat(sop_store_stat_info *out, sop_txn *t, sop_store *s)
+{
+    sop_err_clear();
+    if (!out || !t)
+        return sop_err(SOP_INVAL, "NULL argument");
+    memset(out, 0, sizeof *out);
+    int rc = sop_txn__check_usable(t, 0);
+    if (rc || (rc = check_store(t, s)) != SOP_OK)
+        return rc;
+    if (atomic_load(&s->created_lsn) > t->snap)
+        return SOP_OK; /* created by this transaction: nothing committed yet */
+    if ((rc = sop_btree__stat(out, t->db, s, t->snap)) != SOP_OK) {
+        memset(out, 0, sizeof *out);
+        return sop_txn__fail(t, rc);
+    }
     return SOP_OK;
 }
 

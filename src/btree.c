@@ -256,9 +256,8 @@ void sop_tcur__item(const sop_tcur *c, sop_val *key, uint64_t *seq, sop_leafval 
         sop_node__leaf_value(img, idx, val);
 }
 
-int sop_btree__get(sop_db *db, sop_store *store, uint64_t snap, const sop_val *key,
-                   uint64_t seq, int seq_any, sop_val *key_out, uint64_t *seq_out,
-                   sop_leafval *val_out)
+int sop_btree__get(sop_db *db, sop_store *store, uint64_t snap, const sop_val *key, uint64_t seq,
+                   int seq_any, sop_val *key_out, uint64_t *seq_out, sop_leafval *val_out)
 {
     sop_tcur c;
     sop_tcur__init(&c, db, store, snap);
@@ -276,6 +275,69 @@ int sop_btree__get(sop_db *db, sop_store *store, uint64_t snap, const sop_val *k
         *key_out = k;
     if (seq_out)
         *seq_out = s;
+    return SOP_OK;
+}
+
+/* Count one node into *out; level 0 is the root. */
+static void stat_node(sop_store_stat_info *out, const uint8_t *img, int level)
+{
+    uint32_t n = sop_node__count(img);
+    out->node_bytes += sop_node__used_bytes(img);
+    if ((uint32_t)level + 1 > out->depth)
+        out->depth = (uint32_t)level + 1;
+    if (!sop_node__is_leaf(img)) {
+        out->branch_nodes++;
+        out->branch_children += n + 1u;
+        return;
+    }
+    out->leaf_nodes++;
+    out->leaf_items += n;
+    for (uint32_t i = 0; i < n; i++) {
+        sop_val k;
+        uint64_t seq;
+        sop_leafval lv;
+        sop_node__key(img, i, &k, &seq);
+        sop_node__leaf_value(img, i, &lv);
+        out->key_bytes += k.len;
+        if (lv.is_blob) {
+            out->value_blobs++;
+            out->value_blob_bytes += lv.value_len;
+        } else {
+            out->inline_value_bytes += lv.inline_val.len;
+        }
+    }
+}
+
+/* Depth-first walk; the cursor's path doubles as the stack, next[level]
+ * is the next child to visit at that level. */
+int sop_btree__stat(sop_store_stat_info *out, sop_db *db, sop_store *store, uint64_t snap)
+{
+    sop_tcur c;
+    uint32_t next[SOP_MAX_DEPTH];
+    memset(out, 0, sizeof *out);
+    out->slot_length = store->slot_length;
+    sop_tcur__init(&c, db, store, snap);
+    int rc = tcur_node(&c, store->root_lid, 0), level = 0;
+    if (rc)
+        return rc;
+    stat_node(out, c.path[0].img, 0);
+    next[0] = 0;
+    while (level >= 0) {
+        const uint8_t *img = c.path[level].img;
+        if (sop_node__is_leaf(img) || next[level] > sop_node__count(img)) {
+            level--;
+            continue;
+        }
+        if (level + 1 >= SOP_MAX_DEPTH)
+            return SOP_CORRUPT_BKPT("store '%s': tree deeper than %d", store->name, SOP_MAX_DEPTH);
+        if ((rc = tcur_node(&c, sop_node__child(img, next[level]++), level + 1)) != SOP_OK)
+            return rc;
+        level++;
+        next[level] = 0;
+        stat_node(out, c.path[level].img, level);
+    }
+    out->leaf_capacity = out->leaf_nodes * store->slot_length;
+    out->branch_capacity = out->branch_nodes * store->slot_length;
     return SOP_OK;
 }
 
@@ -782,8 +844,8 @@ int sop_apply__reserve(sop_apply *a)
             return rc;
     if ((rc = grow_deaths(db, a->death_count + a->lid_count)) != SOP_OK)
         return rc;
-    if ((rc = sop_u64map_reserve(&db->dirty_lids, sop_u64map_count(&db->dirty_lids) +
-                                                      a->lid_count)) != SOP_OK ||
+    if ((rc = sop_u64map_reserve(&db->dirty_lids,
+                                 sop_u64map_count(&db->dirty_lids) + a->lid_count)) != SOP_OK ||
         (rc = sop_u64map_reserve(&db->trim_lids,
                                  sop_u64map_count(&db->trim_lids) + a->lid_count)) != SOP_OK)
         return rc;
@@ -813,8 +875,7 @@ int sop_apply__reserve(sop_apply *a)
         } else {
             sop_node *n = p;
             atomic_store_explicit(&v->img, n->img, memory_order_relaxed);
-            atomic_store_explicit(&v->img_len, sop_node__image_len(n->img),
-                                  memory_order_relaxed);
+            atomic_store_explicit(&v->img_len, sop_node__image_len(n->img), memory_order_relaxed);
             n->img = NULL; /* owned by the version now */
             n->alloc_len = 0;
             sop_free(n);

@@ -65,22 +65,25 @@ void sop_tcur__item(const sop_tcur *c, sop_val *key, uint64_t *seq, sop_leafval 
 
 /* Point lookup: first item with exactly (key, seq) (seq_any: any seq, the
  * first). SOP_NOTFOUND if absent. */
-int sop_btree__get(sop_db *db, sop_store *store, uint64_t snap, const sop_val *key,
-                   uint64_t seq, int seq_any, sop_val *key_out, uint64_t *seq_out,
-                   sop_leafval *val_out);
+int sop_btree__get(sop_db *db, sop_store *store, uint64_t snap, const sop_val *key, uint64_t seq,
+                   int seq_any, sop_val *key_out, uint64_t *seq_out, sop_leafval *val_out);
+
+/* Walk store's tree at snap and fill *out (sop_store_stat). The caller
+ * has announced a cache epoch (the images read stay valid meanwhile). */
+int sop_btree__stat(sop_store_stat_info *out, sop_db *db, sop_store *store, uint64_t snap);
 
 typedef struct sop_apply {
     sop_db *db;
     uint64_t lsn;
-    sop_u64map priv;  /* lid -> sop_node* (or SOP_APPLY_TOMB) */
-    uint64_t *lids;   /* lids in priv, in first-touch order (B5) */
+    sop_u64map priv; /* lid -> sop_node* (or SOP_APPLY_TOMB) */
+    uint64_t *lids;  /* lids in priv, in first-touch order (B5) */
     size_t lid_count, lid_cap;
     sop_death *deaths; /* value blobs this commit made unreachable */
     size_t death_count, death_cap;
-    int64_t delta;    /* item-count change of the store being applied */
+    int64_t delta;      /* item-count change of the store being applied */
     int touched_shared; /* a node it changed had a version newer than the txn snapshot */
-    uint64_t snap;    /* the committing txn's snapshot (merge statistics) */
-    int reserved;     /* sop_apply__reserve turned priv's nodes into versions */
+    uint64_t snap;      /* the committing txn's snapshot (merge statistics) */
+    int reserved;       /* sop_apply__reserve turned priv's nodes into versions */
 } sop_apply;
 
 #define SOP_APPLY_TOMB ((void *)1)

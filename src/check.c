@@ -20,6 +20,12 @@
  *   log       the records after the checkpoint are valid and their LSNs are
  *             consecutive up to the newest commit; the newest manifest's
  *             checksum.
+ *
+ * A finding is something wrong with the database (SOP_CORRUPT, a missing
+ * file or blob). A failure of the checker itself -- out of memory, an I/O
+ * error -- is not: it stops the run and sop_db_check returns that code, so
+ * a caller never mistakes "could not look" for "found damage". The first
+ * such failure is kept in chk.err (see env_failed).
  */
 #include "cache.h"
 #include "txn.h"
@@ -34,12 +40,27 @@ typedef struct chk {
     void *ctx;
     uint64_t findings;
     uint64_t done, total;
-    sop_u64map reach;  /* reachable lids */
-    sop_u64map live;   /* segment id -> referenced bytes (as uintptr) */
+    sop_u64map reach; /* reachable lids */
+    sop_u64map live;  /* segment id -> referenced bytes (as uintptr) */
     uint8_t *buf;
     size_t buf_cap;
     uint64_t snap;
+    int err; /* first failure of the checker itself (SOP_NOMEM, SOP_IOERR...) */
 } chk;
+
+/* Is rc a verdict on the data (a finding) rather than a failure to look? */
+static int is_damage(int rc)
+{
+    return rc == SOP_CORRUPT || rc == SOP_NOTFOUND || rc == SOP_VERSION;
+}
+
+/* Record a failure of the checker itself; returns rc. */
+static int env_failed(chk *c, int rc)
+{
+    if (!c->err)
+        c->err = rc;
+    return rc;
+}
 
 static void finding(chk *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void finding(chk *c, const char *fmt, ...)
@@ -65,7 +86,8 @@ static int add_live(chk *c, const sop_loc *loc)
 {
     void *v = NULL;
     sop_u64map_get(&v, &c->live, loc->seg);
-    return sop_u64map_put(NULL, &c->live, loc->seg, (void *)((uintptr_t)v + loc->len));
+    int rc = sop_u64map_put(NULL, &c->live, loc->seg, (void *)((uintptr_t)v + loc->len));
+    return rc ? env_failed(c, rc) : SOP_OK;
 }
 
 static int ensure_buf(chk *c, size_t n)
@@ -80,11 +102,10 @@ static int ensure_buf(chk *c, size_t n)
     return SOP_OK;
 }
 
-static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b,
-                   uint64_t bs)
+static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b, uint64_t bs)
 {
-    int r = s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx)
-                      : sop_memcmp_keys(a->data, a->len, b->data, b->len);
+    int r =
+        s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx) : sop_memcmp_keys(a->data, a->len, b->data, b->len);
     return r ? r : (as > bs) - (as < bs);
 }
 
@@ -94,7 +115,9 @@ static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uin
     int rc = ensure_buf(c, v->loc.len);
     if (rc)
         return rc;
-    if (sop_wal__read_into(&c->db->wal, &v->loc, SOP_REC_NODE, c->buf) != SOP_OK) {
+    if ((rc = sop_wal__read_into(&c->db->wal, &v->loc, SOP_REC_NODE, c->buf)) != SOP_OK) {
+        if (!is_damage(rc))
+            return env_failed(c, rc);
         finding(c, "node %" PRIu64 ": blob at %" PRIu64 ":%" PRIu64 " unreadable: %s", lid,
                 v->loc.seg, v->loc.off, sop_errmsg());
         return SOP_OK;
@@ -158,7 +181,10 @@ static int check_store(chk *c, sop_store *s)
             goto out;
         }
         const uint8_t *img;
-        if (sop_db__node(&img, db, v, f.lid, &s->cmp) != SOP_OK) {
+        if ((rc = sop_db__node(&img, db, v, f.lid, &s->cmp)) != SOP_OK) {
+            if (!is_damage(rc))
+                goto out;
+            rc = SOP_OK;
             finding(c, "store '%s': node %" PRIu64 ": %s", s->name, f.lid, sop_errmsg());
             continue;
         }
@@ -199,8 +225,8 @@ static int check_store(chk *c, sop_store *s)
             if (leaf_depth < 0)
                 leaf_depth = f.depth;
             else if (leaf_depth != f.depth)
-                finding(c, "store '%s': leaf %" PRIu64 " at depth %d, others at %d", s->name,
-                        f.lid, f.depth, leaf_depth);
+                finding(c, "store '%s': leaf %" PRIu64 " at depth %d, others at %d", s->name, f.lid,
+                        f.depth, leaf_depth);
             items += cnt;
             for (uint32_t i = 0; i < cnt; i++) {
                 sop_leafval lv;
@@ -209,12 +235,16 @@ static int check_store(chk *c, sop_store *s)
                     continue;
                 if ((rc = ensure_buf(c, lv.loc.len)) != SOP_OK)
                     goto out;
-                if (sop_wal__read_into(&db->wal, &lv.loc, SOP_REC_VALUE, c->buf) != SOP_OK)
+                if ((rc = sop_wal__read_into(&db->wal, &lv.loc, SOP_REC_VALUE, c->buf)) != SOP_OK) {
+                    if (!is_damage(rc))
+                        goto out;
+                    rc = SOP_OK;
                     finding(c, "store '%s': value blob at %" PRIu64 ":%" PRIu64 ": %s", s->name,
                             lv.loc.seg, lv.loc.off, sop_errmsg());
-                else if (sop_get_le32(c->buf + 8) != lv.value_len)
-                    finding(c, "store '%s': value blob at %" PRIu64 ":%" PRIu64 " has %u bytes, "
-                               "the leaf says %u",
+                } else if (sop_get_le32(c->buf + 8) != lv.value_len)
+                    finding(c,
+                            "store '%s': value blob at %" PRIu64 ":%" PRIu64 " has %u bytes, "
+                            "the leaf says %u",
                             s->name, lv.loc.seg, lv.loc.off, sop_get_le32(c->buf + 8),
                             lv.value_len);
                 if ((rc = add_live(c, &lv.loc)) != SOP_OK)
@@ -223,8 +253,14 @@ static int check_store(chk *c, sop_store *s)
             continue;
         }
         for (uint32_t i = 0; i <= cnt; i++) {
-            frame ch = {sop_node__child(img, i), f.depth + 1, f.has_lo, f.has_hi,
-                        f.lo, f.hi, f.lo_seq, f.hi_seq};
+            frame ch = {sop_node__child(img, i),
+                        f.depth + 1,
+                        f.has_lo,
+                        f.has_hi,
+                        f.lo,
+                        f.hi,
+                        f.lo_seq,
+                        f.hi_seq};
             if (i > 0) {
                 ch.has_lo = 1;
                 sop_node__key(img, i - 1, &ch.lo, &ch.lo_seq);
@@ -238,12 +274,12 @@ static int check_store(chk *c, sop_store *s)
     }
     uint64_t counted = sop_store__count_at(s, c->snap);
     if (counted != items)
-        finding(c, "store '%s': count is %" PRIu64 " but the tree holds %" PRIu64 " items",
-                s->name, counted, items);
+        finding(c, "store '%s': count is %" PRIu64 " but the tree holds %" PRIu64 " items", s->name,
+                counted, items);
 #undef PUSH
 out:
     sop_free(stack);
-    return rc;
+    return rc ? env_failed(c, rc) : SOP_OK;
 }
 
 static int unreachable_lid(uint64_t lid, sop_version *head, void *ctx)
@@ -276,8 +312,8 @@ static int log_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len, co
     if (type != SOP_REC_TXN)
         return SOP_OK;
     if (l->started && lsn != l->next_lsn)
-        finding(l->c, "log: record at %" PRIu64 ":%" PRIu64 " has lsn %" PRIu64
-                      ", expected %" PRIu64,
+        finding(l->c,
+                "log: record at %" PRIu64 ":%" PRIu64 " has lsn %" PRIu64 ", expected %" PRIu64,
                 loc->seg, loc->off, lsn, l->next_lsn);
     l->started = 1;
     l->next_lsn = lsn + 1;
@@ -303,7 +339,7 @@ static int check_log(chk *c)
         uint64_t end;
         int torn;
         rc = sop_wal__scan(w, s, from, log_cb, &l, &end, &torn);
-        if (rc == SOP_CORRUPT) {
+        if (is_damage(rc)) {
             finding(c, "log: segment %" PRIu64 ": %s", s->id, sop_errmsg());
             rc = SOP_OK;
         } else if (rc == SOP_OK && (torn || end != s->size)) {
@@ -314,8 +350,8 @@ static int check_log(chk *c)
     }
     pthread_mutex_unlock(&w->append_mu);
     if (rc == SOP_OK && l.started && l.next_lsn != db->applied_lsn + 1)
-        finding(c, "log ends at lsn %" PRIu64 ", but the newest commit is %" PRIu64,
-                l.next_lsn - 1, db->applied_lsn);
+        finding(c, "log ends at lsn %" PRIu64 ", but the newest commit is %" PRIu64, l.next_lsn - 1,
+                db->applied_lsn);
     return rc;
 }
 
@@ -327,6 +363,8 @@ static void check_space(chk *c)
         add_live(c, &db->deaths[i].loc); /* dead at their lsn, counted at the next checkpoint */
     for (sop_prepared *p = db->prepared; p; p = p->next)
         sop_txn__body_blobs(p->body, p->body_len, prepared_blob, c);
+    if (c->err)
+        return; /* totals incomplete: comparing them would invent findings */
     pthread_mutex_lock(&w->seg_mu);
     for (size_t i = 0; i < w->seg_count; i++) {
         sop_seg *s = w->segs[i];
@@ -335,12 +373,14 @@ static void check_space(chk *c)
         uint64_t referenced = (uint64_t)(uintptr_t)v + s->inflight_bytes;
         uint64_t accounted = s->blob_bytes >= s->dead_bytes ? s->blob_bytes - s->dead_bytes : 0;
         if (s->dead_bytes > s->blob_bytes)
-            finding(c, "segment %" PRIu64 ": more dead bytes (%" PRIu64 ") than blob bytes (%" PRIu64
-                       ")",
+            finding(c,
+                    "segment %" PRIu64 ": more dead bytes (%" PRIu64 ") than blob bytes (%" PRIu64
+                    ")",
                     s->id, s->dead_bytes, s->blob_bytes);
         else if (referenced != accounted)
-            finding(c, "segment %" PRIu64 ": accounting says %" PRIu64
-                       " live blob bytes, %" PRIu64 " are referenced",
+            finding(c,
+                    "segment %" PRIu64 ": accounting says %" PRIu64 " live blob bytes, %" PRIu64
+                    " are referenced",
                     s->id, accounted, referenced);
     }
     pthread_mutex_unlock(&w->seg_mu);
@@ -358,6 +398,8 @@ static int check_manifest(chk *c)
     snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, db->ckpt_seq);
     int rc = db->vfs->open(&f, db->vfs, path, SOP_VFS_READ);
     if (rc) {
+        if (!is_damage(rc))
+            return env_failed(c, rc);
         finding(c, "manifest %s: %s", path, sop_errmsg());
         return SOP_OK;
     }
@@ -371,7 +413,7 @@ static int check_manifest(chk *c)
         finding(c, "manifest %s: too short", path);
     }
     db->vfs->close(f);
-    return rc == SOP_NOMEM ? rc : SOP_OK;
+    return rc ? env_failed(c, rc) : SOP_OK;
 }
 
 int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
@@ -406,6 +448,8 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
         sop_registry__for_each(&db->reg, unreachable_lid, &c);
     if (rc == SOP_OK)
         check_space(&c);
+    if (rc == SOP_OK)
+        rc = c.err;
     if (rc == SOP_OK)
         rc = check_log(&c);
     if (rc == SOP_OK)

@@ -285,6 +285,22 @@ section_dumpload() {
     && pass "escapes and UTF-8 normalised in the dump" || failed "escaped value wrong"
   run db2 stat big; expect 0 "stat of the loaded store"
   printf '%s' "$OUT" | grep -Eq "items +90013" && pass "stat shows the item count" || failed "stat count"
+  printf '%s' "$OUT" | grep -Eq "^  depth +[0-9]+$" && printf '%s' "$OUT" | grep -Eq "^  leaf fill +[0-9.]+% \(90013 of " \
+    && pass "stat shows depth and leaf fill" || failed "stat depth/fill"
+  # The tree's shape from --json, checked for consistency: 90013 items in
+  # leaves of at most 64, every node but the root a child, fill in (0.5, 1].
+  run db2 stat big --json; expect 0 "stat --json of the loaded store"
+  printf '%s' "$OUT" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["store"]["tree"]
+assert t["nodes"] == t["leaf_nodes"] + t["branch_nodes"], t
+assert t["leaf_nodes"] * 64 >= 90013 and t["depth"] >= 3, t
+assert 0.5 < t["leaf_fill"] <= 1 and 0 < t["branch_fill"] <= 1, t
+assert t["key_bytes"] > 0 and t["node_bytes"] > t["key_bytes"], t
+' && pass "stat --json tree shape is consistent" || failed "stat --json tree: $OUT"
+  run db2 stat; expect 0 "stat of every store"
+  printf '%s' "$OUT" | grep -Eq "^big +90013 +[0-9]+ +[0-9]+ +[0-9.]+% +[0-9]+$" \
+    && pass "stat lists each store's depth, nodes and fill" || failed "stat store table: $OUT"
   json_valid dump1.jsonl "dump output" lines
   run db2 check; expect 0 "check of the loaded database"; expect_out "clean" "check says clean"
 }

@@ -499,7 +499,6 @@ TEST(test_core__custom_comparator)
     CHECK_OK(sop_db_close(db));
 }
 
-
 /* Under churn the files stay near the size of live data: dead node blobs are
  * reclaimed, and live ones are moved out of mostly-dead segments. */
 TEST(test_core__space_reclaimed_under_churn)
@@ -520,9 +519,9 @@ TEST(test_core__space_reclaimed_under_churn)
         CHECK_OK(sop_store_open(&s, t, "churn", SOP_STORE_CREATE, NULL));
         for (int i = 0; i < (r == 0 ? N : PER); i++) {
             /* skewed: a hot quarter of the keys gets most updates */
-            uint32_t k = r == 0 ? (uint32_t)i
-                                : (uint32_t)(test_rand() % 4 ? test_rand() % (N / 4)
-                                                             : test_rand() % N);
+            uint32_t k =
+                r == 0 ? (uint32_t)i
+                       : (uint32_t)(test_rand() % 4 ? test_rand() % (N / 4) : test_rand() % N);
             snprintf(kb, sizeof kb, "key%08u", k);
             snprintf(vb, sizeof vb, "%0100u", (unsigned)(test_rand() % 1000000));
             CHECK_OK(put_s(t, s, kb, vb));
@@ -707,7 +706,87 @@ TEST(test_core__idle_open_close_leaves_no_files)
     CHECK(system(cmd) == 0);
 }
 
-TEST_MAIN(T(test_core__damage_below_checkpoint_is_corrupt), T(test_core__idle_open_close_leaves_no_files), T(test_core__torn_tail_and_corruption), T(test_core__space_reclaimed_under_churn), T(test_core__crud_roundtrip_across_reopen), T(test_core__error_codes),
-          T(test_core__store_lifecycle), T(test_core__duplicates),
+/* sop_store_stat: shape and byte counts of a tree, against what the
+ * inserts imply; unchanged by reopen (nodes then come from disk); own
+ * uncommitted writes not counted; a store created in the txn is empty. */
+TEST(test_core__store_stat_describes_the_tree)
+{
+    enum { N = 1000, VLEN = 20 };
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s, *b, *e;
+    sop_store_stat_info st, st2, sb;
+    char key[16], val[VLEN + 1];
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.slot_length = 8;
+    CHECK_OK(sop_store_open(&s, t, "seq", SOP_STORE_CREATE, &o));
+    CHECK_OK(sop_store_open(&e, t, "empty", SOP_STORE_CREATE, &o));
+    o.flags = SOP_STORE_VALUES_SEPARATE;
+    CHECK_OK(sop_store_open(&b, t, "blobs", SOP_STORE_CREATE, &o));
+    CHECK_OK(sop_store_stat(&st, t, s)); /* created here: nothing committed */
+    CHECK_EQ_U64(st.depth, 0);
+    CHECK_EQ_U64(st.leaf_nodes + st.branch_nodes + st.node_bytes, 0);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "k%04d", i);
+        snprintf(val, sizeof val, "%0*d", VLEN, i);
+        CHECK_OK(put_s(t, s, key, val));
+        if (i < 100)
+            CHECK_OK(put_s(t, b, key, val));
+    }
+    CHECK_OK(sop_txn_commit(t));
+
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(put_s(t, s, "zzz", "uncommitted"));
+    CHECK_OK(sop_store_stat(&st, t, s));
+    CHECK_OK(sop_store_stat(&sb, t, b));
+    CHECK_OK(sop_store_stat(&st2, t, e));
+    sop_txn_abort(t);
+    /* items, keys, values: exactly what was committed */
+    CHECK_EQ_U64(st.leaf_items, N);
+    CHECK_EQ_U64(st.key_bytes, 5 * N);
+    CHECK_EQ_U64(st.inline_value_bytes, (uint64_t)VLEN * N);
+    CHECK_EQ_U64(st.value_blobs, 0);
+    CHECK_EQ_U64(st.slot_length, 8);
+    /* shape: every node but the root is someone's child; capacities */
+    CHECK_EQ_U64(st.branch_children, st.leaf_nodes + st.branch_nodes - 1);
+    CHECK_EQ_U64(st.leaf_capacity, 8 * st.leaf_nodes);
+    CHECK_EQ_U64(st.branch_capacity, 8 * st.branch_nodes);
+    CHECK(st.leaf_nodes >= N / 8);         /* at most 8 items per leaf */
+    CHECK(st.depth >= 4 && st.depth <= 8); /* 8^3 < N/8 leaves needs 4 levels */
+    /* ascending inserts use the sequential-fill split: leaves stay full */
+    CHECK(st.leaf_items * 100 >= 90 * st.leaf_capacity);
+    CHECK(st.node_bytes > st.key_bytes + st.inline_value_bytes);
+    /* separate values: counted as blobs, not inline */
+    CHECK_EQ_U64(sb.leaf_items, 100);
+    CHECK_EQ_U64(sb.value_blobs, 100);
+    CHECK_EQ_U64(sb.value_blob_bytes, 100 * VLEN);
+    CHECK_EQ_U64(sb.inline_value_bytes, 0);
+    /* committed but empty store: one empty root leaf */
+    CHECK_EQ_U64(st2.depth, 1);
+    CHECK_EQ_U64(st2.leaf_nodes, 1);
+    CHECK_EQ_U64(st2.branch_nodes, 0);
+    CHECK_EQ_U64(st2.leaf_items, 0);
+    CHECK_OK(sop_db_close(db));
+
+    /* reopen: the same tree, read back from disk */
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "seq", 0, NULL));
+    CHECK_OK(sop_store_stat(&st2, t, s));
+    CHECK(memcmp(&st, &st2, sizeof st) == 0);
+    CHECK_RC(SOP_INVAL, sop_store_stat(NULL, t, s));
+    CHECK_RC(SOP_INVAL, sop_store_stat(&st2, t, NULL));
+    CHECK_RC(SOP_INVAL, sop_store_stat(&st2, NULL, s));
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST_MAIN(T(test_core__damage_below_checkpoint_is_corrupt),
+          T(test_core__idle_open_close_leaves_no_files), T(test_core__torn_tail_and_corruption),
+          T(test_core__space_reclaimed_under_churn), T(test_core__crud_roundtrip_across_reopen),
+          T(test_core__error_codes), T(test_core__store_lifecycle), T(test_core__duplicates),
           T(test_core__deep_tree_navigation), T(test_core__separate_values),
-          T(test_core__prepared_survives_reopen), T(test_core__custom_comparator))
+          T(test_core__prepared_survives_reopen), T(test_core__custom_comparator),
+          T(test_core__store_stat_describes_the_tree))

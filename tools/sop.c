@@ -1553,11 +1553,99 @@ out:
     return ex;
 }
 
+/* Percent of used over capacity; 0 when there is no capacity. */
+static double percent(uint64_t used, uint64_t capacity)
+{
+    return capacity ? 100.0 * (double)used / (double)capacity : 0.0;
+}
+
+static void json_tree_fields(FILE *out, const sop_store_stat_info *t)
+{
+    fprintf(out,
+            "\"depth\":%u,\"nodes\":%" PRIu64 ",\"leaf_nodes\":%" PRIu64
+            ",\"branch_nodes\":%" PRIu64 ",\"leaf_fill\":%.4f,\"branch_fill\":%.4f"
+            ",\"node_bytes\":%" PRIu64 ",\"key_bytes\":%" PRIu64 ",\"inline_value_bytes\":%" PRIu64
+            ",\"value_blobs\":%" PRIu64 ",\"value_blob_bytes\":%" PRIu64,
+            t->depth, t->leaf_nodes + t->branch_nodes, t->leaf_nodes, t->branch_nodes,
+            percent(t->leaf_items, t->leaf_capacity) / 100,
+            percent(t->branch_children, t->branch_capacity) / 100, t->node_bytes, t->key_bytes,
+            t->inline_value_bytes, t->value_blobs, t->value_blob_bytes);
+}
+
+/* Walk one store's tree (sop_store_stat). */
+static int tree_stat(sop_store_stat_info *out, sop_txn *t, const store_view *v)
+{
+    int rc = sop_store_stat(out, t, v->store);
+    if (rc) {
+        char what[300];
+        snprintf(what, sizeof what, "stat of store '%s'", v->name);
+        return fail_rc(rc, what);
+    }
+    return 0;
+}
+
+/* One row per store: `stat` without a store argument. */
+typedef struct tree_row {
+    const char *name;
+    sop_store_stat_info st;
+} tree_row;
+
+/* Walk every store before printing anything, so that an error prints no
+ * half report. *rows_out is malloc'ed (count entries). */
+static int walk_all_stores(tree_row **rows_out, sop_txn *t, char **names, size_t count)
+{
+    tree_row *rows = calloc(count ? count : 1, sizeof *rows);
+    int ex = 0;
+    if (!rows)
+        return fail(EXIT_DBERR, "out of memory");
+    for (size_t i = 0; i < count && !ex; i++) {
+        store_view v;
+        rows[i].name = names[i];
+        if (!(ex = store_open(&v, t, names[i])))
+            ex = tree_stat(&rows[i].st, t, &v);
+        store_view_dispose(&v);
+    }
+    if (ex) {
+        free(rows);
+        rows = NULL;
+    }
+    *rows_out = rows;
+    return ex;
+}
+
+static void print_store_rows(const tree_row *rows, size_t count, int json)
+{
+    if (json) {
+        fputs(",\"store_trees\":[", stdout);
+        for (size_t i = 0; i < count; i++) {
+            fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+            json_write_text(stdout, rows[i].name);
+            printf(",\"items\":%" PRIu64 ",", rows[i].st.leaf_items);
+            json_tree_fields(stdout, &rows[i].st);
+            fputc('}', stdout);
+        }
+        fputc(']', stdout);
+        return;
+    }
+    if (!count)
+        return;
+    printf("\n%-20s %12s %5s %10s %9s %12s\n", "store", "items", "depth", "nodes", "leaf fill",
+           "node bytes");
+    for (size_t i = 0; i < count; i++) {
+        const sop_store_stat_info *st = &rows[i].st;
+        printf("%-20s %12" PRIu64 " %5u %10" PRIu64 " %8.1f%% %12" PRIu64 "\n", rows[i].name,
+               st->leaf_items, st->depth, st->leaf_nodes + st->branch_nodes,
+               percent(st->leaf_items, st->leaf_capacity), st->node_bytes);
+    }
+}
+
 static int cmd_stat(cli *c)
 {
     sop_db_stat_info s;
+    sop_store_stat_info tree;
     sop_txn *t = NULL;
     store_view v = {0};
+    tree_row *rows = NULL;
     char **names = NULL;
     size_t store_count = 0;
     int json = (c->given & OPT_JSON) != 0, has_store = c->arg_count > 0, ex, rc;
@@ -1567,8 +1655,13 @@ static int cmd_stat(cli *c)
         ex = fail_rc(rc, "list stores");
         goto out;
     }
-    if (has_store && (ex = store_open(&v, t, c->args[0])))
+    /* Tree walks first: the cache counters then include them. */
+    if (has_store) {
+        if ((ex = store_open(&v, t, c->args[0])) || (ex = tree_stat(&tree, t, &v)))
+            goto out;
+    } else if ((ex = walk_all_stores(&rows, t, names, store_count))) {
         goto out;
+    }
     if ((rc = sop_db_stat(&s, c->db))) {
         ex = fail_rc(rc, "stat");
         goto out;
@@ -1596,7 +1689,11 @@ static int cmd_stat(cli *c)
             json_write_text(stdout, v.name);
             fputc(',', stdout);
             json_store_fields(stdout, &v);
-            fputc('}', stdout);
+            fputs(",\"tree\":{", stdout);
+            json_tree_fields(stdout, &tree);
+            fputs("}}", stdout);
+        } else {
+            print_store_rows(rows, store_count, 1);
         }
         fputs("}\n", stdout);
         goto out;
@@ -1616,18 +1713,33 @@ static int cmd_stat(cli *c)
         printf("node cache        no lookups this run\n");
     printf("cache bytes       %" PRIu64 "\n", s.cache_bytes);
     printf("prepared txns     %" PRIu64 "\n", s.prepared);
-    if (has_store) {
-        char opts[200], *spec_text = NULL;
-        format_options(opts, sizeof opts, &v.info.options);
-        if (v.spec)
-            sop_keyspec_format(&spec_text, v.spec);
-        printf("store             %s\n", v.name);
-        printf("  items           %" PRIu64 "\n", v.info.count);
-        printf("  options         %s max_inline_value=%u\n", opts, v.info.options.max_inline_value);
-        printf("  key spec        %s\n", spec_text ? spec_text : "-");
-        sop_key_free(spec_text);
+    if (!has_store) {
+        print_store_rows(rows, store_count, 0);
+        goto out;
     }
+    char opts[200], *spec_text = NULL;
+    format_options(opts, sizeof opts, &v.info.options);
+    if (v.spec)
+        sop_keyspec_format(&spec_text, v.spec);
+    printf("store             %s\n", v.name);
+    printf("  items           %" PRIu64 "\n", v.info.count);
+    printf("  options         %s max_inline_value=%u\n", opts, v.info.options.max_inline_value);
+    printf("  key spec        %s\n", spec_text ? spec_text : "-");
+    printf("  depth           %u\n", tree.depth);
+    printf("  nodes           %" PRIu64 " (%" PRIu64 " leaves, %" PRIu64 " branches)\n",
+           tree.leaf_nodes + tree.branch_nodes, tree.leaf_nodes, tree.branch_nodes);
+    printf("  leaf fill       %.1f%% (%" PRIu64 " of %" PRIu64 " slots)\n",
+           percent(tree.leaf_items, tree.leaf_capacity), tree.leaf_items, tree.leaf_capacity);
+    printf("  branch fill     %.1f%% (%" PRIu64 " of %" PRIu64 " slots)\n",
+           percent(tree.branch_children, tree.branch_capacity), tree.branch_children,
+           tree.branch_capacity);
+    printf("  node bytes      %" PRIu64 "\n", tree.node_bytes);
+    printf("  key bytes       %" PRIu64 "\n", tree.key_bytes);
+    printf("  value bytes     %" PRIu64 " inline, %" PRIu64 " in %" PRIu64 " separate blobs\n",
+           tree.inline_value_bytes, tree.value_blob_bytes, tree.value_blobs);
+    sop_key_free(spec_text);
 out:
+    free(rows);
     store_view_dispose(&v);
     sop_store_list_free(names, store_count);
     sop_txn_abort(t);
