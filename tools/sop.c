@@ -1726,13 +1726,16 @@ static int cmd_stat(cli *c)
     printf("  options         %s max_inline_value=%u\n", opts, v.info.options.max_inline_value);
     printf("  key spec        %s\n", spec_text ? spec_text : "-");
     printf("  depth           %u\n", tree.depth);
-    printf("  nodes           %" PRIu64 " (%" PRIu64 " leaves, %" PRIu64 " branches)\n",
+    printf("  nodes           %" PRIu64 " (leaves %" PRIu64 ", branches %" PRIu64 ")\n",
            tree.leaf_nodes + tree.branch_nodes, tree.leaf_nodes, tree.branch_nodes);
     printf("  leaf fill       %.1f%% (%" PRIu64 " of %" PRIu64 " slots)\n",
            percent(tree.leaf_items, tree.leaf_capacity), tree.leaf_items, tree.leaf_capacity);
-    printf("  branch fill     %.1f%% (%" PRIu64 " of %" PRIu64 " slots)\n",
-           percent(tree.branch_children, tree.branch_capacity), tree.branch_children,
-           tree.branch_capacity);
+    if (tree.branch_nodes)
+        printf("  branch fill     %.1f%% (%" PRIu64 " of %" PRIu64 " slots)\n",
+               percent(tree.branch_children, tree.branch_capacity), tree.branch_children,
+               tree.branch_capacity);
+    else
+        printf("  branch fill     - (no branches)\n");
     printf("  node bytes      %" PRIu64 "\n", tree.node_bytes);
     printf("  key bytes       %" PRIu64 "\n", tree.key_bytes);
     printf("  value bytes     %" PRIu64 " inline, %" PRIu64 " in %" PRIu64 " separate blobs\n",
