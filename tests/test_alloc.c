@@ -24,21 +24,16 @@
  * Env: SOP_ALLOC_ONLY=N[:t|p] runs one case; SOP_ALLOC_STRIDE=k tests every
  * k-th N only (default 1: all); SOP_ALLOC_SEEDS=k sweeps k lifecycles. The
  * summary line "campaign alloc: ..." is read by tests/torture.c.
- * Known engine bugs (counted as "known" in the summary line and printed on
- * every run; SOP_KNOWN_BUGS=1 makes them failures):
- *   KNOWN BUG 2  (see test_powerloss.c) node images leak when a commit or a
- *                replayed record fails after sop_apply__reserve.
- *   KNOWN BUG 4  sop_ckpt__load turns any list_dir failure into SOP_IOERR
- *                "cannot list", also scan_mani's out-of-memory stop.
- *   KNOWN BUG 5  a commit whose record is already appended returns
- *                SOP_NOMEM ("catalog publish after append"), i.e. "not
- *                committed", yet recovery applies the record: an
- *                unacknowledged commit becomes visible.
- *   KNOWN BUG 6  recover() returns scan_seg's stop value 1 from
- *                sop_db_open when the segment list cannot grow: not a
- *                SOP_* code.
- *   KNOWN BUG 7  sop_db_check reports its own allocation failures as
- *                findings (corruption) instead of returning SOP_NOMEM.
+ *
+ * Regression tests for engine bugs that were fixed, one line per bug:
+ *   test_alloc__open_fails_only_with_nomem
+ *     bug 4: sop_db_open out of memory returned SOP_IOERR "cannot list", not SOP_NOMEM.
+ *     bug 6: sop_db_open returned 1, not a SOP_* code, when the segment list could not grow.
+ *   test_alloc__commit_that_says_nomem_is_not_visible_after_reopen
+ *     bug 5: a commit already in the log returned SOP_NOMEM, yet was visible after reopen.
+ *   test_alloc__check_reports_no_finding_when_memory_runs_out
+ *     bug 7: sop_db_check reported its own allocation failures as findings (corruption).
+ * The sweep's leak check guards bug 2 (see test_powerloss.c).
  */
 #include <inttypes.h>
 
@@ -47,41 +42,12 @@
 #include "vfs_crash.h"
 #include "vfs_fault.h"
 
-static int known_bugs_fail(void)
-{
-    return getenv("SOP_KNOWN_BUGS") != NULL;
-}
-
-/* KNOWN BUG 2: see test_powerloss.c. */
-const char *__lsan_default_suppressions(void) __attribute__((visibility("default"), used));
-const char *__lsan_default_suppressions(void)
-{
-    return known_bugs_fail() ? "" : "leak:apply_body\n";
-}
-
 typedef struct alloc_totals {
-    uint64_t cases, failures, known, acked_checked, fired, calls_max;
-    uint64_t known_by_bug[8];
+    uint64_t cases, failures, acked_checked, fired, calls_max;
 } alloc_totals;
 
-/* Which known bug explains what went wrong in run ws, or 0. */
-static int known_bug_of(const crash_workload_stats *ws, int r)
-{
-    if (known_bugs_fail())
-        return 0;
-    if (r == CRASH_WL_BAD_RULE && ws->last_rc == 1 && ws->last_call &&
-        strcmp(ws->last_call, "sop_db_open") == 0)
-        return 6;
-    if (ws->last_rc == SOP_NOMEM && strstr(ws->last_msg, "after append"))
-        return 5;
-    if (ws->last_rc == SOP_IOERR && strstr(ws->last_msg, "cannot list"))
-        return 4;
-    return 0;
-}
-
-/* quiet: the mismatch is a known bug's, do not print it. */
-static int reopen_check(crash_model *m, const char *db_dir, const sop_vfs *vfs, const char *label,
-                        int quiet)
+/* Reopen with @p vfs (allocation working), verify, close. 0 if accepted. */
+static int reopen_check(crash_model *m, const char *db_dir, const sop_vfs *vfs, const char *label)
 {
     sop_db *db;
     sop_db_options o = SOP_DB_OPTIONS_INIT;
@@ -93,7 +59,6 @@ static int reopen_check(crash_model *m, const char *db_dir, const sop_vfs *vfs, 
         return -1;
     }
     int read_rc = SOP_OK;
-    crash_model_set_quiet(m, quiet);
     int r = crash_model_verify(m, db, label, &read_rc);
     if (r == 2)
         fprintf(stderr, "%s: read failed: %d %s [%s]\n", label, read_rc, sop_strerror(read_rc),
@@ -111,7 +76,7 @@ static int one_case(alloc_totals *tot, fault_vfs *fv, uint64_t wseed, uint64_t n
 {
     char db_dir[600], label[160];
     crash_workload_stats ws;
-    int failed = 0, known = 0;
+    int failed = 0;
     snprintf(db_dir, sizeof db_dir, "%s/db", test_dir());
     snprintf(label, sizeof label, "seed %" PRIu64 " allocation %" PRIu64 " %s", wseed, n,
              mode == FAULT_PERSISTENT ? "persistent" : "transient");
@@ -127,18 +92,14 @@ static int one_case(alloc_totals *tot, fault_vfs *fv, uint64_t wseed, uint64_t n
     fault_alloc_disarm();
     if (calls > tot->calls_max)
         tot->calls_max = calls;
-    /* A failure with a known bug's signature is counted as that bug. */
-    int bug = known_bug_of(&ws, r);
     if (r) {
-        if (!bug)
-            fprintf(stderr, "%s: finding during the run (%d)\n", label, r);
+        fprintf(stderr, "%s: finding during the run (%d)\n", label, r);
         failed = 1;
     } else if (ws.last_rc != SOP_OK && ws.last_rc != SOP_NOMEM && ws.last_rc != SOP_PANIC) {
-        if (!bug)
-            fprintf(stderr,
-                    "%s: %s returned %d (%s) [%s]; an allocation failure must give "
-                    "SOP_NOMEM\n",
-                    label, ws.last_call, ws.last_rc, sop_strerror(ws.last_rc), ws.last_msg);
+        fprintf(stderr,
+                "%s: %s returned %d (%s) [%s]; an allocation failure must give "
+                "SOP_NOMEM\n",
+                label, ws.last_call, ws.last_rc, sop_strerror(ws.last_rc), ws.last_msg);
         failed = 1;
     } else if (!fired && ws.last_rc) {
         fprintf(stderr, "%s: %s failed with nothing injected\n", label, ws.last_call);
@@ -146,28 +107,18 @@ static int one_case(alloc_totals *tot, fault_vfs *fv, uint64_t wseed, uint64_t n
     }
     uint32_t allowed = (1u << -SOP_NOMEM) | (1u << -SOP_PANIC);
     if (!failed && (ws.rc_seen & ~allowed)) {
-        if (!bug)
-            fprintf(stderr, "%s: a later step failed with an unexpected code (mask 0x%x)\n", label,
-                    ws.rc_seen);
+        fprintf(stderr, "%s: a later step failed with an unexpected code (mask 0x%x)\n", label,
+                ws.rc_seen);
         failed = 1;
     }
     uint64_t live_after = fault_alloc_live();
     if (live_after != live_before) {
-        int opened = ws.last_call && strcmp(ws.last_call, "sop_db_open") == 0;
-        if ((ws.failed_commits || opened) && !known_bugs_fail()) {
-            known = 2; /* KNOWN BUG 2 */
-        } else {
-            fprintf(stderr, "%s: libsop leaked %" PRIu64 " block(s) (%s returned %d)\n", label,
-                    live_after - live_before, ws.last_call ? ws.last_call : "-", ws.last_rc);
-            failed = 1;
-        }
-    }
-    if (!failed && reopen_check(m, db_dir, fault_vfs_vfs(fv), label, bug == 5) != 0)
+        fprintf(stderr, "%s: libsop leaked %" PRIu64 " block(s) (%s returned %d)\n", label,
+                live_after - live_before, ws.last_call ? ws.last_call : "-", ws.last_rc);
         failed = 1;
-    if (failed && bug) {
-        failed = 0;
-        known = bug;
     }
+    if (!failed && reopen_check(m, db_dir, fault_vfs_vfs(fv), label) != 0)
+        failed = 1;
     tot->cases++;
     tot->fired += fired;
     if (failed) {
@@ -175,8 +126,6 @@ static int one_case(alloc_totals *tot, fault_vfs *fv, uint64_t wseed, uint64_t n
         fprintf(stderr, "%s: FAILED; replay: SOP_SEED=%" PRIu64 " SOP_ALLOC_ONLY=%" PRIu64 ":%c\n",
                 label, test_seed, n, mode == FAULT_PERSISTENT ? 'p' : 't');
     } else {
-        tot->known += known != 0;
-        tot->known_by_bug[known]++;
         tot->acked_checked += crash_model_checked(m);
     }
     crash_model_free(m);
@@ -225,7 +174,7 @@ TEST(test_alloc__every_allocation_of_the_lifecycle_can_fail)
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    if (fault_alloc_uninstall() != 0 && tot.known == 0) {
+    if (fault_alloc_uninstall() != 0) {
         fprintf(stderr, "libsop still holds %" PRIu64 " block(s)\n", fault_alloc_live());
         tot.failures++;
     }
@@ -234,23 +183,8 @@ TEST(test_alloc__every_allocation_of_the_lifecycle_can_fail)
            " allocations (every %" PRIu64 "th), %" PRIu64 " with a failure injected, %" PRIu64
            " acknowledged commits checked, %.1f s\n",
            tot.cases, seeds, tot.calls_max, stride, tot.fired, tot.acked_checked, secs);
-    static const char *const what[8] = {
-        "",
-        "",
-        "node images leak when a commit or a replayed record fails in apply",
-        "",
-        "sop_db_open says SOP_IOERR 'cannot list' when out of memory",
-        "a commit already in the log returns SOP_NOMEM: it becomes visible after reopen",
-        "sop_db_open returns 1, not a SOP_* code, when the segment list cannot grow",
-        ""};
-    for (int b = 1; b < 8; b++)
-        if (tot.known_by_bug[b])
-            printf("    KNOWN BUG %d (%s): %" PRIu64
-                   " run(s); SOP_KNOWN_BUGS=1 makes them failures\n",
-                   b, what[b], tot.known_by_bug[b]);
-    printf("campaign alloc: cases %" PRIu64 " failures %" PRIu64 " known %" PRIu64 " acked %" PRIu64
-           "\n",
-           tot.cases, tot.failures, tot.known, tot.acked_checked);
+    printf("campaign alloc: cases %" PRIu64 " failures %" PRIu64 " acked %" PRIu64 "\n", tot.cases,
+           tot.failures, tot.acked_checked);
     CHECK_EQ_U64(tot.failures, 0);
 }
 
@@ -280,8 +214,8 @@ TEST(test_alloc__counting_allocator_sees_every_block)
         CHECK(fault_alloc_uninstall() == 0);
 }
 
-/* sop_db_check under allocation failures: SOP_NOMEM or a clean result,
- * never a finding (KNOWN BUG 7 until it is fixed). */
+/* Regression test for bug 7 (fixed): sop_db_check under allocation
+ * failures gives SOP_NOMEM or a clean result, never a finding. */
 TEST(test_alloc__check_reports_no_finding_when_memory_runs_out)
 {
     char db_dir[600];
@@ -308,7 +242,12 @@ TEST(test_alloc__check_reports_no_finding_when_memory_runs_out)
             break;
         }
         nomem += rc == SOP_NOMEM;
-        false_findings += rc == SOP_OK && findings != 0;
+        if (rc == SOP_OK && findings != 0) {
+            FAIL_AT("allocation %" PRIu64 ": sop_db_check reported %" PRIu64
+                    " finding(s) instead of SOP_NOMEM",
+                    n, findings);
+            false_findings++;
+        }
         if (!fired)
             break;
     }
@@ -319,12 +258,7 @@ TEST(test_alloc__check_reports_no_finding_when_memory_runs_out)
     printf("    sop_db_check with allocation 1..%" PRIu64 " failing: %" PRIu64
            " SOP_NOMEM, %" PRIu64 " reported findings instead\n",
            runs - 1, nomem, false_findings);
-    if (false_findings)
-        printf(
-            "    KNOWN BUG 7 (sop_db_check reports its allocation failures as findings): %" PRIu64
-            " run(s)%s\n",
-            false_findings, known_bugs_fail() ? "" : "; counted as known, not failed");
-    CHECK(false_findings == 0 || !known_bugs_fail());
+    CHECK_EQ_U64(false_findings, 0);
 }
 
 /* Copy folder src to dst (dst replaced). 0 on success. */
@@ -335,15 +269,16 @@ static int copy_folder(const char *src, const char *dst)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* KNOWN BUGS 4 and 6, small reproducer: sop_db_open of an existing
- * database with allocation n failing must return SOP_NOMEM (or succeed).
+/* Regression test for bugs 4 and 6 (fixed): sop_db_open of an existing
+ * database with allocation n failing must return SOP_NOMEM (or succeed),
+ * never SOP_IOERR "cannot list" (bug 4) nor 1, not a SOP_* code (bug 6).
  * Each open starts from the same copy: every open adds a segment file, so
  * the number of allocations an open makes would otherwise keep growing. */
 TEST(test_alloc__open_fails_only_with_nomem)
 {
     char pristine[600], db_dir[600];
     crash_workload_stats ws;
-    uint64_t bug4 = 0, bug6 = 0, runs = 0;
+    uint64_t nomem = 0, wrong = 0, runs = 0;
     snprintf(pristine, sizeof pristine, "%s/pristine", test_dir());
     snprintf(db_dir, sizeof db_dir, "%s/db", test_dir());
     crash_model *m = crash_model_new();
@@ -359,24 +294,25 @@ TEST(test_alloc__open_fails_only_with_nomem)
         int fired = fault_alloc_fired() > 0;
         fault_alloc_disarm();
         runs++;
-        if (rc == SOP_OK)
+        if (rc == SOP_OK) {
             CHECK_OK(sop_db_close(db));
-        else if (rc == 1)
-            bug6++;
-        else if (rc == SOP_IOERR && strstr(sop_errmsg(), "cannot list"))
-            bug4++;
-        else if (rc != SOP_NOMEM)
-            FAIL_AT("allocation %" PRIu64 ": sop_db_open returned %d [%s]", n, rc, sop_errmsg());
+        } else if (rc == SOP_NOMEM) {
+            nomem++;
+        } else {
+            FAIL_AT("allocation %" PRIu64 ": sop_db_open returned %d (%s) [%s], expected SOP_NOMEM",
+                    n, rc, sop_strerror(rc), sop_errmsg());
+            wrong++;
+        }
         if (!fired)
             break;
     }
-    printf("    sop_db_open with allocation 1..%" PRIu64 " failing: %" PRIu64
-           " returned 1 (KNOWN BUG 6), %" PRIu64 " SOP_IOERR 'cannot list' (KNOWN BUG 4)%s\n",
-           runs - 1, bug6, bug4, known_bugs_fail() || !(bug4 + bug6) ? "" : "; counted as known");
-    CHECK(bug4 + bug6 == 0 || !known_bugs_fail());
+    printf("    sop_db_open with allocation 1..%" PRIu64 " failing: %" PRIu64 " SOP_NOMEM, %" PRIu64
+           " other codes\n",
+           runs - 1, nomem, wrong);
+    CHECK_EQ_U64(wrong, 0);
 }
 
-/* KNOWN BUG 5, small reproducer: a commit that returns SOP_NOMEM ("not
+/* Regression test for bug 5 (fixed): a commit that returns SOP_NOMEM ("not
  * committed") must not be visible after a reopen, whichever allocation of
  * the commit failed. */
 TEST(test_alloc__commit_that_says_nomem_is_not_visible_after_reopen)
@@ -412,14 +348,19 @@ TEST(test_alloc__commit_that_says_nomem_is_not_visible_after_reopen)
         if (rc == SOP_OK)
             CHECK(there);
         nomem += rc == SOP_NOMEM;
-        visible += rc == SOP_NOMEM && there;
+        if (rc == SOP_NOMEM && there) {
+            FAIL_AT("allocation %" PRIu64 ": the commit returned SOP_NOMEM but is visible after "
+                    "reopen",
+                    n);
+            visible++;
+        }
         if (!fired)
             break;
     }
     printf("    commit with one allocation failing: %" PRIu64 " SOP_NOMEM, %" PRIu64
-           " of them visible after reopen%s\n",
-           nomem, visible, visible ? " (KNOWN BUG 5)" : "");
-    CHECK(visible == 0 || !known_bugs_fail());
+           " of them visible after reopen\n",
+           nomem, visible);
+    CHECK_EQ_U64(visible, 0);
 }
 
 TEST_MAIN(T(test_alloc__every_allocation_of_the_lifecycle_can_fail),

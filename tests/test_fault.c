@@ -23,9 +23,8 @@
  * Env: SOP_FAULT_ONLY=N[:t|p] runs one case. The summary line
  * "campaign fault: ..." is read by tests/torture.c; SOP_FAULT_SEEDS=k runs
  * the sweep over k lifecycles with different values (default 1).
- * Known engine bugs are listed in test_powerloss.c; KNOWN BUG 2 (a failed
- * commit append leaks node images) shows here too and is counted as known
- * unless SOP_KNOWN_BUGS=1.
+ * The leak check is a regression test for bug 2, fixed (see test_powerloss.c):
+ * a commit whose log append failed leaked the node images it had built.
  */
 #include <inttypes.h>
 
@@ -34,20 +33,8 @@
 #include "vfs_crash.h"
 #include "vfs_fault.h"
 
-static int known_bugs_fail(void)
-{
-    return getenv("SOP_KNOWN_BUGS") != NULL;
-}
-
-/* KNOWN BUG 2: see test_powerloss.c. */
-const char *__lsan_default_suppressions(void) __attribute__((visibility("default"), used));
-const char *__lsan_default_suppressions(void)
-{
-    return known_bugs_fail() ? "" : "leak:apply_body\n";
-}
-
 typedef struct fault_totals {
-    uint64_t cases, failures, known, acked_checked, fired, panics, calls_max;
+    uint64_t cases, failures, acked_checked, fired, panics, calls_max;
 } fault_totals;
 
 static int fits_fault(int rc, int injected)
@@ -87,7 +74,7 @@ static int one_case(fault_totals *tot, fault_vfs *fv, uint64_t wseed, uint64_t n
     int kind_idx = (int)((n + (mode == FAULT_PERSISTENT)) % 3);
     fault_kind kind = kind_idx == 2 ? FAULT_SHORT_WRITE : FAULT_ERROR;
     int code = codes[kind_idx];
-    int failed = 0, known = 0;
+    int failed = 0;
     snprintf(db_dir, sizeof db_dir, "%s/db", test_dir());
     snprintf(label, sizeof label, "seed %" PRIu64 " call %" PRIu64 " %s %s%s", wseed, n,
              mode == FAULT_PERSISTENT ? "persistent" : "transient", sop_strerror(code),
@@ -125,13 +112,9 @@ static int one_case(fault_totals *tot, fault_vfs *fv, uint64_t wseed, uint64_t n
     tot->panics += (ws.rc_seen >> -SOP_PANIC) & 1;
     uint64_t live_after = fault_alloc_live();
     if (live_after != live_before) {
-        if (ws.failed_commits && !known_bugs_fail()) {
-            known = 1; /* KNOWN BUG 2 */
-        } else {
-            fprintf(stderr, "%s: libsop leaked %" PRIu64 " block(s) (%s returned %d)\n", label,
-                    live_after - live_before, ws.last_call ? ws.last_call : "-", ws.last_rc);
-            failed = 1;
-        }
+        fprintf(stderr, "%s: libsop leaked %" PRIu64 " block(s) (%s returned %d)\n", label,
+                live_after - live_before, ws.last_call ? ws.last_call : "-", ws.last_rc);
+        failed = 1;
     }
     if (!failed && reopen_check(m, db_dir, label) != 0)
         failed = 1;
@@ -142,7 +125,6 @@ static int one_case(fault_totals *tot, fault_vfs *fv, uint64_t wseed, uint64_t n
         fprintf(stderr, "%s: FAILED; replay: SOP_SEED=%" PRIu64 " SOP_FAULT_ONLY=%" PRIu64 ":%c\n",
                 label, test_seed, n, mode == FAULT_PERSISTENT ? 'p' : 't');
     } else {
-        tot->known += known;
         tot->acked_checked += crash_model_checked(m);
     }
     crash_model_free(m);
@@ -187,7 +169,7 @@ TEST(test_fault__every_vfs_call_of_the_lifecycle_can_fail)
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    if (fault_alloc_uninstall() != 0 && tot.known == 0) {
+    if (fault_alloc_uninstall() != 0) {
         fprintf(stderr, "libsop still holds %" PRIu64 " block(s)\n", fault_alloc_live());
         tot.failures++;
     }
@@ -196,13 +178,8 @@ TEST(test_fault__every_vfs_call_of_the_lifecycle_can_fail)
            " VFS calls, %" PRIu64 " with a fault injected (%" PRIu64
            " ended in SOP_PANIC), %" PRIu64 " acknowledged commits checked, %.1f s\n",
            tot.cases, seeds, tot.calls_max, tot.fired, tot.panics, tot.acked_checked, secs);
-    if (tot.known)
-        printf("    KNOWN BUG 2 (node images leak when a commit's log append fails): %" PRIu64
-               " run(s) leaked; SOP_KNOWN_BUGS=1 makes them failures\n",
-               tot.known);
-    printf("campaign fault: cases %" PRIu64 " failures %" PRIu64 " known %" PRIu64 " acked %" PRIu64
-           "\n",
-           tot.cases, tot.failures, tot.known, tot.acked_checked);
+    printf("campaign fault: cases %" PRIu64 " failures %" PRIu64 " acked %" PRIu64 "\n", tot.cases,
+           tot.failures, tot.acked_checked);
     CHECK_EQ_U64(tot.failures, 0);
 }
 

@@ -16,12 +16,12 @@
  * still run) given SOP_SEED=SEED; its output (stdout and stderr, in order)
  * is echoed except "ok" lines. The summary line reads:
  *
- *   torture <name>: cases N, failures F, known K, acknowledged commits
- *   checked A, S s (seed X)
+ *   torture <name>: cases N, failures F, acknowledged commits checked A,
+ *   S s (seed X)
  *
- * where "known" counts cases that hit an engine bug already reported and
- * excluded by name (see the KNOWN BUG lines); failures must be 0. The exit
- * status is 0 only if every campaign ran to its summary with 0 failures.
+ * where failures must be 0: every failed case counts, none is excused. The
+ * exit status is 0 only if every campaign ran to its summary with 0
+ * failures.
  *
  * Usage: torture --bin-dir DIR [--seed S] [--count N] [--kills K]
  *                [--lifecycles L] [--campaigns powerloss,kill,fault,alloc]
@@ -47,10 +47,9 @@ typedef int torture_translation_unit_is_not_empty;
 typedef struct campaign_result {
     int ran;     /* the summary line was seen */
     int exit_ok; /* exit status 0 */
-    uint64_t cases, failures, known, acked;
+    uint64_t cases, failures, acked;
     double secs;
     long failed_kill; /* test_crash: "kill N: verification failed", else -1 */
-    int bug3;         /* the output carries KNOWN BUG 3's signature */
 } campaign_result;
 
 static double now_secs(void)
@@ -103,19 +102,17 @@ static void run_child(const char *bin_dir, const char *test_name, const char *fi
     char want[64];
     snprintf(want, sizeof want, "campaign %s: ", campaign);
     while (out && fgets(line, sizeof line, out)) {
-        unsigned long long c, f, k, a;
+        unsigned long long c, f, a;
         unsigned kills;
         if (strncmp(line, "  ok ", 5) != 0) {
             printf("  | %s", line);
             fflush(stdout);
         }
         if (strncmp(line, want, strlen(want)) == 0 &&
-            sscanf(line + strlen(want), "cases %llu failures %llu known %llu acked %llu", &c, &f,
-                   &k, &a) == 4) {
+            sscanf(line + strlen(want), "cases %llu failures %llu acked %llu", &c, &f, &a) == 3) {
             res->ran = 1;
             res->cases = c;
             res->failures = f;
-            res->known = k;
             res->acked = a;
         }
         /* test_crash.c: "    %d kills, %llu acknowledged commits, all present" */
@@ -130,8 +127,6 @@ static void run_child(const char *bin_dir, const char *test_name, const char *fi
         if (strcmp(campaign, "kill") == 0 && kp &&
             sscanf(kp, ": kill %ld: verification failed", &kn) == 1)
             res->failed_kill = kn;
-        if (strstr(line, "damaged at offset 0 but newer segments exist"))
-            res->bug3 = 1;
     }
     if (out)
         fclose(out);
@@ -148,10 +143,9 @@ static void run_child(const char *bin_dir, const char *test_name, const char *fi
 /*
  * The kill campaign runs test_crash in chunks of KILL_CHUNK kills, each in a
  * fresh folder with its own seed, because test_crash stops at its first
- * failed verification. A chunk that stops with KNOWN BUG 3's signature
- * (recovery leaves an empty segment; a SIGKILL during segment creation and
- * one more clean open make the folder unopenable) counts that kill as a
- * known failure and the campaign goes on; any other stop is a failure.
+ * failed verification. A chunk that stops early counts one failure (and the
+ * kills up to the failed one as cases), and the campaign goes on with the
+ * next chunk.
  */
 #define KILL_CHUNK 100
 
@@ -176,15 +170,11 @@ static void run_kills(const char *bin_dir, uint64_t kills, uint64_t seed, campai
         }
         uint64_t done = r.failed_kill >= 0 ? (uint64_t)r.failed_kill + 1 : 1;
         total.cases += done;
-        if (r.failed_kill >= 0 && r.bug3 && !getenv("SOP_KNOWN_BUGS")) {
-            total.known++;
-            printf("  | KNOWN BUG 3 hit by a SIGKILL: chunk seed %" PRIu64 ", kill %ld "
-                   "(SOP_SEED=%" PRIu64 " SOP_CRASH_KILLS=%" PRIu64 " test_crash sigkill)\n",
-                   seed * 1000 + chunk, r.failed_kill, seed * 1000 + chunk, n);
-        } else {
-            total.failures++;
-            total.exit_ok = 0;
-        }
+        total.failures++;
+        total.exit_ok = 0;
+        printf("  | kill campaign: chunk failed (replay: SOP_SEED=%" PRIu64
+               " SOP_CRASH_KILLS=%" PRIu64 " test_crash sigkill)\n",
+               seed * 1000 + chunk, n);
     }
     total.secs = now_secs() - t0;
     *res = total;
@@ -267,9 +257,9 @@ int main(int argc, char **argv)
                 bad = 1;
         }
         snprintf(summary[n_summary++], sizeof summary[0],
-                 "torture %s: cases %" PRIu64 ", failures %" PRIu64 ", known %" PRIu64
+                 "torture %s: cases %" PRIu64 ", failures %" PRIu64
                  ", acknowledged commits checked %" PRIu64 ", %.0f s (seed %" PRIu64 ")%s",
-                 plan[i].name, r.cases, r.failures, r.known, r.acked, r.secs, seed,
+                 plan[i].name, r.cases, r.failures, r.acked, r.secs, seed,
                  r.ran ? "" : " - NO SUMMARY (crashed?)");
         printf("%s\n", summary[n_summary - 1]);
         fflush(stdout);

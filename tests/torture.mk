@@ -6,8 +6,8 @@
 #       COUNT simulated power cuts (test_powerloss), KILLS SIGKILLs (test_crash),
 #       and the fail-the-Nth-VFS-call and fail-the-Nth-allocation sweeps over
 #       LIFECYCLES lifecycles each (test_fault, test_alloc); one summary line per
-#       campaign ("torture <name>: cases, failures, known, acknowledged commits
-#       checked"); the exit status is non-zero if any campaign failed.
+#       campaign ("torture <name>: cases, failures, acknowledged commits checked");
+#       the exit status is non-zero if any campaign failed.
 #       TORTURE_VARIANT=asan runs them under AddressSanitizer + UBSan (about 5x
 #       slower).
 #   make torture-fuzz [FUZZ_MINUTES=10]

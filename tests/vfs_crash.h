@@ -159,10 +159,6 @@ int crash_model_get(const crash_model *m, const char *store, const void *key, si
  */
 int crash_model_verify(crash_model *m, sop_db *db, const char *what, int *read_rc_out);
 
-/* 1: crash_model_verify prints nothing about a state no accepted state
- * matches (a known bug is expected to cause it). */
-void crash_model_set_quiet(crash_model *m, int quiet);
-
 /* Commits acknowledged / checked present by verify, since the model was made. */
 uint64_t crash_model_acked(const crash_model *m);
 uint64_t crash_model_checked(const crash_model *m);
