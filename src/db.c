@@ -647,6 +647,8 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     if (rc != SOP_OK && rc != SOP_KEYEXIST)
         goto out;
     SOP_TRY(sop_wal__init(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
+    /* (W7) zeros ahead of the tail pay off only when commits fdatasync. */
+    db->wal.prezero = db->opts.sync == SOP_SYNC_FULL && !db->readonly;
     SOP_TRY(recover(db));
     SOP_TRY(sop_wal__start(&db->wal));
     *out = db;
@@ -706,6 +708,8 @@ int sop_db_close(sop_db *db)
             rc = sop_wal__sync_all(&db->wal);
         if (rc == SOP_OK)
             drop_empty_segment(db);
+        if (rc == SOP_OK)
+            rc = sop_wal__trim_tail(&db->wal); /* (W7) */
     } else {
         rc = SOP_PANIC;
     }

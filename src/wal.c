@@ -245,13 +245,58 @@ int sop_wal__start(sop_wal *w)
     int rc = seg_create(w, &s);
     if (rc == SOP_OK) {
         w->cur = s;
-        w->tail_off = s->size;
+        w->tail_off = w->zero_end = s->size;
     }
     pthread_mutex_unlock(&w->append_mu);
     return rc;
 }
 
 /* ---- append and rotation ------------------------------------------------- */
+
+/* (W7) Make cur's file hold zeros up to at least need (plus a chunk, so
+ * the next appends find them there). Caller holds append_mu. A failure
+ * leaves zero_end where it was; the caller cuts the file back (W6). */
+static int extend_zeros(sop_wal *w, uint64_t need)
+{
+    static const uint8_t zeros[64 * 1024];
+    uint64_t end = need + SOP_WAL_ZERO_CHUNK;
+    if (end > w->seg_bytes && need <= w->seg_bytes)
+        end = w->seg_bytes; /* the segment rotates there anyway */
+    for (uint64_t off = w->zero_end; off < end;) {
+        size_t n = end - off < sizeof zeros ? (size_t)(end - off) : sizeof zeros;
+        int rc = w->vfs->pwrite(w->cur->file, zeros, n, off);
+        if (rc)
+            return rc;
+        off += n;
+    }
+    w->zero_end = end;
+    return SOP_OK;
+}
+
+/* (W7) Cut cur's file back to its tail (no zeros after the last record).
+ * Caller holds append_mu. */
+static int cut_zeros(sop_wal *w)
+{
+    if (w->zero_end <= w->tail_off)
+        return SOP_OK;
+    int rc = w->vfs->truncate(w->cur->file, w->tail_off);
+    if (rc == SOP_OK)
+        w->zero_end = w->tail_off;
+    return rc;
+}
+
+int sop_wal__trim_tail(sop_wal *w)
+{
+    pthread_mutex_lock(&w->append_mu);
+    int rc = SOP_OK;
+    if (w->cur && w->zero_end > w->tail_off && !wal_panicked(w)) {
+        rc = cut_zeros(w);
+        if (rc == SOP_OK)
+            rc = w->vfs->sync(w->cur->file, 1);
+    }
+    pthread_mutex_unlock(&w->append_mu);
+    return rc;
+}
 
 int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
                     uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out)
@@ -267,9 +312,10 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
         goto out;
     }
     if (w->tail_off + len > w->seg_bytes && w->tail_off > SOP_REC_HDR_LEN + 24) {
-        /* Rotate (W5): the old segment is synced before the new gets bytes. */
+        /* Rotate (W5): the old segment is synced before the new gets bytes,
+         * cut back to its last record first (W7). */
         sop_seg *s;
-        if ((rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK) {
+        if ((rc = cut_zeros(w)) != SOP_OK || (rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK) {
             rc = sop_wal__panic(w, SOP_PANIC);
             sop_err(SOP_PANIC, "fdatasync of segment %" PRIu64 " failed", w->cur->id);
             goto out;
@@ -277,12 +323,17 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
         if ((rc = seg_create(w, &s)) != SOP_OK)
             goto out;
         w->cur = s;
-        w->tail_off = s->size;
+        w->tail_off = w->zero_end = s->size;
     }
-    rc = w->vfs->pwrite(w->cur->file, buf, len, w->tail_off);
+    if (w->prezero && w->tail_off + len > w->zero_end)
+        rc = extend_zeros(w, w->tail_off + len);
+    if (rc == SOP_OK)
+        rc = w->vfs->pwrite(w->cur->file, buf, len, w->tail_off);
     if (rc != SOP_OK) {
-        /* (W6) cut off whatever part of the write landed. */
+        /* (W6) cut off whatever part of the write (or the zeros) landed. */
         int trc = w->vfs->truncate(w->cur->file, w->tail_off);
+        if (trc == SOP_OK)
+            w->zero_end = w->tail_off;
         if (trc != SOP_OK) {
             sop_wal__panic(w, SOP_PANIC);
             rc = sop_err(SOP_PANIC, "cannot cut a failed append off segment %" PRIu64,
@@ -406,13 +457,13 @@ int sop_wal__scan(sop_wal *w, sop_seg *seg, uint64_t off, sop_wal_scan_fn cb, vo
                   uint64_t *end_out, int *torn_out)
 {
     enum { CHUNK = 1 << 20 };
-    uint64_t fsize;
-    int rc = w->vfs->size(seg->file, &fsize);
+    pthread_mutex_lock(&w->seg_mu);
+    uint64_t fsize = seg->size; /* (W7) the tail, not the file's size */
+    pthread_mutex_unlock(&w->seg_mu);
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
+    int rc;
     *torn_out = 0;
-    if (rc)
-        return rc;
     while (off < fsize) {
         uint8_t hdr[SOP_REC_HDR_LEN];
         size_t got;

@@ -21,6 +21,17 @@
  *        segment can end with a torn record.
  *   (W6) A failed append is cut off with ftruncate before anything else
  *        is appended (if that fails too, the wal panics).
+ *   (W7) With prezero set (SOP_SYNC_FULL), the current segment's file is
+ *        extended with zeros ahead of the tail, SOP_WAL_ZERO_CHUNK bytes
+ *        at a time, so that a commit's fdatasync rewrites allocated blocks
+ *        and need not journal a new file size and new extents (ext4 and
+ *        XFS do that on every fdatasync of a growing file). Bytes past
+ *        the tail are therefore zeros, or unsynced records a crash left:
+ *        the recovery scan stops at the first invalid record either way,
+ *        and recovery cuts everything after it (as for a torn tail).
+ *        A segment is cut back to its tail before it is sealed, and at a
+ *        clean close, so sealed segments end exactly at their last record.
+ *        Scans stop at seg->size, the tail, not at the file's size.
  *
  * Record layout (little-endian), 8-byte aligned:
  *   0  u32 magic 0x52504F53 ("SOPR")     12 u32 crc32c(header with crc=0, payload)
@@ -42,6 +53,8 @@
 #define SOP_REC_NODE    2 /* a node image */
 #define SOP_REC_VALUE   3 /* a value stored in its own blob */
 #define SOP_REC_TXN     4 /* a transaction record (see txn.h) */
+
+#define SOP_WAL_ZERO_CHUNK (1u << 20) /* (W7) */
 
 static inline size_t sop_rec_len(size_t payload_len)
 {
@@ -74,6 +87,8 @@ typedef struct sop_wal {
     pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
     sop_seg *cur;
     uint64_t tail_off;
+    uint64_t zero_end;         /* (W7) cur's file holds zeros in [tail_off, zero_end) */
+    int prezero;               /* (W7) extend cur with zeros ahead of the tail */
     uint64_t appended_total;   /* monotonic byte counter: the group-commit token */
 
     pthread_mutex_t seg_mu;    /* the segment table and its accounting */
@@ -108,6 +123,9 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
 int sop_wal__sync_to(sop_wal *w, uint64_t token);
 /* Sync everything appended so far. */
 int sop_wal__sync_all(sop_wal *w);
+/* Cut the zeros ahead of the tail (W7) off the current segment and sync
+ * it; called at a clean close. */
+int sop_wal__trim_tail(sop_wal *w);
 
 /* Read and verify the record at loc; *payload_out (sop_malloc'ed, caller
  * frees) gets its payload. expect_type checked. */
@@ -123,7 +141,7 @@ void sop_wal__blob_dead(sop_wal *w, const sop_loc *loc, uint64_t lsn);
 void sop_wal__blob_inflight(sop_wal *w, const sop_loc *loc, int sign);
 
 /* Scan one segment from off. cb gets each valid record (payload borrowed
- * for the call). Stops at end of file or the first invalid record:
+ * for the call). Stops at seg->size (W7) or the first invalid record:
  * *end_out = offset after the last valid record, *torn_out = 1 if bytes
  * remain after it. A cb return != SOP_OK stops the scan and is returned. */
 typedef int (*sop_wal_scan_fn)(int type, uint64_t lsn, const uint8_t *payload, size_t len,

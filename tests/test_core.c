@@ -574,7 +574,11 @@ TEST(test_core__torn_tail_and_corruption)
     sop_store *s;
     sop_val v;
     char path[700];
-    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    /* NORMAL: no zeros ahead of the tail (W7), so the file ends at the
+     * last record and the garbage below lands right after it. */
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_NORMAL;
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
     CHECK_OK(sop_txn_begin(&t, db, 0));
     CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
     CHECK_OK(put_s(t, s, "a", "first"));
@@ -610,6 +614,66 @@ TEST(test_core__torn_tail_and_corruption)
     fclose(f);
     CHECK_RC(SOP_CORRUPT, sop_db_open(&db, test_dir(), NULL));
     CHECK(strstr(sop_errmsg(), "segment") != NULL);
+}
+
+static long long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* (W7) With SOP_SYNC_FULL the newest segment holds zeros ahead of its
+ * tail; recovery and a clean close cut them, so only records remain. */
+TEST(test_core__log_zeros_ahead_of_tail_are_cut)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_val v;
+    char first[700], newest[700];
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "a", "first"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK(seg_file(first, sizeof first, -1) == 0);
+    long long zeroed = file_size(first);
+    CHECK(zeroed >= (1 << 20)); /* a chunk of zeros past the commit */
+    FILE *f = fopen(first, "rb");
+    CHECK(f != NULL);
+    fseek(f, 4096, SEEK_SET);
+    int nonzero = 0;
+    for (int i = 0; i < (1 << 20) - 4096; i++)
+        nonzero |= fgetc(f);
+    fclose(f);
+    CHECK_EQ_U64(nonzero, 0);
+    CHECK_OK(crash_close(db));
+
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL)); /* recovery cuts the zeros */
+    long long cut = file_size(first);
+    CHECK(cut > 0 && cut < 4096 && cut % 8 == 0);
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, NULL));
+    CHECK_OK(get_s(&v, t, s, "a"));
+    CHECK_VAL(v, "first");
+    CHECK_OK(put_s(t, s, "b", "second"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_EQ_U64(check_db(db), 0); /* the checker scans to the tail, not EOF */
+    CHECK(seg_file(newest, sizeof newest, -1) == 0);
+    CHECK(strcmp(first, newest) != 0);
+    CHECK(file_size(newest) >= (1 << 20));
+    CHECK_OK(sop_db_close(db)); /* a clean close cuts them too */
+    long long closed = file_size(newest);
+    CHECK(closed > 0 && closed < (1 << 20) && closed % 8 == 0);
+
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, NULL));
+    CHECK_OK(get_s(&v, t, s, "b"));
+    CHECK_VAL(v, "second");
+    sop_txn_abort(t);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
 }
 
 static int count_segments(void)
@@ -789,4 +853,5 @@ TEST_MAIN(T(test_core__damage_below_checkpoint_is_corrupt),
           T(test_core__error_codes), T(test_core__store_lifecycle), T(test_core__duplicates),
           T(test_core__deep_tree_navigation), T(test_core__separate_values),
           T(test_core__prepared_survives_reopen), T(test_core__custom_comparator),
-          T(test_core__store_stat_describes_the_tree))
+          T(test_core__store_stat_describes_the_tree),
+          T(test_core__log_zeros_ahead_of_tail_are_cut))
