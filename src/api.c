@@ -319,10 +319,7 @@ int sop_store_remove(sop_txn *t, const char *name)
     if (w->created) {
         /* Created and removed in this txn: it never existed. */
         w->created = 0;
-        w->item_count = 0;
-        w->head->next[0] = NULL;
-        for (int i = 0; i < SOP_WS_MAX_HEIGHT; i++)
-            w->head->next[i] = NULL;
+        sop_ws__clear(w);
         atomic_store(&s->pending_owner, NULL);
         return SOP_OK;
     }

@@ -19,8 +19,8 @@
 
 static int kcmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b, uint64_t bs)
 {
-    int c = s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx)
-                      : sop_memcmp_keys(a->data, a->len, b->data, b->len);
+    int c =
+        s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx) : sop_memcmp_keys(a->data, a->len, b->data, b->len);
     if (c)
         return c;
     return (as > bs) - (as < bs);
@@ -172,11 +172,7 @@ static sop_ws_item *ws_first(sop_ws *w)
 
 static sop_ws_item *ws_last(sop_ws *w)
 {
-    sop_ws_item *x = w->head;
-    for (int lv = SOP_WS_MAX_HEIGHT - 1; lv >= 0; lv--)
-        while (x->next[lv])
-            x = x->next[lv];
-    return x == w->head ? NULL : x;
+    return w->last[0];
 }
 
 /*
@@ -278,7 +274,8 @@ static int merged_edge(sop_cursor *c, sop_ws *w, int dir)
 {
     sop_tcur__init(&c->tc, c->txn->db, c->store, c->txn->snap);
     int created_here = atomic_load(&c->store->created_lsn) > c->txn->snap;
-    int rc = created_here ? SOP_NOTFOUND : (dir > 0 ? sop_tcur__first(&c->tc) : sop_tcur__last(&c->tc));
+    int rc =
+        created_here ? SOP_NOTFOUND : (dir > 0 ? sop_tcur__first(&c->tc) : sop_tcur__last(&c->tc));
     if (rc != SOP_OK && rc != SOP_NOTFOUND)
         return rc;
     return merged_pick(c, rc == SOP_OK, dir > 0 ? ws_first(w) : ws_last(w), dir);
@@ -306,8 +303,7 @@ static int move_inner(sop_cursor *c, sop_cursor_op op, const sop_val *key)
     sop_val prev_key = c->key;
     uint64_t prev_seq = c->seq;
     int was = c->positioned;
-    int plain = (w == NULL || w->item_count == 0) &&
-                atomic_load(&c->store->created_lsn) <= t->snap;
+    int plain = (w == NULL || w->item_count == 0) && atomic_load(&c->store->created_lsn) <= t->snap;
 
     if ((op == SOP_CURRENT || op == SOP_NEXT_DUP || op == SOP_PREV_DUP) && !was)
         return sop_err(SOP_INVAL, "cursor is not positioned");
@@ -401,8 +397,7 @@ static int move_inner(sop_cursor *c, sop_cursor_op op, const sop_val *key)
             if (rc == SOP_OK)
                 plain_set_current(c);
         } else {
-            rc = merged_seek(c, w ? w : sop_txn__ws(t, c->store, 1), dir, &prev_key, prev_seq,
-                             0);
+            rc = merged_seek(c, w ? w : sop_txn__ws(t, c->store, 1), dir, &prev_key, prev_seq, 0);
         }
         if (rc == SOP_NOTFOUND) {
             c->key = prev_key;
@@ -470,4 +465,3 @@ int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
     int krc = keep_key(c);
     return rc == SOP_OK ? krc : rc;
 }
-

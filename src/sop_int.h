@@ -139,9 +139,16 @@ static inline int sop_memcmp_keys(const void *a, size_t a_len, const void *b, si
             return u < v ? -1 : 1;
         }
     }
-    int c = n > i ? memcmp(x + i, y + i, n - i) : 0;
-    if (c)
-        return c;
+    if (n - i < 8) {
+        /* The last few bytes inline too: a libc call costs more. */
+        for (; i < n; i++)
+            if (x[i] != y[i])
+                return x[i] < y[i] ? -1 : 1;
+    } else {
+        int c = memcmp(x + i, y + i, n - i);
+        if (c)
+            return c;
+    }
     return (a_len > b_len) - (a_len < b_len);
 }
 

@@ -118,11 +118,10 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
 /* Write set                                                                 */
 /* ======================================================================== */
 
-static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b,
-                   uint64_t bs)
+static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b, uint64_t bs)
 {
-    int c = s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx)
-                      : sop_memcmp_keys(a->data, a->len, b->data, b->len);
+    int c =
+        s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx) : sop_memcmp_keys(a->data, a->len, b->data, b->len);
     if (c)
         return c;
     return (as > bs) - (as < bs);
@@ -151,12 +150,25 @@ sop_ws *sop_txn__ws(sop_txn *t, sop_store *s, int create)
     return w;
 }
 
-/* First item >= (key, seq); *exact if equal. Fills update[] if given. */
+/* First item >= (key, seq); *exact if equal. Fills update[] if given.
+ * Keys arriving in ascending order (bulk loads, fillseq) take the fast
+ * path: one compare against the last item, then link at the tail. */
 static sop_ws_item *ws_search(sop_ws *w, const sop_val *key, uint64_t seq, int *exact,
                               sop_ws_item **update)
 {
     sop_ws_item *x = w->head;
-    for (int lv = SOP_WS_MAX_HEIGHT - 1; lv >= 0; lv--) {
+    sop_ws_item *tail = w->last[0];
+    if (tail && key_cmp(w->store, &tail->key, tail->seq, key, seq) < 0) {
+        if (update)
+            for (int lv = 0; lv < SOP_WS_MAX_HEIGHT; lv++)
+                update[lv] = w->last[lv] ? w->last[lv] : w->head;
+        *exact = 0;
+        return NULL;
+    }
+    if (update)
+        for (int lv = SOP_WS_MAX_HEIGHT - 1; lv >= w->height; lv--)
+            update[lv] = w->head;
+    for (int lv = w->height - 1; lv >= 0; lv--) {
         while (x->next[lv] && key_cmp(w->store, &x->next[lv]->key, x->next[lv]->seq, key, seq) < 0)
             x = x->next[lv];
         if (update)
@@ -172,6 +184,16 @@ sop_ws_item *sop_ws__find(sop_ws *w, const sop_val *key, uint64_t seq, int *exac
     return ws_search(w, key, seq, exact, NULL);
 }
 
+void sop_ws__clear(sop_ws *w)
+{
+    w->item_count = 0;
+    w->height = 0;
+    for (int i = 0; i < SOP_WS_MAX_HEIGHT; i++) {
+        w->head->next[i] = NULL;
+        w->last[i] = NULL;
+    }
+}
+
 int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64_t seq,
                     const sop_val *value)
 {
@@ -185,8 +207,8 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
     memset(&v, 0, sizeof v);
     if (op == SOP_OP_PUT) {
         size_t threshold = (s->flags & SOP_STORE_VALUES_SEPARATE) ? 0 : s->max_inline;
-        if (value->len > threshold && !((s->flags & SOP_STORE_VALUES_SEPARATE) == 0 &&
-                                        value->len <= threshold)) {
+        if (value->len > threshold &&
+            !((s->flags & SOP_STORE_VALUES_SEPARATE) == 0 && value->len <= threshold)) {
             /* Its own blob, written now (before commit): bounded txn memory. */
             size_t rlen = sop_rec_len(value->len);
             uint8_t *rec = sop_malloc(rlen);
@@ -195,8 +217,8 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
             memset(rec + SOP_REC_HDR_LEN + value->len, 0, rlen - SOP_REC_HDR_LEN - value->len);
             if (value->len)
                 memcpy(rec + SOP_REC_HDR_LEN, value->data, value->len);
-            uint32_t crc = sop_rec__header(rec, SOP_REC_VALUE, rec + SOP_REC_HDR_LEN,
-                                           value->len, 0);
+            uint32_t crc =
+                sop_rec__header(rec, SOP_REC_VALUE, rec + SOP_REC_HDR_LEN, value->len, 0);
             uint64_t token;
             int rc = sop_wal__append(&t->db->wal, rec, rlen, 0, rlen, &v.loc, &token);
             sop_free(rec);
@@ -228,10 +250,14 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
     int h = 1;
     while (h < SOP_WS_MAX_HEIGHT && (sop_splitmix64(&t->rng) & 3) == 0)
         h++;
-    x = sop_arena_alloc(&t->arena, sizeof *x + (size_t)h * sizeof(sop_ws_item *), 8);
-    void *kcopy = sop_arena_memdup(&t->arena, key->data, key->len);
-    if (!x || !kcopy)
+    /* The key's bytes right after the links: a search step that compares
+     * against this item then touches one place, not two. */
+    size_t links = sizeof *x + (size_t)h * sizeof(sop_ws_item *);
+    x = sop_arena_alloc(&t->arena, links + key->len, 8);
+    if (!x)
         return sop_err(SOP_NOMEM, "write set item");
+    uint8_t *kcopy = (uint8_t *)x + links;
+    memcpy(kcopy, key->data, key->len);
     x->key.data = kcopy;
     x->key.len = key->len;
     x->seq = seq;
@@ -241,7 +267,11 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
     for (int lv = 0; lv < h; lv++) {
         x->next[lv] = update[lv]->next[lv];
         update[lv]->next[lv] = x;
+        if (!x->next[lv])
+            w->last[lv] = x;
     }
+    if (h > w->height)
+        w->height = h;
     x->prev = update[0] == w->head ? NULL : update[0];
     if (x->next[0])
         x->next[0]->prev = x;
@@ -605,7 +635,7 @@ static int encode_txn(sop_buf *b, sop_txn *t, int kind, uint64_t txn_id, const s
 /* Catalog operations found while applying a body, made visible at publish. */
 typedef struct cat_change {
     sop_store *store;
-    int created;  /* store object made by this apply (replay) or pending */
+    int created; /* store object made by this apply (replay) or pending */
     int dropped;
     int64_t delta;
     uint64_t next_seq;
@@ -696,10 +726,11 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
                         }
                     if (!s->cmp.fn) {
                         sop_store__free(s);
-                        rc = sop_err(SOP_INVAL,
-                                     "store '%.*s' needs comparator '%.*s', which is not registered",
-                                     (int)name.len, (const char *)name.data, (int)cmpname.len,
-                                     (const char *)cmpname.data);
+                        rc =
+                            sop_err(SOP_INVAL,
+                                    "store '%.*s' needs comparator '%.*s', which is not registered",
+                                    (int)name.len, (const char *)name.data, (int)cmpname.len,
+                                    (const char *)cmpname.data);
                         goto out;
                     }
                 }
@@ -892,7 +923,8 @@ static int add_history(sop_db *db, sop_txn *t, uint64_t lsn)
         memset(hs, 0, sizeof *hs);
         hs->store_id = w->store->id;
         hs->dropped = w->dropped;
-        hs->keys = sop_arena_alloc(&h->arena, (w->item_count ? w->item_count : 1) * sizeof(sop_val), 8);
+        hs->keys =
+            sop_arena_alloc(&h->arena, (w->item_count ? w->item_count : 1) * sizeof(sop_val), 8);
         if (!hs->keys)
             goto nomem;
         for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0]) {
@@ -1440,8 +1472,7 @@ int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len
     if (r.bad || ver != 1)
         return SOP_CORRUPT_BKPT("transaction record at lsn %" PRIu64, lsn);
     if (lsn != db->applied_lsn + 1)
-        return SOP_CORRUPT_BKPT("log jumps from lsn %" PRIu64 " to %" PRIu64, db->applied_lsn,
-                                lsn);
+        return SOP_CORRUPT_BKPT("log jumps from lsn %" PRIu64 " to %" PRIu64, db->applied_lsn, lsn);
     int rc = SOP_OK;
     if (kind == SOP_REC_COMMIT) {
         sop_apply a;

@@ -68,6 +68,8 @@ typedef struct sop_ws {
     struct sop_ws *next;
     sop_store *store;
     sop_ws_item *head; /* sentinel with SOP_WS_MAX_HEIGHT links */
+    sop_ws_item *last[SOP_WS_MAX_HEIGHT]; /* last item linked at each level */
+    int height;        /* levels in use: searches start at height - 1 */
     size_t item_count;
     int created;       /* this txn created the store */
     int dropped;       /* this txn removed the store */
@@ -153,6 +155,8 @@ sop_ws *sop_txn__ws(sop_txn *txn, sop_store *s, int create);
 int sop_txn__ws_put(sop_txn *txn, sop_store *s, int op, const sop_val *key, uint64_t seq,
                     const sop_val *value);
 sop_ws_item *sop_ws__find(sop_ws *ws, const sop_val *key, uint64_t seq, int *exact);
+/* Empty the write set's list (a store created and removed in one txn). */
+void sop_ws__clear(sop_ws *ws);
 int sop_txn__read_point(sop_txn *txn, sop_store *s, const sop_val *key);
 int sop_txn__read_range(sop_txn *txn, sop_store *s, int lo_open, const sop_val *lo, int hi_open,
                         const sop_val *hi);

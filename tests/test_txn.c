@@ -228,6 +228,65 @@ TEST(test_txn__own_writes_visible_to_cursor)
     CHECK_OK(sop_db_close(db));
 }
 
+/* The write set's ascending fast path and its tail pointers: keys put in
+ * ascending order, then below, between and above them (and again after the
+ * store was created and removed in the same txn); the merged cursor must
+ * see every key once, in order, both ways. */
+TEST(test_txn__write_set_mixed_order_iterates_sorted)
+{
+    enum { N = 3000 };
+    sop_db *db = open_db();
+    sop_store *s;
+    sop_txn *t;
+    sop_cursor *c;
+    sop_val k, v;
+    char kb[16];
+    CHECK(db);
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    for (int round = 0; round < 2; round++) {
+        CHECK_OK(sop_store_open(&s, t, "w", SOP_STORE_CREATE, NULL));
+        for (int i = N; i < 2 * N; i++) { /* ascending: the tail fast path */
+            snprintf(kb, sizeof kb, "k%06d", i);
+            CHECK_OK(put_s(t, s, kb, kb));
+        }
+        for (int i = N - 1; i >= 0; i--) { /* descending, all below */
+            snprintf(kb, sizeof kb, "k%06d", i);
+            CHECK_OK(put_s(t, s, kb, kb));
+        }
+        for (int i = 2 * N; i < 3 * N; i++) { /* above again, after the middle */
+            snprintf(kb, sizeof kb, "k%06d", i);
+            CHECK_OK(put_s(t, s, kb, kb));
+        }
+        CHECK_OK(put_s(t, s, "k001500", "again")); /* an existing key: replaced */
+        if (round == 0)
+            CHECK_OK(sop_store_remove(t, "w")); /* clears the write set */
+    }
+    CHECK_OK(sop_cursor_open(&c, t, s));
+    int n = 0, prev = -1, rc;
+    for (rc = sop_cursor_get(&k, &v, c, SOP_FIRST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_NEXT, NULL), n++) {
+        int i = atoi((const char *)k.data + 1);
+        CHECK(i > prev && i < 3 * N);
+        prev = i;
+    }
+    CHECK_EQ_U64(n, 3 * N);
+    for (rc = sop_cursor_get(&k, &v, c, SOP_LAST, NULL); rc == SOP_OK;
+         rc = sop_cursor_get(&k, &v, c, SOP_PREV, NULL))
+        CHECK_EQ_U64(atoi((const char *)k.data + 1), --n);
+    CHECK_EQ_U64(n, 0);
+    CHECK_OK(get_s(&v, t, s, "k001500"));
+    CHECK_VAL(v, "again");
+    sop_cursor_close(c);
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "w", 0, NULL));
+    uint64_t count;
+    CHECK_OK(sop_count(&count, t, s));
+    CHECK_EQ_U64(count, 3 * N);
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
 struct filler {
     sop_db *db;
     sop_store *s;
@@ -389,8 +448,7 @@ static void *evict_reader(void *arg)
         sop_store *s;
         sop_cursor *c;
         sop_val k, v;
-        if (sop_txn_begin(&t, r->db, SOP_TXN_READONLY) ||
-            sop_store_open(&s, t, "big", 0, NULL)) {
+        if (sop_txn_begin(&t, r->db, SOP_TXN_READONLY) || sop_store_open(&s, t, "big", 0, NULL)) {
             r->errors++;
             return NULL;
         }
@@ -461,7 +519,7 @@ TEST(test_txn__small_cache_evicts_under_concurrent_readers)
     CHECK_OK(sop_db_stat(&st, db));
     printf("    node memory %" PRIu64 " bytes (budget %u), %" PRIu64 " loads\n", st.cache_bytes,
            1u << 20, st.node_loads);
-    CHECK(st.node_loads > 100);                    /* it really evicted and reloaded */
+    CHECK(st.node_loads > 100);                         /* it really evicted and reloaded */
     CHECK(st.cache_bytes <= (1u << 20) + (256u << 10)); /* near the budget */
     CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_db_close(db));
@@ -548,7 +606,10 @@ TEST(test_txn__second_process_is_refused)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
-TEST_MAIN(T(test_txn__group_commit_shares_fdatasync), T(test_txn__second_process_is_refused), T(test_txn__small_cache_evicts_under_concurrent_readers), T(test_txn__same_key_second_committer_gets_conflict),
+TEST_MAIN(T(test_txn__write_set_mixed_order_iterates_sorted),
+          T(test_txn__group_commit_shares_fdatasync), T(test_txn__second_process_is_refused),
+          T(test_txn__small_cache_evicts_under_concurrent_readers),
+          T(test_txn__same_key_second_committer_gets_conflict),
           T(test_txn__different_keys_in_one_node_both_commit),
           T(test_txn__read_key_changed_meanwhile_fails), T(test_txn__write_skew_is_prevented),
           T(test_txn__phantom_is_prevented), T(test_txn__own_writes_visible_to_cursor),
