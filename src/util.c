@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <stdalign.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -233,8 +234,15 @@ static int arena_debug_from_env(void)
 #ifdef SOP_DEBUG_ARENA
     return 1;
 #else
-    const char *v = getenv("SOP_DEBUG_ARENA");
-    return v && v[0] && strcmp(v, "0") != 0;
+    /* Read once: getenv walks the environment, and every txn inits an arena. */
+    static _Atomic int cached = -1;
+    int d = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (d < 0) {
+        const char *v = getenv("SOP_DEBUG_ARENA");
+        d = v && v[0] && strcmp(v, "0") != 0;
+        atomic_store_explicit(&cached, d, memory_order_relaxed);
+    }
+    return d;
 #endif
 }
 

@@ -7,6 +7,7 @@
 #include "wal.h"
 #include "util.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -66,7 +67,8 @@ int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t
     pthread_mutex_init(&w->append_mu, NULL);
     pthread_mutex_init(&w->seg_mu, NULL);
     pthread_mutex_init(&w->sync_mu, NULL);
-    pthread_cond_init(&w->sync_cv, NULL);
+    pthread_cond_init(&w->sync_cv[0], NULL);
+    pthread_cond_init(&w->sync_cv[1], NULL);
     return SOP_OK;
 }
 
@@ -82,7 +84,8 @@ void sop_wal__dispose(sop_wal *w)
     pthread_mutex_destroy(&w->append_mu);
     pthread_mutex_destroy(&w->seg_mu);
     pthread_mutex_destroy(&w->sync_mu);
-    pthread_cond_destroy(&w->sync_cv);
+    pthread_cond_destroy(&w->sync_cv[0]);
+    pthread_cond_destroy(&w->sync_cv[1]);
     memset(w, 0, sizeof *w);
 }
 
@@ -174,7 +177,8 @@ int sop_wal__panic(sop_wal *w, int rc)
 {
     pthread_mutex_lock(&w->sync_mu);
     w->panicked = 1;
-    pthread_cond_broadcast(&w->sync_cv);
+    pthread_cond_broadcast(&w->sync_cv[0]);
+    pthread_cond_broadcast(&w->sync_cv[1]);
     pthread_mutex_unlock(&w->sync_mu);
     return rc;
 }
@@ -298,8 +302,8 @@ int sop_wal__trim_tail(sop_wal *w)
     return rc;
 }
 
-int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
-                    uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out)
+int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
+                    sop_loc *loc_out, uint64_t *token_out)
 {
     int rc = SOP_OK;
     pthread_mutex_lock(&w->append_mu);
@@ -336,8 +340,7 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
             w->zero_end = w->tail_off;
         if (trc != SOP_OK) {
             sop_wal__panic(w, SOP_PANIC);
-            rc = sop_err(SOP_PANIC, "cannot cut a failed append off segment %" PRIu64,
-                         w->cur->id);
+            rc = sop_err(SOP_PANIC, "cannot cut a failed append off segment %" PRIu64, w->cur->id);
         }
         goto out;
     }
@@ -346,8 +349,9 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
     loc_out->len = (uint32_t)len;
     loc_out->crc = 0;
     w->tail_off += len;
-    w->appended_total += len;
-    *token_out = w->appended_total;
+    uint64_t total = atomic_load(&w->appended_total) + len;
+    atomic_store(&w->appended_total, total);
+    *token_out = total;
     pthread_mutex_lock(&w->seg_mu);
     w->cur->size = w->tail_off;
     w->cur->blob_bytes += blob_bytes;
@@ -367,15 +371,19 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
     pthread_mutex_lock(&w->sync_mu);
     while (!w->panicked && w->durable_total < token) {
         if (w->sync_running) {
-            pthread_cond_wait(&w->sync_cv, &w->sync_mu);
+            unsigned set = w->sync_gen + (token > w->sync_target);
+            pthread_cond_wait(&w->sync_cv[set & 1], &w->sync_mu);
             continue;
         }
-        /* Become the leader: one fdatasync for everything appended so far. */
+        /* Become the leader: one fdatasync for everything appended so far.
+         * The target is read first: bytes up to it are in cur or in older
+         * segments, which were synced when they were sealed (W5). */
+        uint64_t target = atomic_load(&w->appended_total);
         w->sync_running = 1;
+        w->sync_target = target;
         pthread_mutex_unlock(&w->sync_mu);
         pthread_mutex_lock(&w->append_mu);
-        uint64_t target = w->appended_total;
-        sop_seg *s = w->cur; /* older segments were synced at rotation (W5) */
+        sop_seg *s = w->cur;
         pthread_mutex_unlock(&w->append_mu);
         rc = s ? w->vfs->sync(s->file, 1) : SOP_OK;
         pthread_mutex_lock(&w->sync_mu);
@@ -383,10 +391,13 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
         w->syncs++;
         if (rc != SOP_OK) {
             w->panicked = 1; /* (W4) never retry a failed fsync */
+            pthread_cond_broadcast(&w->sync_cv[(w->sync_gen + 1) & 1]);
         } else if (target > w->durable_total) {
             w->durable_total = target;
         }
-        pthread_cond_broadcast(&w->sync_cv);
+        pthread_cond_broadcast(&w->sync_cv[w->sync_gen & 1]);
+        pthread_cond_signal(&w->sync_cv[(w->sync_gen + 1) & 1]); /* next leader */
+        w->sync_gen++;
     }
     if (w->panicked)
         rc = sop_err(SOP_PANIC, "fdatasync of the log failed; the database must be reopened");
@@ -397,7 +408,7 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
 int sop_wal__sync_all(sop_wal *w)
 {
     pthread_mutex_lock(&w->append_mu);
-    uint64_t t = w->appended_total;
+    uint64_t t = atomic_load(&w->appended_total);
     pthread_mutex_unlock(&w->append_mu);
     return sop_wal__sync_to(w, t);
 }
@@ -423,12 +434,10 @@ int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t 
         return rc;
     if (got != loc->len || !rec_check_header(buf, loc->len, &plen) || buf[4] != expect_type ||
         sop_rec_len(plen) != loc->len)
-        return SOP_CORRUPT_BKPT("bad record header at %" PRIu64 ":%" PRIu64, loc->seg,
-                                loc->off);
+        return SOP_CORRUPT_BKPT("bad record header at %" PRIu64 ":%" PRIu64, loc->seg, loc->off);
     uint32_t crc = sop_get_le32(buf + 12);
     if (crc != loc->crc || rec_crc(buf, buf + SOP_REC_HDR_LEN, plen) != crc)
-        return SOP_CORRUPT_BKPT("checksum mismatch at %" PRIu64 ":%" PRIu64, loc->seg,
-                                loc->off);
+        return SOP_CORRUPT_BKPT("checksum mismatch at %" PRIu64 ":%" PRIu64, loc->seg, loc->off);
     return SOP_OK;
 }
 

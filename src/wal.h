@@ -89,7 +89,8 @@ typedef struct sop_wal {
     uint64_t tail_off;
     uint64_t zero_end;         /* (W7) cur's file holds zeros in [tail_off, zero_end) */
     int prezero;               /* (W7) extend cur with zeros ahead of the tail */
-    uint64_t appended_total;   /* monotonic byte counter: the group-commit token */
+    _Atomic uint64_t appended_total; /* monotonic byte counter: the group-commit
+                                      * token (written under append_mu) */
 
     pthread_mutex_t seg_mu;    /* the segment table and its accounting */
     sop_seg **segs;            /* sorted by id */
@@ -97,7 +98,13 @@ typedef struct sop_wal {
     uint64_t next_seg_id;
 
     pthread_mutex_t sync_mu;   /* level 5 */
-    pthread_cond_t sync_cv;
+    /* Group commit: waiters that the running sync covers sleep on
+     * sync_cv[sync_gen & 1], the others on the other one; a finished sync
+     * wakes the first set and one of the second, who leads the next sync
+     * (whose target covers all of that set). Nobody wakes just to sleep. */
+    pthread_cond_t sync_cv[2];
+    unsigned sync_gen;
+    uint64_t sync_target;      /* what the running sync covers */
     int sync_running;
     uint64_t durable_total;
     _Atomic int panicked;      /* set once (W4); read without locks */
