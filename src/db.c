@@ -649,6 +649,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     SOP_TRY(sop_wal__init(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
     /* (W7) zeros ahead of the tail pay off only when commits fdatasync. */
     db->wal.prezero = db->opts.sync == SOP_SYNC_FULL && !db->readonly;
+    db->arena_debug = sop_arena_debug_env();
     SOP_TRY(recover(db));
     SOP_TRY(sop_wal__start(&db->wal));
     *out = db;

@@ -145,6 +145,7 @@ struct sop_db {
 
     _Atomic int panicked;
     int readonly;
+    int arena_debug;   /* SOP_DEBUG_ARENA, read at open (util.h) */
 
     /* statistics */
     _Atomic uint64_t st_commits, st_conflicts, st_merges, st_loads, st_hits;

@@ -27,7 +27,7 @@ int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags)
     t->state = SOP_TXN_ACTIVE;
     t->next_prov_seq = SOP_PROVISIONAL_SEQ;
     atomic_init(&t->epoch, 0);
-    sop_arena_init(&t->arena, 0);
+    sop_arena_init_as(&t->arena, 0, db->arena_debug);
     uint64_t now = db->vfs->monotonic_ns(db->vfs);
     t->deadline_ns = db->txn_limit_ns == UINT64_MAX ? UINT64_MAX : now + db->txn_limit_ns;
     t->rng = now ^ (uint64_t)(uintptr_t)t;
@@ -910,7 +910,7 @@ static int add_history(sop_db *db, sop_txn *t, uint64_t lsn)
     sop_hist *h = sop_calloc(1, sizeof *h);
     if (!h)
         return sop_err(SOP_NOMEM, "history");
-    sop_arena_init(&h->arena, 0);
+    sop_arena_init_as(&h->arena, 0, db->arena_debug);
     h->lsn = lsn;
     size_t n = 0;
     for (sop_ws *w = t->ws; w; w = w->next)

@@ -14,7 +14,6 @@
 
 #include <pthread.h>
 #include <stdalign.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -229,28 +228,26 @@ struct sop_arena_chunk {
 
 #define ARENA_DEFAULT_ALIGN alignof(max_align_t)
 
-static int arena_debug_from_env(void)
+int sop_arena_debug_env(void)
 {
 #ifdef SOP_DEBUG_ARENA
     return 1;
 #else
-    /* Read once: getenv walks the environment, and every txn inits an arena. */
-    static _Atomic int cached = -1;
-    int d = atomic_load_explicit(&cached, memory_order_relaxed);
-    if (d < 0) {
-        const char *v = getenv("SOP_DEBUG_ARENA");
-        d = v && v[0] && strcmp(v, "0") != 0;
-        atomic_store_explicit(&cached, d, memory_order_relaxed);
-    }
-    return d;
+    const char *v = getenv("SOP_DEBUG_ARENA");
+    return v && v[0] && strcmp(v, "0") != 0;
 #endif
+}
+
+void sop_arena_init_as(sop_arena *arena, size_t chunk_bytes, int is_debug)
+{
+    memset(arena, 0, sizeof *arena);
+    arena->chunk_bytes = chunk_bytes ? chunk_bytes : SOP_ARENA_DEFAULT_CHUNK_BYTES;
+    arena->is_debug = is_debug ? 1 : 0;
 }
 
 void sop_arena_init(sop_arena *arena, size_t chunk_bytes)
 {
-    memset(arena, 0, sizeof *arena);
-    arena->chunk_bytes = chunk_bytes ? chunk_bytes : SOP_ARENA_DEFAULT_CHUNK_BYTES;
-    arena->is_debug = arena_debug_from_env();
+    sop_arena_init_as(arena, chunk_bytes, sop_arena_debug_env());
 }
 
 void sop_arena_set_debug(sop_arena *arena, int is_debug)

@@ -97,6 +97,10 @@ typedef struct sop_arena {
  * ordinary chunk (0 = SOP_ARENA_DEFAULT_CHUNK_BYTES); a request larger than a
  * quarter of it gets a chunk of its own. */
 void sop_arena_init(sop_arena *arena, size_t chunk_bytes);
+/* The same with debug mode given, not read from the environment (getenv
+ * walks the environment: hot paths read it once, sop_arena_debug_env). */
+void sop_arena_init_as(sop_arena *arena, size_t chunk_bytes, int is_debug);
+int sop_arena_debug_env(void);
 
 /* Switch debug mode on or off. Only before the first allocation or after
  * sop_arena_dispose (while the arena holds no memory); otherwise ignored. */
