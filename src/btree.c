@@ -874,6 +874,7 @@ int sop_apply__reserve(sop_apply *a)
             v->flags = SOP_VER_TOMBSTONE;
         } else {
             sop_node *n = p;
+            sop_node__seal(n); /* search hints for readers (node.h N9) */
             atomic_store_explicit(&v->img, n->img, memory_order_relaxed);
             atomic_store_explicit(&v->img_len, sop_node__image_len(n->img), memory_order_relaxed);
             n->img = NULL; /* owned by the version now */

@@ -190,6 +190,11 @@ static int format_read(sop_db *db, const char *path)
     if (ver > SOP_FORMAT_VERSION)
         return sop_err(SOP_VERSION, "%s has format version %u; this library reads up to %u",
                        db->path, ver, SOP_FORMAT_VERSION);
+    if (ver < SOP_FORMAT_VERSION) /* pre-release formats: no conversion */
+        return sop_err(SOP_VERSION,
+                       "%s has format version %u, from an older libsop; this one reads %u "
+                       "(dump it with that version's `sop dump`, load it with this one's)",
+                       db->path, ver, SOP_FORMAT_VERSION);
     if (got != FORMAT_LEN || sop_get_le32(buf + 44) != sop_crc32c(0, buf, 44))
         return SOP_CORRUPT_BKPT("%s: FORMAT checksum mismatch", db->path);
     memcpy(db->uuid, buf + 16, 16);

@@ -31,7 +31,7 @@
 #define SOP_MAX_DEPTH       40
 #define SOP_MAX_NODE_BYTES  (256u * 1024u)
 #define SOP_NEVER           UINT64_MAX
-#define SOP_FORMAT_VERSION  1
+#define SOP_FORMAT_VERSION  2 /* 2: node off[] entries carry search hints */
 
 typedef struct sop_countver {
     uint64_t lsn;

@@ -33,7 +33,7 @@
 /* Header field offsets (table in node.h). */
 #define H_KIND       0
 #define H_FLAGS      1
-#define H_RESERVED16 2
+#define H_HINT_POS   2
 #define H_COUNT      4
 #define H_CAP        8
 #define H_DATA_LEN   12
@@ -46,9 +46,10 @@
 #define VKIND_BLOB    1
 #define SLOT_HEAD_LEN 3 /* u16 key_len + u8 vkind */
 #define SEQ_LEN       8
-#define VALUE_LEN_LEN 4 /* u32 value_len in leaf slots */
-#define CHILD_LEN     8 /* u64 child in branch slots */
-#define OFF_LEN       4 /* one off[] entry */
+#define VALUE_LEN_LEN 4       /* u32 value_len in leaf slots */
+#define CHILD_LEN     8       /* u64 child in branch slots */
+#define OFF_LEN       8       /* one off[] entry: u32 offset, u32 hint */
+#define HINT_NONE     0xFFFFu /* H_HINT_POS: the hints are not maintained */
 
 /* Room a fresh node starts with (sop_node__new). */
 #define NEW_NODE_CAP       8
@@ -95,6 +96,50 @@ static inline uint32_t slot_off(const uint8_t *img, uint32_t idx)
 static inline const uint8_t *slot_ptr(const uint8_t *img, uint32_t idx)
 {
     return img + data_start(img) + slot_off(img, idx);
+}
+static inline uint32_t slot_hint(const uint8_t *img, uint32_t idx)
+{
+    return sop_get_le32(img + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * idx + 4);
+}
+static inline unsigned h_hint_pos(const uint8_t *img)
+{
+    return sop_get_le16(img + H_HINT_POS);
+}
+
+/* A key's hint: its bytes [pos, pos + 4) as a big-endian number, missing
+ * bytes as 0. Among keys that share their first pos bytes, hint(a) <
+ * hint(b) implies a < b and a < b implies hint(a) <= hint(b) (bytewise). */
+static inline uint32_t key_hint(const uint8_t *key, size_t len, size_t pos)
+{
+    uint32_t h = 0;
+    for (size_t i = 0; i < 4; i++)
+        h = h << 8 | (pos + i < len ? key[pos + i] : 0u);
+    return h;
+}
+
+/* The hints (node.h, N9) of an image whose slots are in place: hint_pos =
+ * the longest prefix every key shares, each entry's hint from its key. */
+static void hints_compute(uint8_t *img)
+{
+    uint32_t count = h_count(img);
+    size_t pos = 0;
+    if (count) {
+        const uint8_t *k0 = slot_ptr(img, 0) + SLOT_HEAD_LEN;
+        pos = sop_get_le16(slot_ptr(img, 0));
+        for (uint32_t i = 1; i < count && pos; i++) {
+            const uint8_t *p = slot_ptr(img, i);
+            size_t len = sop_get_le16(p), j = 0, m = len < pos ? len : pos;
+            while (j < m && p[SLOT_HEAD_LEN + j] == k0[j])
+                j++;
+            pos = j;
+        }
+    }
+    sop_put_le16(img + H_HINT_POS, (uint16_t)pos); /* <= SOP_MAX_KEY_LEN < HINT_NONE */
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *p = slot_ptr(img, i);
+        sop_put_le32(img + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * i + 4,
+                     key_hint(p + SLOT_HEAD_LEN, sop_get_le16(p), pos));
+    }
 }
 
 /* Length of the slot at p in a node of this kind; p's slot is known to lie
@@ -157,8 +202,11 @@ int sop_node__validate(const uint8_t *img, size_t len, const sop_keycmp *cmp)
         return SOP_CORRUPT_BKPT("node %" PRIu64 ": bad kind %d", lid, kind);
     if (img[H_FLAGS] & ~SOP_NODE_DUP)
         return SOP_CORRUPT_BKPT("node %" PRIu64 ": unknown flags 0x%x", lid, img[H_FLAGS]);
-    if (sop_get_le16(img + H_RESERVED16) != 0 || sop_get_le32(img + H_RESERVED32) != 0)
+    if (sop_get_le32(img + H_RESERVED32) != 0)
         return SOP_CORRUPT_BKPT("node %" PRIu64 ": reserved header field not 0", lid);
+    unsigned hint_pos = h_hint_pos(img);
+    if (hint_pos != HINT_NONE && hint_pos > SOP_MAX_KEY_LEN)
+        return SOP_CORRUPT_BKPT("node %" PRIu64 ": hint position %u", lid, hint_pos);
 
     int is_leaf = kind == SOP_NODE_LEAF;
     size_t seq_len = h_seq_len(img);
@@ -224,6 +272,17 @@ int sop_node__validate(const uint8_t *img, size_t len, const sop_keycmp *cmp)
                                     lid, i, off);
         live += end - off;
 
+        if (hint_pos != HINT_NONE) {
+            /* (N9) every key holds the shared prefix, and its hint */
+            const uint8_t *k0 = i ? data + slot_off(img, 0) + SLOT_HEAD_LEN : p + SLOT_HEAD_LEN;
+            if (key_len < hint_pos || memcmp(p + SLOT_HEAD_LEN, k0, hint_pos) != 0)
+                return SOP_CORRUPT_BKPT("node %" PRIu64 ": slot %" PRIu32
+                                        " lacks the %u-byte prefix of the hints",
+                                        lid, i, hint_pos);
+            if (slot_hint(img, i) != key_hint(p + SLOT_HEAD_LEN, key_len, hint_pos))
+                return SOP_CORRUPT_BKPT("node %" PRIu64 ": slot %" PRIu32 " has a wrong hint", lid,
+                                        i);
+        }
         uint64_t seq = seq_len ? sop_get_le64(p + SLOT_HEAD_LEN + key_len) : 0;
         if (cmp && prev_key &&
             compare_key_seq(cmp, prev_key, prev_key_len, prev_seq, p + SLOT_HEAD_LEN, key_len,
@@ -326,10 +385,69 @@ void sop_node__leaf_value(const uint8_t *img, uint32_t idx, sop_leafval *value_o
     }
 }
 
+/*
+ * lower_bound through the hints (N9): bytewise keys, no seq. Binary search
+ * on the hint array (contiguous, a few cache lines), then on full keys
+ * only among entries whose hint equals the key's; one slot at the end
+ * settles exactness and whether key shares the node's prefix at all (if
+ * not, it sorts before or after every key, and the hints meant nothing).
+ */
+static uint32_t lower_bound_hinted(const uint8_t *img, const sop_val *key, int *exact_out)
+{
+    uint32_t n = h_count(img), lo = 0, hi = n, pos = h_hint_pos(img);
+    const uint8_t *k = key->data;
+    *exact_out = 0;
+    if (n == 0)
+        return 0;
+    uint32_t h = key_hint(k, key->len, pos);
+    while (lo < hi) { /* first entry with hint >= h */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (slot_hint(img, mid) < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    uint32_t end = lo, top = n;
+    while (end < top) { /* first entry with hint > h */
+        uint32_t mid = end + (top - end) / 2;
+        if (slot_hint(img, mid) <= h)
+            end = mid + 1;
+        else
+            top = mid;
+    }
+    while (lo < end) { /* full keys among equal hints */
+        uint32_t mid = lo + (end - lo) / 2;
+        const uint8_t *p = slot_ptr(img, mid);
+        if (sop_memcmp_keys(p + SLOT_HEAD_LEN, sop_get_le16(p), k, key->len) < 0)
+            lo = mid + 1;
+        else
+            end = mid;
+    }
+    const uint8_t *p = slot_ptr(img, lo < n ? lo : n - 1);
+    size_t plen = sop_get_le16(p);
+    if (pos) {
+        size_t m = key->len < pos ? key->len : pos;
+        int c = memcmp(k, p + SLOT_HEAD_LEN, m);
+        if (c == 0 && key->len < pos)
+            c = -1; /* a proper prefix of the shared prefix */
+        if (c)
+            return c < 0 ? 0 : n;
+    }
+    *exact_out = lo < n && sop_memcmp_keys(p + SLOT_HEAD_LEN, plen, k, key->len) == 0;
+    return lo;
+}
+
 uint32_t sop_node__lower_bound(const uint8_t *img, const sop_keycmp *cmp, const sop_val *key,
                                uint64_t seq, int *exact_out)
 {
     size_t seq_len = h_seq_len(img);
+    if (!seq_len && (!cmp || !cmp->fn) && h_hint_pos(img) != HINT_NONE) {
+        int exact;
+        uint32_t at = lower_bound_hinted(img, key, &exact);
+        if (exact_out)
+            *exact_out = exact;
+        return at;
+    }
     uint32_t lo = 0, hi = h_count(img), equal_idx = UINT32_MAX;
     if (!seq_len)
         seq = 0; /* non-dup: every stored seq is 0, so keys compare alone */
@@ -428,6 +546,7 @@ static void write_compact(uint8_t *dst, const uint8_t *img, uint32_t new_cap)
     sop_put_le32(dst + H_CAP, new_cap);
     sop_put_le32(dst + H_DATA_LEN, pos);
     sop_put_le32(dst + H_GARBAGE, 0);
+    hints_compute(dst); /* canonical: derived from the keys alone */
 }
 
 int sop_node__serialize(const uint8_t *img, uint8_t *out, size_t out_cap, size_t *len_out)
@@ -604,6 +723,8 @@ static void link_new_slot(sop_node *n, uint32_t idx, size_t len)
     memmove(off_arr + (size_t)OFF_LEN * (idx + 1), off_arr + (size_t)OFF_LEN * idx,
             (size_t)OFF_LEN * (count - idx));
     sop_put_le32(off_arr + (size_t)OFF_LEN * idx, data_len);
+    sop_put_le32(off_arr + (size_t)OFF_LEN * idx + 4, 0);
+    sop_put_le16(img + H_HINT_POS, HINT_NONE); /* a new key: sop_node__seal redoes them */
     sop_put_le32(img + H_COUNT, count + 1);
     sop_put_le32(img + H_DATA_LEN, data_len + (uint32_t)len);
 }
@@ -657,6 +778,12 @@ int sop_node__clone(sop_node *node_out, const uint8_t *img, uint64_t lid)
     node_out->img = buf;
     node_out->alloc_len = alloc_len;
     return SOP_OK;
+}
+
+void sop_node__seal(sop_node *n)
+{
+    if (n && n->img && h_hint_pos(n->img) == HINT_NONE)
+        hints_compute(n->img);
 }
 
 void sop_node__free(sop_node *n)
@@ -781,7 +908,7 @@ void sop_node__remove(sop_node *n, uint32_t idx)
 
     memmove(off_arr + (size_t)OFF_LEN * idx, off_arr + (size_t)OFF_LEN * (idx + 1),
             (size_t)OFF_LEN * (count - idx - 1));
-    sop_put_le32(off_arr + (size_t)OFF_LEN * (count - 1), 0);
+    memset(off_arr + (size_t)OFF_LEN * (count - 1), 0, OFF_LEN);
     sop_put_le32(img + H_COUNT, count - 1);
     if ((uint64_t)off + len == data_len) /* last in the data area: just shorten it */
         sop_put_le32(img + H_DATA_LEN, data_len - len);
@@ -853,6 +980,9 @@ int sop_node__split(sop_node *left, sop_node *right_out, uint32_t at, uint64_t r
         size_t len = slot_len(img, i);
         memcpy(right_data + pos, slot_ptr(img, i), len);
         sop_put_le32(buf + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * (i - first), pos);
+        /* a subset of left's keys: left's prefix and hints still hold */
+        sop_put_le32(buf + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * (i - first) + 4,
+                     slot_hint(img, i));
         pos += (uint32_t)len;
     }
     memset(buf + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * right_count, 0,
@@ -869,8 +999,7 @@ int sop_node__split(sop_node *left, sop_node *right_out, uint32_t at, uint64_t r
     /* Left keeps [0, at): the rest is garbage now. Nothing can fail from
      * here on, so a failure above left left untouched (N4). */
     uint64_t dropped = moved + (is_leaf ? 0 : slot_len(img, at));
-    for (uint32_t i = at; i < count; i++)
-        sop_put_le32(img + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * i, 0);
+    memset(img + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * at, 0, (size_t)OFF_LEN * (count - at));
     sop_put_le32(img + H_COUNT, at);
     sop_put_le32(img + H_GARBAGE, h_garbage(img) + (uint32_t)dropped);
     node_compact_if_sparse(left);

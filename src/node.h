@@ -14,7 +14,8 @@
  *   0       1       kind: 1 = leaf (SOP_NODE_LEAF), 2 = branch (SOP_NODE_BRANCH)
  *   1       1       flags: bit0 = dup (SOP_NODE_DUP): every slot stores a u64
  *                   seq after its key. Other bits are 0.
- *   2       2       reserved, 0
+ *   2       2       hint_pos: every key's first hint_pos bytes are the same;
+ *                   0xFFFF = the hints are not maintained (a node being edited)
  *   4       4       count: leaf = items; branch = separators (children = count+1)
  *   8       4       cap: entries in the offset array, >= count
  *   12      4       data_len: bytes of the data area in use
@@ -22,15 +23,16 @@
  *   20      4       reserved, 0
  *   24      8       lid: the node's own logical id
  *   32      8       child0: branch = leftmost child's lid; leaf = 0
- *   40      4*cap   off[cap]: offset of slot i from the data area's start;
- *                   only off[0..count) is meaningful
- *   40+4*cap data_len  data area: slots, in any order, plus garbage
+ *   40      8*cap   off[cap]: per slot i, u32 offset of the slot from the
+ *                   data area's start, then u32 hint (N9); only off[0..count)
+ *                   is meaningful, unused entries are 0
+ *   40+8*cap data_len  data area: slots, in any order, plus garbage
  *
- * The image is exactly 40 + 4*cap + data_len bytes long. A compact image
+ * The image is exactly 40 + 8*cap + data_len bytes long. A compact image
  * (what sop_node__serialize writes, and what goes to disk) has cap == count,
- * garbage == 0 and its slots laid out in index order; it is canonical: two
- * nodes with the same kind, flags, lid, child0 and slots serialize to the
- * same bytes.
+ * garbage == 0, its slots laid out in index order and its hints computed; it
+ * is canonical: two nodes with the same kind, flags, lid, child0 and slots
+ * serialize to the same bytes.
  *
  * Slots (KL = key_len, SQ = 8 in dup nodes, else 0 and absent):
  *
@@ -52,7 +54,7 @@
  * covers [sep(i-1), sep(i)) and child count covers >= sep(count-1).
  *
  * Guarantees:
- *   (N1) Header consistency: count <= cap; 40 + 4*cap + data_len is the
+ *   (N1) Header consistency: count <= cap; 40 + 8*cap + data_len is the
  *        image's length and at most SOP_NODE_MAX_IMAGE_LEN; garbage ==
  *        data_len - (the sum of the live slots' lengths).
  *   (N2) Every live slot lies inside the data area; key lengths are
@@ -71,10 +73,19 @@
  *        image is next edited or freed.
  *   (N7) Appending at the end is amortised O(slot size): capacity and the
  *        data area grow geometrically; inserting in the middle also moves
- *        the offset array (4 bytes per later slot).
+ *        the offset array (8 bytes per later slot).
  *   (N8) Garbage stays at most half of data_len: an edit that makes more
  *        compacts the node (best effort: if that allocation fails the node
  *        simply stays valid and uncompacted).
+ *   (N9) Search hints. When hint_pos != 0xFFFF, slot i's hint is its key's
+ *        bytes [hint_pos, hint_pos + 4) as a big-endian u32 (missing bytes
+ *        0), and every key has at least hint_pos bytes, equal to slot 0's.
+ *        For bytewise order the hints are then monotone in the keys, and a
+ *        lookup binary-searches the contiguous off[] array instead of
+ *        touching a slot (a cache miss) per step. Compact images and images
+ *        sealed for publication (sop_node__seal) have them; an edit that
+ *        adds a key sets hint_pos to 0xFFFF, lookups in such a node compare
+ *        full keys, and validate then ignores the hints.
  *
  * Argument order: the node (image or sop_node) first, outputs last, as in
  * the interface agreed with btree.c; STYLE.md's "outputs first" is applied
@@ -153,7 +164,7 @@ int sop_node__is_leaf(const uint8_t *img);    /* 1 for a leaf, else 0 */
 int sop_node__is_dup(const uint8_t *img);     /* 1 if slots carry a seq, else 0 */
 uint32_t sop_node__count(const uint8_t *img); /* leaf: items; branch: separators */
 uint64_t sop_node__lid(const uint8_t *img);
-/* Bytes the image occupies now: 40 + 4*cap + data_len (the len to validate). */
+/* Bytes the image occupies now: 40 + 8*cap + data_len (the len to validate). */
 size_t sop_node__image_len(const uint8_t *img);
 /* Bytes of its compact image: 40 + 4*count + data_len - garbage. */
 size_t sop_node__used_bytes(const uint8_t *img);
@@ -230,6 +241,9 @@ int sop_node__clone(sop_node *node_out, const uint8_t *img, uint64_t lid);
  * would call this _dispose, the agreed interface calls it _free). NULL and
  * a zeroed node are accepted. */
 void sop_node__free(sop_node *n);
+/* Recompute the search hints (N9) if an edit dropped them; call before the
+ * image is published. O(count); cannot fail. */
+void sop_node__seal(sop_node *n);
 
 /*
  * Leaf: insert (key, seq, *v) as item idx (in [0, count]); later items

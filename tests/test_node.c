@@ -267,7 +267,7 @@ static int node_matches(const uint8_t *img, const model *m)
         } else {
             REQ(sop_node__child(img, i + 1) == it->child);
         }
-        used += 4 + sop_node__slot_bytes(img, i);
+        used += 8 + sop_node__slot_bytes(img, i);
     }
     REQ(sop_node__used_bytes(img) == used);
     return 1;
@@ -482,7 +482,7 @@ TEST(test_node__leaf_image_bytes_match_format_table)
     /* clang-format off */
     static const uint8_t want[] = {
         /* header */
-        1, 1, 0, 0,             /* leaf, dup, reserved */
+        1, 1, 0, 0,             /* leaf, dup, hint_pos 0 ("ab", "b") */
         2, 0, 0, 0,             /* count */
         2, 0, 0, 0,             /* cap */
         60, 0, 0, 0,            /* data_len = 20 + 40 */
@@ -491,7 +491,9 @@ TEST(test_node__leaf_image_bytes_match_format_table)
         0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, /* lid */
         0, 0, 0, 0, 0, 0, 0, 0, /* child0 */
         0, 0, 0, 0,             /* off[0] */
+        0, 0, 0x62, 0x61,       /* hint[0]: "ab\0\0" big-endian */
         20, 0, 0, 0,            /* off[1] */
+        0, 0, 0, 0x62,          /* hint[1]: "b\0\0\0" */
         /* slot 0: "ab", seq 7, inline "xyz" */
         2, 0, 0, 'a', 'b', 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 'x', 'y', 'z',
         /* slot 1: "b", seq 1, blob of 1000 bytes at {3, 0x10, 0x20, 0xdeadbeef} */
@@ -523,7 +525,7 @@ TEST(test_node__branch_image_bytes_match_format_table)
 {
     /* clang-format off */
     static const uint8_t want[] = {
-        2, 0, 0, 0,             /* branch, not dup */
+        2, 0, 1, 0,             /* branch, not dup, hint_pos 1 (one key "m") */
         1, 0, 0, 0,             /* count */
         1, 0, 0, 0,             /* cap */
         12, 0, 0, 0,            /* data_len */
@@ -531,6 +533,7 @@ TEST(test_node__branch_image_bytes_match_format_table)
         5, 0, 0, 0, 0, 0, 0, 0, /* lid */
         9, 0, 0, 0, 0, 0, 0, 0, /* child0 */
         0, 0, 0, 0,             /* off[0] */
+        0, 0, 0, 0,             /* hint[0]: "m" past its 1-byte prefix: nothing */
         1, 0, 0, 'm', 10, 0, 0, 0, 0, 0, 0, 0, /* "m", child 1 = 10 */
     };
     /* clang-format on */
@@ -915,7 +918,7 @@ static uint64_t split_imbalance(const uint8_t *img, uint32_t at)
     uint64_t left = 0, right = 0;
     uint32_t count = sop_node__count(img);
     for (uint32_t i = 0; i < count; i++) {
-        uint64_t b = sop_node__slot_bytes(img, i) + 4;
+        uint64_t b = sop_node__slot_bytes(img, i) + 8;
         if (i < at)
             left += b;
         else if (i > at || sop_node__is_leaf(img))
@@ -1384,7 +1387,7 @@ TEST(test_node__validate_rejects_bad_fields)
     uint8_t *img = serialize_copy(n.img, &len);
     sop_node__free(&n);
     CHECK(img != NULL);
-    CHECK_EQ_U64(len, 40 + 8 + 12 + 32);
+    CHECK_EQ_U64(len, 40 + 16 + 12 + 32);
     /* Branch: child0, "m" -> child. */
     CHECK_OK(sop_node__new(&n, SOP_NODE_BRANCH, 0, 2));
     sop_node__set_child(&n, 0, 5);
@@ -1393,7 +1396,7 @@ TEST(test_node__validate_rejects_bad_fields)
     sop_node__free(&n);
     CHECK(branch != NULL);
     const sop_keycmp bytewise = {0};
-    const size_t data = 48; /* data area offset: 40 + 4*cap(2) */
+    const size_t data = 56; /* data area offset: 40 + 8*cap(2) */
     CHECK_OK(sop_node__validate(img, len, &bytewise));
     CHECK_OK(sop_node__validate(branch, blen, &bytewise));
 
@@ -1403,7 +1406,10 @@ TEST(test_node__validate_rejects_bad_fields)
     uint8_t le16_0[2] = {0, 0}, le16_4097[2] = {0x01, 0x10};
     uint8_t le32_1[4] = {1, 0, 0, 0}, le32_100[4] = {100, 0, 0, 0};
     uint8_t value_len_max1[4] = {0x01, 0, 0, 0x40}; /* SOP_MAX_VALUE_LEN + 1 */
-    uint8_t swapped_offs[8] = {12, 0, 0, 0, 0, 0, 0, 0};
+    uint8_t swapped_offs[16];                       /* entries 1 and 0 (offset and hint each) */
+    memcpy(swapped_offs, img + 48, 8);
+    memcpy(swapped_offs + 8, img + 40, 8);
+    uint8_t le16_none[2] = {0xff, 0xff}, le16_1[2] = {1, 0};
     struct {
         const char *what;
         size_t at;
@@ -1413,7 +1419,9 @@ TEST(test_node__validate_rejects_bad_fields)
         {"kind 0", 0, &b0, 1},
         {"kind 3", 0, &b3, 1},
         {"flag bit 1", 1, &b2, 1},
-        {"reserved16", 2, &b3, 1},
+        {"hint_pos longer than the keys", 2, &b3, 1},
+        {"hint_pos 1: \"a\" and \"b\" share no byte", 2, le16_1, 2},
+        {"wrong hint", 44, le32_1, 4},
         {"count > cap", 4, le32_3, 4},
         {"cap larger than image", 8, le32_3, 4},
         {"huge cap", 8, le32_big, 4},
@@ -1422,7 +1430,7 @@ TEST(test_node__validate_rejects_bad_fields)
         {"garbage miscounted", 16, le32_1, 4},
         {"reserved32", 20, le32_1, 4},
         {"leaf child0", 32, &b3, 1},
-        {"offset past data", 44, le32_data_end, 4},
+        {"offset past data", 48, le32_data_end, 4},
         {"offset huge", 40, le32_big, 4},
         {"key_len 0", data, le16_0, 2},
         {"key_len 4097", data, le16_4097, 2},
@@ -1440,14 +1448,16 @@ TEST(test_node__validate_rejects_bad_fields)
         CHECK(strstr(sop_errmsg(), "node") != NULL);
     }
     /* Swapped offsets: well-formed but out of order. */
-    CHECK_RC(SOP_CORRUPT, validate_patched(img, len, 40, swapped_offs, 8, &bytewise));
-    CHECK_OK(validate_patched(img, len, 40, swapped_offs, 8, NULL));
+    CHECK_RC(SOP_CORRUPT, validate_patched(img, len, 40, swapped_offs, 16, &bytewise));
+    CHECK_OK(validate_patched(img, len, 40, swapped_offs, 16, NULL));
+    /* Hints not maintained (hint_pos 0xFFFF): whatever they hold is ignored. */
+    CHECK_OK(validate_patched(img, len, 2, le16_none, 2, &bytewise));
     /* Equal keys in a non-dup node. */
     uint8_t key_a = 'a';
     CHECK_RC(SOP_CORRUPT, validate_patched(img, len, data + 12 + 3, &key_a, 1, &bytewise));
     /* Branch: kind byte of a separator must be 0; a blob vkind is corrupt there. */
     uint8_t vk1 = 1;
-    CHECK_RC(SOP_CORRUPT, validate_patched(branch, blen, 44 + 2, &vk1, 1, &bytewise));
+    CHECK_RC(SOP_CORRUPT, validate_patched(branch, blen, 48 + 2, &vk1, 1, &bytewise));
     /* A branch child0 may be anything, a leaf kind byte on it is not. */
     uint8_t leaf_kind = SOP_NODE_LEAF;
     CHECK_RC(SOP_CORRUPT, validate_patched(branch, blen, 0, &leaf_kind, 1, &bytewise));
@@ -1579,7 +1589,99 @@ TEST(test_node__serialize_reports_needed_length)
 }
 
 /* clang-format off */
+/* A random key over a tiny alphabet (0x00, 0x01, 'a', 0xff) after an
+ * optional shared prefix: many ties, proper prefixes and zero bytes, the
+ * cases where hints (N9) could go wrong. */
+static size_t hint_key(uint8_t *out, const uint8_t *prefix, size_t prefix_len)
+{
+    static const uint8_t alpha[] = {0x00, 0x01, 'a', 0xff};
+    size_t len = 0;
+    unsigned shape = (unsigned)(test_rand() % 8);
+    size_t keep = shape == 0 ? (size_t)(test_rand() % (prefix_len + 1)) : prefix_len;
+    memcpy(out, prefix, keep);
+    len = keep;
+    if (shape == 1 && len) /* same length, one byte off inside the prefix */
+        out[test_rand() % len] ^= (uint8_t)(1 + test_rand() % 255);
+    size_t tail = (size_t)(test_rand() % 9);
+    for (size_t i = 0; i < tail; i++)
+        out[len++] = alpha[test_rand() % 4];
+    if (len == 0)
+        out[len++] = alpha[test_rand() % 4];
+    return len;
+}
+
+/* Sealed leaves answer lower_bound through the hints; every answer (index
+ * and exactness) must equal a linear scan's, for probes inside, before,
+ * after and around the shared prefix. The same image round-trips through
+ * validate and serialize with its hints. */
+TEST(test_node__hinted_lower_bound_matches_linear_scan)
+{
+    const sop_keycmp bytewise = {0};
+    uint8_t keys[64][24], probe[24];
+    size_t lens[64];
+    for (unsigned round = 0; round < 300 * scale(); round++) {
+        uint8_t prefix[12];
+        size_t prefix_len = (size_t)(test_rand() % sizeof prefix);
+        for (size_t i = 0; i < prefix_len; i++)
+            prefix[i] = (uint8_t)test_rand();
+        sop_node n;
+        CHECK_OK(sop_node__new(&n, SOP_NODE_LEAF, 0, 7));
+        unsigned want = 1 + (unsigned)(test_rand() % 64), count = 0;
+        for (unsigned i = 0; i < want; i++) {
+            uint8_t k[24];
+            size_t len = hint_key(k, prefix, prefix_len);
+            int exact;
+            sop_val kv = {k, len};
+            uint32_t at = sop_node__lower_bound(n.img, &bytewise, &kv, 0, &exact);
+            if (exact)
+                continue;
+            sop_leafval v = {0};
+            CHECK_OK(sop_node__leaf_insert(&n, at, &kv, 0, &v));
+            count++;
+        }
+        sop_node__seal(&n);
+        CHECK_EQ_U64(sop_node__count(n.img), count);
+        CHECK_OK(sop_node__validate(n.img, sop_node__image_len(n.img), &bytewise));
+        for (uint32_t i = 0; i < count; i++) {
+            sop_val k;
+            uint64_t seq;
+            sop_node__key(n.img, i, &k, &seq);
+            memcpy(keys[i], k.data, k.len);
+            lens[i] = k.len;
+        }
+        for (unsigned p = 0; p < 200; p++) {
+            size_t plen;
+            if (p % 4 == 0) { /* an existing key */
+                uint32_t i = (uint32_t)(test_rand() % count);
+                memcpy(probe, keys[i], lens[i]);
+                plen = lens[i];
+            } else {
+                plen = hint_key(probe, prefix, prefix_len);
+            }
+            uint32_t lin = 0;
+            while (lin < count && sop_memcmp_keys(keys[lin], lens[lin], probe, plen) < 0)
+                lin++;
+            int lin_exact = lin < count && sop_memcmp_keys(keys[lin], lens[lin], probe, plen) == 0;
+            int exact = -1;
+            uint32_t at = sop_node__lower_bound(n.img, &bytewise, &(sop_val){probe, plen}, 0, &exact);
+            if (at != lin || exact != lin_exact) {
+                FAIL_AT("round %u probe %u: lower_bound %u/%d, linear %u/%d", round, p, at, exact,
+                        lin, lin_exact);
+                sop_node__free(&n);
+                return;
+            }
+        }
+        size_t len;
+        uint8_t *copy = serialize_copy(n.img, &len);
+        CHECK(copy != NULL);
+        CHECK_OK(sop_node__validate(copy, len, &bytewise));
+        free(copy);
+        sop_node__free(&n);
+    }
+}
+
 TEST_MAIN(T(test_node__new_nodes_are_empty_and_valid),
+          T(test_node__hinted_lower_bound_matches_linear_scan),
           T(test_node__leaf_image_bytes_match_format_table),
           T(test_node__branch_image_bytes_match_format_table),
           T(test_node__random_leaf_ops_match_model_unique_keys),
