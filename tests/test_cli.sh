@@ -385,8 +385,16 @@ section_busy() {
   rm -f fifo; mkfifo fifo
   exec 7<>fifo
   "$SOP" db load s <fifo 7>&- & holder=$!
-  # wait until the holder has the database open
-  for _ in $(seq 1 100); do "$SOP" db stat >/dev/null 2>&1; [ $? -eq 3 ] && break; sleep 0.05; done
+  # Wait until the holder has the database open: its OFD lock on LOCK shows
+  # in /proc/locks. (Polling with a sop command would open the database
+  # itself, and could make the holder's own open fail as busy.)
+  ino=$(stat -c %i db/LOCK)
+  for _ in $(seq 1 200); do
+    grep -q ":$ino " /proc/locks && break
+    kill -0 $holder 2>/dev/null || break
+    sleep 0.05
+  done
+  grep -q ":$ino " /proc/locks || failed "the holder never got the database open"
   fails 3 "database busy: another process has it open" "database open in another process" db get s k
   fails 3 "database busy" "busy: a write is refused too" db put s k2 v2
   echo '{"key":"k3","value":"from the holder"}' >&7
