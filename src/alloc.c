@@ -5,6 +5,9 @@
 #include "sop_int.h"
 
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 static void *std_malloc(size_t n, void *ctx)
 {
@@ -56,6 +59,17 @@ void sop_free(void *p)
 {
     if (p)
         allocator.free(p, allocator.ctx);
+}
+
+void sop_alloc_release_free_memory(void)
+{
+#ifdef __GLIBC__
+    /* glibc keeps freed node images in its heaps; after a checkpoint has
+     * turned many dirty copies into garbage, give their pages back so the
+     * process stays near the cache budget. Only for libc's allocator. */
+    if (allocator.free == std_free)
+        malloc_trim(0);
+#endif
 }
 
 char *sop_strdup(const char *s)

@@ -15,6 +15,7 @@ void sop_cache__add(sop_db *db, sop_version *v)
         if (db->clock_head)
             db->clock_head->cprev = v;
         db->clock_head = v;
+        db->clock_count++;
     }
     pthread_mutex_unlock(&db->cache_mu);
 }
@@ -31,6 +32,7 @@ static void unlink_locked(sop_db *db, sop_version *v)
         v->cnext->cprev = v->cprev;
     v->cprev = v->cnext = NULL;
     v->in_cache = 0;
+    db->clock_count--;
 }
 
 void sop_cache__forget(sop_db *db, sop_version *v)
@@ -95,11 +97,10 @@ void sop_cache__evict(sop_db *db)
         return;
     uint64_t target = budget - budget / 10;
     pthread_mutex_lock(&db->cache_mu);
-    size_t steps = 0, limit = 0;
-    for (sop_version *v = db->clock_head; v; v = v->cnext)
-        limit++;
-    limit *= 2; /* two sweeps: the first may only clear reference bits */
-    while (steps++ < limit && atomic_load_explicit(&db->node_bytes, memory_order_relaxed) > target) {
+    /* Two sweeps at most: the first may only clear reference bits. */
+    size_t steps = 0, limit = 2 * db->clock_count;
+    while (steps++ < limit &&
+           atomic_load_explicit(&db->node_bytes, memory_order_relaxed) > target) {
         sop_version *v = db->clock_hand ? db->clock_hand : db->clock_head;
         if (!v)
             break;

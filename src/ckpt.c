@@ -133,8 +133,7 @@ out:
 static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg)
 {
     return s != w->cur && s->id < replay_seg && s->blob_bytes != 0 &&
-           s->dead_bytes < s->blob_bytes &&
-           (s->blob_bytes - s->dead_bytes) * 3 < s->blob_bytes * 2;
+           s->dead_bytes < s->blob_bytes && (s->blob_bytes - s->dead_bytes) * 3 < s->blob_bytes * 2;
 }
 
 /* Would a checkpoint with no new commits still move or free space? */
@@ -144,9 +143,9 @@ static int space_work_pending(sop_db *db)
     pthread_mutex_lock(&db->wal.seg_mu);
     for (size_t i = 0; i < db->wal.seg_count && !pending; i++) {
         sop_seg *s = db->wal.segs[i];
-        pending = seg_is_victim(&db->wal, s, db->replay_from.seg) ||
-                  (s != db->wal.cur && s->id < db->replay_from.seg &&
-                   s->dead_bytes >= s->blob_bytes);
+        pending =
+            seg_is_victim(&db->wal, s, db->replay_from.seg) ||
+            (s != db->wal.cur && s->id < db->replay_from.seg && s->dead_bytes >= s->blob_bytes);
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
     return pending;
@@ -157,7 +156,24 @@ struct reloc {
     uint64_t lsn;
     uint64_t *victims;
     size_t victim_count;
+    uint64_t budget; /* node bytes this checkpoint may still copy */
 };
+
+/* Node bytes one checkpoint relocates at most. Each relocated node is a
+ * dirty copy (not evictable) until the checkpoint writes it; unbounded, a
+ * checkpoint after heavy churn copied every live node of the sparse
+ * segments at once (the readwhilewriting RSS overshoot, BENCHMARKS.md).
+ * The bound keeps up with churn: the dirty bytes this checkpoint writes
+ * are about the space its commits made dead, and relocating L bytes out
+ * of segments under 2/3 live frees at least 1.5 L. Victims left over are
+ * taken by the next checkpoints. */
+static uint64_t relocation_budget(const sop_db *db)
+{
+    uint64_t b = atomic_load(&db->dirty_bytes);
+    if (b < db->opts.cache_bytes / 8)
+        b = db->opts.cache_bytes / 8;
+    return b < (4u << 20) ? (4u << 20) : b;
+}
 
 static int is_victim(const struct reloc *r, uint64_t seg)
 {
@@ -176,14 +192,27 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
     /* A new, content-identical, dirty version at lsn: this checkpoint
      * writes it into the current segment; the old blob dies at lsn. Readers
      * of older snapshots keep the old version (and its segment, C3). */
-    const uint8_t *img;
-    if (sop_db__node(&img, db, head, lid, NULL) != SOP_OK)
-        return 0; /* unreadable: leave it where it is; sop_check reports it */
-    size_t len = sop_node__used_bytes(img);
-    uint8_t *copy = sop_malloc(len);
+    const uint8_t *img = atomic_load_explicit(&head->img, memory_order_acquire);
+    uint8_t *copy = NULL;
+    size_t len;
+    if (img) { /* cached: copy it compact */
+        len = sop_node__used_bytes(img);
+        if ((copy = sop_malloc(len)) != NULL &&
+            sop_node__serialize(img, copy, len, &len) != SOP_OK) {
+            sop_free(copy);
+            copy = NULL;
+        }
+    } else { /* on disk only: its blob (compact already) becomes the copy,
+              * without passing through the cache */
+        if (sop_wal__read(&db->wal, &head->loc, SOP_REC_NODE, &copy, &len) != SOP_OK)
+            return 0; /* unreadable: leave it where it is; sop_check reports it */
+        if (sop_node__validate(copy, len, NULL) != SOP_OK || sop_node__lid(copy) != lid) {
+            sop_free(copy);
+            return 0;
+        }
+    }
     sop_version *v = copy ? sop_version__new(r->lsn, NULL, 0, 0) : NULL;
-    if (!v || sop_node__serialize(img, copy, len, &len) != SOP_OK ||
-        sop_registry__ensure(&db->reg, lid) != SOP_OK ||
+    if (!v || sop_registry__ensure(&db->reg, lid) != SOP_OK ||
         sop_u64map_reserve(&db->dirty_lids, sop_u64map_count(&db->dirty_lids) + 1) != SOP_OK ||
         sop_u64map_reserve(&db->trim_lids, sop_u64map_count(&db->trim_lids) + 1) != SOP_OK ||
         db->death_count == db->death_cap) {
@@ -201,6 +230,9 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
     sop_u64map_put(NULL, &db->trim_lids, lid, NULL);
     atomic_fetch_add(&db->dirty_bytes, len);
     atomic_fetch_add(&db->node_bytes, len);
+    if (r->budget <= len)
+        return 1; /* enough for this checkpoint */
+    r->budget -= len;
     return 0;
 }
 
@@ -213,7 +245,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
  */
 static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg)
 {
-    struct reloc r = {db, C, NULL, 0};
+    struct reloc r = {db, C, NULL, 0, relocation_budget(db)};
     size_t cap = 0;
     pthread_mutex_lock(&db->wal.seg_mu);
     for (size_t i = 0; i < db->wal.seg_count; i++) {
@@ -288,6 +320,12 @@ int sop_ckpt__run(sop_db *db)
             lids[k++] = lid;
     }
     pthread_mutex_unlock(&db->commit_mu);
+    /* From here on the checkpoint reads only dirty images, which are never
+     * evicted, and the versions at C, which ckpt_snap keeps: it needs no
+     * epoch. Holding it through the writes kept every image evicted
+     * meanwhile unfreeable (L1): readers loading nodes during a long
+     * checkpoint grew memory far past the budget. */
+    sop_cache__leave(&db->ckpt_epoch);
     /* 2. Write the nodes visible at C that have no blob yet. */
     for (size_t i = 0; i < nlids; i++) {
         sop_version *v = sop_registry__lookup(&db->reg, lids[i], C);
@@ -325,8 +363,8 @@ int sop_ckpt__run(sop_db *db)
         wn++;
         /* Batches stay well below the segment size, so segments (the unit
          * of reclamation) stay near their nominal size. */
-        size_t batch_max = db->opts.segment_bytes / 4 < (4u << 20) ? db->opts.segment_bytes / 4
-                                                                    : (4u << 20);
+        size_t batch_max =
+            db->opts.segment_bytes / 4 < (4u << 20) ? db->opts.segment_bytes / 4 : (4u << 20);
         if (batch.len >= batch_max || i + 1 == nlids) {
             sop_loc base;
             uint64_t token;
@@ -531,6 +569,7 @@ out:
     sop_free(lids);
     sop_buf_dispose(&batch);
     sop_buf_dispose(&mani);
+    sop_alloc_release_free_memory();
     return rc;
 }
 
@@ -694,7 +733,8 @@ int sop_ckpt__load(sop_db *db, int *found_out)
     uint32_t nseg = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nseg && !r.bad; i++) {
         uint64_t id = sop_rd_u64(&r);
-        uint64_t blob = sop_rd_u64(&r), dead = sop_rd_u64(&r), dl = sop_rd_u64(&r), ml = sop_rd_u64(&r);
+        uint64_t blob = sop_rd_u64(&r), dead = sop_rd_u64(&r), dl = sop_rd_u64(&r),
+                 ml = sop_rd_u64(&r);
         uint64_t acct_end = sop_rd_u64(&r), inflight = sop_rd_u64(&r);
         sop_seg *s = sop_wal__segment(&db->wal, id);
         if (s) {

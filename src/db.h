@@ -136,6 +136,7 @@ struct sop_db {
     /* L1 cache (cache.h) */
     pthread_mutex_t cache_mu;     /* level 6: clock list */
     sop_version *clock_head, *clock_hand;
+    size_t clock_count; /* versions on the clock list (cache_mu) */
     _Atomic uint64_t epoch;       /* reclamation epoch, starts at 1 */
     _Atomic uint64_t ckpt_epoch;  /* announced by a running checkpoint (0 = none) */
     _Atomic uint64_t check_epoch; /* announced by sop_db_check / recovery */

@@ -782,8 +782,22 @@ int sop_node__clone(sop_node *node_out, const uint8_t *img, uint64_t lid)
 
 void sop_node__seal(sop_node *n)
 {
-    if (n && n->img && h_hint_pos(n->img) == HINT_NONE)
+    if (!n || !n->img)
+        return;
+    if (h_hint_pos(n->img) == HINT_NONE)
         hints_compute(n->img);
+    /* Published images are immutable: give the growth room back (the
+     * cache counts image bytes, and the room was up to half as much
+     * again). A shrinking realloc normally neither moves nor fails; if it
+     * does fail the node keeps its room. */
+    size_t len = sop_node__image_len(n->img);
+    if (n->alloc_len - len > 256) {
+        uint8_t *img = sop_realloc(n->img, len);
+        if (img) {
+            n->img = img;
+            n->alloc_len = len;
+        }
+    }
 }
 
 void sop_node__free(sop_node *n)

@@ -71,6 +71,8 @@ void *sop_malloc(size_t size);
 void *sop_calloc(size_t count, size_t size); /* overflow-checked, zeroed */
 void *sop_realloc(void *ptr, size_t size);
 void sop_free(void *ptr);
+/* Return free heap pages to the OS (glibc malloc only; else a no-op). */
+void sop_alloc_release_free_memory(void);
 char *sop_strdup(const char *s);
 void *sop_memdup(const void *p, size_t len);
 

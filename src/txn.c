@@ -1117,6 +1117,10 @@ int sop_txn__commit(sop_txn *t)
             return sop_db__panic(db, rc);
         set_visible(db, lsn);
     }
+    /* The commit reads no more images: drop its epoch (L2) before a
+     * checkpoint that may run long, or every image evicted meanwhile by
+     * other threads would wait for it to be freed. */
+    sop_cache__leave(&t->epoch);
     sop_ckpt__maybe(db);
     return SOP_OK;
 fail:
