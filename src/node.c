@@ -111,35 +111,64 @@ static inline unsigned h_hint_pos(const uint8_t *img)
  * hint(b) implies a < b and a < b implies hint(a) <= hint(b) (bytewise). */
 static inline uint32_t key_hint(const uint8_t *key, size_t len, size_t pos)
 {
+    if (pos + 4 <= len) {
+        uint32_t h;
+        memcpy(&h, key + pos, 4);
+        return __builtin_bswap32(h);
+    }
     uint32_t h = 0;
     for (size_t i = 0; i < 4; i++)
         h = h << 8 | (pos + i < len ? key[pos + i] : 0u);
     return h;
 }
 
-/* The hints (node.h, N9) of an image whose slots are in place: hint_pos =
- * the longest prefix every key shares, each entry's hint from its key. */
+/* Length of the common prefix of a[0..n) and b[0..n). */
+static inline size_t common_prefix(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* The longest prefix all keys share. In bytewise order it is that of the
+ * first and the last key, checked against each key with one memcmp; other
+ * orders fall back to shrinking it key by key. */
+static size_t shared_prefix(const uint8_t *img)
+{
+    uint32_t count = h_count(img);
+    if (count == 0)
+        return 0;
+    const uint8_t *p0 = slot_ptr(img, 0), *pl = slot_ptr(img, count - 1);
+    const uint8_t *k0 = p0 + SLOT_HEAD_LEN;
+    size_t len0 = sop_get_le16(p0), lenl = sop_get_le16(pl);
+    size_t pos = common_prefix(k0, pl + SLOT_HEAD_LEN, len0 < lenl ? len0 : lenl);
+    for (uint32_t i = 1; i + 1 < count && pos; i++) {
+        const uint8_t *p = slot_ptr(img, i);
+        size_t len = sop_get_le16(p);
+        if (len < pos || memcmp(p + SLOT_HEAD_LEN, k0, pos) != 0)
+            pos = common_prefix(p + SLOT_HEAD_LEN, k0, len < pos ? len : pos);
+    }
+    return pos;
+}
+
+/* The hints (node.h, N9) of an image whose slots are in place. */
 static void hints_compute(uint8_t *img)
 {
     uint32_t count = h_count(img);
-    size_t pos = 0;
-    if (count) {
-        const uint8_t *k0 = slot_ptr(img, 0) + SLOT_HEAD_LEN;
-        pos = sop_get_le16(slot_ptr(img, 0));
-        for (uint32_t i = 1; i < count && pos; i++) {
-            const uint8_t *p = slot_ptr(img, i);
-            size_t len = sop_get_le16(p), j = 0, m = len < pos ? len : pos;
-            while (j < m && p[SLOT_HEAD_LEN + j] == k0[j])
-                j++;
-            pos = j;
-        }
-    }
+    size_t pos = shared_prefix(img);
     sop_put_le16(img + H_HINT_POS, (uint16_t)pos); /* <= SOP_MAX_KEY_LEN < HINT_NONE */
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *p = slot_ptr(img, i);
         sop_put_le32(img + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * i + 4,
                      key_hint(p + SLOT_HEAD_LEN, sop_get_le16(p), pos));
     }
+}
+
+/* An edit changed the set of keys: the hints are stale until sealed. */
+static inline void hints_drop(uint8_t *img)
+{
+    sop_put_le16(img + H_HINT_POS, HINT_NONE);
 }
 
 /* Length of the slot at p in a node of this kind; p's slot is known to lie
@@ -530,6 +559,7 @@ static void write_compact(uint8_t *dst, const uint8_t *img, uint32_t new_cap)
     const uint8_t *src_data = img + data_start(img);
     uint8_t *dst_data = dst + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * new_cap;
     uint32_t pos = 0;
+    int hints = h_hint_pos(img) != HINT_NONE; /* kept as they are, or 0s */
 
     assert(new_cap >= count);
     memcpy(dst, img, SOP_NODE_HEADER_LEN);
@@ -538,6 +568,8 @@ static void write_compact(uint8_t *dst, const uint8_t *img, uint32_t new_cap)
         size_t len = slot_len_at(p, is_leaf, seq_len);
         memcpy(dst_data + pos, p, len);
         sop_put_le32(dst + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * i, pos);
+        sop_put_le32(dst + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * i + 4,
+                     hints ? slot_hint(img, i) : 0);
         pos += (uint32_t)len; /* live <= data_len, a u32 (N1) */
     }
     /* Unused entries are zero, so equal contents give equal bytes. */
@@ -546,7 +578,6 @@ static void write_compact(uint8_t *dst, const uint8_t *img, uint32_t new_cap)
     sop_put_le32(dst + H_CAP, new_cap);
     sop_put_le32(dst + H_DATA_LEN, pos);
     sop_put_le32(dst + H_GARBAGE, 0);
-    hints_compute(dst); /* canonical: derived from the keys alone */
 }
 
 int sop_node__serialize(const uint8_t *img, uint8_t *out, size_t out_cap, size_t *len_out)
@@ -557,6 +588,7 @@ int sop_node__serialize(const uint8_t *img, uint8_t *out, size_t out_cap, size_t
         return sop_err(SOP_INVAL, "node %" PRIu64 ": serialize needs %zu bytes, buffer has %zu",
                        h_lid(img), used, out_cap);
     write_compact(out, img, h_count(img));
+    hints_compute(out); /* from the keys alone: canonical (N9) */
     return SOP_OK;
 }
 
@@ -720,11 +752,26 @@ static void link_new_slot(sop_node *n, uint32_t idx, size_t len)
     uint8_t *img = n->img;
     uint32_t count = h_count(img), data_len = h_data_len(img);
     uint8_t *off_arr = img + SOP_NODE_HEADER_LEN;
+    /* (N9) The new key keeps the hints valid if it has the shared prefix
+     * (which then stays the longest); otherwise they are dropped. */
+    const uint8_t *slot = img + data_start(img) + data_len;
+    const uint8_t *key = slot + SLOT_HEAD_LEN;
+    size_t key_len = sop_get_le16(slot);
+    unsigned pos = h_hint_pos(img);
+    uint32_t hint = 0;
+    if (pos != HINT_NONE) {
+        const uint8_t *k0 = count ? slot_ptr(img, 0) + SLOT_HEAD_LEN : key;
+        if (key_len >= pos && memcmp(key, k0, pos) == 0)
+            hint = key_hint(key, key_len, pos);
+        else
+            hints_drop(img);
+        if (count == 0)
+            n->hints_stale = 1; /* one key: its prefix is longer */
+    }
     memmove(off_arr + (size_t)OFF_LEN * (idx + 1), off_arr + (size_t)OFF_LEN * idx,
             (size_t)OFF_LEN * (count - idx));
     sop_put_le32(off_arr + (size_t)OFF_LEN * idx, data_len);
-    sop_put_le32(off_arr + (size_t)OFF_LEN * idx + 4, 0);
-    sop_put_le16(img + H_HINT_POS, HINT_NONE); /* a new key: sop_node__seal redoes them */
+    sop_put_le32(off_arr + (size_t)OFF_LEN * idx + 4, hint);
     sop_put_le32(img + H_COUNT, count + 1);
     sop_put_le32(img + H_DATA_LEN, data_len + (uint32_t)len);
 }
@@ -782,22 +829,10 @@ int sop_node__clone(sop_node *node_out, const uint8_t *img, uint64_t lid)
 
 void sop_node__seal(sop_node *n)
 {
-    if (!n || !n->img)
-        return;
-    if (h_hint_pos(n->img) == HINT_NONE)
+    if (n && n->img && (n->hints_stale || h_hint_pos(n->img) == HINT_NONE))
         hints_compute(n->img);
-    /* Published images are immutable: give the growth room back (the
-     * cache counts image bytes, and the room was up to half as much
-     * again). A shrinking realloc normally neither moves nor fails; if it
-     * does fail the node keeps its room. */
-    size_t len = sop_node__image_len(n->img);
-    if (n->alloc_len - len > 256) {
-        uint8_t *img = sop_realloc(n->img, len);
-        if (img) {
-            n->img = img;
-            n->alloc_len = len;
-        }
-    }
+    if (n)
+        n->hints_stale = 0;
 }
 
 void sop_node__free(sop_node *n)
@@ -924,6 +959,7 @@ void sop_node__remove(sop_node *n, uint32_t idx)
             (size_t)OFF_LEN * (count - idx - 1));
     memset(off_arr + (size_t)OFF_LEN * (count - 1), 0, OFF_LEN);
     sop_put_le32(img + H_COUNT, count - 1);
+    n->hints_stale = 1;                  /* still valid; the shared prefix may have grown */
     if ((uint64_t)off + len == data_len) /* last in the data area: just shorten it */
         sop_put_le32(img + H_DATA_LEN, data_len - len);
     else
@@ -1015,11 +1051,13 @@ int sop_node__split(sop_node *left, sop_node *right_out, uint32_t at, uint64_t r
     uint64_t dropped = moved + (is_leaf ? 0 : slot_len(img, at));
     memset(img + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * at, 0, (size_t)OFF_LEN * (count - at));
     sop_put_le32(img + H_COUNT, at);
+    left->hints_stale = 1;
     sop_put_le32(img + H_GARBAGE, h_garbage(img) + (uint32_t)dropped);
     node_compact_if_sparse(left);
 
     right_out->img = buf;
     right_out->alloc_len = alloc_len;
+    right_out->hints_stale = 1;
     return SOP_OK;
 }
 

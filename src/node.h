@@ -77,15 +77,18 @@
  *   (N8) Garbage stays at most half of data_len: an edit that makes more
  *        compacts the node (best effort: if that allocation fails the node
  *        simply stays valid and uncompacted).
- *   (N9) Search hints. When hint_pos != 0xFFFF, slot i's hint is its key's
+ *   (N9) Search hints. When hint_pos != 0xFFFF, every key has at least
+ *        hint_pos bytes, equal to slot 0's, and slot i's hint is its key's
  *        bytes [hint_pos, hint_pos + 4) as a big-endian u32 (missing bytes
- *        0), and every key has at least hint_pos bytes, equal to slot 0's.
- *        For bytewise order the hints are then monotone in the keys, and a
- *        lookup binary-searches the contiguous off[] array instead of
- *        touching a slot (a cache miss) per step. Compact images and images
- *        sealed for publication (sop_node__seal) have them; an edit that
- *        adds a key sets hint_pos to 0xFFFF, lookups in such a node compare
- *        full keys, and validate then ignores the hints.
+ *        0). For bytewise order the hints are then monotone in the keys,
+ *        and a lookup binary-searches the contiguous off[] array instead of
+ *        touching a slot (a cache miss) per step. sop_node__serialize (and
+ *        so every on-disk image) uses the longest shared prefix: canonical.
+ *        In memory, an inserted key that has the prefix gets its hint; one
+ *        that has not drops them (hint_pos 0xFFFF: lookups compare full
+ *        keys); removals and splits keep them valid but maybe shorter than
+ *        they could be (sop_node.hints_stale). sop_node__seal, before an
+ *        image is published, recomputes them in both cases.
  *
  * Argument order: the node (image or sop_node) first, outputs last, as in
  * the interface agreed with btree.c; STYLE.md's "outputs first" is applied
@@ -140,6 +143,7 @@ typedef struct sop_leafval {
 typedef struct sop_node {
     size_t alloc_len;
     uint8_t *img;
+    int hints_stale; /* hints valid but maybe shorter than they could be (N9) */
 } sop_node;
 
 /* ---- validation ------------------------------------------------------------ */

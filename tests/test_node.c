@@ -1614,10 +1614,61 @@ static size_t hint_key(uint8_t *out, const uint8_t *prefix, size_t prefix_len)
  * and exactness) must equal a linear scan's, for probes inside, before,
  * after and around the shared prefix. The same image round-trips through
  * validate and serialize with its hints. */
+/* Probe img with 200 keys (a quarter existing); lower_bound (index and
+ * exactness) must equal a linear scan over keys[0..count). 1 if so. */
+static int probes_match_linear(const uint8_t *img, uint8_t (*keys)[24], const size_t *lens,
+                               uint32_t count, const uint8_t *prefix, size_t prefix_len,
+                               const char *stage, unsigned round)
+{
+    const sop_keycmp bytewise = {0};
+    uint8_t probe[24];
+    for (unsigned p = 0; p < 200; p++) {
+        size_t plen;
+        if (p % 4 == 0 && count) { /* an existing key */
+            uint32_t i = (uint32_t)(test_rand() % count);
+            memcpy(probe, keys[i], lens[i]);
+            plen = lens[i];
+        } else {
+            plen = hint_key(probe, prefix, prefix_len);
+        }
+        uint32_t lin = 0;
+        while (lin < count && sop_memcmp_keys(keys[lin], lens[lin], probe, plen) < 0)
+            lin++;
+        int lin_exact = lin < count && sop_memcmp_keys(keys[lin], lens[lin], probe, plen) == 0;
+        int exact = -1;
+        uint32_t at = sop_node__lower_bound(img, &bytewise, &(sop_val){probe, plen}, 0, &exact);
+        if (at != lin || exact != lin_exact) {
+            FAIL_AT("%s, round %u probe %u: lower_bound %u/%d, linear %u/%d", stage, round, p, at,
+                    exact, lin, lin_exact);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Copy the node's keys out, in order. */
+static uint32_t keys_of(const uint8_t *img, uint8_t (*keys)[24], size_t *lens)
+{
+    uint32_t count = sop_node__count(img);
+    for (uint32_t i = 0; i < count; i++) {
+        sop_val k;
+        uint64_t seq;
+        sop_node__key(img, i, &k, &seq);
+        memcpy(keys[i], k.data, k.len);
+        lens[i] = k.len;
+    }
+    return count;
+}
+
+/* lower_bound through the hints (N9), against a linear scan, on keys built
+ * to tie (shared prefixes, 0x00 bytes, proper prefixes), at every stage a
+ * node's hints go through: kept by inserts (in memory, possibly shorter
+ * than they could be), recomputed by seal, still valid after removals,
+ * canonical after serialize. */
 TEST(test_node__hinted_lower_bound_matches_linear_scan)
 {
     const sop_keycmp bytewise = {0};
-    uint8_t keys[64][24], probe[24];
+    uint8_t keys[64][24];
     size_t lens[64];
     for (unsigned round = 0; round < 300 * scale(); round++) {
         uint8_t prefix[12];
@@ -1626,7 +1677,7 @@ TEST(test_node__hinted_lower_bound_matches_linear_scan)
             prefix[i] = (uint8_t)test_rand();
         sop_node n;
         CHECK_OK(sop_node__new(&n, SOP_NODE_LEAF, 0, 7));
-        unsigned want = 1 + (unsigned)(test_rand() % 64), count = 0;
+        unsigned want = 1 + (unsigned)(test_rand() % 64);
         for (unsigned i = 0; i < want; i++) {
             uint8_t k[24];
             size_t len = hint_key(k, prefix, prefix_len);
@@ -1637,46 +1688,46 @@ TEST(test_node__hinted_lower_bound_matches_linear_scan)
                 continue;
             sop_leafval v = {0};
             CHECK_OK(sop_node__leaf_insert(&n, at, &kv, 0, &v));
-            count++;
         }
-        sop_node__seal(&n);
-        CHECK_EQ_U64(sop_node__count(n.img), count);
+        uint32_t count = keys_of(n.img, keys, lens);
         CHECK_OK(sop_node__validate(n.img, sop_node__image_len(n.img), &bytewise));
-        for (uint32_t i = 0; i < count; i++) {
-            sop_val k;
-            uint64_t seq;
-            sop_node__key(n.img, i, &k, &seq);
-            memcpy(keys[i], k.data, k.len);
-            lens[i] = k.len;
+        if (!probes_match_linear(n.img, keys, lens, count, prefix, prefix_len, "inserted", round))
+            break;
+        sop_node__seal(&n);
+        CHECK_OK(sop_node__validate(n.img, sop_node__image_len(n.img), &bytewise));
+        if (!probes_match_linear(n.img, keys, lens, count, prefix, prefix_len, "sealed", round))
+            break;
+        for (uint32_t r = count / 3; r > 0; r--)
+            sop_node__remove(&n, (uint32_t)(test_rand() % sop_node__count(n.img)));
+        count = keys_of(n.img, keys, lens);
+        CHECK_OK(sop_node__validate(n.img, sop_node__image_len(n.img), &bytewise));
+        if (!probes_match_linear(n.img, keys, lens, count, prefix, prefix_len, "removed", round))
+            break;
+        for (unsigned i = 0; i < 8; i++) { /* after sealing: some lack the prefix */
+            uint8_t k[24];
+            size_t len = hint_key(k, prefix, prefix_len);
+            int exact;
+            sop_val kv = {k, len};
+            uint32_t at = sop_node__lower_bound(n.img, &bytewise, &kv, 0, &exact);
+            sop_leafval v = {0};
+            if (!exact)
+                CHECK_OK(sop_node__leaf_insert(&n, at, &kv, 0, &v));
         }
-        for (unsigned p = 0; p < 200; p++) {
-            size_t plen;
-            if (p % 4 == 0) { /* an existing key */
-                uint32_t i = (uint32_t)(test_rand() % count);
-                memcpy(probe, keys[i], lens[i]);
-                plen = lens[i];
-            } else {
-                plen = hint_key(probe, prefix, prefix_len);
-            }
-            uint32_t lin = 0;
-            while (lin < count && sop_memcmp_keys(keys[lin], lens[lin], probe, plen) < 0)
-                lin++;
-            int lin_exact = lin < count && sop_memcmp_keys(keys[lin], lens[lin], probe, plen) == 0;
-            int exact = -1;
-            uint32_t at = sop_node__lower_bound(n.img, &bytewise, &(sop_val){probe, plen}, 0, &exact);
-            if (at != lin || exact != lin_exact) {
-                FAIL_AT("round %u probe %u: lower_bound %u/%d, linear %u/%d", round, p, at, exact,
-                        lin, lin_exact);
-                sop_node__free(&n);
-                return;
-            }
-        }
+        count = keys_of(n.img, keys, lens);
+        CHECK_OK(sop_node__validate(n.img, sop_node__image_len(n.img), &bytewise));
+        if (!probes_match_linear(n.img, keys, lens, count, prefix, prefix_len, "reinserted",
+                                 round))
+            break;
         size_t len;
         uint8_t *copy = serialize_copy(n.img, &len);
         CHECK(copy != NULL);
         CHECK_OK(sop_node__validate(copy, len, &bytewise));
+        int ok = probes_match_linear(copy, keys, lens, count, prefix, prefix_len, "serialized",
+                                     round);
         free(copy);
         sop_node__free(&n);
+        if (!ok)
+            break;
     }
 }
 
