@@ -808,9 +808,11 @@ int sop_node__clone(sop_node *node_out, const uint8_t *img, uint64_t lid)
     size_t data_room;
 
     memset(node_out, 0, sizeof *node_out);
-    /* A clone is about to be edited: some slack, less than a growth step. */
-    cap = count + count / 4 + 4;
-    data_room = (size_t)(live + live / 4 + 128);
+    /* A clone is about to be edited, usually by one or two keys, and is
+     * then published with whatever room it has left (the cache counts the
+     * image, not the room): a little slack; bigger edits grow it (N7). */
+    cap = count + count / 16 + 4;
+    data_room = (size_t)(live + live / 16 + 256);
     if (SOP_NODE_HEADER_LEN + (uint64_t)OFF_LEN * cap + data_room > SOP_NODE_MAX_IMAGE_LEN) {
         cap = count;
         data_room = (size_t)live;
