@@ -600,7 +600,11 @@ int sop_count(uint64_t *count_out, sop_txn *t, sop_store *s)
     if (rc || (rc = check_store(t, s)) != SOP_OK)
         return rc;
     int created_here = atomic_load(&s->created_lsn) > t->snap;
-    int64_t n = created_here ? 0 : (int64_t)sop_store__count_at(s, t->snap);
+    /* Unsigned, added and removed apart, kept in [0, INT64_MAX] like the
+     * stored counts (txn.c count_plus): a damaged count near INT64_MAX
+     * must not overflow, nor one smaller than the removals wrap. */
+    uint64_t n = created_here ? 0 : sop_store__count_at(s, t->snap);
+    uint64_t added = 0, removed = 0;
     sop_ws *w = sop_txn__ws(t, s, 0);
     if (w) {
         for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0]) {
@@ -612,15 +616,18 @@ int sop_count(uint64_t *count_out, sop_txn *t, sop_store *s)
                 in_tree = rc == SOP_OK;
             }
             if (x->op == SOP_OP_PUT && !in_tree)
-                n++;
+                added++;
             else if (x->op == SOP_OP_DEL && in_tree)
-                n--;
+                removed++;
         }
     }
     if (!(t->flags & SOP_TXN_READONLY) &&
         (rc = sop_txn__read_range(t, s, 1, NULL, 1, NULL)) != SOP_OK)
         return sop_txn__fail(t, rc);
-    *count_out = n < 0 ? 0 : (uint64_t)n;
+    if (n > INT64_MAX)
+        n = INT64_MAX;
+    n = added > INT64_MAX - n ? INT64_MAX : n + added;
+    *count_out = n > removed ? n - removed : 0;
     return SOP_OK;
 }
 

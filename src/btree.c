@@ -423,9 +423,29 @@ int sop_apply__add_death(sop_apply *a, const sop_loc *loc)
     return add_death(a, loc);
 }
 
-static uint64_t alloc_lid(sop_apply *a)
+/* A lid no node has had: next_lid is past every lid ever used (ckpt.c
+ * checks the manifest's). Refused if that does not hold, as a defence: a
+ * lid of a live node would replace another tree's node, and one this
+ * apply already holds would be listed twice in a->lids (reserve would
+ * then take a version for a node). */
+static int lid_free(sop_apply *a, uint64_t lid)
 {
-    return a->db->reg.next_lid++;
+    if (lid == 0 || lid > SOP_MAX_LID)
+        return SOP_CORRUPT_BKPT("node id %" PRIu64 " out of range", lid);
+    if (sop_registry__head(&a->db->reg, lid) || sop_u64map_get(NULL, &a->priv, lid) == SOP_OK)
+        return SOP_CORRUPT_BKPT("node id %" PRIu64 " is already in use", lid);
+    return SOP_OK;
+}
+
+static int alloc_lid(uint64_t *lid_out, sop_apply *a)
+{
+    uint64_t lid = a->db->reg.next_lid;
+    int rc = lid_free(a, lid);
+    if (rc)
+        return rc;
+    a->db->reg.next_lid = lid + 1;
+    *lid_out = lid;
+    return SOP_OK;
 }
 
 /* The newest image of lid: this commit's private copy, else the head. */
@@ -583,7 +603,9 @@ static int split_up(sop_apply *a, sop_store *s, apath *p, int level, int append)
             at = 1;
         if (!leaf && at + 1 >= count)
             at = count - 2;
-        uint64_t right_lid = alloc_lid(a);
+        uint64_t right_lid, left_lid;
+        if ((rc = alloc_lid(&right_lid, a)) != SOP_OK)
+            return rc;
         sop_node *right = sop_malloc(sizeof *right);
         if (!right)
             return sop_err(SOP_NOMEM, "split");
@@ -601,7 +623,8 @@ static int split_up(sop_apply *a, sop_store *s, apath *p, int level, int append)
         }
         if (level == 0) {
             /* Root split (B4): the root lid stays; its old content moves. */
-            uint64_t left_lid = alloc_lid(a);
+            if ((rc = alloc_lid(&left_lid, a)) != SOP_OK)
+                return rc;
             sop_node *root;
             sop_node__set_lid(n, left_lid);
             if ((rc = sop_u64map_put(NULL, &a->priv, left_lid, n)) != SOP_OK ||
@@ -778,7 +801,10 @@ int sop_apply__op(sop_apply *a, sop_store *s, int kind, const sop_val *key, uint
 int sop_apply__create_root(sop_apply *a, sop_store *s)
 {
     sop_node *n;
-    return new_private(&n, a, 1, is_dup(s), s->root_lid);
+    /* The root lid comes from the record (reserved when it was written):
+     * it must still be unused, or the new store would take over a node. */
+    int rc = lid_free(a, s->root_lid);
+    return rc ? rc : new_private(&n, a, 1, is_dup(s), s->root_lid);
 }
 
 int sop_apply__drop_tree(sop_apply *a, sop_store *s)

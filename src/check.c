@@ -11,8 +11,15 @@
  *             depth, no empty non-root node, at most slot_length items or
  *             children; the store's count equals the traversal.
  *   blobs     every node with an on-disk copy: the record's checksum, and
- *             the bytes equal the in-memory image; every value blob: the
- *             checksum and its length.
+ *             the bytes equal the in-memory image; every value blob, of the
+ *             trees and of prepared transactions' bodies (which commit
+ *             applies as they stand): the checksum and its length. A
+ *             location is checked against its segment before it sizes the
+ *             read buffer.
+ *   walk      each node is visited once: a lid reached a second time (two
+ *             parents, or a cycle through a misdirected registry entry) and
+ *             a node holding another node's image are findings, and the
+ *             walk does not descend into them (it terminates on any input).
  *   registry  every live lid is reachable from a store (none leaked).
  *   space     per segment, the accounting's live bytes equal the bytes of
  *             the blobs something references (trees, pending deaths not yet
@@ -112,10 +119,13 @@ static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_
 /* On-disk copy of a node: checksum, and same bytes as the image. */
 static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uint8_t *img)
 {
-    int rc = ensure_buf(c, v->loc.len);
-    if (rc)
+    /* The location first: its length sizes the buffer. */
+    int rc = sop_wal__check_loc(&c->db->wal, &v->loc);
+    if (rc == SOP_OK && (rc = ensure_buf(c, v->loc.len)) != SOP_OK)
         return rc;
-    if ((rc = sop_wal__read_into(&c->db->wal, &v->loc, SOP_REC_NODE, c->buf)) != SOP_OK) {
+    if (rc == SOP_OK)
+        rc = sop_wal__read_into(&c->db->wal, &v->loc, SOP_REC_NODE, c->buf);
+    if (rc != SOP_OK) {
         if (!is_damage(rc))
             return env_failed(c, rc);
         finding(c, "node %" PRIu64 ": blob at %" PRIu64 ":%" PRIu64 " unreadable: %s", lid,
@@ -132,6 +142,22 @@ static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uin
                 v->loc.seg, v->loc.off);
     sop_free(tmp);
     return add_live(c, &v->loc);
+}
+
+/* A value blob (of a leaf, or of a prepared body): a VALUE record with the
+ * location's checksum and value_len bytes; counted as referenced. A
+ * damaged one is a finding (what names it); SOP_OK unless the checker
+ * itself failed. */
+static int check_value_blob(chk *c, const char *what, const sop_loc *loc, uint32_t value_len)
+{
+    int rc = sop_txn__read_value(&c->db->wal, loc, value_len, &c->buf, &c->buf_cap);
+    if (rc != SOP_OK) {
+        if (!is_damage(rc))
+            return env_failed(c, rc);
+        finding(c, "%s: value blob at %" PRIu64 ":%" PRIu64 ": %s", what, loc->seg, loc->off,
+                sop_errmsg());
+    }
+    return add_live(c, loc);
 }
 
 typedef struct frame {
@@ -176,6 +202,12 @@ static int check_store(chk *c, sop_store *s)
             finding(c, "store '%s': node %" PRIu64 " has no registry entry", s->name, f.lid);
             continue;
         }
+        /* Each node has one parent in one tree: a second visit means shared
+         * subtrees or a cycle, and walking it again could take forever. */
+        if (sop_u64map_get(NULL, &c->reach, f.lid) == SOP_OK) {
+            finding(c, "store '%s': node %" PRIu64 " is reached more than once", s->name, f.lid);
+            continue;
+        }
         if (sop_u64map_put(NULL, &c->reach, f.lid, (void *)1) != SOP_OK) {
             rc = sop_err(SOP_NOMEM, "check");
             goto out;
@@ -194,9 +226,12 @@ static int check_store(chk *c, sop_store *s)
         }
         if (v->loc.seg && (rc = check_node_blob(c, f.lid, v, img)) != SOP_OK)
             goto out;
-        if (sop_node__lid(img) != f.lid)
+        if (sop_node__lid(img) != f.lid) {
+            /* Its children are another node's: do not walk them from here. */
             finding(c, "node %" PRIu64 " holds the image of node %" PRIu64, f.lid,
                     sop_node__lid(img));
+            continue;
+        }
         if (sop_node__is_dup(img) != dup)
             finding(c, "store '%s': node %" PRIu64 " duplicate flag differs from the store",
                     s->name, f.lid);
@@ -228,26 +263,12 @@ static int check_store(chk *c, sop_store *s)
                 finding(c, "store '%s': leaf %" PRIu64 " at depth %d, others at %d", s->name, f.lid,
                         f.depth, leaf_depth);
             items += cnt;
+            char what[300];
+            snprintf(what, sizeof what, "store '%s'", s->name);
             for (uint32_t i = 0; i < cnt; i++) {
                 sop_leafval lv;
                 sop_node__leaf_value(img, i, &lv);
-                if (!lv.is_blob)
-                    continue;
-                if ((rc = ensure_buf(c, lv.loc.len)) != SOP_OK)
-                    goto out;
-                if ((rc = sop_wal__read_into(&db->wal, &lv.loc, SOP_REC_VALUE, c->buf)) != SOP_OK) {
-                    if (!is_damage(rc))
-                        goto out;
-                    rc = SOP_OK;
-                    finding(c, "store '%s': value blob at %" PRIu64 ":%" PRIu64 ": %s", s->name,
-                            lv.loc.seg, lv.loc.off, sop_errmsg());
-                } else if (sop_get_le32(c->buf + 8) != lv.value_len)
-                    finding(c,
-                            "store '%s': value blob at %" PRIu64 ":%" PRIu64 " has %u bytes, "
-                            "the leaf says %u",
-                            s->name, lv.loc.seg, lv.loc.off, sop_get_le32(c->buf + 8),
-                            lv.value_len);
-                if ((rc = add_live(c, &lv.loc)) != SOP_OK)
+                if (lv.is_blob && (rc = check_value_blob(c, what, &lv.loc, lv.value_len)) != SOP_OK)
                     goto out;
             }
             continue;
@@ -292,9 +313,16 @@ static int unreachable_lid(uint64_t lid, sop_version *head, void *ctx)
     return 0;
 }
 
-static void prepared_blob(const sop_loc *loc, void *ctx)
+struct prep_chk {
+    chk *c;
+    char what[64];
+};
+
+static void prepared_value(const sop_loc *loc, uint32_t value_len, void *ctx)
 {
-    add_live(ctx, loc);
+    struct prep_chk *p = ctx;
+    if (!p->c->err)
+        check_value_blob(p->c, p->what, loc, value_len);
 }
 
 struct log_chk {
@@ -361,8 +389,12 @@ static void check_space(chk *c)
     sop_wal *w = &db->wal;
     for (size_t i = 0; i < db->death_count; i++)
         add_live(c, &db->deaths[i].loc); /* dead at their lsn, counted at the next checkpoint */
-    for (sop_prepared *p = db->prepared; p; p = p->next)
-        sop_txn__body_blobs(p->body, p->body_len, prepared_blob, c);
+    for (sop_prepared *p = db->prepared; p && !c->err; p = p->next) {
+        struct prep_chk pc = {c, ""};
+        snprintf(pc.what, sizeof pc.what, "prepared transaction %" PRIu64, p->id);
+        if (sop_txn__body_values(p->body, p->body_len, prepared_value, &pc) != SOP_OK)
+            finding(c, "%s: %s", pc.what, sop_errmsg());
+    }
     if (c->err)
         return; /* totals incomplete: comparing them would invent findings */
     pthread_mutex_lock(&w->seg_mu);

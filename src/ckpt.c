@@ -586,6 +586,145 @@ void sop_ckpt__maybe(sop_db *db)
 
 /* ---- loading ------------------------------------------------------------- */
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * The loaded manifest against itself. Its CRC says only that these are the
+ * bytes some writer wrote; the engine trusts the counters and positions
+ * below for the rest of the session, so a contradiction is SOP_CORRUPT here
+ * rather than damage spread by later commits:
+ *   - next_lid is past every lid in use (registry run, store roots): lids
+ *     are never reused, and a reused one makes a commit replace another
+ *     tree's node (or list one node twice in an apply);
+ *   - next_store_id is past every store id, next_txn_id past every prepared
+ *     id (new ones would repeat them);
+ *   - stores have distinct ids, names and root lids (else two stores share a
+ *     tree or one name), were created at or before ckpt_lsn (the checkpoint
+ *     holds only stores live at it) and count at most INT64_MAX items (a
+ *     count moves by signed deltas);
+ *   - prepared transactions have distinct ids and lsn <= ckpt_lsn (the next
+ *     checkpoint keeps only those: a later one would be lost).
+ * The store ids and root lids a prepared body creates were reserved when it
+ * was prepared: next_store_id / next_lid are raised past them, as replaying
+ * its PREPARE record does (txn.c add_prepared).
+ */
+static int check_loaded(sop_db *db, const char *path, uint64_t C, uint64_t max_lid)
+{
+    size_t n = 0, k = 0;
+    int rc = SOP_OK;
+    for (sop_store *s = atomic_load(&db->stores); s; s = s->next)
+        n++;
+    uint64_t *ids = sop_malloc((n ? n : 1) * sizeof *ids);
+    uint64_t *roots = sop_malloc((n ? n : 1) * sizeof *roots);
+    char **names = sop_malloc((n ? n : 1) * sizeof *names);
+    if (!ids || !roots || !names) {
+        rc = sop_err(SOP_NOMEM, "manifest check");
+        goto out;
+    }
+    for (sop_store *s = atomic_load(&db->stores); s; s = s->next, k++) {
+        uint64_t created = atomic_load(&s->created_lsn);
+        uint64_t count = atomic_load(&s->counts)->count;
+        if (s->id == 0 || s->id >= db->next_store_id) {
+            rc = SOP_CORRUPT_BKPT("%s: store '%s' has id %" PRIu64 ", next_store_id is %" PRIu64,
+                                  path, s->name, s->id, db->next_store_id);
+            goto out;
+        }
+        if (s->root_lid == 0 || s->root_lid >= db->reg.next_lid) {
+            rc = SOP_CORRUPT_BKPT("%s: store '%s' has root lid %" PRIu64 ", next_lid is %" PRIu64,
+                                  path, s->name, s->root_lid, db->reg.next_lid);
+            goto out;
+        }
+        if (created > C) {
+            rc = SOP_CORRUPT_BKPT("%s: store '%s' created at lsn %" PRIu64
+                                  ", after the checkpoint lsn %" PRIu64,
+                                  path, s->name, created, C);
+            goto out;
+        }
+        if (count > INT64_MAX) {
+            rc = SOP_CORRUPT_BKPT("%s: store '%s' count %" PRIu64 " is above INT64_MAX", path,
+                                  s->name, count);
+            goto out;
+        }
+        ids[k] = s->id;
+        roots[k] = s->root_lid;
+        names[k] = s->name;
+    }
+    qsort(ids, n, sizeof *ids, cmp_u64);
+    qsort(roots, n, sizeof *roots, cmp_u64);
+    qsort(names, n, sizeof *names, cmp_name);
+    for (k = 1; k < n; k++) {
+        if (ids[k] == ids[k - 1] || roots[k] == roots[k - 1] ||
+            strcmp(names[k], names[k - 1]) == 0) {
+            rc = SOP_CORRUPT_BKPT("%s: two stores share an id, a root lid or a name", path);
+            goto out;
+        }
+    }
+    if (db->reg.next_lid > SOP_MAX_LID + 1) {
+        rc = SOP_CORRUPT_BKPT("%s: next_lid %" PRIu64 " is past the largest node id", path,
+                              db->reg.next_lid);
+        goto out;
+    }
+    if (max_lid >= db->reg.next_lid) {
+        rc = SOP_CORRUPT_BKPT("%s: next_lid %" PRIu64 " is not past node %" PRIu64, path,
+                              db->reg.next_lid, max_lid);
+        goto out;
+    }
+    size_t np = 0;
+    for (sop_prepared *p = db->prepared; p; p = p->next)
+        np++;
+    sop_free(ids);
+    if (!(ids = sop_malloc((np ? np : 1) * sizeof *ids))) {
+        rc = sop_err(SOP_NOMEM, "manifest check");
+        goto out;
+    }
+    k = 0;
+    for (sop_prepared *p = db->prepared; p; p = p->next) {
+        ids[k++] = p->id;
+        if (p->lsn > C) {
+            rc = SOP_CORRUPT_BKPT("%s: prepared transaction %" PRIu64 " has lsn %" PRIu64
+                                  ", after the checkpoint lsn %" PRIu64,
+                                  path, p->id, p->lsn, C);
+            goto out;
+        }
+        if (p->id == 0 || p->id >= db->next_txn_id) {
+            rc =
+                SOP_CORRUPT_BKPT("%s: prepared transaction id %" PRIu64 ", next_txn_id is %" PRIu64,
+                                 path, p->id, db->next_txn_id);
+            goto out;
+        }
+        if (p->create_max_id == UINT64_MAX || p->create_max_lid > SOP_MAX_LID) {
+            rc = SOP_CORRUPT_BKPT("%s: prepared transaction %" PRIu64
+                                  " creates a store with id or root lid out of range",
+                                  path, p->id);
+            goto out;
+        }
+        if (db->next_store_id <= p->create_max_id)
+            db->next_store_id = p->create_max_id + 1;
+        if (db->reg.next_lid <= p->create_max_lid)
+            db->reg.next_lid = p->create_max_lid + 1;
+    }
+    qsort(ids, np, sizeof *ids, cmp_u64);
+    for (k = 1; k < np; k++)
+        if (ids[k] == ids[k - 1]) {
+            rc = SOP_CORRUPT_BKPT("%s: two prepared transactions have id %" PRIu64, path, ids[k]);
+            goto out;
+        }
+out:
+    sop_free(ids);
+    sop_free(roots);
+    sop_free(names);
+    return rc;
+}
+
 int sop_ckpt__load(sop_db *db, int *found_out)
 {
     struct mani_scan ms = {0};
@@ -631,6 +770,32 @@ int sop_ckpt__load(sop_db *db, int *found_out)
     db->replay_from.off = sop_rd_u64(&r);
     db->durable_from.seg = sop_rd_u64(&r);
     db->durable_from.off = sop_rd_u64(&r);
+    /* Recovery replays from replay_from, and the log up to durable_from was
+     * synced by the checkpoint: replay <= durable, both in segments that
+     * exist (a checkpoint's own segment is deleted only by a later one, and
+     * never by a session that wrote nothing), the replay offset inside its
+     * segment. A position past the log would replay nothing: the commits
+     * after the checkpoint would vanish, and an id of UINT64_MAX would wrap
+     * the next segment's id to 0. */
+    {
+        sop_seg *rs = sop_wal__segment(&db->wal, db->replay_from.seg);
+        if (r.bad) {
+            rc = SOP_CORRUPT_BKPT("%s: truncated", path);
+            goto out;
+        }
+        if (!rs || !sop_wal__segment(&db->wal, db->durable_from.seg) ||
+            db->replay_from.seg > db->durable_from.seg ||
+            (db->replay_from.seg == db->durable_from.seg &&
+             db->replay_from.off > db->durable_from.off) ||
+            db->replay_from.off > rs->size) {
+            rc = SOP_CORRUPT_BKPT("%s: replay position %" PRIu64 ":%" PRIu64
+                                  " / durable position %" PRIu64 ":%" PRIu64
+                                  " out of order or outside the log",
+                                  path, db->replay_from.seg, db->replay_from.off,
+                                  db->durable_from.seg, db->durable_from.off);
+            goto out;
+        }
+    }
     /* Segment ids are never reused (W1), even of segments deleted since. */
     if (db->wal.next_seg_id <= db->durable_from.seg)
         db->wal.next_seg_id = db->durable_from.seg + 1;
@@ -661,6 +826,11 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         const uint8_t *cmpn = sop_rd_take(&r, cl);
         uint32_t sl = sop_rd_u32(&r);
         const uint8_t *spec = sop_rd_take(&r, sl);
+        if (r.bad) { /* before nl, cl and sl size allocations: they are from disk */
+            sop_free(s);
+            rc = SOP_CORRUPT_BKPT("%s: store entry", path);
+            goto out;
+        }
         sop_countver *cv = sop_calloc(1, sizeof *cv);
         s->name = sop_malloc(nl + 1u);
         if (cl)
@@ -671,9 +841,9 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         atomic_init(&s->dropped_lsn, SOP_NEVER);
         atomic_init(&s->pending_owner, NULL);
         atomic_init(&s->counts, cv);
-        if (!cv || !s->name || (cl && !s->comparator) || (sl && !s->key_spec) || r.bad) {
+        if (!cv || !s->name || (cl && !s->comparator) || (sl && !s->key_spec)) {
             sop_store__free(s);
-            rc = r.bad ? SOP_CORRUPT_BKPT("%s: store entry", path) : sop_err(SOP_NOMEM, "store");
+            rc = sop_err(SOP_NOMEM, "store");
             goto out;
         }
         cv->lsn = 0;
@@ -748,9 +918,11 @@ int sop_ckpt__load(sop_db *db, int *found_out)
             s->inflight_bytes = inflight;
         }
     }
-    uint64_t nl = sop_rd_u64(&r);
+    uint64_t nl = sop_rd_u64(&r), max_lid = 0;
     for (uint64_t i = 0; i < nl && !r.bad; i++) {
         uint64_t lid = sop_rd_u64(&r);
+        if (lid > max_lid)
+            max_lid = lid;
         sop_loc loc;
         loc.seg = sop_rd_u64(&r);
         loc.off = sop_rd_u64(&r);
@@ -778,6 +950,8 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         rc = SOP_CORRUPT_BKPT("%s: truncated or trailing bytes", path);
         goto out;
     }
+    if ((rc = check_loaded(db, path, C, max_lid)) != SOP_OK)
+        goto out;
     db->applied_lsn = C;
     db->ckpt_lsn = C;
     db->ckpt_seq = ms.best;

@@ -10,6 +10,7 @@
 #include "cache.h"
 #include "txn.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 /* ======================================================================== */
@@ -341,25 +342,38 @@ int sop_txn__read_range(sop_txn *t, sop_store *s, int lo_open, const sop_val *lo
     return SOP_OK;
 }
 
+int sop_txn__read_value(sop_wal *w, const sop_loc *loc, uint32_t value_len, uint8_t **buf,
+                        size_t *cap)
+{
+    /* loc->len comes from disk: check it against the segment before it
+     * sizes the buffer. */
+    int rc = sop_wal__check_loc(w, loc);
+    if (rc)
+        return rc;
+    if (*cap < loc->len) {
+        uint8_t *n = sop_realloc(*buf, loc->len);
+        if (!n)
+            return sop_err(SOP_NOMEM, "value buffer of %u bytes", loc->len);
+        *buf = n;
+        *cap = loc->len;
+    }
+    if ((rc = sop_wal__read_into(w, loc, SOP_REC_VALUE, *buf)) != SOP_OK)
+        return rc;
+    if (sop_get_le32(*buf + 8) != value_len)
+        return SOP_CORRUPT_BKPT("value blob length %u, expected %u", sop_get_le32(*buf + 8),
+                                value_len);
+    return SOP_OK;
+}
+
 int sop_txn__value(sop_val *out, sop_txn *t, uint8_t **buf, size_t *cap, const sop_leafval *v)
 {
     if (!v->is_blob) {
         *out = v->inline_val;
         return SOP_OK;
     }
-    if (*cap < v->loc.len) {
-        uint8_t *n = sop_realloc(*buf, v->loc.len);
-        if (!n)
-            return sop_err(SOP_NOMEM, "value buffer of %u bytes", v->loc.len);
-        *buf = n;
-        *cap = v->loc.len;
-    }
-    int rc = sop_wal__read_into(&t->db->wal, &v->loc, SOP_REC_VALUE, *buf);
+    int rc = sop_txn__read_value(&t->db->wal, &v->loc, v->value_len, buf, cap);
     if (rc)
         return rc;
-    if (sop_get_le32(*buf + 8) != v->value_len)
-        return SOP_CORRUPT_BKPT("value blob length %u, expected %u", sop_get_le32(*buf + 8),
-                                v->value_len);
     out->data = *buf + SOP_REC_HDR_LEN;
     out->len = v->value_len;
     return SOP_OK;
@@ -470,6 +484,30 @@ static int check_prepared(sop_txn *t)
     return SOP_OK;
 }
 
+/* Does prepared p's body create a store named name? */
+static int prepared_creates(const sop_prepared *p, const char *name)
+{
+    sop_rd r = {p->body, p->body + p->body_len, 0};
+    size_t nlen = strlen(name);
+    sop_rd_val16(&r); /* xid */
+    uint32_t ncat = sop_rd_u32(&r);
+    for (uint32_t i = 0; i < ncat && !r.bad; i++) {
+        uint8_t op = sop_rd_u8(&r);
+        sop_rd_u64(&r);
+        if (op != 1)
+            continue;
+        sop_rd_u64(&r);
+        sop_val n = sop_rd_val16(&r);
+        if (!r.bad && n.len == nlen && memcmp(n.data, name, nlen) == 0)
+            return 1;
+        sop_rd_u32(&r), sop_rd_u32(&r), sop_rd_u32(&r);
+        sop_rd_val16(&r);
+        uint32_t sl = sop_rd_u32(&r);
+        sop_rd_take(&r, sl);
+    }
+    return 0;
+}
+
 static int validate(sop_txn *t)
 {
     sop_db *db = t->db;
@@ -505,6 +543,13 @@ static int validate(sop_txn *t)
                                    s->name);
                 }
             }
+            /* A prepared transaction's new store holds its name until it is
+             * resolved: its commit must not make a second live store of that
+             * name (ckpt.c refuses a manifest with two). */
+            for (sop_prepared *p = db->prepared; p; p = p->next)
+                if (p->id != t->id && prepared_creates(p, s->name))
+                    return sop_err(SOP_BUSY, "prepared transaction %" PRIu64 " creates store '%s'",
+                                   p->id, s->name);
         } else if (atomic_load(&s->dropped_lsn) != SOP_NEVER) {
             atomic_fetch_add(&db->st_conflicts, 1);
             return sop_err(SOP_CONFLICT, "store '%s' was removed by another transaction", s->name);
@@ -546,6 +591,11 @@ static int encode_txn(sop_buf *b, sop_txn *t, int kind, uint64_t txn_id, const s
         sop_store *s = w->store;
         if (w->created) {
             if (s->id == 0) {
+                /* UINT64_MAX is no store id (the next would wrap to 0): only
+                 * a damaged next_store_id gets here. */
+                if (db->next_store_id == UINT64_MAX)
+                    return SOP_CORRUPT_BKPT("store ids exhausted (next_store_id %" PRIu64 ")",
+                                            db->next_store_id);
                 s->id = db->next_store_id++;
                 s->root_lid = db->reg.next_lid++;
             }
@@ -683,6 +733,26 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
                         s = w->store;
             }
             if (!s) {
+                /* Replay (and commit of a prepared body): no other store may
+                 * have this id, nor, while live, this name (commit and
+                 * prepare validation keep both unique, and store ids are
+                 * never reused), or two stores would answer to one. */
+                int clash = id == 0 || id == UINT64_MAX || sop_db__store_by_id(db, id) != NULL;
+                for (sop_store *o = atomic_load(&db->stores); o && !clash; o = o->next)
+                    clash = atomic_load(&o->created_lsn) != SOP_NEVER &&
+                            atomic_load(&o->dropped_lsn) == SOP_NEVER &&
+                            strlen(o->name) == name.len &&
+                            memcmp(o->name, name.data, name.len) == 0;
+                for (size_t k = 0; k < nch && !clash; k++)
+                    clash = ch[k].store->id == id ||
+                            (ch[k].created && strlen(ch[k].store->name) == name.len &&
+                             memcmp(ch[k].store->name, name.data, name.len) == 0);
+                if (clash) {
+                    rc = SOP_CORRUPT_BKPT("commit record creates store %" PRIu64
+                                          " '%.*s', whose id or name is in use",
+                                          id, (int)name.len, (const char *)name.data);
+                    goto out;
+                }
                 /* Replay: build the store object (published at the end). */
                 s = sop_calloc(1, sizeof *s);
                 if (!s) {
@@ -861,6 +931,21 @@ out:
     return SOP_OK;
 }
 
+/* before + delta for a store count. Counts stay in [0, INT64_MAX]: the
+ * manifest loader refuses larger ones (ckpt.c), and a count that the
+ * delta would take outside (only a damaged count can: sop_db_check
+ * reports it against the tree) is clamped, never overflowed. */
+static uint64_t count_plus(uint64_t before, int64_t delta)
+{
+    if (before > INT64_MAX)
+        before = INT64_MAX;
+    if (delta < 0) {
+        uint64_t d = (uint64_t)(-(delta + 1)) + 1; /* |delta|, even of INT64_MIN */
+        return before > d ? before - d : 0;
+    }
+    return (uint64_t)delta > INT64_MAX - before ? INT64_MAX : before + (uint64_t)delta;
+}
+
 /* Make a body's catalog and count changes visible at lsn (commit_mu). */
 static int publish_catalog(sop_db *db, cat_change *ch, size_t nch, uint64_t lsn)
 {
@@ -882,7 +967,7 @@ static int publish_catalog(sop_db *db, cat_change *ch, size_t nch, uint64_t lsn)
         sop_countver *head = atomic_load(&s->counts);
         uint64_t before = head ? head->count : 0;
         cv[i]->lsn = lsn;
-        cv[i]->count = (uint64_t)((int64_t)before + ch[i].delta);
+        cv[i]->count = count_plus(before, ch[i].delta);
         atomic_init(&cv[i]->older, head);
         atomic_store_explicit(&s->counts, cv[i], memory_order_release);
         if (ch[i].has_ops && ch[i].next_seq > s->next_seq)
@@ -1181,12 +1266,16 @@ int sop_prepared__decode(sop_prepared *p)
         uint8_t op = sop_rd_u8(&r);
         uint64_t id = sop_rd_u64(&r);
         if (op == 1) {
-            sop_rd_u64(&r);
+            uint64_t root = sop_rd_u64(&r);
             sop_rd_val16(&r);
             sop_rd_u32(&r), sop_rd_u32(&r), sop_rd_u32(&r);
             sop_rd_val16(&r);
             uint32_t sl = sop_rd_u32(&r);
             sop_rd_take(&r, sl);
+            if (id > p->create_max_id)
+                p->create_max_id = id;
+            if (root > p->create_max_lid)
+                p->create_max_lid = root;
         }
         /* a whole-store lock */
         PUSH_KEY(id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0});
@@ -1232,6 +1321,8 @@ int sop_prepared__decode(sop_prepared *p)
 
 static int add_prepared(sop_db *db, uint64_t id, uint64_t lsn, const uint8_t *body, size_t len)
 {
+    if (id == 0 || id == UINT64_MAX) /* ids start at 1; UINT64_MAX: see sop_txn__prepare */
+        return SOP_CORRUPT_BKPT("prepared transaction id %" PRIu64 " out of range", id);
     sop_prepared *p = sop_calloc(1, sizeof *p);
     if (!p)
         return sop_err(SOP_NOMEM, "prepared");
@@ -1247,6 +1338,20 @@ static int add_prepared(sop_db *db, uint64_t id, uint64_t lsn, const uint8_t *bo
         sop_prepared__free(p);
         return rc;
     }
+    /* The store ids and root lids its creates use were reserved when it
+     * was prepared; a replayed PREPARE must reserve them again, or a later
+     * commit allocates the new store's root lid for another tree and
+     * committing this one overwrites that node. */
+    if (p->create_max_id == UINT64_MAX || p->create_max_lid > SOP_MAX_LID) {
+        sop_prepared__free(p);
+        return SOP_CORRUPT_BKPT("prepared transaction %" PRIu64 " creates a store with id or "
+                                "root lid out of range",
+                                id);
+    }
+    if (db->next_store_id <= p->create_max_id)
+        db->next_store_id = p->create_max_id + 1;
+    if (db->reg.next_lid <= p->create_max_lid)
+        db->reg.next_lid = p->create_max_lid + 1;
     sop_prepared **pp = &db->prepared;
     while (*pp)
         pp = &(*pp)->next;
@@ -1270,6 +1375,10 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     uint64_t lsn = db->applied_lsn + 1;
     uint64_t id = db->next_txn_id;
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
+    if (id == UINT64_MAX) { /* as for store ids in encode_txn */
+        pthread_mutex_unlock(&db->commit_mu);
+        return SOP_CORRUPT_BKPT("transaction ids exhausted (next_txn_id %" PRIu64 ")", id);
+    }
     /* Dup seqs and store ids are reserved now so they stay unique. */
     if ((rc = encode_txn(&rec, t, SOP_REC_PREPARE, id, xid)) != SOP_OK)
         goto fail;
@@ -1320,8 +1429,27 @@ fail:
     return rc;
 }
 
+struct blobs_only {
+    void (*fn)(const sop_loc *, void *);
+    void *ctx;
+};
+
+static void blob_only(const sop_loc *loc, uint32_t value_len, void *ctx)
+{
+    struct blobs_only *b = ctx;
+    (void)value_len;
+    b->fn(loc, b->ctx);
+}
+
 int sop_txn__body_blobs(const uint8_t *body, size_t len, void (*fn)(const sop_loc *, void *),
                         void *ctx)
+{
+    struct blobs_only b = {fn, ctx};
+    return sop_txn__body_values(body, len, blob_only, &b);
+}
+
+int sop_txn__body_values(const uint8_t *body, size_t len,
+                         void (*fn)(const sop_loc *, uint32_t value_len, void *), void *ctx)
 {
     sop_rd r = {body, body + len, 0};
     sop_rd_val16(&r); /* xid */
@@ -1359,7 +1487,7 @@ int sop_txn__body_blobs(const uint8_t *body, size_t len, void (*fn)(const sop_lo
             loc.len = sop_rd_u32(&r);
             loc.crc = sop_rd_u32(&r);
             if (!r.bad)
-                fn(&loc, ctx);
+                fn(&loc, vl, ctx);
         }
     }
     return r.bad ? SOP_CORRUPT_BKPT("transaction body") : SOP_OK;
@@ -1373,8 +1501,51 @@ struct death_ctx {
 static void body_blob_death(const sop_loc *loc, void *ctx)
 {
     struct death_ctx *d = ctx;
-    if (d->rc == SOP_OK)
+    if (d->rc != SOP_OK)
+        return;
+    /* A damaged body may name bytes that hold no such blob: counted dead,
+     * they would let a checkpoint delete a segment whose blobs are live.
+     * Only a blob that is there dies; a misnamed one stays counted live
+     * (leaked space, which sop_db_check reports). */
+    int rc = sop_wal__check_header(&d->a->db->wal, loc, SOP_REC_VALUE);
+    if (rc == SOP_OK)
         d->rc = sop_apply__add_death(d->a, loc);
+    else if (rc != SOP_CORRUPT)
+        d->rc = rc;
+}
+
+struct value_check {
+    sop_db *db;
+    uint8_t *buf;
+    size_t cap;
+    int rc;
+    char msg[400]; /* the first failure's detail (the walk goes on) */
+};
+
+static void check_body_value(const sop_loc *loc, uint32_t value_len, void *ctx)
+{
+    struct value_check *vc = ctx;
+    if (vc->rc != SOP_OK)
+        return;
+    vc->rc = sop_txn__read_value(&vc->db->wal, loc, value_len, &vc->buf, &vc->cap);
+    if (vc->rc != SOP_OK)
+        snprintf(vc->msg, sizeof vc->msg, "%s", sop_errmsg());
+}
+
+/* A prepared body waits in the log or the manifest and is applied as it
+ * stands: before committing it, every value blob it names must be there,
+ * a VALUE record with the right checksum and exactly the length its put
+ * declares. Otherwise the commit would publish values nobody can read. */
+static int check_prepared_values(sop_db *db, const sop_prepared *p)
+{
+    struct value_check vc = {db, NULL, 0, SOP_OK, ""};
+    int rc = sop_txn__body_values(p->body, p->body_len, check_body_value, &vc);
+    sop_free(vc.buf);
+    if (vc.rc == SOP_CORRUPT)
+        return SOP_CORRUPT_BKPT("prepared transaction %" PRIu64 ": %s", p->id, vc.msg);
+    if (vc.rc != SOP_OK)
+        return sop_err(vc.rc, "prepared transaction %" PRIu64 ": %s", p->id, vc.msg);
+    return rc;
 }
 
 /* COMMIT_PREPARED / ABORT_PREPARED of prepared p at lsn (commit_mu held).
@@ -1401,6 +1572,11 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
             goto out;
     }
     if (commit) {
+        /* A failure leaves p prepared. Replay does not read the blobs again:
+         * its COMMIT_PREPARED record was written after this check passed
+         * (a damaged log is sop_db_check's to report, as for a COMMIT). */
+        if (!replay)
+            SOP_TRY(check_prepared_values(db, p));
         SOP_TRY(apply_body(&a, p->body, p->body_len, NULL, &ch, &nch, 0));
     } else {
         /* Its value blobs die with it. */

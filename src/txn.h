@@ -96,6 +96,11 @@ struct sop_prepared {
         sop_val lo, hi;
     } *keys;
     sop_prepared_info info;
+    /* Stores its body creates: the highest store id and root lid, 0 if
+     * none. Prepare reserved them (next_store_id / next_lid are past them);
+     * replaying the PREPARE record reserves them again (add_prepared), and a
+     * manifest whose counters are not past them is refused (ckpt.c). */
+    uint64_t create_max_id, create_max_lid;
 };
 
 struct sop_txn {
@@ -162,6 +167,12 @@ int sop_txn__read_range(sop_txn *txn, sop_store *s, int lo_open, const sop_val *
                         const sop_val *hi);
 int sop_txn__value(sop_val *out, sop_txn *txn, uint8_t **buf, size_t *cap,
                    const sop_leafval *v);
+/* Read the VALUE blob at loc into *buf (grown as needed; the value is at
+ * *buf + SOP_REC_HDR_LEN) and check it: a VALUE record with loc's checksum
+ * holding exactly value_len bytes. The location is checked against its
+ * segment before *buf grows (sop_wal__check_loc). SOP_CORRUPT if not. */
+int sop_txn__read_value(sop_wal *w, const sop_loc *loc, uint32_t value_len, uint8_t **buf,
+                        size_t *cap);
 
 /* Merged cursor (cursor.c) */
 int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key);
@@ -182,5 +193,8 @@ void sop_db__trim(sop_db *db);
  * field on) references. SOP_CORRUPT on malformed bytes. */
 int sop_txn__body_blobs(const uint8_t *body, size_t len, void (*fn)(const sop_loc *, void *),
                         void *ctx);
+/* The same walk, with the value length each blob put declares. */
+int sop_txn__body_values(const uint8_t *body, size_t len,
+                         void (*fn)(const sop_loc *, uint32_t value_len, void *), void *ctx);
 
 #endif

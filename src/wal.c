@@ -113,6 +113,10 @@ static int seg_insert(sop_wal *w, sop_seg *s)
 
 int sop_wal__add_segment(sop_wal *w, uint64_t id, sop_file *f, uint64_t size)
 {
+    /* The next segment gets id + 1 (W1): after UINT64_MAX that wraps to 0,
+     * a name no open reads. No real log gets there: a damaged name. */
+    if (id == UINT64_MAX)
+        return SOP_CORRUPT_BKPT("segment %016" PRIx64 " has the last id: none can follow", id);
     sop_seg *s = sop_calloc(1, sizeof *s);
     if (!s)
         return sop_err(SOP_NOMEM, "segment");
@@ -415,10 +419,10 @@ int sop_wal__sync_all(sop_wal *w)
 
 /* ---- reads ----------------------------------------------------------------- */
 
-int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t *buf)
+/* The segment of loc and its size, checked as sop_wal__check_loc says.
+ * off + len is never computed: a damaged off near 2^64 would wrap it. */
+static int loc_segment(sop_wal *w, const sop_loc *loc, sop_file **file_out)
 {
-    size_t got = 0;
-    uint32_t plen;
     pthread_mutex_lock(&w->seg_mu);
     sop_seg *s = seg_find_locked(w, loc->seg);
     uint64_t seg_size = s ? s->size : 0;
@@ -426,10 +430,46 @@ int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t 
     pthread_mutex_unlock(&w->seg_mu);
     if (!s)
         return SOP_CORRUPT_BKPT("blob in missing segment %" PRIu64, loc->seg);
-    if (loc->len < SOP_REC_HDR_LEN || loc->off + loc->len > seg_size)
+    if (loc->len < SOP_REC_HDR_LEN || loc->len > seg_size || loc->off > seg_size - loc->len)
         return SOP_CORRUPT_BKPT("blob %" PRIu64 ":%" PRIu64 "+%u beyond segment end", loc->seg,
                                 loc->off, loc->len);
-    int rc = w->vfs->pread(file, buf, loc->len, loc->off, &got);
+    if (file_out)
+        *file_out = file;
+    return SOP_OK;
+}
+
+int sop_wal__check_loc(sop_wal *w, const sop_loc *loc)
+{
+    return loc_segment(w, loc, NULL);
+}
+
+int sop_wal__check_header(sop_wal *w, const sop_loc *loc, int expect_type)
+{
+    uint8_t hdr[SOP_REC_HDR_LEN];
+    size_t got = 0;
+    uint32_t plen;
+    sop_file *file;
+    int rc = loc_segment(w, loc, &file);
+    if (rc)
+        return rc;
+    if ((rc = w->vfs->pread(file, hdr, sizeof hdr, loc->off, &got)) != SOP_OK)
+        return rc;
+    if (got != sizeof hdr || !rec_check_header(hdr, loc->len, &plen) || hdr[4] != expect_type ||
+        sop_rec_len(plen) != loc->len || sop_get_le32(hdr + 12) != loc->crc)
+        return SOP_CORRUPT_BKPT("no record matching blob %" PRIu64 ":%" PRIu64 "+%u", loc->seg,
+                                loc->off, loc->len);
+    return SOP_OK;
+}
+
+int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t *buf)
+{
+    size_t got = 0;
+    uint32_t plen;
+    sop_file *file;
+    int rc = loc_segment(w, loc, &file);
+    if (rc)
+        return rc;
+    rc = w->vfs->pread(file, buf, loc->len, loc->off, &got);
     if (rc)
         return rc;
     if (got != loc->len || !rec_check_header(buf, loc->len, &plen) || buf[4] != expect_type ||
@@ -445,10 +485,13 @@ int sop_wal__read(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t **pay
                   size_t *payload_len_out)
 {
     *payload_out = NULL;
+    int rc = sop_wal__check_loc(w, loc); /* before sizing a buffer by loc->len */
+    if (rc)
+        return rc;
     uint8_t *buf = sop_malloc(loc->len);
     if (!buf)
         return sop_err(SOP_NOMEM, "blob of %u bytes", loc->len);
-    int rc = sop_wal__read_into(w, loc, expect_type, buf);
+    rc = sop_wal__read_into(w, loc, expect_type, buf);
     if (rc) {
         sop_free(buf);
         return rc;

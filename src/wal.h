@@ -115,7 +115,8 @@ int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t
                   uint64_t seg_bytes);
 void sop_wal__dispose(sop_wal *w);
 
-/* Register an existing segment file (recovery). */
+/* Register an existing segment file (recovery). SOP_CORRUPT for id
+ * UINT64_MAX: no id could follow it (W1). */
 int sop_wal__add_segment(sop_wal *w, uint64_t id, sop_file *f, uint64_t size);
 sop_seg *sop_wal__segment(sop_wal *w, uint64_t id); /* seg_mu taken inside */
 /* Create segment next_seg_id and make it the append target (W5). */
@@ -133,6 +134,17 @@ int sop_wal__sync_all(sop_wal *w);
 /* Cut the zeros ahead of the tail (W7) off the current segment and sync
  * it; called at a clean close. */
 int sop_wal__trim_tail(sop_wal *w);
+
+/* Is loc inside a known segment (loc->len >= the record header, and
+ * [off, off + len) within the segment's size, computed without overflow)?
+ * SOP_CORRUPT if not. A location comes from disk (a manifest, a record, a
+ * node image): readers call this before they allocate loc->len bytes, so a
+ * damaged length costs a SOP_CORRUPT, never an allocation of up to 4 GiB. */
+int sop_wal__check_loc(sop_wal *w, const sop_loc *loc);
+
+/* Does loc name a record of expect_type whose header matches it (record
+ * length, checksum field)? Reads the header only. SOP_CORRUPT if not. */
+int sop_wal__check_header(sop_wal *w, const sop_loc *loc, int expect_type);
 
 /* Read and verify the record at loc; *payload_out (sop_malloc'ed, caller
  * frees) gets its payload. expect_type checked. */
