@@ -119,12 +119,7 @@ static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_
 /* On-disk copy of a node: checksum, and same bytes as the image. */
 static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uint8_t *img)
 {
-    /* The location first: its length sizes the buffer. */
-    int rc = sop_wal__check_loc(&c->db->wal, &v->loc);
-    if (rc == SOP_OK && (rc = ensure_buf(c, v->loc.len)) != SOP_OK)
-        return rc;
-    if (rc == SOP_OK)
-        rc = sop_wal__read_into(&c->db->wal, &v->loc, SOP_REC_NODE, c->buf);
+    int rc = sop_wal__read_buf(&c->db->wal, &v->loc, SOP_REC_NODE, &c->buf, &c->buf_cap);
     if (rc != SOP_OK) {
         if (!is_damage(rc))
             return env_failed(c, rc);
@@ -176,6 +171,8 @@ static int check_store(chk *c, sop_store *s)
     int rc = SOP_OK, leaf_depth = -1;
     uint64_t items = 0;
     int dup = (s->flags & SOP_STORE_DUPLICATES) != 0;
+    char what[300]; /* names the store in value-blob findings */
+    snprintf(what, sizeof what, "store '%s'", s->name);
 #define PUSH(...)                                                                                  \
     do {                                                                                           \
         if (n == cap) {                                                                            \
@@ -263,8 +260,6 @@ static int check_store(chk *c, sop_store *s)
                 finding(c, "store '%s': leaf %" PRIu64 " at depth %d, others at %d", s->name, f.lid,
                         f.depth, leaf_depth);
             items += cnt;
-            char what[300];
-            snprintf(what, sizeof what, "store '%s'", s->name);
             for (uint32_t i = 0; i < cnt; i++) {
                 sop_leafval lv;
                 sop_node__leaf_value(img, i, &lv);

@@ -701,16 +701,8 @@ static int check_loaded(sop_db *db, const char *path, uint64_t C, uint64_t max_l
                                  path, p->id, db->next_txn_id);
             goto out;
         }
-        if (p->create_max_id == UINT64_MAX || p->create_max_lid > SOP_MAX_LID) {
-            rc = SOP_CORRUPT_BKPT("%s: prepared transaction %" PRIu64
-                                  " creates a store with id or root lid out of range",
-                                  path, p->id);
+        if ((rc = sop_prepared__reserve_ids(db, p)) != SOP_OK)
             goto out;
-        }
-        if (db->next_store_id <= p->create_max_id)
-            db->next_store_id = p->create_max_id + 1;
-        if (db->reg.next_lid <= p->create_max_lid)
-            db->reg.next_lid = p->create_max_lid + 1;
     }
     qsort(ids, np, sizeof *ids, cmp_u64);
     for (k = 1; k < np; k++)

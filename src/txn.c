@@ -345,19 +345,8 @@ int sop_txn__read_range(sop_txn *t, sop_store *s, int lo_open, const sop_val *lo
 int sop_txn__read_value(sop_wal *w, const sop_loc *loc, uint32_t value_len, uint8_t **buf,
                         size_t *cap)
 {
-    /* loc->len comes from disk: check it against the segment before it
-     * sizes the buffer. */
-    int rc = sop_wal__check_loc(w, loc);
+    int rc = sop_wal__read_buf(w, loc, SOP_REC_VALUE, buf, cap);
     if (rc)
-        return rc;
-    if (*cap < loc->len) {
-        uint8_t *n = sop_realloc(*buf, loc->len);
-        if (!n)
-            return sop_err(SOP_NOMEM, "value buffer of %u bytes", loc->len);
-        *buf = n;
-        *cap = loc->len;
-    }
-    if ((rc = sop_wal__read_into(w, loc, SOP_REC_VALUE, *buf)) != SOP_OK)
         return rc;
     if (sop_get_le32(*buf + 8) != value_len)
         return SOP_CORRUPT_BKPT("value blob length %u, expected %u", sop_get_le32(*buf + 8),
@@ -484,26 +473,44 @@ static int check_prepared(sop_txn *t)
     return SOP_OK;
 }
 
+/* One catalog entry of a transaction body (docs/FORMAT.md): op and store
+ * id, and for a create (op 1) its root lid and name; the rest of a create
+ * (flags, slot_length, max_inline, comparator, key spec) is skipped. Used
+ * by the walks that need only these; apply_body reads every field. */
+typedef struct cat_entry {
+    uint8_t op;
+    uint64_t id, root;
+    sop_val name;
+} cat_entry;
+
+static void rd_cat_entry(sop_rd *r, cat_entry *e)
+{
+    e->op = sop_rd_u8(r);
+    e->id = sop_rd_u64(r);
+    e->root = 0;
+    e->name = (sop_val){NULL, 0};
+    if (e->op != 1)
+        return;
+    e->root = sop_rd_u64(r);
+    e->name = sop_rd_val16(r);
+    sop_rd_u32(r), sop_rd_u32(r), sop_rd_u32(r);
+    sop_rd_val16(r);
+    uint32_t sl = sop_rd_u32(r);
+    sop_rd_take(r, sl);
+}
+
 /* Does prepared p's body create a store named name? */
 static int prepared_creates(const sop_prepared *p, const char *name)
 {
     sop_rd r = {p->body, p->body + p->body_len, 0};
     size_t nlen = strlen(name);
+    cat_entry e;
     sop_rd_val16(&r); /* xid */
     uint32_t ncat = sop_rd_u32(&r);
     for (uint32_t i = 0; i < ncat && !r.bad; i++) {
-        uint8_t op = sop_rd_u8(&r);
-        sop_rd_u64(&r);
-        if (op != 1)
-            continue;
-        sop_rd_u64(&r);
-        sop_val n = sop_rd_val16(&r);
-        if (!r.bad && n.len == nlen && memcmp(n.data, name, nlen) == 0)
+        rd_cat_entry(&r, &e);
+        if (!r.bad && e.op == 1 && e.name.len == nlen && memcmp(e.name.data, name, nlen) == 0)
             return 1;
-        sop_rd_u32(&r), sop_rd_u32(&r), sop_rd_u32(&r);
-        sop_rd_val16(&r);
-        uint32_t sl = sop_rd_u32(&r);
-        sop_rd_take(&r, sl);
     }
     return 0;
 }
@@ -1263,22 +1270,16 @@ int sop_prepared__decode(sop_prepared *p)
     } while (0)
     uint32_t ncat = sop_rd_u32(&r);
     for (uint32_t i = 0; i < ncat && !r.bad; i++) {
-        uint8_t op = sop_rd_u8(&r);
-        uint64_t id = sop_rd_u64(&r);
-        if (op == 1) {
-            uint64_t root = sop_rd_u64(&r);
-            sop_rd_val16(&r);
-            sop_rd_u32(&r), sop_rd_u32(&r), sop_rd_u32(&r);
-            sop_rd_val16(&r);
-            uint32_t sl = sop_rd_u32(&r);
-            sop_rd_take(&r, sl);
-            if (id > p->create_max_id)
-                p->create_max_id = id;
-            if (root > p->create_max_lid)
-                p->create_max_lid = root;
+        cat_entry e;
+        rd_cat_entry(&r, &e);
+        if (e.op == 1) {
+            if (e.id > p->create_max_id)
+                p->create_max_id = e.id;
+            if (e.root > p->create_max_lid)
+                p->create_max_lid = e.root;
         }
         /* a whole-store lock */
-        PUSH_KEY(id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0});
+        PUSH_KEY(e.id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0});
     }
     uint32_t nst = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nst && !r.bad; i++) {
@@ -1319,6 +1320,23 @@ int sop_prepared__decode(sop_prepared *p)
     return SOP_OK;
 }
 
+int sop_prepared__reserve_ids(sop_db *db, const sop_prepared *p)
+{
+    /* The store ids and root lids its creates use were reserved when it
+     * was prepared; a replayed PREPARE or a loaded manifest must reserve
+     * them again, or a later commit allocates the new store's root lid for
+     * another tree and committing this one overwrites that node. */
+    if (p->create_max_id == UINT64_MAX || p->create_max_lid > SOP_MAX_LID)
+        return SOP_CORRUPT_BKPT("prepared transaction %" PRIu64
+                                " creates a store with id or root lid out of range",
+                                p->id);
+    if (db->next_store_id <= p->create_max_id)
+        db->next_store_id = p->create_max_id + 1;
+    if (db->reg.next_lid <= p->create_max_lid)
+        db->reg.next_lid = p->create_max_lid + 1;
+    return SOP_OK;
+}
+
 static int add_prepared(sop_db *db, uint64_t id, uint64_t lsn, const uint8_t *body, size_t len)
 {
     if (id == 0 || id == UINT64_MAX) /* ids start at 1; UINT64_MAX: see sop_txn__prepare */
@@ -1338,20 +1356,10 @@ static int add_prepared(sop_db *db, uint64_t id, uint64_t lsn, const uint8_t *bo
         sop_prepared__free(p);
         return rc;
     }
-    /* The store ids and root lids its creates use were reserved when it
-     * was prepared; a replayed PREPARE must reserve them again, or a later
-     * commit allocates the new store's root lid for another tree and
-     * committing this one overwrites that node. */
-    if (p->create_max_id == UINT64_MAX || p->create_max_lid > SOP_MAX_LID) {
+    if ((rc = sop_prepared__reserve_ids(db, p)) != SOP_OK) {
         sop_prepared__free(p);
-        return SOP_CORRUPT_BKPT("prepared transaction %" PRIu64 " creates a store with id or "
-                                "root lid out of range",
-                                id);
+        return rc;
     }
-    if (db->next_store_id <= p->create_max_id)
-        db->next_store_id = p->create_max_id + 1;
-    if (db->reg.next_lid <= p->create_max_lid)
-        db->reg.next_lid = p->create_max_lid + 1;
     sop_prepared **pp = &db->prepared;
     while (*pp)
         pp = &(*pp)->next;
@@ -1454,18 +1462,9 @@ int sop_txn__body_values(const uint8_t *body, size_t len,
     sop_rd r = {body, body + len, 0};
     sop_rd_val16(&r); /* xid */
     uint32_t ncat = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < ncat && !r.bad; i++) {
-        uint8_t op = sop_rd_u8(&r);
-        sop_rd_u64(&r);
-        if (op == 1) {
-            sop_rd_u64(&r);
-            sop_rd_val16(&r);
-            sop_rd_u32(&r), sop_rd_u32(&r), sop_rd_u32(&r);
-            sop_rd_val16(&r);
-            uint32_t sl = sop_rd_u32(&r);
-            sop_rd_take(&r, sl);
-        }
-    }
+    cat_entry e;
+    for (uint32_t i = 0; i < ncat && !r.bad; i++)
+        rd_cat_entry(&r, &e);
     uint32_t nst = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nst && !r.bad; i++) {
         sop_rd_u64(&r), sop_rd_u64(&r), sop_rd_u64(&r);

@@ -169,8 +169,8 @@ int sop_txn__value(sop_val *out, sop_txn *txn, uint8_t **buf, size_t *cap,
                    const sop_leafval *v);
 /* Read the VALUE blob at loc into *buf (grown as needed; the value is at
  * *buf + SOP_REC_HDR_LEN) and check it: a VALUE record with loc's checksum
- * holding exactly value_len bytes. The location is checked against its
- * segment before *buf grows (sop_wal__check_loc). SOP_CORRUPT if not. */
+ * holding exactly value_len bytes (sop_wal__read_buf checks the location
+ * before *buf grows). SOP_CORRUPT if not. */
 int sop_txn__read_value(sop_wal *w, const sop_loc *loc, uint32_t value_len, uint8_t **buf,
                         size_t *cap);
 
@@ -188,6 +188,9 @@ int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len
 int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit);
 void sop_prepared__free(sop_prepared *p);
 int sop_prepared__decode(sop_prepared *p);
+/* Raise next_store_id / next_lid past the stores p's body creates (ids
+ * reserved when it was prepared). SOP_CORRUPT if they are out of range. */
+int sop_prepared__reserve_ids(sop_db *db, const sop_prepared *p);
 void sop_db__trim(sop_db *db);
 /* Call fn for every value-blob location a COMMIT/PREPARE body (from the xid
  * field on) references. SOP_CORRUPT on malformed bytes. */

@@ -419,8 +419,11 @@ int sop_wal__sync_all(sop_wal *w)
 
 /* ---- reads ----------------------------------------------------------------- */
 
-/* The segment of loc and its size, checked as sop_wal__check_loc says.
- * off + len is never computed: a damaged off near 2^64 would wrap it. */
+/* The segment of loc, with loc checked against it: len at least a record
+ * header and [off, off + len) inside the segment, computed without
+ * overflow (off + len is never formed: a damaged off near 2^64 would wrap
+ * it). Locations come from disk, so this runs before loc->len sizes any
+ * buffer. */
 static int loc_segment(sop_wal *w, const sop_loc *loc, sop_file **file_out)
 {
     pthread_mutex_lock(&w->seg_mu);
@@ -433,14 +436,8 @@ static int loc_segment(sop_wal *w, const sop_loc *loc, sop_file **file_out)
     if (loc->len < SOP_REC_HDR_LEN || loc->len > seg_size || loc->off > seg_size - loc->len)
         return SOP_CORRUPT_BKPT("blob %" PRIu64 ":%" PRIu64 "+%u beyond segment end", loc->seg,
                                 loc->off, loc->len);
-    if (file_out)
-        *file_out = file;
+    *file_out = file;
     return SOP_OK;
-}
-
-int sop_wal__check_loc(sop_wal *w, const sop_loc *loc)
-{
-    return loc_segment(w, loc, NULL);
 }
 
 int sop_wal__check_header(sop_wal *w, const sop_loc *loc, int expect_type)
@@ -461,7 +458,7 @@ int sop_wal__check_header(sop_wal *w, const sop_loc *loc, int expect_type)
     return SOP_OK;
 }
 
-int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t *buf)
+int sop_wal__read_buf(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t **buf, size_t *cap)
 {
     size_t got = 0;
     uint32_t plen;
@@ -469,14 +466,22 @@ int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t 
     int rc = loc_segment(w, loc, &file);
     if (rc)
         return rc;
-    rc = w->vfs->pread(file, buf, loc->len, loc->off, &got);
+    if (*cap < loc->len) {
+        uint8_t *n = sop_realloc(*buf, loc->len);
+        if (!n)
+            return sop_err(SOP_NOMEM, "blob of %u bytes", loc->len);
+        *buf = n;
+        *cap = loc->len;
+    }
+    rc = w->vfs->pread(file, *buf, loc->len, loc->off, &got);
     if (rc)
         return rc;
-    if (got != loc->len || !rec_check_header(buf, loc->len, &plen) || buf[4] != expect_type ||
+    const uint8_t *b = *buf;
+    if (got != loc->len || !rec_check_header(b, loc->len, &plen) || b[4] != expect_type ||
         sop_rec_len(plen) != loc->len)
         return SOP_CORRUPT_BKPT("bad record header at %" PRIu64 ":%" PRIu64, loc->seg, loc->off);
-    uint32_t crc = sop_get_le32(buf + 12);
-    if (crc != loc->crc || rec_crc(buf, buf + SOP_REC_HDR_LEN, plen) != crc)
+    uint32_t crc = sop_get_le32(b + 12);
+    if (crc != loc->crc || rec_crc(b, b + SOP_REC_HDR_LEN, plen) != crc)
         return SOP_CORRUPT_BKPT("checksum mismatch at %" PRIu64 ":%" PRIu64, loc->seg, loc->off);
     return SOP_OK;
 }
@@ -485,13 +490,9 @@ int sop_wal__read(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t **pay
                   size_t *payload_len_out)
 {
     *payload_out = NULL;
-    int rc = sop_wal__check_loc(w, loc); /* before sizing a buffer by loc->len */
-    if (rc)
-        return rc;
-    uint8_t *buf = sop_malloc(loc->len);
-    if (!buf)
-        return sop_err(SOP_NOMEM, "blob of %u bytes", loc->len);
-    rc = sop_wal__read_into(w, loc, expect_type, buf);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    int rc = sop_wal__read_buf(w, loc, expect_type, &buf, &cap);
     if (rc) {
         sop_free(buf);
         return rc;

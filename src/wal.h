@@ -135,13 +135,6 @@ int sop_wal__sync_all(sop_wal *w);
  * it; called at a clean close. */
 int sop_wal__trim_tail(sop_wal *w);
 
-/* Is loc inside a known segment (loc->len >= the record header, and
- * [off, off + len) within the segment's size, computed without overflow)?
- * SOP_CORRUPT if not. A location comes from disk (a manifest, a record, a
- * node image): readers call this before they allocate loc->len bytes, so a
- * damaged length costs a SOP_CORRUPT, never an allocation of up to 4 GiB. */
-int sop_wal__check_loc(sop_wal *w, const sop_loc *loc);
-
 /* Does loc name a record of expect_type whose header matches it (record
  * length, checksum field)? Reads the header only. SOP_CORRUPT if not. */
 int sop_wal__check_header(sop_wal *w, const sop_loc *loc, int expect_type);
@@ -150,8 +143,12 @@ int sop_wal__check_header(sop_wal *w, const sop_loc *loc, int expect_type);
  * frees) gets its payload. expect_type checked. */
 int sop_wal__read(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t **payload_out,
                   size_t *payload_len_out);
-/* Read into a caller buffer of exactly loc->len bytes; payload at buf+24. */
-int sop_wal__read_into(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t *buf);
+/* Read and verify the record at loc into *buf, grown to loc->len if *cap
+ * is smaller (payload at *buf + SOP_REC_HDR_LEN). The location is checked
+ * against its segment first (wrap-proof), so a damaged length costs a
+ * SOP_CORRUPT, never an allocation of up to 4 GiB. */
+int sop_wal__read_buf(sop_wal *w, const sop_loc *loc, int expect_type, uint8_t **buf,
+                      size_t *cap);
 
 /* Record a blob's death for space accounting. */
 void sop_wal__blob_dead(sop_wal *w, const sop_loc *loc, uint64_t lsn);
