@@ -291,8 +291,16 @@ SOP_API int sop_txn_begin(sop_txn **txn_out, sop_db *db, unsigned flags);
  * of someone else holds a key this one touches: the txn stays active; retry
  * the commit later or abort it). Its cursors become invalid.
  *
+ * Retrying: on SOP_CONFLICT begin a new transaction at once and redo its
+ * reads and writes. The call returns only once the commit it lost to is
+ * visible (with SOP_SYNC_FULL: durable), so the new transaction sees that
+ * commit and never loses to it again; no back-off is needed. On SOP_BUSY
+ * call sop_txn_commit again later (after the prepared transaction's phase
+ * 2 it commits, or fails with SOP_CONFLICT if that one changed what this
+ * one read or wrote) or abort it.
+ *
  * @retval SOP_OK        Committed (durable per the sync mode).
- * @retval SOP_CONFLICT  Not committed; retry the whole transaction.
+ * @retval SOP_CONFLICT  Not committed; retry the whole transaction (above).
  * @retval SOP_BUSY      Not committed; txn still active (see above).
  * @retval SOP_TIMEOUT   Older than the time limit; not committed.
  * @retval SOP_BADSTATE  The txn had failed earlier; not committed; freed.
@@ -312,6 +320,13 @@ SOP_API void sop_txn_abort(sop_txn *txn);
  * crash and reopen: see sop_db_prepared_list), and other transactions that
  * write the keys it read or touch the keys it wrote get SOP_BUSY until it
  * is resolved. The PREPARE record is always synced, whatever the sync mode.
+ *
+ * For validation a prepared transaction's writes count as committed from
+ * the moment it is prepared: a transaction that began before and read or
+ * writes one of those keys fails with SOP_CONFLICT (also if the prepared
+ * one is rolled back later); one that began after gets SOP_BUSY until
+ * phase 2, then SOP_CONFLICT if phase 2 committed, and may commit if it
+ * rolled back.
  *
  * @param[in] xid  Optional external id (0..SOP_MAX_XID_LEN bytes) stored with
  *                 the prepared txn for a coordinator; NULL for none.

@@ -73,10 +73,13 @@ void sop_cache__reclaim(sop_db *db)
     }
     uint64_t ce = atomic_load_explicit(&db->ckpt_epoch, memory_order_seq_cst);
     uint64_t ke = atomic_load_explicit(&db->check_epoch, memory_order_seq_cst);
+    uint64_t re = atomic_load_explicit(&db->resolve_epoch, memory_order_seq_cst);
     if (ce && ce < min)
         min = ce;
     if (ke && ke < min)
         min = ke;
+    if (re && re < min)
+        min = re;
     pthread_mutex_unlock(&db->snap_mu);
     pthread_mutex_lock(&db->retire_mu);
     size_t keep = 0;

@@ -12,7 +12,9 @@
  *        freed only once every announced epoch is newer than that.
  *   (L2) Every thread that reads images announces the current epoch first
  *        (a seq_cst store into its slot: a transaction's, the checkpoint's,
- *        the checker's, or recovery's). A transaction re-announces at the
+ *        the checker's, recovery's, or that of phase 2 of a prepared
+ *        transaction, which may run with no transaction at all:
+ *        sop_db_prepared_commit). A transaction re-announces at the
  *        start of each call, so what a call returns stays valid until the
  *        next call on that transaction (sop.h's lifetime rule).
  *   (L3) State kept across calls (a cursor's path) holds versions, never

@@ -567,6 +567,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     atomic_init(&db->epoch, 1);
     atomic_init(&db->ckpt_epoch, 0);
     atomic_init(&db->check_epoch, 0);
+    atomic_init(&db->resolve_epoch, 0);
     sop_registry__init(&db->reg);
     sop_u64map_init(&db->dirty_lids);
     sop_u64map_init(&db->trim_lids);

@@ -140,6 +140,7 @@ struct sop_db {
     _Atomic uint64_t epoch;       /* reclamation epoch, starts at 1 */
     _Atomic uint64_t ckpt_epoch;  /* announced by a running checkpoint (0 = none) */
     _Atomic uint64_t check_epoch; /* announced by sop_db_check / recovery */
+    _Atomic uint64_t resolve_epoch; /* announced by phase 2 of a prepared txn (commit_mu) */
     pthread_mutex_t retire_mu;    /* level 7: retired images */
     sop_retired *retired;
     size_t retired_count, retired_cap;

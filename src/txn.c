@@ -996,51 +996,140 @@ static int publish_catalog(sop_db *db, cat_change *ch, size_t nch, uint64_t lsn)
     return SOP_OK;
 }
 
-/* History entry for validation of later committers. */
-static int add_history(sop_db *db, sop_txn *t, uint64_t lsn)
+/* History entries (validation of later committers). An entry is built
+ * before its record is appended, so that running out of memory fails the
+ * commit instead of leaving a commit nobody validates against, and linked
+ * once the record is in the log (hist_link). */
+static sop_hist *hist_new(sop_db *db, uint64_t lsn, size_t store_count)
 {
     sop_hist *h = sop_calloc(1, sizeof *h);
     if (!h)
-        return sop_err(SOP_NOMEM, "history");
+        return NULL;
     sop_arena_init_as(&h->arena, 0, db->arena_debug);
     h->lsn = lsn;
-    size_t n = 0;
-    for (sop_ws *w = t->ws; w; w = w->next)
-        n++;
-    h->stores = sop_arena_alloc(&h->arena, (n ? n : 1) * sizeof *h->stores, 8);
-    if (!h->stores)
-        goto nomem;
-    for (sop_ws *w = t->ws; w; w = w->next) {
-        struct sop_hist_store *hs = &h->stores[h->store_count++];
-        memset(hs, 0, sizeof *hs);
-        hs->store_id = w->store->id;
-        hs->dropped = w->dropped;
-        hs->keys =
-            sop_arena_alloc(&h->arena, (w->item_count ? w->item_count : 1) * sizeof(sop_val), 8);
-        if (!hs->keys)
-            goto nomem;
-        for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0]) {
-            if (hs->key_count &&
-                key_cmp(w->store, &hs->keys[hs->key_count - 1], 0, &x->key, 0) == 0)
-                continue;
-            void *k = sop_arena_memdup(&h->arena, x->key.data, x->key.len);
-            if (!k)
-                goto nomem;
-            hs->keys[hs->key_count].data = k;
-            hs->keys[hs->key_count].len = x->key.len;
-            hs->key_count++;
-        }
+    h->stores = sop_arena_alloc(&h->arena, (store_count ? store_count : 1) * sizeof *h->stores, 8);
+    if (!h->stores) {
+        sop_arena_dispose(&h->arena);
+        sop_free(h);
+        return NULL;
     }
+    return h;
+}
+
+static void hist_free(sop_hist *h)
+{
+    if (!h)
+        return;
+    sop_arena_dispose(&h->arena);
+    sop_free(h);
+}
+
+/* A new store section of h with room for cap keys. */
+static struct sop_hist_store *hist_store(sop_hist *h, uint64_t store_id, int dropped, size_t cap)
+{
+    struct sop_hist_store *hs = &h->stores[h->store_count++];
+    memset(hs, 0, sizeof *hs);
+    hs->store_id = store_id;
+    hs->dropped = dropped;
+    hs->keys = sop_arena_alloc(&h->arena, (cap ? cap : 1) * sizeof(sop_val), 8);
+    return hs->keys ? hs : NULL;
+}
+
+/* Append key (keys arrive in the store's order; equal neighbours, the
+ * items of one key in a duplicate store, are kept once). */
+static int hist_key(sop_hist *h, struct sop_hist_store *hs, const sop_store *s, const sop_val *key)
+{
+    if (hs->key_count && key_cmp(s, &hs->keys[hs->key_count - 1], 0, key, 0) == 0)
+        return SOP_OK;
+    void *k = sop_arena_memdup(&h->arena, key->data, key->len);
+    if (!k)
+        return SOP_NOMEM;
+    hs->keys[hs->key_count].data = k;
+    hs->keys[hs->key_count].len = key->len;
+    hs->key_count++;
+    return SOP_OK;
+}
+
+static void hist_link(sop_db *db, sop_hist *h)
+{
     if (db->hist_tail)
         db->hist_tail->next = h;
     else
         db->hist_head = h;
     db->hist_tail = h;
-    return SOP_OK;
+}
+
+/* The entry for t's write set at lsn (a COMMIT or a PREPARE record). */
+static sop_hist *hist_of_txn(sop_db *db, sop_txn *t, uint64_t lsn)
+{
+    size_t n = 0;
+    for (sop_ws *w = t->ws; w; w = w->next)
+        n++;
+    sop_hist *h = hist_new(db, lsn, n);
+    if (!h)
+        return NULL;
+    for (sop_ws *w = t->ws; w; w = w->next) {
+        struct sop_hist_store *hs = hist_store(h, w->store->id, w->dropped, w->item_count);
+        if (!hs)
+            goto nomem;
+        for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
+            if (hist_key(h, hs, w->store, &x->key) != SOP_OK)
+                goto nomem;
+    }
+    return h;
 nomem:
-    sop_arena_dispose(&h->arena);
-    sop_free(h);
-    return sop_err(SOP_NOMEM, "history");
+    hist_free(h);
+    return NULL;
+}
+
+/* The end of the run of p->keys that starts at i: entries of one kind
+ * (written or read, key or whole store) of one store. */
+static size_t pkey_run_end(const sop_prepared *p, size_t i)
+{
+    const struct sop_pkey *pk = &p->keys[i];
+    size_t j = i + 1;
+    while (j < p->key_count && p->keys[j].store_id == pk->store_id &&
+           p->keys[j].is_write == pk->is_write && p->keys[j].is_range == pk->is_range)
+        j++;
+    return j;
+}
+
+/* The entry for the writes of prepared p's body at lsn (its
+ * COMMIT_PREPARED record): what a transaction that began after the PREPARE
+ * must be validated against. p->keys lists the catalog entries first, then
+ * each store's written keys in order (sop_prepared__decode). */
+static sop_hist *hist_of_prepared(sop_db *db, const sop_prepared *p, uint64_t lsn)
+{
+    size_t runs = 0;
+    for (size_t i = 0, j; i < p->key_count; i = j) {
+        j = pkey_run_end(p, i);
+        runs += p->keys[i].is_write != 0;
+    }
+    sop_hist *h = hist_new(db, lsn, runs);
+    if (!h)
+        return NULL;
+    for (size_t i = 0, j; i < p->key_count; i = j) {
+        const struct sop_pkey *pk = &p->keys[i];
+        j = pkey_run_end(p, i);
+        if (!pk->is_write)
+            continue;
+        /* Catalog entries (whole-store ranges): a drop conflicts with any
+         * use of the store; a store it creates was visible to nobody. */
+        int dropped = 0;
+        for (size_t k = i; k < j; k++)
+            dropped |= pk->is_range && p->keys[k].cat_op == 2;
+        struct sop_hist_store *hs = hist_store(h, pk->store_id, dropped, j - i);
+        const sop_store *s = sop_db__store_by_id(db, pk->store_id);
+        if (!hs)
+            goto nomem;
+        for (size_t k = i; k < j && !pk->is_range && s; k++)
+            if (hist_key(h, hs, s, &p->keys[k].lo) != SOP_OK)
+                goto nomem;
+    }
+    return h;
+nomem:
+    hist_free(h);
+    return NULL;
 }
 
 static void forget_version(sop_version *v, void *ctx)
@@ -1115,6 +1204,30 @@ static void set_visible(sop_db *db, uint64_t lsn)
     pthread_mutex_unlock(&db->snap_mu);
 }
 
+/* What validation found a conflict against must be visible before
+ * SOP_CONFLICT returns (commit_mu held; released by this call). Every
+ * record up to applied_lsn is published; one is made visible only once it
+ * is durable (a SOP_SYNC_FULL commit, any PREPARE), so the commit this
+ * transaction lost to may not be visible yet. Retried at once, the
+ * transaction would then snapshot below that commit and lose to it again,
+ * as long as its fdatasync takes (issue 10 defect 12: thousands of times
+ * in a row). So wait for the log to be durable up to here - joining the
+ * group commit, or leading it - and publish that position: every record
+ * below it is applied and durable, which is all visible_lsn promises. */
+static int conflict_settle(sop_db *db, int rc)
+{
+    uint64_t upto = db->applied_lsn;
+    pthread_mutex_unlock(&db->commit_mu);
+    if (rc != SOP_CONFLICT || atomic_load(&db->visible_lsn) >= upto)
+        return rc;
+    int src = sop_wal__sync_all(&db->wal); /* covers every record <= upto, maybe more */
+    if (src != SOP_OK)
+        sop_db__panic(db, src); /* every later call reports the panic */
+    else
+        set_visible(db, upto);
+    return rc;
+}
+
 /* Write rec (header filled here) for lsn; publish a's changes. commit_mu held. */
 static int append_and_publish(sop_db *db, sop_buf *rec, sop_apply *a, cat_change *ch, size_t nch,
                               uint64_t lsn, uint64_t *token_out)
@@ -1168,6 +1281,7 @@ int sop_txn__commit(sop_txn *t)
     cat_change *ch = NULL;
     size_t nch = 0;
     uint64_t token = 0, lsn = 0;
+    sop_hist *hist = NULL;
     int sync_full = db->opts.sync == SOP_SYNC_FULL;
     int has_work = 0;
     for (sop_ws *w = t->ws; w; w = w->next)
@@ -1180,10 +1294,8 @@ int sop_txn__commit(sop_txn *t)
 
     pthread_mutex_lock(&db->commit_mu);
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
-    if ((rc = validate(t)) != SOP_OK) {
-        pthread_mutex_unlock(&db->commit_mu);
-        return rc;
-    }
+    if ((rc = validate(t)) != SOP_OK)
+        return conflict_settle(db, rc);
     lsn = db->applied_lsn + 1;
     sop_apply__init(&a, db, lsn, t->snap);
     if ((rc = encode_txn(rec, t, SOP_REC_COMMIT, 0, NULL)) != SOP_OK)
@@ -1191,9 +1303,13 @@ int sop_txn__commit(sop_txn *t)
     if ((rc = apply_body(&a, rec->data + SOP_REC_HDR_LEN + 24, rec->len - SOP_REC_HDR_LEN - 24, t,
                          &ch, &nch, 0)) != SOP_OK)
         goto fail;
+    if (!(hist = hist_of_txn(db, t, lsn))) {
+        rc = sop_err(SOP_NOMEM, "history");
+        goto fail;
+    }
     if ((rc = append_and_publish(db, rec, &a, ch, nch, lsn, &token)) != SOP_OK)
         goto fail;
-    add_history(db, t, lsn); /* NOMEM here only weakens nothing: see below */
+    hist_link(db, hist);
     release_ws_blobs(t, 0);
     t->blobs_released = 1;
     atomic_fetch_add(&db->st_commits, 1);
@@ -1223,6 +1339,7 @@ fail:
             w->store->id = 0, w->store->root_lid = 0;
     release_rec_buf(rec);
     pthread_mutex_unlock(&db->commit_mu);
+    hist_free(hist);
     free_changes(ch, nch, 1);
     sop_apply__dispose(&a);
     return rc;
@@ -1279,7 +1396,7 @@ int sop_prepared__decode(sop_prepared *p)
                 p->create_max_lid = e.root;
         }
         /* a whole-store lock */
-        PUSH_KEY(e.id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0});
+        PUSH_KEY(e.id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0}, e.op);
     }
     uint32_t nst = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nst && !r.bad; i++) {
@@ -1375,11 +1492,10 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     int rc;
     sop_buf rec = SOP_BUF_INIT;
     uint64_t token;
+    sop_hist *hist = NULL;
     pthread_mutex_lock(&db->commit_mu);
-    if ((rc = validate(t)) != SOP_OK) {
-        pthread_mutex_unlock(&db->commit_mu);
-        return rc;
-    }
+    if ((rc = validate(t)) != SOP_OK)
+        return conflict_settle(db, rc);
     uint64_t lsn = db->applied_lsn + 1;
     uint64_t id = db->next_txn_id;
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
@@ -1397,6 +1513,15 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
         goto fail;
     }
     memset(rec.data + SOP_REC_HDR_LEN + plen, 0, rlen - SOP_REC_HDR_LEN - plen);
+    /* From the PREPARE on, its writes count in validation as a commit's
+     * do: a transaction whose snapshot is older and that read or writes
+     * one of these keys must fail, even after a rollback (conservative),
+     * and one that began later is SOP_BUSY until phase 2, whose
+     * COMMIT_PREPARED gets an entry of its own (resolve_locked). */
+    if (!(hist = hist_of_txn(db, t, lsn))) {
+        rc = sop_err(SOP_NOMEM, "history");
+        goto fail;
+    }
     if ((rc = add_prepared(db, id, lsn, rec.data + SOP_REC_HDR_LEN + 24, plen - 24)) != SOP_OK)
         goto fail;
     sop_rec__header(rec.data, SOP_REC_TXN, rec.data + SOP_REC_HDR_LEN, plen, lsn);
@@ -1410,6 +1535,8 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
         *pp = NULL;
         goto fail;
     }
+    hist_link(db, hist);
+    hist = NULL;
     db->next_txn_id = id + 1;
     /* advance seq counters for reserved dup seqs */
     for (sop_ws *w = t->ws; w; w = w->next)
@@ -1433,6 +1560,7 @@ fail:
     db->reg.next_lid = saved_lid;
     db->next_store_id = saved_store;
     pthread_mutex_unlock(&db->commit_mu);
+    hist_free(hist);
     sop_buf_dispose(&rec);
     return rc;
 }
@@ -1556,6 +1684,7 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
     cat_change *ch = NULL;
     size_t nch = 0;
     sop_buf rec = SOP_BUF_INIT;
+    sop_hist *hist = NULL;
     int rc = SOP_OK;
     sop_apply__init(&a, db, lsn, 0);
     uint64_t saved_lid = db->reg.next_lid;
@@ -1576,6 +1705,12 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
          * (a damaged log is sop_db_check's to report, as for a COMMIT). */
         if (!replay)
             SOP_TRY(check_prepared_values(db, p));
+        /* Live transactions that began after the PREPARE validate against
+         * its writes at this lsn (in replay there are none). */
+        if (!replay && !(hist = hist_of_prepared(db, p, lsn))) {
+            rc = sop_err(SOP_NOMEM, "history");
+            goto out;
+        }
         SOP_TRY(apply_body(&a, p->body, p->body_len, NULL, &ch, &nch, 0));
     } else {
         /* Its value blobs die with it. */
@@ -1585,6 +1720,9 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
     }
     if (!replay) {
         SOP_TRY(append_and_publish(db, &rec, &a, ch, nch, lsn, token));
+        if (hist)
+            hist_link(db, hist);
+        hist = NULL;
     } else {
         SOP_TRY(sop_apply__reserve(&a));
         sop_apply__publish(&a);
@@ -1601,6 +1739,7 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
 out:
     if (rc)
         db->reg.next_lid = saved_lid;
+    hist_free(hist);
     free_changes(ch, nch, rc != SOP_OK);
     sop_apply__dispose(&a);
     sop_buf_dispose(&rec);
@@ -1619,7 +1758,12 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
         return sop_err(SOP_NOTFOUND, "no prepared transaction %" PRIu64, id);
     }
     uint64_t lsn = db->applied_lsn + 1;
+    /* Applying the body reads and loads images, and loading evicts others:
+     * the images it is merging into must stay allocated (cache.h L2). The
+     * caller may hold no transaction (phase 2 by id after recovery). */
+    sop_cache__enter(db, &db->resolve_epoch);
     int rc = resolve_locked(db, p, commit, lsn, &token, 0);
+    sop_cache__leave(&db->resolve_epoch);
     if (rc == SOP_OK && db->opts.sync != SOP_SYNC_FULL)
         set_visible(db, lsn);
     if (rc == SOP_OK)

@@ -14,7 +14,13 @@
  *   (T2) A read-write transaction records every key it read (found or not)
  *        and every key range its cursors covered. Commit fails with
  *        SOP_CONFLICT if any commit after its snapshot wrote such a key or a
- *        key it writes (first committer wins): serializable.
+ *        key it writes (first committer wins): serializable. A PREPARE
+ *        counts as such a commit from its lsn on (its writes enter the
+ *        history then, even if it is rolled back later), and so does its
+ *        COMMIT_PREPARED: a transaction that began between the two and
+ *        touches its keys gets SOP_BUSY, then SOP_CONFLICT.
+ *   (T2a) SOP_CONFLICT returns only once the commit it lost to is visible
+ *        (durable), so a retry begun afterwards cannot lose to it again.
  *   (T3) The commit record carries the snapshot, the catalog changes, the
  *        operations with final duplicate sequence numbers, the count deltas
  *        and the read set, so it can be validated and replayed without the
@@ -94,6 +100,7 @@ struct sop_prepared {
         uint64_t store_id;
         int is_range, lo_open, hi_open, is_write;
         sop_val lo, hi;
+        int cat_op; /* catalog entries: 1 create, 2 drop (else 0) */
     } *keys;
     sop_prepared_info info;
     /* Stores its body creates: the highest store id and root lid, 0 if

@@ -579,6 +579,151 @@ TEST(test_txn__group_commit_shares_fdatasync)
     CHECK_OK(sop_db_close(db));
 }
 
+struct transferer {
+    sop_db *db;
+    sop_store *s;
+    int id, n, accounts;
+    uint64_t rng;
+    /* outcome */
+    uint64_t conflicts, max_in_row, worst_excess;
+    int errors;
+    char err[320];
+};
+
+static uint64_t stat_commits(sop_db *db)
+{
+    sop_db_stat_info st;
+    return sop_db_stat(&st, db) == SOP_OK ? st.commits : 0;
+}
+
+/* Read-modify-write transfers between random accounts, each retried at
+ * once on SOP_CONFLICT. A retry never loses again to a commit it already
+ * lost to, so the conflicts of one transfer are at most the commits made
+ * while it retried, plus one for a commit made before its first attempt
+ * that was not yet visible to it. Stops at the first transfer over that. */
+static void *transfer_thread(void *arg)
+{
+    struct transferer *x = arg;
+    char ka[16], kb[16], vb[32];
+    for (int i = 0; i < x->n; i++) {
+        x->rng = x->rng * 6364136223846793005ull + 1442695040888963407ull;
+        int a = (int)((x->rng >> 33) % (uint64_t)x->accounts);
+        int b = (int)((x->rng >> 45) % (uint64_t)(x->accounts - 1));
+        b += b >= a;
+        snprintf(ka, sizeof ka, "acct%d", a);
+        snprintf(kb, sizeof kb, "acct%d", b);
+        uint64_t before = stat_commits(x->db), in_row = 0;
+        for (;;) {
+            sop_txn *t;
+            sop_val va, vbv;
+            long na, nb;
+            int rc = sop_txn_begin(&t, x->db, 0);
+            if (rc == SOP_OK && (rc = get_s(&va, t, x->s, ka)) == SOP_OK) {
+                na = strtol(va.data, NULL, 10); /* values are "%ld\0" */
+                if ((rc = get_s(&vbv, t, x->s, kb)) == SOP_OK) {
+                    nb = strtol(vbv.data, NULL, 10);
+                    sop_val k1 = tv(ka), k2 = tv(kb), v1 = {vb, 0}, v2;
+                    v1.len = (size_t)snprintf(vb, sizeof vb, "%ld", na - 1) + 1;
+                    rc = sop_upsert(t, x->s, &k1, &v1);
+                    char vb2[32];
+                    v2 = (sop_val){vb2, (size_t)snprintf(vb2, sizeof vb2, "%ld", nb + 1) + 1};
+                    if (rc == SOP_OK)
+                        rc = sop_upsert(t, x->s, &k2, &v2);
+                }
+            }
+            if (rc != SOP_OK) {
+                sop_txn_abort(t);
+                snprintf(x->err, sizeof x->err, "transfer: %s: %s", sop_strerror(rc), sop_errmsg());
+                x->errors++;
+                return NULL;
+            }
+            rc = sop_txn_commit(t);
+            if (rc == SOP_OK)
+                break;
+            if (rc != SOP_CONFLICT) {
+                snprintf(x->err, sizeof x->err, "commit: %s: %s", sop_strerror(rc), sop_errmsg());
+                x->errors++;
+                return NULL;
+            }
+            x->conflicts++;
+            in_row++;
+            char msg[120];
+            snprintf(msg, sizeof msg, "%s", sop_errmsg());
+            uint64_t allowed = stat_commits(x->db) - before + 1;
+            if (in_row > allowed && !getenv("SOP_TEST_NO_STOP")) {
+                snprintf(x->err, sizeof x->err,
+                         "transfer %d: %" PRIu64 " conflicts in a row while %" PRIu64
+                         " commits were made [%s]",
+                         i, in_row, allowed - 1, msg);
+                x->errors++;
+                return NULL;
+            }
+        }
+        if (in_row > x->max_in_row)
+            x->max_in_row = in_row;
+    }
+    return NULL;
+}
+
+/* Issue 10 defect 12: under SOP_SYNC_FULL a retried transaction took its
+ * snapshot before the commit it had lost to was durable (so visible), and
+ * lost to it again, thousands of times in a row. Now SOP_CONFLICT returns
+ * once that commit is visible. The total stays within one conflict per
+ * commit per other thread, and the balances add up. */
+TEST(test_txn__conflict_retry_does_not_lose_twice_to_one_commit)
+{
+    enum { THREADS = 4, PER = 400, ACCOUNTS = 8 };
+    sop_db *db;
+    sop_store *s;
+    sop_txn *t;
+    char kb[16], vb[32];
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL)); /* SOP_SYNC_FULL */
+    CHECK_OK(make_store(db, "bank", &s));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    for (int i = 0; i < ACCOUNTS; i++) {
+        snprintf(kb, sizeof kb, "acct%d", i);
+        sop_val k = tv(kb), v = {vb, (size_t)snprintf(vb, sizeof vb, "%d", 1000) + 1};
+        CHECK_OK(sop_upsert(t, s, &k, &v));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    uint64_t commits0 = stat_commits(db);
+    pthread_t th[THREADS];
+    struct transferer x[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        x[i] = (struct transferer){db, s, i, PER, ACCOUNTS, test_rand() | 1};
+        pthread_create(&th[i], NULL, transfer_thread, &x[i]);
+    }
+    uint64_t conflicts = 0, max_in_row = 0;
+    int errors = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        if (x[i].errors)
+            fprintf(stderr, "    thread %d: %s\n", i, x[i].err);
+        errors += x[i].errors;
+        conflicts += x[i].conflicts;
+        if (x[i].max_in_row > max_in_row)
+            max_in_row = x[i].max_in_row;
+    }
+    uint64_t commits = stat_commits(db) - commits0;
+    printf("    %" PRIu64 " commits, %" PRIu64 " conflicts, at most %" PRIu64
+           " in a row for one transfer\n",
+           commits, conflicts, max_in_row);
+    CHECK_EQ_U64(errors, 0);
+    CHECK_EQ_U64(commits, THREADS * PER);
+    CHECK(conflicts <= (THREADS - 1) * commits);
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    long sum = 0;
+    for (int i = 0; i < ACCOUNTS; i++) {
+        sop_val v;
+        snprintf(kb, sizeof kb, "acct%d", i);
+        CHECK_OK(get_s(&v, t, s, kb));
+        sum += strtol(v.data, NULL, 10);
+    }
+    sop_txn_abort(t);
+    CHECK_EQ_U64(sum, ACCOUNTS * 1000);
+    CHECK_OK(sop_db_close(db));
+}
+
 /* A second process opening the same folder is refused with SOP_BUSY. */
 TEST(test_txn__second_process_is_refused)
 {
@@ -614,4 +759,5 @@ TEST_MAIN(T(test_txn__write_set_mixed_order_iterates_sorted),
           T(test_txn__read_key_changed_meanwhile_fails), T(test_txn__write_skew_is_prevented),
           T(test_txn__phantom_is_prevented), T(test_txn__own_writes_visible_to_cursor),
           T(test_txn__eight_threads_fill_empty_store),
-          T(test_txn__same_key_threads_exactly_one_wins))
+          T(test_txn__same_key_threads_exactly_one_wins),
+          T(test_txn__conflict_retry_does_not_lose_twice_to_one_commit))

@@ -1,0 +1,543 @@
+/*
+ * test_2pc.c - two-phase commit against concurrent transactions: a
+ * prepared transaction's writes count in validation exactly as a committed
+ * transaction's do, from the moment it is prepared (issue 10, defect 2);
+ * committing a recovered prepared transaction under a small cache (defect
+ * 3); bank and list-append histories with prepare / commit-prepared /
+ * rollback-prepared mixed in, in several threads.
+ */
+#include <pthread.h>
+#include <sched.h>
+
+#include "harness.h"
+#include "tutil.h"
+
+static sop_db *open_db(sop_sync_mode sync)
+{
+    sop_db *db = NULL;
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = sync;
+    if (sop_db_open(&db, test_dir(), &o) != SOP_OK)
+        return NULL;
+    return db;
+}
+
+static int make_store(sop_db *db, const char *name, sop_store **out)
+{
+    sop_txn *t;
+    int rc = sop_txn_begin(&t, db, 0);
+    if (rc)
+        return rc;
+    if ((rc = sop_store_open(out, t, name, SOP_STORE_CREATE, NULL)) != SOP_OK) {
+        sop_txn_abort(t);
+        return rc;
+    }
+    return sop_txn_commit(t);
+}
+
+/* x += 1 in t: read x (joins the read set), write the successor. */
+static int incr(sop_txn *t, sop_store *s, const char *key)
+{
+    sop_val v;
+    char buf[32];
+    int rc = get_s(&v, t, s, key);
+    long n = 0;
+    if (rc == SOP_OK) {
+        snprintf(buf, sizeof buf, "%.*s", (int)v.len, (const char *)v.data);
+        n = strtol(buf, NULL, 10);
+    } else if (rc != SOP_NOTFOUND) {
+        return rc;
+    }
+    snprintf(buf, sizeof buf, "%ld", n + 1);
+    return put_s(t, s, key, buf);
+}
+
+static int read_s(char *out, size_t cap, sop_db *db, sop_store *s, const char *key)
+{
+    sop_txn *t;
+    sop_val v;
+    int rc = sop_txn_begin(&t, db, SOP_TXN_READONLY);
+    if (rc)
+        return rc;
+    rc = get_s(&v, t, s, key);
+    if (rc == SOP_OK)
+        snprintf(out, cap, "%.*s", (int)v.len, (const char *)v.data);
+    sop_txn_abort(t);
+    return rc;
+}
+
+/* Commit t, retrying while it is SOP_BUSY (it stays active then); the
+ * final code. *busy counts the SOP_BUSY answers. */
+static int commit_until_not_busy(sop_txn *t, int *busy)
+{
+    int rc;
+    while ((rc = sop_txn_commit(t)) == SOP_BUSY)
+        (*busy)++;
+    return rc;
+}
+
+/* Issue 10 defect 2, first history: T1 and T2 read x = 0 and write x + 1;
+ * T1 prepares; T2's commit says BUSY; T1 commits; T2's retry must not
+ * succeed (it did: x = 1 with two increments acknowledged). */
+TEST(test_2pc__busy_retry_after_commit_prepared_conflicts)
+{
+    sop_db *db = open_db(SOP_SYNC_NORMAL);
+    sop_store *s;
+    sop_txn *t1, *t2;
+    char buf[32];
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(put_s(t1, s, "x", "0"));
+    CHECK_OK(sop_txn_commit(t1));
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(incr(t1, s, "x"));
+    CHECK_OK(incr(t2, s, "x"));
+    CHECK_OK(sop_txn_prepare(t1, NULL));
+    int rc = sop_txn_commit(t2);
+    CHECK(rc == SOP_BUSY || rc == SOP_CONFLICT);
+    CHECK_OK(sop_txn_commit(t1)); /* phase 2 */
+    if (rc == SOP_BUSY)
+        CHECK_RC(SOP_CONFLICT, sop_txn_commit(t2)); /* the retry */
+    CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
+    CHECK(strcmp(buf, "1") == 0);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+/* The same when T1's phase 2 runs before T2's first commit. */
+TEST(test_2pc__commit_after_commit_prepared_conflicts)
+{
+    sop_db *db = open_db(SOP_SYNC_NORMAL);
+    sop_store *s;
+    sop_txn *t1, *t2;
+    char buf[32];
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(incr(t1, s, "x"));
+    CHECK_OK(incr(t2, s, "x"));
+    CHECK_OK(sop_txn_prepare(t1, NULL));
+    CHECK_OK(sop_txn_commit(t1));
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(t2));
+    CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
+    CHECK(strcmp(buf, "1") == 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+/* Two blind writers of one key: first committer (here: first preparer)
+ * wins, the second gets SOP_CONFLICT (after SOP_BUSY retries at most),
+ * whether phase 2 commits by handle or by id. */
+TEST(test_2pc__blind_writer_after_prepare_conflicts)
+{
+    sop_db *db = open_db(SOP_SYNC_NORMAL);
+    sop_store *s;
+    char buf[32];
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    for (int by_id = 0; by_id < 2; by_id++) {
+        sop_txn *t1, *t2;
+        int busy = 0;
+        CHECK_OK(sop_txn_begin(&t1, db, 0));
+        CHECK_OK(sop_txn_begin(&t2, db, 0));
+        CHECK_OK(put_s(t1, s, "k", by_id ? "t1-by-id" : "t1"));
+        CHECK_OK(put_s(t2, s, "k", "t2"));
+        CHECK_OK(sop_txn_prepare(t1, NULL));
+        int rc = sop_txn_commit(t2);
+        CHECK(rc == SOP_BUSY || rc == SOP_CONFLICT);
+        if (by_id) {
+            CHECK_OK(sop_db_prepared_commit(db, sop_txn_id(t1)));
+            sop_txn_abort(t1); /* the handle: its prepared txn is resolved */
+        } else {
+            CHECK_OK(sop_txn_commit(t1));
+        }
+        if (rc == SOP_BUSY)
+            CHECK_RC(SOP_CONFLICT, commit_until_not_busy(t2, &busy));
+        CHECK_OK(read_s(buf, sizeof buf, db, s, "k"));
+        CHECK(strcmp(buf, by_id ? "t1-by-id" : "t1") == 0);
+    }
+    CHECK_OK(sop_db_close(db));
+}
+
+/* A transaction that began after the prepare (it reads the old value,
+ * since a prepared write is not visible) gets SOP_BUSY while the prepared
+ * one holds the key, and SOP_CONFLICT once that one committed. After a
+ * rollback the same retry commits. */
+TEST(test_2pc__snapshot_between_prepare_and_commit)
+{
+    sop_db *db = open_db(SOP_SYNC_NORMAL);
+    sop_store *s;
+    sop_txn *t1, *t3;
+    char buf[32];
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    for (int rollback = 0; rollback < 2; rollback++) {
+        CHECK_OK(sop_txn_begin(&t1, db, 0));
+        CHECK_OK(incr(t1, s, "x"));
+        CHECK_OK(sop_txn_prepare(t1, NULL));
+        CHECK_OK(sop_txn_begin(&t3, db, 0));
+        CHECK_OK(incr(t3, s, "x"));
+        CHECK_RC(SOP_BUSY, sop_txn_commit(t3));
+        if (rollback)
+            sop_txn_abort(t1);
+        else
+            CHECK_OK(sop_txn_commit(t1));
+        CHECK_RC(rollback ? SOP_OK : SOP_CONFLICT, sop_txn_commit(t3));
+        CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
+        CHECK(strcmp(buf, "1") == 0 || rollback);  /* t1's increment, not t3's */
+        CHECK(strcmp(buf, "2") == 0 || !rollback); /* then t3's */
+    }
+    CHECK_OK(sop_db_close(db));
+}
+
+/* A transaction prepared before a crash, committed by id after recovery:
+ * a transaction that read the old value and got SOP_BUSY gets
+ * SOP_CONFLICT on its retry. */
+TEST(test_2pc__recovered_prepared_commit_conflicts_with_reader)
+{
+    sop_db *db = open_db(SOP_SYNC_NORMAL);
+    sop_store *s;
+    sop_txn *t1, *t2;
+    char buf[32];
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(put_s(t1, s, "x", "5"));
+    CHECK_OK(sop_txn_commit(t1));
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(incr(t1, s, "x"));
+    CHECK_OK(sop_txn_prepare(t1, NULL));
+    uint64_t id = sop_txn_id(t1);
+    CHECK_OK(crash_close(db));
+    forget_txn(t1);
+    CHECK((db = open_db(SOP_SYNC_NORMAL)) != NULL);
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(sop_store_open(&s, t2, "s", 0, NULL));
+    CHECK_OK(incr(t2, s, "x")); /* reads 5 */
+    CHECK_RC(SOP_BUSY, sop_txn_commit(t2));
+    CHECK_OK(sop_db_prepared_commit(db, id));
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(t2));
+    CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
+    CHECK(strcmp(buf, "6") == 0);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+/* ---- bank and list-append histories with 2PC, several threads ----------- */
+
+enum { ACCOUNTS = 6, LISTS = 3, START_BALANCE = 1000 };
+
+struct hist_worker {
+    sop_db *db;
+    sop_store *s;
+    int id, txns;
+    uint64_t rng;
+    /* outcome */
+    int errors;
+    char err[256];
+    int committed, rolled_back, prepared, busy, conflicts;
+    /* committed[] tokens appended to the lists: "w<id>.<n>" for n < txns;
+     * ok[n] = 1 if acknowledged, 2 if rolled back after prepare. */
+    unsigned char *ok;
+};
+
+static uint64_t wrand(struct hist_worker *w)
+{
+    w->rng = w->rng * 6364136223846793005ull + 1442695040888963407ull;
+    return w->rng >> 33;
+}
+
+static int get_long(long *out, sop_txn *t, sop_store *s, const char *key)
+{
+    sop_val v;
+    char buf[32];
+    int rc = get_s(&v, t, s, key);
+    if (rc)
+        return rc;
+    snprintf(buf, sizeof buf, "%.*s", (int)v.len, (const char *)v.data);
+    *out = strtol(buf, NULL, 10);
+    return SOP_OK;
+}
+
+static int put_long(sop_txn *t, sop_store *s, const char *key, long n)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%ld", n);
+    return put_s(t, s, key, buf);
+}
+
+/* One transaction: move an amount between two accounts and append this
+ * transaction's token to one list (read-modify-write of both). */
+static int hist_body(struct hist_worker *w, sop_txn *t, int n)
+{
+    char ka[16], kb[16], kl[16], tok[32];
+    int a = (int)(wrand(w) % ACCOUNTS), b = (int)(wrand(w) % (ACCOUNTS - 1));
+    if (b >= a)
+        b++;
+    long amount = (long)(wrand(w) % 50) + 1, va, vb;
+    snprintf(ka, sizeof ka, "acct%d", a);
+    snprintf(kb, sizeof kb, "acct%d", b);
+    snprintf(kl, sizeof kl, "list%d", (int)(wrand(w) % LISTS));
+    snprintf(tok, sizeof tok, "w%d.%d;", w->id, n);
+    int rc;
+    if ((rc = get_long(&va, t, w->s, ka)) || (rc = get_long(&vb, t, w->s, kb)))
+        return rc;
+    if ((rc = put_long(t, w->s, ka, va - amount)) || (rc = put_long(t, w->s, kb, vb + amount)))
+        return rc;
+    sop_val v;
+    char list[1 << 14];
+    rc = get_s(&v, t, w->s, kl);
+    if (rc != SOP_OK && rc != SOP_NOTFOUND)
+        return rc;
+    size_t len = rc == SOP_OK ? v.len : 0;
+    if (len + strlen(tok) >= sizeof list)
+        return SOP_INVAL;
+    if (len)
+        memcpy(list, v.data, len);
+    memcpy(list + len, tok, strlen(tok));
+    sop_val kk = tv(kl), vv = {list, len + strlen(tok)};
+    return sop_upsert(t, w->s, &kk, &vv);
+}
+
+static void *hist_thread(void *arg)
+{
+    struct hist_worker *w = arg;
+    for (int n = 0; n < w->txns; n++) {
+        for (;;) {
+            sop_txn *t;
+            int rc = sop_txn_begin(&t, w->db, 0);
+            if (rc == SOP_OK)
+                rc = hist_body(w, t, n);
+            if (rc != SOP_OK) {
+                sop_txn_abort(t);
+                snprintf(w->err, sizeof w->err, "body: %s: %s", sop_strerror(rc), sop_errmsg());
+                w->errors++;
+                return NULL;
+            }
+            int mode = (int)(wrand(w) % 4); /* 0, 1: commit; 2: 2PC commit; 3: 2PC rollback */
+            if (mode >= 2) {
+                rc = sop_txn_prepare(t, NULL);
+                if (rc == SOP_BUSY || rc == SOP_CONFLICT) {
+                    rc == SOP_BUSY ? w->busy++ : w->conflicts++;
+                    sop_txn_abort(t);
+                    sched_yield();
+                    continue;
+                }
+                if (rc != SOP_OK) {
+                    sop_txn_abort(t);
+                    snprintf(w->err, sizeof w->err, "prepare: %s: %s", sop_strerror(rc),
+                             sop_errmsg());
+                    w->errors++;
+                    return NULL;
+                }
+                w->prepared++;
+                sched_yield(); /* let others run into the prepared keys */
+                if (mode == 3) {
+                    sop_txn_abort(t);
+                    w->ok[n] = 2;
+                    w->rolled_back++;
+                    break; /* a rolled-back transaction is not retried */
+                }
+                if ((rc = sop_txn_commit(t)) != SOP_OK) {
+                    snprintf(w->err, sizeof w->err, "commit prepared: %s: %s", sop_strerror(rc),
+                             sop_errmsg());
+                    w->errors++;
+                    return NULL;
+                }
+                w->ok[n] = 1;
+                w->committed++;
+                break;
+            }
+            /* A plain commit; on SOP_BUSY retry the commit a few times
+             * (the documented use), then give up and redo it. */
+            int tries = 0;
+            while ((rc = sop_txn_commit(t)) == SOP_BUSY && ++tries < 4) {
+                w->busy++;
+                sched_yield();
+            }
+            if (rc == SOP_BUSY) {
+                w->busy++;
+                sop_txn_abort(t);
+                continue;
+            }
+            if (rc == SOP_CONFLICT) {
+                w->conflicts++;
+                continue;
+            }
+            if (rc != SOP_OK) {
+                snprintf(w->err, sizeof w->err, "commit: %s: %s", sop_strerror(rc), sop_errmsg());
+                w->errors++;
+                return NULL;
+            }
+            w->ok[n] = 1;
+            w->committed++;
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Bank (the sum of balances is constant) and list-append (every
+ * acknowledged append is in its list exactly once, no rolled-back one is)
+ * with a quarter of the transactions prepared then committed and a quarter
+ * prepared then rolled back. Before the fix a retry after SOP_BUSY or a
+ * commit after a commit-prepared overwrote the prepared transaction's
+ * writes: money appeared, appends vanished. */
+TEST(test_2pc__bank_and_list_append_with_prepare)
+{
+    enum { THREADS = 4, TXNS = 300 };
+    sop_db *db = open_db(SOP_SYNC_OFF);
+    sop_store *s;
+    sop_txn *t;
+    char key[16];
+    CHECK(db);
+    CHECK_OK(make_store(db, "bank", &s));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    for (int i = 0; i < ACCOUNTS; i++) {
+        snprintf(key, sizeof key, "acct%d", i);
+        CHECK_OK(put_long(t, s, key, START_BALANCE));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    pthread_t th[THREADS];
+    struct hist_worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct hist_worker){db, s, i, TXNS, test_rand() | 1};
+        w[i].ok = calloc(TXNS, 1);
+        CHECK(w[i].ok);
+        pthread_create(&th[i], NULL, hist_thread, &w[i]);
+    }
+    int committed = 0, rolled_back = 0, prepared = 0, busy = 0, conflicts = 0, errors = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        if (w[i].errors)
+            fprintf(stderr, "    worker %d: %s\n", i, w[i].err);
+        errors += w[i].errors;
+        committed += w[i].committed, rolled_back += w[i].rolled_back;
+        prepared += w[i].prepared, busy += w[i].busy, conflicts += w[i].conflicts;
+    }
+    printf("    %d committed (%d through prepare), %d rolled back, %d busy, %d conflicts\n",
+           committed, prepared - rolled_back, rolled_back, busy, conflicts);
+    CHECK_EQ_U64(errors, 0);
+    CHECK_EQ_U64(committed + rolled_back, THREADS * TXNS);
+    CHECK(prepared - rolled_back > 0 && rolled_back > 0);
+    /* the invariants, in one snapshot */
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    long sum = 0, bal;
+    for (int i = 0; i < ACCOUNTS; i++) {
+        snprintf(key, sizeof key, "acct%d", i);
+        CHECK_OK(get_long(&bal, t, s, key));
+        sum += bal;
+    }
+    int found = 0, lost = 0, dup = 0, ghost = 0;
+    for (int l = 0; l < LISTS; l++) {
+        sop_val v;
+        snprintf(key, sizeof key, "list%d", l);
+        int rc = get_s(&v, t, s, key);
+        CHECK(rc == SOP_OK || rc == SOP_NOTFOUND);
+        const char *p = rc == SOP_OK ? v.data : "", *end = p + (rc == SOP_OK ? v.len : 0);
+        while (p < end) {
+            int id = -1, n = -1;
+            CHECK(sscanf(p, "w%d.%d;", &id, &n) == 2 && id >= 0 && id < THREADS && n >= 0 &&
+                  n < TXNS);
+            if (w[id].ok[n] == 1)
+                found++;
+            else
+                ghost++; /* rolled back, or never acknowledged */
+            if (w[id].ok[n] == 1)
+                w[id].ok[n] = 3; /* seen once */
+            else if (w[id].ok[n] == 3)
+                dup++;
+            p = memchr(p, ';', (size_t)(end - p)) + 1;
+        }
+    }
+    sop_txn_abort(t);
+    for (int i = 0; i < THREADS; i++) {
+        for (int n = 0; n < TXNS; n++)
+            lost += w[i].ok[n] == 1;
+        free(w[i].ok);
+    }
+    printf("    balances sum to %ld; lists: %d appends found, %d lost, %d duplicated, %d not "
+           "acknowledged\n",
+           sum, found, lost, dup, ghost);
+    CHECK_EQ_U64(sum, ACCOUNTS * START_BALANCE);
+    CHECK_EQ_U64(lost, 0);
+    CHECK_EQ_U64(dup, 0);
+    CHECK_EQ_U64(ghost, 0);
+    CHECK_EQ_U64(found, committed);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+/* ---- recovered prepared transaction, small cache (issue 10 defect 3) ---- */
+
+/* Prepare a transaction writing keys all over a tree much larger than the
+ * cache, crash, reopen with a 1 MiB cache and commit it by id: applying it
+ * loads nodes and evicts others while it works. Before the fix the commit
+ * ran with no announced cache epoch, so an image it was merging into was
+ * freed under it (ASan: heap-use-after-free in apply_img; release:
+ * SOP_CORRUPT "node ... holds image of node 0"). */
+TEST(test_2pc__recovered_prepared_commit_under_small_cache)
+{
+    enum { N = 20000, STRIDE = 37 };
+    sop_db *db;
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_OFF;
+    sop_store *s;
+    sop_txn *t;
+    char kb[32], vb[96];
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "big", SOP_STORE_CREATE, NULL));
+    for (int i = 0; i < N; i++) {
+        snprintf(kb, sizeof kb, "key%07d", i);
+        snprintf(vb, sizeof vb, "value-%07d-%060d", i, 0);
+        CHECK_OK(put_s(t, s, kb, vb));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_checkpoint(db));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    for (int i = 0; i < N; i += STRIDE) {
+        snprintf(kb, sizeof kb, "key%07d", i);
+        snprintf(vb, sizeof vb, "prepared-%07d", i);
+        CHECK_OK(put_s(t, s, kb, vb));
+    }
+    CHECK_OK(sop_txn_prepare(t, NULL));
+    uint64_t id = sop_txn_id(t);
+    CHECK_OK(crash_close(db));
+    forget_txn(t);
+
+    o.cache_bytes = 1 << 20;
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(sop_db_prepared_commit(db, id));
+    size_t np;
+    CHECK_OK(sop_db_prepared_list(NULL, 0, &np, db));
+    CHECK_EQ_U64(np, 0);
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "big", 0, NULL));
+    for (int i = 0; i < N; i++) {
+        sop_val v;
+        snprintf(kb, sizeof kb, "key%07d", i);
+        if (i % STRIDE == 0)
+            snprintf(vb, sizeof vb, "prepared-%07d", i);
+        else
+            snprintf(vb, sizeof vb, "value-%07d-%060d", i, 0);
+        CHECK_OK(get_s(&v, t, s, kb));
+        CHECK_VAL(v, vb);
+    }
+    sop_txn_abort(t);
+    sop_db_stat_info st;
+    CHECK_OK(sop_db_stat(&st, db));
+    CHECK(st.node_loads > 100); /* it really ran through the small cache */
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST_MAIN(T(test_2pc__busy_retry_after_commit_prepared_conflicts),
+          T(test_2pc__commit_after_commit_prepared_conflicts),
+          T(test_2pc__blind_writer_after_prepare_conflicts),
+          T(test_2pc__snapshot_between_prepare_and_commit),
+          T(test_2pc__recovered_prepared_commit_conflicts_with_reader),
+          T(test_2pc__bank_and_list_append_with_prepare),
+          T(test_2pc__recovered_prepared_commit_under_small_cache))
