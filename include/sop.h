@@ -25,6 +25,12 @@
  *     says how long they stay valid. Copy them to keep them.
  *   - Ending a transaction invalidates its cursors (later use returns
  *     SOP_BADSTATE); only sop_cursor_close frees a cursor.
+ *   - A transaction handle is ended (freed) by sop_txn_abort and by every
+ *     return of sop_txn_commit except SOP_BUSY. The pointer is dangling
+ *     afterwards: do not pass it to any call again, not even
+ *     sop_txn_abort (set it to NULL: sop_txn_abort(NULL) does nothing).
+ *     Builds of libsop with assertions (no NDEBUG) detect such a use and
+ *     abort the program with a message on stderr.
  */
 #ifndef SOP_H
 #define SOP_H
@@ -311,7 +317,9 @@ SOP_API int sop_txn_begin(sop_txn **txn_out, sop_db *db, unsigned flags);
 SOP_API int sop_txn_commit(sop_txn *txn);
 
 /** @brief End the transaction without committing and free it. NULL is a
- *  no-op. On a prepared transaction this is phase 2 "rollback". */
+ *  no-op. On a prepared transaction this is phase 2 "rollback". Only for
+ *  a live handle: never after sop_txn_commit returned anything but
+ *  SOP_BUSY (the handle is already freed then), never twice. */
 SOP_API void sop_txn_abort(sop_txn *txn);
 
 /**

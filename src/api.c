@@ -40,6 +40,7 @@ int sop_txn_commit(sop_txn *t)
     sop_err_clear();
     if (!t)
         return sop_err(SOP_INVAL, "txn is NULL");
+    SOP_TXN_CHECK(t, "sop_txn_commit");
     int rc;
     if (t->state == SOP_TXN_FAILED) {
         sop_txn__free(t);
@@ -74,6 +75,7 @@ void sop_txn_abort(sop_txn *t)
 {
     if (!t)
         return;
+    SOP_TXN_CHECK(t, "sop_txn_abort");
     if (t->state == SOP_TXN_PREPARED && !sop_db__check_panic(t->db))
         sop_txn__resolve_prepared(t->db, t->id, 0);
     sop_txn__free(t);
@@ -84,6 +86,7 @@ int sop_txn_prepare(sop_txn *t, const sop_val *xid)
     sop_err_clear();
     if (!t)
         return sop_err(SOP_INVAL, "txn is NULL");
+    SOP_TXN_CHECK(t, "sop_txn_prepare");
     if (xid && (xid->len > SOP_MAX_XID_LEN || (xid->len && !xid->data)))
         return sop_err(SOP_INVAL, "xid must be 0..%d bytes", SOP_MAX_XID_LEN);
     if (t->flags & SOP_TXN_READONLY)
@@ -103,6 +106,8 @@ int sop_txn_prepare(sop_txn *t, const sop_val *xid)
 
 uint64_t sop_txn_id(const sop_txn *t)
 {
+    if (t)
+        SOP_TXN_CHECK(t, "sop_txn_id");
     return t ? t->id : 0;
 }
 

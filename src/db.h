@@ -83,6 +83,10 @@ typedef struct sop_hist {
 
 typedef struct sop_prepared sop_prepared;
 
+/* Freed transaction handles kept poisoned before their memory is reused
+ * (builds with assertions; txn.h, the handle rule). */
+#define SOP_TXN_QUARANTINE 32
+
 typedef struct sop_retired {
     uint8_t *img;
     size_t len;
@@ -115,6 +119,8 @@ struct sop_db {
     /* snap_mu */
     sop_txn *active;              /* doubly linked list of live transactions */
     size_t active_count;
+    sop_txn *txn_quarantine[SOP_TXN_QUARANTINE]; /* recently freed handles (txn.h) */
+    size_t txn_quarantine_next;
     uint64_t ckpt_snap;           /* snapshot pinned by a running checkpoint, or SOP_NEVER */
 
     /* commit_mu */

@@ -24,6 +24,7 @@ int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags)
     if (!t)
         return sop_err(SOP_NOMEM, "transaction");
     t->db = db;
+    t->magic = SOP_TXN_LIVE;
     t->flags = flags;
     t->state = SOP_TXN_ACTIVE;
     t->next_prov_seq = SOP_PROVISIONAL_SEQ;
@@ -83,7 +84,27 @@ void sop_txn__free(sop_txn *t)
     sop_arena_dispose(&t->arena);
     sop_free(t->reads);
     sop_free(t->value_buf);
+    t->magic = SOP_TXN_DEAD;
+#ifdef NDEBUG
     sop_free(t);
+#else
+    /* Quarantine (txn.h): the oldest quarantined handle is freed instead. */
+    pthread_mutex_lock(&db->snap_mu);
+    sop_txn *old = db->txn_quarantine[db->txn_quarantine_next];
+    db->txn_quarantine[db->txn_quarantine_next] = t;
+    db->txn_quarantine_next = (db->txn_quarantine_next + 1) % SOP_TXN_QUARANTINE;
+    pthread_mutex_unlock(&db->snap_mu);
+    sop_free(old);
+#endif
+}
+
+void sop_txn__misuse(const sop_txn *t, const char *fn)
+{
+    fprintf(stderr,
+            "libsop: %s(%p): not a live transaction (%s): a handle is ended by "
+            "sop_txn_commit (except on SOP_BUSY) and by sop_txn_abort; do not use it again\n",
+            fn, (const void *)t, t->magic == SOP_TXN_DEAD ? "already ended" : "bad magic word");
+    abort();
 }
 
 int sop_txn__fail(sop_txn *t, int rc)
@@ -96,6 +117,7 @@ int sop_txn__fail(sop_txn *t, int rc)
 
 int sop_txn__check_usable(sop_txn *t, int for_write)
 {
+    SOP_TXN_CHECK(t, "sop_txn");
     if (t->state == SOP_TXN_FAILED)
         return sop_err(SOP_BADSTATE, "transaction has failed; only abort is allowed");
     if (t->state == SOP_TXN_PREPARED)

@@ -113,6 +113,7 @@ struct sop_prepared {
 struct sop_txn {
     sop_db *db;
     struct sop_txn *prev_active, *next_active; /* db->active (snap_mu) */
+    uint32_t magic;       /* SOP_TXN_LIVE until freed, then SOP_TXN_DEAD */
     unsigned flags;
     int state;
     uint64_t snap;
@@ -154,6 +155,25 @@ struct sop_cursor {
     int range_lo_open;
     sop_val range_lo;
 };
+
+/* Handle rule (sop.h): sop_txn_commit (except on SOP_BUSY) and
+ * sop_txn_abort end the handle; the pointer is dangling afterwards. In
+ * builds with assertions (no NDEBUG) every entry point checks the magic
+ * word and a dead or foreign handle stops the program with a message
+ * (sop_txn__misuse), instead of freeing twice or committing whatever
+ * transaction reused the memory: sop_txn__free keeps the last
+ * SOP_TXN_QUARANTINE freed handles, poisoned, before giving their memory
+ * back (db->txn_quarantine), so a second commit or abort shortly after
+ * the first is always caught. */
+#define SOP_TXN_LIVE 0x4c495645u /* "LIVE" */
+#define SOP_TXN_DEAD 0x44454144u /* "DEAD" */
+_Noreturn void sop_txn__misuse(const sop_txn *txn, const char *fn);
+#ifdef NDEBUG
+#define SOP_TXN_CHECK(txn, fn) ((void)0)
+#else
+#define SOP_TXN_CHECK(txn, fn)                                                                     \
+    (SOP_LIKELY((txn)->magic == SOP_TXN_LIVE) ? (void)0 : sop_txn__misuse((txn), (fn)))
+#endif
 
 /* Transaction internals used by api.c */
 int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags);

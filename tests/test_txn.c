@@ -5,6 +5,7 @@
  * and 8 threads filling an empty store with retries.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include "harness.h"
@@ -724,6 +725,112 @@ TEST(test_txn__conflict_retry_does_not_lose_twice_to_one_commit)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Run misuse(db, s) in a child (on a database of its own, so the
+ * parent's log is not written by two processes) with stderr captured: it
+ * must die with SIGABRT and a message naming the dead handle. Returns 1
+ * if it did. */
+static int misuse_aborts(const char *leaf, void (*misuse)(sop_db *, sop_store *), const char *fn)
+{
+    int p[2];
+    if (pipe(p) != 0)
+        return 0;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0)
+        return 0;
+    if (pid == 0) {
+        sop_db *db;
+        sop_store *s;
+        close(p[0]);
+        dup2(p[1], 2);
+        if (sop_db_open(&db, test_path(leaf), NULL) || make_store(db, "s", &s))
+            _exit(2);
+        misuse(db, s);
+        _exit(0); /* the misuse went unnoticed */
+    }
+    close(p[1]);
+    char out[4096];
+    size_t n = 0;
+    ssize_t got;
+    while (n < sizeof out - 1 && (got = read(p[0], out + n, sizeof out - 1 - n)) > 0)
+        n += (size_t)got;
+    out[n] = 0;
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    int ok = WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && strstr(out, "not a live transaction") &&
+             strstr(out, fn);
+    if (!ok)
+        fprintf(stderr, "    %s: child %s %d, stderr: %.300s\n", fn,
+                WIFSIGNALED(st) ? "killed by signal" : "exited",
+                WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), out);
+    return ok;
+}
+
+static void commit_twice(sop_db *db, sop_store *s)
+{
+    sop_txn *t;
+    if (sop_txn_begin(&t, db, 0) || put_s(t, s, "k", "v") || sop_txn_commit(t))
+        _exit(3);
+    sop_txn_commit(t);
+}
+
+static void abort_after_conflict(sop_db *db, sop_store *s)
+{
+    sop_txn *a, *b;
+    if (sop_txn_begin(&a, db, 0) || sop_txn_begin(&b, db, 0) || put_s(a, s, "k", "a") ||
+        put_s(b, s, "k", "b") || sop_txn_commit(a) || sop_txn_commit(b) != SOP_CONFLICT)
+        _exit(3);
+    sop_txn_abort(b); /* SOP_CONFLICT already freed it */
+}
+
+static void abort_twice(sop_db *db, sop_store *s)
+{
+    sop_txn *t;
+    (void)s;
+    if (sop_txn_begin(&t, db, 0))
+        _exit(3);
+    sop_txn_abort(t);
+    sop_txn_abort(t);
+}
+
+static void put_after_commit(sop_db *db, sop_store *s)
+{
+    sop_txn *t;
+    if (sop_txn_begin(&t, db, SOP_TXN_READONLY) || sop_txn_commit(t))
+        _exit(3);
+    put_s(t, s, "k", "late");
+}
+
+/* Issue 11: a second sop_txn_commit on the same pointer was a use after
+ * free (a double free, or a commit of whatever reused the memory). Every
+ * use of an ended handle now stops the program with a message. */
+TEST(test_txn__ended_handle_use_fails_loudly)
+{
+    CHECK(misuse_aborts("m1", commit_twice, "sop_txn_commit"));
+    CHECK(misuse_aborts("m2", abort_after_conflict, "sop_txn_abort"));
+    CHECK(misuse_aborts("m3", abort_twice, "sop_txn_abort"));
+    CHECK(misuse_aborts("m4", put_after_commit, "sop_txn"));
+    sop_db *db;
+    sop_store *s;
+    CHECK_OK(sop_db_open(&db, test_path("main"), NULL));
+    CHECK_OK(make_store(db, "s", &s));
+    /* The handle rule the other way round: after SOP_BUSY the txn is live. */
+    sop_txn *p, *t;
+    CHECK_OK(sop_txn_begin(&p, db, 0));
+    CHECK_OK(put_s(p, s, "k", "prepared"));
+    CHECK_OK(sop_txn_prepare(p, NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(put_s(t, s, "other", "1"));
+    CHECK_OK(put_s(t, s, "k", "blocked"));
+    CHECK_RC(SOP_BUSY, sop_txn_commit(t));
+    CHECK_OK(del_s(t, s, "other")); /* still usable */
+    sop_txn_abort(t);
+    CHECK_OK(sop_txn_commit(p));
+    CHECK_OK(sop_db_close(db));
+}
+
 /* A second process opening the same folder is refused with SOP_BUSY. */
 TEST(test_txn__second_process_is_refused)
 {
@@ -760,4 +867,5 @@ TEST_MAIN(T(test_txn__write_set_mixed_order_iterates_sorted),
           T(test_txn__phantom_is_prevented), T(test_txn__own_writes_visible_to_cursor),
           T(test_txn__eight_threads_fill_empty_store),
           T(test_txn__same_key_threads_exactly_one_wins),
-          T(test_txn__conflict_retry_does_not_lose_twice_to_one_commit))
+          T(test_txn__conflict_retry_does_not_lose_twice_to_one_commit),
+          T(test_txn__ended_handle_use_fails_loudly))
