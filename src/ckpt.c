@@ -887,10 +887,7 @@ int sop_ckpt__load(sop_db *db, int *found_out)
             sop_prepared__free(p);
             goto out;
         }
-        sop_prepared **pp = &db->prepared;
-        while (*pp)
-            pp = &(*pp)->next;
-        *pp = p;
+        sop_prepared__append(db, p);
     }
     uint32_t nseg = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nseg && !r.bad; i++) {

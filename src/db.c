@@ -523,6 +523,7 @@ static void db_free(sop_db *db)
         db->prepared = p->next;
         sop_prepared__free(p);
     }
+    db->prepared_last = NULL;
     for (size_t i = 0; i < SOP_TXN_QUARANTINE; i++)
         sop_free(db->txn_quarantine[i]);
     sop_registry__dispose(&db->reg);

@@ -126,6 +126,7 @@ struct sop_db {
     /* commit_mu */
     sop_hist *hist_head, *hist_tail;
     sop_prepared *prepared;       /* oldest first */
+    sop_prepared *prepared_last;  /* its newest entry: appends take O(1) (txn.c) */
     sop_u64map dirty_lids;        /* lids with versions not yet checkpointed */
     sop_u64map trim_lids;         /* lids with more than one version */
     sop_death *deaths;            /* pending blob deaths */

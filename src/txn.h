@@ -214,6 +214,8 @@ int sop_cursor__flush_reads(sop_cursor *c);
 int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len);
 int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit);
 void sop_prepared__free(sop_prepared *p);
+/* Append p to db->prepared (newest last) in O(1) (commit_mu, or open). */
+void sop_prepared__append(sop_db *db, sop_prepared *p);
 int sop_prepared__decode(sop_prepared *p);
 /* Raise next_store_id / next_lid past the stores p's body creates (ids
  * reserved when it was prepared). SOP_CORRUPT if they are out of range. */
