@@ -384,7 +384,8 @@ static void *hist_thread(void *arg)
 /* Bank (the sum of balances is constant) and list-append (every
  * acknowledged append is in its list exactly once, no rolled-back one is)
  * with a quarter of the transactions prepared then committed and a quarter
- * prepared then rolled back. Before the fix a retry after SOP_BUSY or a
+ * prepared then rolled back; then prepared transactions across a crash,
+ * resolved by id after reopening with a small cache. Before the fix a retry after SOP_BUSY or a
  * commit after a commit-prepared overwrote the prepared transaction's
  * writes: money appeared, appends vanished. */
 TEST(test_2pc__bank_and_list_append_with_prepare)
@@ -468,6 +469,64 @@ TEST(test_2pc__bank_and_list_append_with_prepare)
     CHECK_EQ_U64(dup, 0);
     CHECK_EQ_U64(ghost, 0);
     CHECK_EQ_U64(found, committed);
+    CHECK_EQ_U64(check_db(db), 0);
+
+    /* Then across a crash: one transaction per list is left prepared (each
+     * moves money between two accounts of its own and appends to its list),
+     * the process dies, the database reopens with a 1 MiB cache, and phase
+     * 2 by id commits two of them and rolls the third back. */
+    uint64_t ids[LISTS];
+    for (int l = 0; l < LISTS; l++) {
+        char ka[16], kb[16], kl[16], tok[16], list[1 << 14];
+        long va, vb;
+        sop_val v;
+        snprintf(ka, sizeof ka, "acct%d", 2 * l);
+        snprintf(kb, sizeof kb, "acct%d", 2 * l + 1);
+        snprintf(kl, sizeof kl, "list%d", l);
+        snprintf(tok, sizeof tok, "p%d;", l);
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        CHECK_OK(get_long(&va, t, s, ka));
+        CHECK_OK(get_long(&vb, t, s, kb));
+        CHECK_OK(put_long(t, s, ka, va - 7));
+        CHECK_OK(put_long(t, s, kb, vb + 7));
+        CHECK_OK(get_s(&v, t, s, kl));
+        CHECK(v.len + strlen(tok) < sizeof list);
+        memcpy(list, v.data, v.len);
+        memcpy(list + v.len, tok, strlen(tok));
+        sop_val kk = tv(kl), vv = {list, v.len + strlen(tok)};
+        CHECK_OK(sop_upsert(t, s, &kk, &vv));
+        CHECK_OK(sop_txn_prepare(t, NULL));
+        ids[l] = sop_txn_id(t);
+        forget_txn(t);
+    }
+    CHECK_OK(crash_close(db));
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_OFF;
+    o.cache_bytes = 1 << 20;
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(sop_db_prepared_commit(db, ids[0]));
+    CHECK_OK(sop_db_prepared_rollback(db, ids[2]));
+    CHECK_OK(sop_db_prepared_commit(db, ids[1]));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "bank", 0, NULL));
+    sum = 0;
+    for (int i = 0; i < ACCOUNTS; i++) {
+        snprintf(key, sizeof key, "acct%d", i);
+        CHECK_OK(get_long(&bal, t, s, key));
+        sum += bal;
+    }
+    CHECK_EQ_U64(sum, ACCOUNTS * START_BALANCE);
+    for (int l = 0; l < LISTS; l++) {
+        sop_val v;
+        char tok[16];
+        snprintf(key, sizeof key, "list%d", l);
+        snprintf(tok, sizeof tok, "p%d;", l);
+        CHECK_OK(get_s(&v, t, s, key));
+        int ends_with = v.len >= strlen(tok) &&
+                        memcmp((const char *)v.data + v.len - strlen(tok), tok, strlen(tok)) == 0;
+        CHECK(ends_with == (l != 2)); /* committed appends are there, the rolled back one not */
+    }
+    sop_txn_abort(t);
     CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_db_close(db));
 }
