@@ -1,5 +1,5 @@
 /*
- * test_2pc.c - two-phase commit against concurrent transactions: a
+ * test_prepared.c - two-phase commit against concurrent transactions: a
  * prepared transaction's writes count in validation exactly as a committed
  * transaction's do, from the moment it is prepared (issue 10, defect 2);
  * committing a recovered prepared transaction under a small cache (defect
@@ -81,7 +81,7 @@ static int commit_until_not_busy(sop_txn *t, int *busy)
 /* Issue 10 defect 2, first history: T1 and T2 read x = 0 and write x + 1;
  * T1 prepares; T2's commit says BUSY; T1 commits; T2's retry must not
  * succeed (it did: x = 1 with two increments acknowledged). */
-TEST(test_2pc__busy_retry_after_commit_prepared_conflicts)
+TEST(test_prepared__busy_retry_after_commit_prepared_conflicts)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
     sop_store *s;
@@ -109,7 +109,7 @@ TEST(test_2pc__busy_retry_after_commit_prepared_conflicts)
 }
 
 /* The same when T1's phase 2 runs before T2's first commit. */
-TEST(test_2pc__commit_after_commit_prepared_conflicts)
+TEST(test_prepared__commit_after_commit_prepared_conflicts)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
     sop_store *s;
@@ -132,7 +132,7 @@ TEST(test_2pc__commit_after_commit_prepared_conflicts)
 /* Two blind writers of one key: first committer (here: first preparer)
  * wins, the second gets SOP_CONFLICT (after SOP_BUSY retries at most),
  * whether phase 2 commits by handle or by id. */
-TEST(test_2pc__blind_writer_after_prepare_conflicts)
+TEST(test_prepared__blind_writer_after_prepare_conflicts)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
     sop_store *s;
@@ -167,7 +167,7 @@ TEST(test_2pc__blind_writer_after_prepare_conflicts)
  * since a prepared write is not visible) gets SOP_BUSY while the prepared
  * one holds the key, and SOP_CONFLICT once that one committed. After a
  * rollback the same retry commits. */
-TEST(test_2pc__snapshot_between_prepare_and_commit)
+TEST(test_prepared__snapshot_between_prepare_and_commit)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
     sop_store *s;
@@ -197,7 +197,7 @@ TEST(test_2pc__snapshot_between_prepare_and_commit)
 /* A transaction prepared before a crash, committed by id after recovery:
  * a transaction that read the old value and got SOP_BUSY gets
  * SOP_CONFLICT on its retry. */
-TEST(test_2pc__recovered_prepared_commit_conflicts_with_reader)
+TEST(test_prepared__recovered_prepared_commit_conflicts_with_reader)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
     sop_store *s;
@@ -388,7 +388,7 @@ static void *hist_thread(void *arg)
  * resolved by id after reopening with a small cache. Before the fix a retry after SOP_BUSY or a
  * commit after a commit-prepared overwrote the prepared transaction's
  * writes: money appeared, appends vanished. */
-TEST(test_2pc__bank_and_list_append_with_prepare)
+TEST(test_prepared__bank_and_list_append_with_prepare)
 {
     enum { THREADS = 4, TXNS = 300 };
     sop_db *db = open_db(SOP_SYNC_OFF);
@@ -539,7 +539,7 @@ TEST(test_2pc__bank_and_list_append_with_prepare)
  * ran with no announced cache epoch, so an image it was merging into was
  * freed under it (ASan: heap-use-after-free in apply_img; release:
  * SOP_CORRUPT "node ... holds image of node 0"). */
-TEST(test_2pc__recovered_prepared_commit_under_small_cache)
+TEST(test_prepared__recovered_prepared_commit_under_small_cache)
 {
     enum { N = 20000, STRIDE = 37 };
     sop_db *db;
@@ -637,7 +637,7 @@ static int inject_prepared(double *replay_s, double *open_s, const char *path, u
  * 13.6 s to replay and 9.5 s to load. The records are fed to replay
  * directly (through sop_txn_prepare each would cost an fdatasync). Four
  * times the entries must cost about four times as long, not sixteen. */
-TEST(test_2pc__many_prepared_are_recovered_in_linear_time)
+TEST(test_prepared__many_prepared_are_recovered_in_linear_time)
 {
     enum { N = 30000 };
     double r1, o1, r4, o4;
@@ -675,11 +675,11 @@ TEST(test_2pc__many_prepared_are_recovered_in_linear_time)
     CHECK_OK(sop_db_close(db));
 }
 
-TEST_MAIN(T(test_2pc__busy_retry_after_commit_prepared_conflicts),
-          T(test_2pc__commit_after_commit_prepared_conflicts),
-          T(test_2pc__blind_writer_after_prepare_conflicts),
-          T(test_2pc__snapshot_between_prepare_and_commit),
-          T(test_2pc__recovered_prepared_commit_conflicts_with_reader),
-          T(test_2pc__bank_and_list_append_with_prepare),
-          T(test_2pc__recovered_prepared_commit_under_small_cache),
-          T(test_2pc__many_prepared_are_recovered_in_linear_time))
+TEST_MAIN(T(test_prepared__busy_retry_after_commit_prepared_conflicts),
+          T(test_prepared__commit_after_commit_prepared_conflicts),
+          T(test_prepared__blind_writer_after_prepare_conflicts),
+          T(test_prepared__snapshot_between_prepare_and_commit),
+          T(test_prepared__recovered_prepared_commit_conflicts_with_reader),
+          T(test_prepared__bank_and_list_append_with_prepare),
+          T(test_prepared__recovered_prepared_commit_under_small_cache),
+          T(test_prepared__many_prepared_are_recovered_in_linear_time))
