@@ -467,8 +467,10 @@ static damage dmg(dkind k, uint64_t off, uint64_t len, const char *fmt, ...)
 }
 
 /* Cases for one template; si describes its (undamaged) newest segment. */
+/* Cases for one template; @p tail: only those at the tail (the last
+ * commit's records, the zeros after them), else all the others. */
 static void template_cases(totals *tot, const char *tdir, tmpl t, int acked, const seginfo *si,
-                           int random_cases)
+                           int tail, int random_cases)
 {
     const rec *r = si->r;
     int n = si->n, mid = n / 2, last = n - 1;
@@ -478,6 +480,25 @@ static void template_cases(totals *tot, const char *tdir, tmpl t, int acked, con
     while (lastc > 1 && r[lastc - 1].type != 4)
         lastc--;
     uint64_t end = r[last].off + r[last].len; /* zeros ahead of the tail may follow */
+    damage d;
+    if (tail) {
+        /* the last commit may go (relaxed), nothing before it */
+        d = dmg(D_FLIP, r[last].off + REC_HDR + r[last].payload / 2, 2, "last record payload");
+        run_case(tot, tdir, t, acked, &d, 1);
+        d = dmg(D_FLIP, r[last].off + 13, 0, "last record crc");
+        run_case(tot, tdir, t, acked, &d, 1);
+        d = dmg(D_TRUNC, r[last].off + r[last].len / 2, 0, "truncated inside the last record");
+        run_case(tot, tdir, t, acked, &d, 1);
+        d = dmg(D_TRUNC, r[lastc].off + 5, 0, "truncated inside the last commit's first record");
+        run_case(tot, tdir, t, acked, &d, 1);
+        d = dmg(D_TRUNC, end, 0, "truncated at the end of the last record");
+        run_case(tot, tdir, t, acked, &d, 0);
+        if (end + 8 <= si->size) {
+            d = dmg(D_FLIP, end + 4, 5, "the zeros ahead of the tail");
+            run_case(tot, tdir, t, acked, &d, 0);
+        }
+        return;
+    }
     /* segment header record: every header field and its payload */
     static const struct {
         const char *name;
@@ -485,11 +506,10 @@ static void template_cases(totals *tot, const char *tdir, tmpl t, int acked, con
     } fields[] = {{"magic", 1},  {"type", 4}, {"version", 5}, {"zero", 6},
                   {"length", 8}, {"crc", 12}, {"lsn", 16}};
     for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
-        damage d =
-            dmg(D_FLIP, r[0].off + fields[f].at, 0, "segment header record: %s", fields[f].name);
+        d = dmg(D_FLIP, r[0].off + fields[f].at, 0, "segment header record: %s", fields[f].name);
         run_case(tot, tdir, t, acked, &d, 0);
     }
-    damage d = dmg(D_FLIP, r[0].off + REC_HDR + 3, 2, "segment header payload (uuid)");
+    d = dmg(D_FLIP, r[0].off + REC_HDR + 3, 2, "segment header payload (uuid)");
     run_case(tot, tdir, t, acked, &d, 0);
     d = dmg(D_FLIP, r[0].off + REC_HDR + 16, 0, "segment header payload (segment id)");
     run_case(tot, tdir, t, acked, &d, 0);
@@ -546,15 +566,6 @@ static void template_cases(totals *tot, const char *tdir, tmpl t, int acked, con
         d = dmg(D_DEVZERO_META, 1, 0, "MANIFEST replaced by a symlink to /dev/zero");
         run_case(tot, tdir, t, acked, &d, 0);
     }
-    /* the tail: the last record may go (relaxed), nothing before it */
-    d = dmg(D_FLIP, r[last].off + REC_HDR + r[last].payload / 2, 2, "last record payload");
-    run_case(tot, tdir, t, acked, &d, 1);
-    d = dmg(D_TRUNC, r[last].off + r[last].len / 2, 0, "truncated inside the last record");
-    run_case(tot, tdir, t, acked, &d, 1);
-    if (end + 8 <= si->size) {
-        d = dmg(D_FLIP, end + 4, 5, "the zeros ahead of the tail");
-        run_case(tot, tdir, t, acked, &d, 0);
-    }
     /* random damage anywhere in the records */
     uint64_t h = mix(test_seed * 131 + (uint64_t)t);
     for (int i = 0; i < random_cases; i++) {
@@ -583,11 +594,8 @@ static void template_cases(totals *tot, const char *tdir, tmpl t, int acked, con
     }
 }
 
-TEST(test_newest__damaged_newest_segment)
+static void campaign(const char *name, int tail, int random_cases)
 {
-    if (pending_skip(test_current))
-        return;
-    int random_cases = getenv("SOP_NEWEST_RANDOM") ? atoi(getenv("SOP_NEWEST_RANDOM")) : 24;
     totals tot;
     memset(&tot, 0, sizeof tot);
     for (int t = 0; t < T_COUNT; t++) {
@@ -603,13 +611,27 @@ TEST(test_newest__damaged_newest_segment)
         run_case(&tot, tdir, (tmpl)t, acked, &none, 0);
         CHECK(tot.failures == before);
         tot.injected--; /* the control injects nothing */
-        template_cases(&tot, tdir, (tmpl)t, acked, &si, random_cases);
+        template_cases(&tot, tdir, (tmpl)t, acked, &si, tail, random_cases);
     }
-    printf("campaign newest: cases %" PRIu64 " failures %" PRIu64 " acked %" PRIu64 " (%" PRIu64
+    printf("campaign %s: cases %" PRIu64 " failures %" PRIu64 " acked %" PRIu64 " (%" PRIu64
            " damaged, %" PRIu64 " reported by open, %" PRIu64 " opened intact)\n",
-           tot.cases, tot.failures, tot.acked, tot.injected, tot.reported, tot.intact);
+           name, tot.cases, tot.failures, tot.acked, tot.injected, tot.reported, tot.intact);
     CHECK(tot.injected > 0);
     CHECK(tot.failures == 0);
 }
 
-TEST_MAIN(T(test_newest__damaged_newest_segment))
+/* A torn-looking tail: the last commit may be lost, nothing before it. */
+TEST(test_newest__torn_tail_and_control)
+{
+    campaign("newest-tail", 1, 0);
+}
+
+/* Everything else: reported, or nothing lost. */
+TEST(test_newest__damaged_newest_segment)
+{
+    if (pending_skip(test_current))
+        return;
+    campaign("newest", 0, getenv("SOP_NEWEST_RANDOM") ? atoi(getenv("SOP_NEWEST_RANDOM")) : 24);
+}
+
+TEST_MAIN(T(test_newest__torn_tail_and_control), T(test_newest__damaged_newest_segment))
