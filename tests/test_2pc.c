@@ -231,10 +231,9 @@ typedef struct world {
     size_t nrecs, cap;
     handoff q[MAX_HANDOFF];
     int nq;
-    volatile int stop;
+    int stop, failed; /* read with __atomic by the threads */
     int round;
     uint64_t commits, prepares, rollbacks, busy, conflicts, audits;
-    int failed;
     char why[512];
 } world;
 
@@ -248,9 +247,14 @@ static void w_fail(world *w, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(w->why, sizeof w->why, fmt, ap);
         va_end(ap);
-        w->failed = 1;
+        __atomic_store_n(&w->failed, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+static int running_failed(world *w)
+{
+    return __atomic_load_n(&w->failed, __ATOMIC_ACQUIRE);
 }
 
 static void add_rec(world *w, la_rec *r)
@@ -366,7 +370,7 @@ static void *bank_main(void *arg)
 {
     worker *k = arg;
     world *w = k->w;
-    for (int n = 0; n < TXNS_PER_THREAD && !w->failed;) {
+    for (int n = 0; n < TXNS_PER_THREAD && !running_failed(w);) {
         int a = (int)(wrand(k) % ACCOUNTS), b = (int)(wrand(k) % (ACCOUNTS - 1));
         b += b >= a;
         int64_t amt = (int64_t)(wrand(k) % 50), ba, bb;
@@ -410,7 +414,7 @@ static void *list_main(void *arg)
     worker *k = arg;
     world *w = k->w;
     int64_t attempt = 0;
-    for (int n = 0; n < TXNS_PER_THREAD && !w->failed;) {
+    for (int n = 0; n < TXNS_PER_THREAD && !running_failed(w);) {
         attempt++;
         la_rec *r = calloc(1, sizeof *r);
         int nread = 1 + (int)(wrand(k) % 3), used[LISTS] = {0};
@@ -513,7 +517,7 @@ static int audit(world *w, int record)
 static void *auditor_main(void *arg)
 {
     world *w = arg;
-    while (!w->stop && !w->failed) {
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE) && !running_failed(w)) {
         audit(w, 1);
         usleep(2000);
     }
@@ -561,7 +565,7 @@ typedef struct resolver {
 static void *resolver_main(void *arg)
 {
     resolver *r = arg;
-    while (!r->w->stop && !r->w->failed) {
+    while (!__atomic_load_n(&r->w->stop, __ATOMIC_ACQUIRE) && !running_failed(r->w)) {
         resolve_some(r->w, &r->rng, 0);
         usleep(300);
     }
@@ -748,7 +752,7 @@ TEST(test_2pc__concurrent_bank_and_list_append)
     CHECK_OK(open_world(&w, test_dir(), 1));
     for (int round = 0; round < rounds && !w.failed; round++) {
         w.round = round;
-        w.stop = 0;
+        __atomic_store_n(&w.stop, 0, __ATOMIC_RELEASE);
         worker wk[BANK_THREADS + LIST_THREADS];
         resolver rs = {&w, 0, mix(rng + 1)};
         pthread_t aud;
@@ -760,7 +764,7 @@ TEST(test_2pc__concurrent_bank_and_list_append)
         }
         for (int i = 0; i < BANK_THREADS + LIST_THREADS; i++)
             pthread_join(wk[i].th, NULL);
-        w.stop = 1;
+        __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
         pthread_join(rs.th, NULL);
         pthread_join(aud, NULL);
         cases++;
