@@ -11,9 +11,20 @@
  *              VFS-call sweep over that many lifecycles
  *   alloc      test_alloc with SOP_ALLOC_SEEDS=LIFECYCLES: the same with
  *              allocations
+ *   blobkill   test_blobcrash sigkill: writer threads with value blobs and a
+ *              checkpoint thread, KILLS/2 SIGKILLs, used on after recovery
+ *   blobpower  test_blobcrash power: the same under COUNT/20 power cuts
+ *   2pc        test_2pc: bank and list-append histories with prepare /
+ *              commit / rollback, COUNT/500 crash rounds; the 2PC shapes and
+ *              the recovered prepared commit under a 1 MiB cache
+ *   newest     test_newest: damage to the newest segment of a crashed
+ *              database, every position class plus COUNT/20 random cases
+ *              per template
+ * (blobkill, blobpower and 2pc run in chunks like kill: see run_chunked.)
  *
  * Each campaign is a child process (a crash in one is reported, the others
- * still run) given SOP_SEED=SEED; its output (stdout and stderr, in order)
+ * still run) given SOP_SEED=SEED and SOP_TEST_PENDING_FIXES=1 (tests/pending.h:
+ * the long runs never skip a case); its output (stdout and stderr, in order)
  * is echoed except "ok" lines. The summary line reads:
  *
  *   torture <name>: cases N, failures F, acknowledged commits checked A,
@@ -24,7 +35,8 @@
  * failures.
  *
  * Usage: torture --bin-dir DIR [--seed S] [--count N] [--kills K]
- *                [--lifecycles L] [--campaigns powerloss,kill,fault,alloc]
+ *                [--lifecycles L]
+ *                [--campaigns powerloss,kill,fault,alloc,blobkill,blobpower,2pc,newest]
  * Defaults: seed 1, count 10000, kills 1000, lifecycles 10.
  *
  * Every tests/ source that is not a test_ file is linked into every test binary, so the
@@ -91,6 +103,7 @@ static void run_child(const char *bin_dir, const char *test_name, const char *fi
         dup2(p[1], 2); /* one stream, in order */
         close(p[1]);
         setenv("SOP_SEED", seed_buf, 1);
+        setenv("SOP_TEST_PENDING_FIXES", "1", 1);
         setenv(env_name, env_value, 1);
         execl(path, path, filter, (char *)NULL);
         perror(path);
@@ -180,6 +193,43 @@ static void run_kills(const char *bin_dir, uint64_t kills, uint64_t seed, campai
     *res = total;
 }
 
+/*
+ * The same for the campaigns that stop at their first failed case
+ * (blobkill, blobpower, 2pc): chunks of @p chunk cases, each in a fresh
+ * folder with seed SEED*1000+chunk and its own summary line; a chunk that
+ * stops early counts its failures and the cases it ran, and the campaign
+ * goes on with the next chunk until @p total_cases cases ran.
+ */
+static void run_chunked(const char *bin_dir, const char *test_name, const char *filter,
+                        const char *env_name, uint64_t total_cases, uint64_t chunk, uint64_t seed,
+                        const char *campaign, campaign_result *res)
+{
+    campaign_result total;
+    memset(&total, 0, sizeof total);
+    total.ran = 1;
+    total.exit_ok = 1;
+    double t0 = now_secs();
+    for (uint64_t c = 0; total.cases < total_cases; c++) {
+        char value[32];
+        campaign_result r;
+        uint64_t n = total_cases - total.cases < chunk ? total_cases - total.cases : chunk;
+        snprintf(value, sizeof value, "%" PRIu64, n);
+        run_child(bin_dir, test_name, filter, env_name, value, seed * 1000 + c, campaign, &r);
+        /* a chunk that stopped early counts the cases it ran (at least one) */
+        total.cases += r.ran && r.cases ? (r.cases < n ? r.cases : n) : 1;
+        total.acked += r.acked;
+        if (r.ran && r.exit_ok && r.failures == 0)
+            continue;
+        total.failures += r.failures ? r.failures : 1;
+        total.exit_ok = 0;
+        printf("  | %s campaign: chunk failed (replay: SOP_SEED=%" PRIu64
+               " SOP_TEST_PENDING_FIXES=1 %s=%" PRIu64 " %s %s)\n",
+               campaign, seed * 1000 + c, env_name, n, test_name, filter);
+    }
+    total.secs = now_secs() - t0;
+    *res = total;
+}
+
 static int wanted(const char *list, const char *name)
 {
     size_t n = strlen(name);
@@ -191,7 +241,8 @@ static int wanted(const char *list, const char *name)
 
 int main(int argc, char **argv)
 {
-    const char *bin_dir = NULL, *campaigns = "powerloss,kill,fault,alloc";
+    const char *bin_dir = NULL,
+               *campaigns = "powerloss,kill,fault,alloc,blobkill,blobpower,2pc,newest";
     uint64_t seed = 1, count = 10000, kills = 1000, lifecycles = 10;
     int kills_given = 0, lifecycles_given = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -214,7 +265,8 @@ int main(int argc, char **argv)
     }
     if (!bin_dir) {
         fprintf(stderr, "usage: torture --bin-dir DIR [--seed S] [--count N] [--kills K] "
-                        "[--lifecycles L] [--campaigns powerloss,kill,fault,alloc]\n");
+                        "[--lifecycles L] [--campaigns powerloss,kill,fault,alloc,blobkill,"
+                        "blobpower,2pc,newest]\n");
         return 2;
     }
     /* COUNT scales the others unless they are given. */
@@ -224,15 +276,22 @@ int main(int argc, char **argv)
         lifecycles = count / 1000 ? count / 1000 : 1;
     struct {
         const char *name, *bin, *filter, *env;
-        uint64_t value;
+        uint64_t value, chunk; /* chunk: run_chunked with chunks of this many cases */
     } plan[] = {
-        {"powerloss", "test_powerloss", "test_powerloss__cuts", "SOP_POWERLOSS_CUTS", count},
-        {"kill", "test_crash", "test_crash__sigkill", "SOP_CRASH_KILLS", kills},
-        {"fault", "test_fault", "test_fault__every", "SOP_FAULT_SEEDS", lifecycles},
-        {"alloc", "test_alloc", "test_alloc__every", "SOP_ALLOC_SEEDS", lifecycles},
+        {"powerloss", "test_powerloss", "test_powerloss__cuts", "SOP_POWERLOSS_CUTS", count, 0},
+        {"kill", "test_crash", "test_crash__sigkill", "SOP_CRASH_KILLS", kills, 0},
+        {"fault", "test_fault", "test_fault__every", "SOP_FAULT_SEEDS", lifecycles, 0},
+        {"alloc", "test_alloc", "test_alloc__every", "SOP_ALLOC_SEEDS", lifecycles, 0},
+        {"blobkill", "test_blobcrash", "test_blobcrash__sigkill", "SOP_BLOBCRASH_KILLS",
+         kills / 2 ? kills / 2 : 1, 50},
+        {"blobpower", "test_blobcrash", "test_blobcrash__power", "SOP_BLOBCRASH_CUTS",
+         count / 20 ? count / 20 : 1, 60},
+        {"2pc", "test_2pc", "test_2pc__", "SOP_2PC_ROUNDS", count / 500 ? count / 500 : 1, 10},
+        {"newest", "test_newest", "test_newest__", "SOP_NEWEST_RANDOM", count / 20 ? count / 20 : 1,
+         0},
     };
     int bad = 0;
-    char summary[4][256];
+    char summary[8][256];
     int n_summary = 0;
     printf("torture: seed %" PRIu64 ", %" PRIu64 " power cuts, %" PRIu64 " kills, %" PRIu64
            " lifecycles per sweep, binaries in %s\n",
@@ -248,6 +307,11 @@ int main(int argc, char **argv)
         fflush(stdout);
         if (strcmp(plan[i].name, "kill") == 0) {
             run_kills(bin_dir, plan[i].value, seed, &r);
+            if (r.failures)
+                bad = 1;
+        } else if (plan[i].chunk) {
+            run_chunked(bin_dir, plan[i].bin, plan[i].filter, plan[i].env, plan[i].value,
+                        plan[i].chunk, seed, plan[i].name, &r);
             if (r.failures)
                 bad = 1;
         } else {

@@ -2,10 +2,15 @@
 # `-include tests/torture.mk` (until it does: make -f Makefile -f tests/torture.mk torture).
 #
 #   make torture [SEED=1] [COUNT=10000] [KILLS=COUNT/10] [LIFECYCLES=COUNT/1000]
-#                [CAMPAIGNS=powerloss,kill,fault,alloc] [TORTURE_VARIANT=release]
+#                [CAMPAIGNS=powerloss,kill,fault,alloc,blobkill,blobpower,2pc,newest]
+#                [TORTURE_VARIANT=release]
 #       COUNT simulated power cuts (test_powerloss), KILLS SIGKILLs (test_crash),
 #       and the fail-the-Nth-VFS-call and fail-the-Nth-allocation sweeps over
-#       LIFECYCLES lifecycles each (test_fault, test_alloc); one summary line per
+#       LIFECYCLES lifecycles each (test_fault, test_alloc); KILLS/2 SIGKILLs and
+#       COUNT/20 power cuts of threaded blob writers with a checkpoint thread
+#       (test_blobcrash), COUNT/500 crash rounds of 2PC histories (test_2pc),
+#       COUNT/20 random damages of the newest segment per template
+#       (test_newest), every case run (SOP_TEST_PENDING_FIXES=1); one summary line per
 #       campaign ("torture <name>: cases, failures, acknowledged commits checked");
 #       the exit status is non-zero if any campaign failed.
 #       TORTURE_VARIANT=asan runs them under AddressSanitizer + UBSan (about 5x
@@ -20,7 +25,7 @@ TORTURE_VARIANT ?= release
 TORTURE_BUILD   := build/$(TORTURE_VARIANT)
 SEED            ?= 1
 COUNT           ?= 10000
-CAMPAIGNS       ?= powerloss,kill,fault,alloc
+CAMPAIGNS       ?= powerloss,kill,fault,alloc,blobkill,blobpower,2pc,newest
 FUZZ_MINUTES    ?= 10
 TORTURE_ARGS     = --bin-dir $(TORTURE_BUILD)/tests --seed $(SEED) --count $(COUNT) \
                    --campaigns $(CAMPAIGNS) $(if $(KILLS),--kills $(KILLS)) \
@@ -36,7 +41,9 @@ $(TORTURE_BUILD)/torture: tests/torture.c
 torture: deps $(TORTURE_BUILD)/torture
 	@$(MAKE) --no-print-directory VARIANT=$(TORTURE_VARIANT) \
 	    $(TORTURE_BUILD)/tests/test_powerloss $(TORTURE_BUILD)/tests/test_crash \
-	    $(TORTURE_BUILD)/tests/test_fault $(TORTURE_BUILD)/tests/test_alloc
+	    $(TORTURE_BUILD)/tests/test_fault $(TORTURE_BUILD)/tests/test_alloc \
+	    $(TORTURE_BUILD)/tests/test_blobcrash $(TORTURE_BUILD)/tests/test_2pc \
+	    $(TORTURE_BUILD)/tests/test_newest
 	$(TORTURE_BUILD)/torture $(TORTURE_ARGS)
 
 torture-fuzz:
