@@ -296,7 +296,10 @@ static int replay_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len,
 {
     struct replay_ctx *r = ctx;
     if (type == SOP_REC_NODE || type == SOP_REC_VALUE) {
-        if (loc->off >= r->seg->acct_end) {
+        /* Node blobs below acct_end are the manifest's checkpoint's own (or
+         * older): counted in it. A version-2 manifest counts no value blob
+         * after its cut (ckpt.c C4): every one replay finds is counted here. */
+        if (loc->off >= r->seg->acct_end || (type == SOP_REC_VALUE && r->db->acct_at_cut)) {
             r->seg->blob_bytes += loc->len;
             if (sop_u64map_put(NULL, &r->unref, blob_key(loc), (void *)(uintptr_t)loc->len))
                 return sop_err(SOP_NOMEM, "recovery accounting");
