@@ -217,6 +217,114 @@ TEST(test_accounting__value_committed_during_checkpoint_stays_live)
     CHECK_OK(sop_db_close(db));
 }
 
+/*
+ * Issue 11: the checkpoint read the log's tail as its durable position after
+ * its sync. A commit appended meanwhile (SOP_SYNC_NORMAL, not synced) then
+ * lay below durable_from; a power cut took its bytes, and the next open
+ * called the hole damage below the durable position: SOP_CORRUPT for a
+ * database that lost nothing it had promised.
+ */
+TEST(test_accounting__commit_during_checkpoint_sync_is_not_durable_position)
+{
+    char db_dir[600], stash[600];
+    snprintf(db_dir, sizeof db_dir, "%s/db", test_dir());
+    snprintf(stash, sizeof stash, "%s/stash", test_dir());
+    crash_vfs *cv = crash_vfs_new(stash, test_seed);
+    CHECK(cv != NULL);
+    sop_db_options o = opts_with(hook_vfs(crash_vfs_vfs(cv)), SOP_SYNC_NORMAL);
+    sop_db *db;
+    CHECK_OK(sop_db_open(&db, db_dir, &o));
+    CHECK_OK(put_blob(db, "a", 300, 1));
+    CHECK_OK(sop_db_checkpoint(db));
+    CHECK_OK(put_blob(db, "b", 400, 2));
+    struct commit_in_ckpt c = {db, NULL, "c", 500, 3, SOP_OK};
+    hook_fn = commit_in_hook;
+    hook_ctx = &c;
+    hook_armed = 1;
+    CHECK_OK(sop_db_checkpoint(db)); /* "c" commits during its sync */
+    CHECK(!hook_armed);
+    CHECK_OK(c.rc);
+    CHECK_OK(crash_close(db));
+    char seg[700];
+    struct stat st;
+    snprintf(seg, sizeof seg, "%s/seg/%016x.seg", db_dir, 1);
+    CHECK(stat(seg, &st) == 0);
+    crash_stats cs;
+    CHECK(crash_vfs_apply(cv, CRASH_DROP, &cs) == 0); /* "c" was never synced */
+    crash_vfs_free(cv);
+    /* The file keeps its size, zeros where "c" was (the size reached the
+     * disk, the data did not: a state crash_vfs may also pick). */
+    CHECK(truncate(seg, st.st_size) == 0);
+    o.vfs = NULL;
+    CHECK_OK(sop_db_open(&db, db_dir, &o));
+    CHECK_OK(value_is(db, "a", 300, 1));
+    CHECK_OK(value_is(db, "b", 400, 2));
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+/* ---- obsolete manifests (issue 10 defect 9) -------------------------------- */
+
+static int count_manifests(const char *dir, int *tmp_out)
+{
+    char cmd[700];
+    int n = 0, tmp = 0;
+    snprintf(cmd, sizeof cmd, "ls -1 '%s'", dir);
+    FILE *p = popen(cmd, "r");
+    char line[300];
+    while (p && fgets(line, sizeof line, p)) {
+        if (strncmp(line, "MANIFEST-", 9) != 0)
+            continue;
+        if (strstr(line, ".tmp"))
+            tmp++;
+        else
+            n++;
+    }
+    if (p)
+        pclose(p);
+    *tmp_out = tmp;
+    return n;
+}
+
+#include "vfs_fault.h"
+
+/*
+ * A checkpoint whose unlink of the previous manifest fails (as when the
+ * process dies right after the rename) leaves it behind, and so does a crash
+ * inside the manifest write (a .tmp). Only the newest is ever read: the
+ * next open removes the others, and the data is intact.
+ */
+TEST(test_accounting__obsolete_manifests_removed_at_open)
+{
+    fault_vfs *fv = fault_vfs_new(NULL);
+    CHECK(fv != NULL);
+    sop_db_options o = opts_with(fault_vfs_vfs(fv), SOP_SYNC_FULL);
+    sop_db *db;
+    int tmp;
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(put_blob(db, "k", 200 + (size_t)i, (uint64_t)i));
+        fault_vfs_arm(fv, FAULT_UNLINK, 1, FAULT_TRANSIENT, FAULT_ERROR, SOP_IOERR);
+        CHECK_OK(sop_db_checkpoint(db)); /* the old manifest's unlink fails */
+        fault_vfs_disarm(fv);
+    }
+    CHECK_EQ_U64(count_manifests(test_dir(), &tmp), 3);
+    CHECK_OK(crash_close(db));
+    FILE *f = fopen(test_path("MANIFEST-00000000000000ff.tmp"), "w");
+    CHECK(f != NULL);
+    fputs("half a manifest", f);
+    fclose(f);
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_EQ_U64(count_manifests(test_dir(), &tmp), 1);
+    CHECK_EQ_U64(tmp, 0);
+    CHECK_OK(value_is(db, "k", 202, 2));
+    CHECK_OK(sop_db_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(sop_db_close(db));
+    CHECK_EQ_U64(count_manifests(test_dir(), &tmp), 1);
+    fault_vfs_free(fv);
+}
+
 /* ---- end to end: SIGKILL a writer with a checkpoint thread --------------- */
 
 #define E2E_KEYS 400
@@ -422,4 +530,6 @@ TEST(test_accounting__sigkill_with_checkpoint_thread_keeps_every_blob)
 
 TEST_MAIN(T(test_accounting__node_superseded_during_checkpoint_dies_once),
           T(test_accounting__value_committed_during_checkpoint_stays_live),
+          T(test_accounting__commit_during_checkpoint_sync_is_not_durable_position),
+          T(test_accounting__obsolete_manifests_removed_at_open),
           T(test_accounting__sigkill_with_checkpoint_thread_keeps_every_blob))
