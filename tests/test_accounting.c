@@ -27,6 +27,7 @@
 #include "sop_sys.h"
 #include "tutil.h"
 #include "vfs_crash.h"
+#include "vfs_fault.h"
 
 /* ---- a VFS that calls back at a sync --------------------------------------- */
 
@@ -286,8 +287,6 @@ static int count_manifests(const char *dir, int *tmp_out)
     return n;
 }
 
-#include "vfs_fault.h"
-
 /*
  * A checkpoint whose unlink of the previous manifest fails (as when the
  * process dies right after the rename) leaves it behind, and so does a crash
@@ -323,6 +322,134 @@ TEST(test_accounting__obsolete_manifests_removed_at_open)
     CHECK_OK(sop_db_close(db));
     CHECK_EQ_U64(count_manifests(test_dir(), &tmp), 1);
     fault_vfs_free(fv);
+}
+
+/* ---- prepared entries at load (issue 11) ----------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t crc32c_sw(const uint8_t *d, size_t n)
+{
+    uint32_t c = ~0u;
+    for (size_t i = 0; i < n; i++) {
+        c ^= d[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+/* The path of the only manifest in dir (static buffer), or NULL. */
+static const char *only_manifest(const char *dir)
+{
+    static char path[700];
+    char cmd[700], line[300];
+    snprintf(cmd, sizeof cmd, "ls -1 '%s' | grep '^MANIFEST-' | grep -v tmp", dir);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    while (p && fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\n")] = 0;
+        snprintf(path, sizeof path, "%s/%s", dir, line);
+        n++;
+    }
+    if (p)
+        pclose(p);
+    return n == 1 ? path : NULL;
+}
+
+/*
+ * The manifest's prepared entries were appended to the list by walking it
+ * from the head each time: N prepared transactions took O(N^2) to load. A
+ * manifest holding one prepared transaction is rewritten (docs/FORMAT.md
+ * layout) to hold SOP_PREPARED_N copies of it under distinct ids (default
+ * 30000: 4.5e8 steps of the walk, about 18 s here (200 s for 100000); linear it
+ * opens in about 0.3 s).
+ */
+TEST(test_accounting__manifest_with_many_prepared_loads_in_linear_time)
+{
+    uint32_t n = getenv("SOP_PREPARED_N") ? (uint32_t)atoi(getenv("SOP_PREPARED_N")) : 30000;
+    sop_db_options o = opts_with(NULL, SOP_SYNC_NORMAL);
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(put_blob(db, "seed", 10, 1)); /* the store */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "b", 0, NULL));
+    CHECK_OK(put_s(t, s, "p", "x"));
+    CHECK_OK(sop_txn_prepare(t, NULL));
+    CHECK_OK(sop_db_checkpoint(db)); /* the PREPARE is in the manifest */
+    CHECK_OK(crash_close(db));       /* and stays prepared */
+    const char *mp = only_manifest(test_dir());
+    CHECK(mp != NULL);
+    FILE *f = fopen(mp, "rb");
+    CHECK(f != NULL);
+    static uint8_t m[1 << 16];
+    size_t len = fread(m, 1, sizeof m, f);
+    fclose(f);
+    CHECK(len > 84 && len < sizeof m);
+    size_t p = 80; /* magic, version, 0, 8 u64 (docs/FORMAT.md) */
+    uint32_t nst = rd32(m + p);
+    p += 4;
+    for (uint32_t i = 0; i < nst; i++) {
+        p += 40;
+        p += 2 + (m[p] | (size_t)m[p + 1] << 8);
+        p += 12;
+        p += 2 + (m[p] | (size_t)m[p + 1] << 8);
+        p += 4 + rd32(m + p);
+    }
+    CHECK(p + 24 < len);
+    CHECK_EQ_U64(rd32(m + p), 1);
+    size_t entry = p + 4, elen = 20 + rd32(m + p + 4 + 16);
+    size_t rest = entry + elen, rest_len = len - 4 - rest;
+    size_t out_len = entry + (size_t)n * elen + rest_len + 4;
+    uint8_t *out = malloc(out_len);
+    CHECK(out != NULL);
+    memcpy(out, m, entry);
+    wr32(out + p, n);
+    wr64(out + 72, (uint64_t)n + 10); /* next_txn_id past every id */
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(out + entry + (size_t)i * elen, m + entry, elen);
+        wr64(out + entry + (size_t)i * elen, (uint64_t)i + 1);
+    }
+    memcpy(out + entry + (size_t)n * elen, m + rest, rest_len);
+    wr32(out + out_len - 4, crc32c_sw(out, out_len - 4));
+    f = fopen(mp, "wb");
+    CHECK(f != NULL);
+    CHECK(fwrite(out, 1, out_len, f) == out_len);
+    fclose(f);
+    free(out);
+    double t0 = now_s();
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    double took = now_s() - t0;
+    sop_db_stat_info st;
+    CHECK_OK(sop_db_stat(&st, db));
+    CHECK_EQ_U64(st.prepared, n);
+    printf("    open with %u prepared transactions in the manifest: %.3f s\n", n, took);
+    CHECK(took < 3.0);
+    CHECK_OK(crash_close(db));
 }
 
 /* ---- end to end: SIGKILL a writer with a checkpoint thread --------------- */
@@ -532,4 +659,5 @@ TEST_MAIN(T(test_accounting__node_superseded_during_checkpoint_dies_once),
           T(test_accounting__value_committed_during_checkpoint_stays_live),
           T(test_accounting__commit_during_checkpoint_sync_is_not_durable_position),
           T(test_accounting__obsolete_manifests_removed_at_open),
+          T(test_accounting__manifest_with_many_prepared_loads_in_linear_time),
           T(test_accounting__sigkill_with_checkpoint_thread_keeps_every_blob))
