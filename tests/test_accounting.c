@@ -452,6 +452,154 @@ TEST(test_accounting__manifest_with_many_prepared_loads_in_linear_time)
     CHECK_OK(crash_close(db));
 }
 
+/* ---- a damaged leaf's value location (issue 11) ---------------------------- */
+
+static uint64_t rd64(const uint8_t *p)
+{
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static uint32_t crc_upd(uint32_t crc, const uint8_t *d, size_t n)
+{
+    uint32_t c = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        c ^= d[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *d = malloc(n > 0 ? (size_t)n : 1);
+    if (d && fread(d, 1, (size_t)n, f) != (size_t)n) {
+        free(d);
+        d = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return d;
+}
+
+static int spill(const char *path, const uint8_t *d, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    int rc = fwrite(d, 1, len, f) == len ? 0 : -1;
+    return fclose(f) == 0 ? rc : -1;
+}
+
+/*
+ * Overwriting a value counts the old value's blob dead, at the location its
+ * leaf names. A damaged location (here a length of nearly 4 GiB, in a leaf
+ * whose record and registry checksums were recomputed) was counted as it
+ * stood: segment 1 had more dead bytes than blob bytes, and the next
+ * checkpoint deleted it with every live node in it. Only a blob that is
+ * there dies now (as for a rolled-back prepared transaction's body).
+ */
+TEST(test_accounting__damaged_leaf_value_location_is_not_counted_dead)
+{
+    sop_db_options o = opts_with(NULL, SOP_SYNC_FULL);
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    char kb[16];
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "deep", SOP_STORE_CREATE, NULL));
+    for (int i = 0; i < 300; i++) {
+        snprintf(kb, sizeof kb, "d%04d", i);
+        CHECK_OK(put_s(t, s, kb, "deep-value"));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(put_blob(db, "s0", 1300, 5)); /* store "b": one leaf, one blob */
+    CHECK_OK(sop_db_close(db));
+    /* The manifest: store "b"'s root lid, then its registry entry. */
+    const char *mp = only_manifest(test_dir());
+    CHECK(mp != NULL);
+    char mpath[700];
+    snprintf(mpath, sizeof mpath, "%s", mp);
+    size_t mlen, slen;
+    uint8_t *m = slurp(mpath, &mlen);
+    CHECK(m != NULL && mlen > 100);
+    size_t p = 80;
+    uint64_t root = 0;
+    uint32_t nst = rd32(m + p);
+    p += 4;
+    for (uint32_t i = 0; i < nst; i++) {
+        size_t e = p;
+        p += 40;
+        size_t nl = m[p] | (size_t)m[p + 1] << 8;
+        if (nl == 1 && m[p + 2] == 'b')
+            root = rd64(m + e + 8);
+        p += 2 + nl + 12;
+        p += 2 + (m[p] | (size_t)m[p + 1] << 8);
+        p += 4 + rd32(m + p);
+    }
+    CHECK(root != 0);
+    uint32_t npr = rd32(m + p);
+    p += 4;
+    for (uint32_t i = 0; i < npr; i++)
+        p += 20 + rd32(m + p + 16);
+    p += 4 + 56 * (size_t)rd32(m + p);
+    uint64_t nrg = rd64(m + p);
+    size_t rg = 0;
+    for (uint64_t i = 0; i < nrg; i++)
+        if (rd64(m + p + 8 + 32 * i) == root)
+            rg = p + 8 + 32 * (size_t)i;
+    CHECK(rg != 0);
+    /* The leaf's record: damage slot 0's loc.len, recompute both crcs. */
+    char spath[700];
+    snprintf(spath, sizeof spath, "%s/seg/%016" PRIx64 ".seg", test_dir(), rd64(m + rg + 8));
+    uint8_t *sd = slurp(spath, &slen);
+    CHECK(sd != NULL);
+    uint64_t off = rd64(m + rg + 16);
+    CHECK(off + 24 + 64 <= slen);
+    uint8_t *hdr = sd + off, *img = hdr + 24;
+    uint32_t plen = rd32(hdr + 8);
+    CHECK(img[0] == 1 && rd32(img + 4) == 1); /* a leaf with one item */
+    uint8_t *slot = img + 40 + 8 * (size_t)rd32(img + 8) + rd32(img + 40);
+    size_t kl = slot[0] | (size_t)slot[1] << 8;
+    CHECK(slot[2] == 1);                     /* its value is a blob */
+    wr32(slot + 3 + kl + 4 + 16, 0xFFFFFFF0u); /* loc.len */
+    memset(hdr + 12, 0, 4);
+    uint32_t crc = crc_upd(crc_upd(0, hdr, 24), img, plen);
+    wr32(hdr + 12, crc);
+    wr32(m + rg + 28, crc);
+    wr32(m + mlen - 4, crc_upd(0, m, mlen - 4));
+    CHECK(spill(spath, sd, slen) == 0 && spill(mpath, m, mlen) == 0);
+    free(sd);
+    free(m);
+    /* Overwrite it (the old blob's death), let reclamation run, reopen. */
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(put_blob(db, "s0", 900, 6));
+    CHECK_OK(sop_db_checkpoint(db));
+    CHECK_OK(sop_db_checkpoint(db));
+    CHECK_OK(sop_db_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "deep", 0, NULL));
+    for (int i = 0; i < 300; i++) {
+        sop_val v;
+        snprintf(kb, sizeof kb, "d%04d", i);
+        CHECK_OK(get_s(&v, t, s, kb));
+        CHECK_VAL(v, "deep-value");
+    }
+    sop_txn_abort(t);
+    CHECK_OK(value_is(db, "s0", 900, 6));
+    /* The old blob stays counted live: leaked space, reported. */
+    CHECK_EQ_U64(check_db(db), 1);
+    CHECK_OK(sop_db_close(db));
+}
+
 /* ---- end to end: SIGKILL a writer with a checkpoint thread --------------- */
 
 #define E2E_KEYS 400
@@ -660,4 +808,5 @@ TEST_MAIN(T(test_accounting__node_superseded_during_checkpoint_dies_once),
           T(test_accounting__commit_during_checkpoint_sync_is_not_durable_position),
           T(test_accounting__obsolete_manifests_removed_at_open),
           T(test_accounting__manifest_with_many_prepared_loads_in_linear_time),
+          T(test_accounting__damaged_leaf_value_location_is_not_counted_dead),
           T(test_accounting__sigkill_with_checkpoint_thread_keeps_every_blob))
