@@ -12,9 +12,14 @@
  *        newer than the durable checkpoint, no blob any open snapshot may
  *        read (its last death <= the oldest snapshot) and is not the append
  *        target.
+ *   (C4) The manifest's space accounting is the one at the cut C (plus the
+ *        deaths at or before C and this checkpoint's node blobs): recovery
+ *        counts what each record after C did when it replays it, so nothing
+ *        after C may be in the manifest too (docs/FORMAT.md, "Space
+ *        accounting").
  *
  * Manifest layout (little-endian), then u32 crc32c of everything before it:
- *   8 magic "SOPMANI1", u32 version 1, u32 0,
+ *   8 magic "SOPMANI1", u32 version 2 (1 is read: accounting up to size), u32 0,
  *   u64 ckpt_lsn, u64 replay_seg, u64 replay_off, u64 durable_seg, u64 durable_off
  *       (everything before it was synced by this checkpoint), u64 next_lid,
  *   u64 next_store_id, u64 next_txn_id,
@@ -23,8 +28,9 @@
  *       u32 max_inline, u16 cmp_len, cmp, u32 spec_len, spec
  *   u32 prepared_count, each: u64 id, u64 lsn, u32 body_len, body
  *   u32 seg_count, each: u64 id, u64 blob_bytes, u64 dead_bytes,
- *       u64 death_lsn, u64 max_lsn, u64 size (the accounting covers
- *       [0, size)), u64 inflight_bytes (value blobs of running transactions)
+ *       u64 death_lsn, u64 max_lsn, u64 size (node blobs below it are
+ *       counted), u64 inflight_bytes (value blobs of transactions running
+ *       at C) -- all at the cut (C4)
  *   u64 lid_count, each (ascending lid): u64 lid, u64 seg, u64 off,
  *       u32 len, u32 crc          -- the registry run (DESIGN D1)
  */
