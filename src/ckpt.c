@@ -331,8 +331,8 @@ static int acct_take(struct acct_snap *as, sop_wal *w)
     if (a) {
         for (size_t i = 0; i < n; i++) {
             const sop_seg *s = w->segs[i];
-            a[i] = (struct acct){s->id,      s->blob_bytes, s->dead_bytes,
-                                 s->death_lsn, s->max_lsn,  s->inflight_bytes};
+            a[i] = (struct acct){s->id,        s->blob_bytes, s->dead_bytes,
+                                 s->death_lsn, s->max_lsn,    s->inflight_bytes};
         }
     }
     pthread_mutex_unlock(&w->seg_mu);

@@ -580,7 +580,7 @@ TEST(test_accounting__damaged_leaf_value_location_is_not_counted_dead)
     CHECK(img[0] == 1 && rd32(img + 4) == 1); /* a leaf with one item */
     uint8_t *slot = img + 40 + 8 * (size_t)rd32(img + 8) + rd32(img + 40);
     size_t kl = slot[0] | (size_t)slot[1] << 8;
-    CHECK(slot[2] == 1);                     /* its value is a blob */
+    CHECK(slot[2] == 1);                       /* its value is a blob */
     wr32(slot + 3 + kl + 4 + 16, 0xFFFFFFF0u); /* loc.len */
     memset(hdr + 12, 0, 4);
     uint32_t crc = crc_upd(crc_upd(0, hdr, 24), img, plen);
@@ -833,7 +833,8 @@ static void *thr_writer(void *arg)
     uint64_t rng = (uint64_t)c->writer * 0x9E3779B97F4A7C15ull + c->tag;
     while (!atomic_load(&c->stop)) {
         rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-        uint32_t key = (uint32_t)c->writer * (E2E_KEYS / 2) + (uint32_t)((rng >> 33) % (E2E_KEYS / 2));
+        uint32_t key =
+            (uint32_t)c->writer * (E2E_KEYS / 2) + (uint32_t)((rng >> 33) % (E2E_KEYS / 2));
         char kb[16];
         snprintf(kb, sizeof kb, "k%05u", key);
         uint64_t tag = ++c->tag;
@@ -934,7 +935,8 @@ TEST(test_accounting__concurrent_checkpoints_then_crash_keep_accounting_exact)
         if (test_failed_flag)
             return;
     }
-    printf("    %d rounds, %" PRIu64 " commits of blob values, accounting exact\n", rounds, commits);
+    printf("    %d rounds, %" PRIu64 " commits of blob values, accounting exact\n", rounds,
+           commits);
 }
 
 TEST_MAIN(T(test_accounting__node_superseded_during_checkpoint_dies_once),
