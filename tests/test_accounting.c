@@ -714,6 +714,12 @@ static int e2e_verify(sop_db *db, const uint64_t *acked, uint64_t *tag_out)
         fprintf(stderr, "    key %u: %s (acked tag %" PRIu64 ")\n", key,
                 g == SOP_OK ? "wrong value" : sop_strerror(g), acked[key]);
         bad++;
+        if (g != SOP_OK && g != SOP_NOTFOUND) { /* the transaction failed: a new one */
+            sop_txn_abort(t);
+            if (sop_txn_begin(&t, db, SOP_TXN_READONLY) != SOP_OK)
+                return -1;
+            rc = sop_store_open(&s, t, "b", 0, NULL);
+        }
     }
     sop_txn_abort(t);
     return rc != SOP_OK && rc != SOP_NOTFOUND ? -1 : -bad;
