@@ -93,6 +93,23 @@ static void fill(char *buf, size_t len, uint64_t tag)
         buf[i] = (char)('a' + (tag * 31 + i) % 26);
 }
 
+/* Create store "b" before writer threads start: two first commits that both
+ * create it conflict (SOP_CONFLICT, "store 'b' was created by another
+ * transaction"). */
+static int ensure_blob_store(sop_db *db)
+{
+    sop_txn *t;
+    sop_store *s;
+    int rc = sop_txn_begin(&t, db, 0);
+    if (rc)
+        return rc;
+    if ((rc = open_blob_store(&s, t)) != SOP_OK) {
+        sop_txn_abort(t);
+        return rc;
+    }
+    return sop_txn_commit(t);
+}
+
 /* Put key -> a value of len bytes derived from tag, in its own transaction. */
 static int put_blob(sop_db *db, const char *key, size_t len, uint64_t tag)
 {
@@ -685,7 +702,7 @@ static void e2e_child_run(int fd, uint64_t first_tag, uint64_t seed)
      * writers make many more commits per kill than with an fdatasync each. */
     sop_db_options o = opts_with(NULL, SOP_SYNC_NORMAL);
     pthread_t th[2];
-    if (sop_db_open(&c.db, test_dir(), &o) != SOP_OK)
+    if (sop_db_open(&c.db, test_dir(), &o) != SOP_OK || ensure_blob_store(c.db) != SOP_OK)
         _exit(3);
     atomic_init(&c.stop, 0);
     struct e2e_writer w[2] = {{&c, fd, 0, first_tag, seed}, {&c, fd, 1, first_tag, seed * 31 + 7}};
@@ -917,6 +934,7 @@ TEST(test_accounting__concurrent_checkpoints_then_crash_keep_accounting_exact)
     for (int r = 0; r < rounds; r++) {
         sop_db *db;
         CHECK_OK(sop_db_open(&db, test_dir(), &o));
+        CHECK_OK(ensure_blob_store(db));
         struct thr_ctx w[2], ck;
         pthread_t th[3];
         memset(&ck, 0, sizeof ck);
