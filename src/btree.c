@@ -652,7 +652,17 @@ static int leaf_value_death(sop_apply *a, const uint8_t *img, uint32_t idx)
 {
     sop_leafval old;
     sop_node__leaf_value(img, idx, &old);
-    return old.is_blob ? add_death(a, &old.loc) : SOP_OK;
+    if (!old.is_blob)
+        return SOP_OK;
+    /* A damaged leaf may name bytes that hold no such blob (a length near
+     * 4 GiB, another record's offset): counted dead, they would let a
+     * checkpoint delete a segment whose blobs are live. Only a blob that
+     * is there dies; a misnamed one stays counted live (leaked space,
+     * which sop_db_check reports with the leaf). One header read. */
+    int rc = sop_wal__check_header(&a->db->wal, &old.loc, SOP_REC_VALUE);
+    if (rc == SOP_CORRUPT)
+        return SOP_OK;
+    return rc ? rc : add_death(a, &old.loc);
 }
 
 static uint32_t min_fill(const sop_store *s)

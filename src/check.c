@@ -407,8 +407,10 @@ static void check_space(chk *c)
         else if (referenced != accounted)
             finding(c,
                     "segment %" PRIu64 ": accounting says %" PRIu64 " live blob bytes, %" PRIu64
-                    " are referenced",
-                    s->id, accounted, referenced);
+                    " are referenced (%s)",
+                    s->id, accounted, referenced,
+                    accounted < referenced ? "a checkpoint could delete it under live blobs"
+                                           : "leaked space");
     }
     pthread_mutex_unlock(&w->seg_mu);
 }

@@ -12,9 +12,14 @@
  *        newer than the durable checkpoint, no blob any open snapshot may
  *        read (its last death <= the oldest snapshot) and is not the append
  *        target.
+ *   (C4) The manifest's space accounting is the one at the cut C (plus the
+ *        deaths at or before C and this checkpoint's node blobs): recovery
+ *        counts what each record after C did when it replays it, so nothing
+ *        after C may be in the manifest too (docs/FORMAT.md, "Space
+ *        accounting").
  *
  * Manifest layout (little-endian), then u32 crc32c of everything before it:
- *   8 magic "SOPMANI1", u32 version 1, u32 0,
+ *   8 magic "SOPMANI1", u32 version 2 (1 is read: accounting up to size), u32 0,
  *   u64 ckpt_lsn, u64 replay_seg, u64 replay_off, u64 durable_seg, u64 durable_off
  *       (everything before it was synced by this checkpoint), u64 next_lid,
  *   u64 next_store_id, u64 next_txn_id,
@@ -23,8 +28,9 @@
  *       u32 max_inline, u16 cmp_len, cmp, u32 spec_len, spec
  *   u32 prepared_count, each: u64 id, u64 lsn, u32 body_len, body
  *   u32 seg_count, each: u64 id, u64 blob_bytes, u64 dead_bytes,
- *       u64 death_lsn, u64 max_lsn, u64 size (the accounting covers
- *       [0, size)), u64 inflight_bytes (value blobs of running transactions)
+ *       u64 death_lsn, u64 max_lsn, u64 size (node blobs below it are
+ *       counted), u64 inflight_bytes (value blobs of transactions running
+ *       at C) -- all at the cut (C4)
  *   u64 lid_count, each (ascending lid): u64 lid, u64 seg, u64 off,
  *       u32 len, u32 crc          -- the registry run (DESIGN D1)
  */
@@ -74,18 +80,22 @@ static int collect_lid(uint64_t lid, sop_version *head, void *ctx)
 struct mani_scan {
     uint64_t best;
     int found;
-    uint64_t *old;
+    uint64_t *old; /* every MANIFEST-<seq> and MANIFEST-<seq>.tmp: tmp bit 63 */
     size_t old_n, old_cap;
 };
+
+#define MANI_TMP (1ull << 63)
 
 static int scan_mani(const char *name, void *ctx)
 {
     struct mani_scan *m = ctx;
-    if (strncmp(name, "MANIFEST-", 9) != 0 || strlen(name) != 25)
+    size_t len = strlen(name);
+    int tmp = len == 29 && strcmp(name + 25, ".tmp") == 0;
+    if (strncmp(name, "MANIFEST-", 9) != 0 || (len != 25 && !tmp))
         return 0;
     char *end;
     uint64_t seq = strtoull(name + 9, &end, 16);
-    if (*end)
+    if (end != name + 25 || (seq & MANI_TMP))
         return 0;
     if (m->old_n == m->old_cap) {
         size_t cap = m->old_cap ? m->old_cap * 2 : 8;
@@ -95,7 +105,9 @@ static int scan_mani(const char *name, void *ctx)
         m->old = n;
         m->old_cap = cap;
     }
-    m->old[m->old_n++] = seq;
+    m->old[m->old_n++] = seq | (tmp ? MANI_TMP : 0);
+    if (tmp)
+        return 0; /* a manifest a crash interrupted before its rename */
     if (!m->found || seq > m->best)
         m->best = seq;
     m->found = 1;
@@ -277,6 +289,94 @@ static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t repla
     sop_free(r.victims);
 }
 
+/*
+ * The manifest's space accounting (C4). Recovery replays the records after
+ * the cut C, and replaying re-counts what they did: the deaths they cause,
+ * the value blobs they claim. So the manifest must hold the accounting as
+ * it was at C, not as it is when the manifest is written: a commit after C
+ * that superseded a node this checkpoint wrote, or claimed a value blob,
+ * is then counted once by the live handle and once by recovery, never
+ * twice (issue 10, defect 1). The snapshot is taken at the cut; the pending
+ * deaths (all at or before C then) and this checkpoint's own node blobs
+ * (named by the manifest's registry, so live at C) are added to it.
+ */
+struct acct {
+    uint64_t id, blob, dead, death_lsn, max_lsn, inflight;
+};
+
+struct acct_snap {
+    struct acct *a;
+    size_t n, cap;
+};
+
+static struct acct *acct_find(struct acct_snap *as, uint64_t id)
+{
+    size_t lo = 0, hi = as->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (as->a[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < as->n && as->a[lo].id == id ? &as->a[lo] : NULL;
+}
+
+/* Every segment's counters (append_mu held: nothing is appended meanwhile). */
+static int acct_take(struct acct_snap *as, sop_wal *w)
+{
+    pthread_mutex_lock(&w->seg_mu);
+    size_t n = w->seg_count;
+    struct acct *a = sop_malloc((n ? n : 1) * sizeof *a);
+    if (a) {
+        for (size_t i = 0; i < n; i++) {
+            const sop_seg *s = w->segs[i];
+            a[i] = (struct acct){s->id,        s->blob_bytes, s->dead_bytes,
+                                 s->death_lsn, s->max_lsn,    s->inflight_bytes};
+        }
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+    if (!a)
+        return sop_err(SOP_NOMEM, "checkpoint accounting");
+    as->a = a;
+    as->n = as->cap = n;
+    return SOP_OK;
+}
+
+/* This checkpoint's node blobs: an entry for each segment they went to
+ * (segments created after the cut get one; ids grow, so it stays sorted). */
+static int acct_add_written(struct acct_snap *as, const struct written *w, size_t wn)
+{
+    for (size_t j = 0; j < wn; j++) {
+        struct acct *e = acct_find(as, w[j].loc.seg);
+        if (!e) {
+            if (as->n == as->cap) {
+                size_t cap = as->cap ? as->cap * 2 : 4;
+                struct acct *na = sop_realloc(as->a, cap * sizeof *na);
+                if (!na)
+                    return sop_err(SOP_NOMEM, "checkpoint accounting");
+                as->a = na;
+                as->cap = cap;
+            }
+            assert(as->n == 0 || as->a[as->n - 1].id < w[j].loc.seg);
+            e = &as->a[as->n++];
+            *e = (struct acct){w[j].loc.seg, 0, 0, 0, 0, 0};
+        }
+        e->blob += w[j].loc.len;
+    }
+    return SOP_OK;
+}
+
+static void acct_dead(struct acct_snap *as, const sop_loc *loc, uint64_t lsn)
+{
+    struct acct *e = acct_find(as, loc->seg);
+    if (e) {
+        e->dead += loc->len;
+        if (lsn > e->death_lsn)
+            e->death_lsn = lsn;
+    }
+}
+
 int sop_ckpt__run(sop_db *db)
 {
     int rc = SOP_OK;
@@ -286,6 +386,8 @@ int sop_ckpt__run(sop_db *db)
     uint64_t *lids = NULL;
     size_t nlids = 0;
     char path[4200];
+    struct acct_snap as = {NULL, 0, 0};
+    int placed = 0; /* the written blobs have been given to their versions */
 
     pthread_mutex_lock(&db->ckpt_mu);
     sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
@@ -301,7 +403,12 @@ int sop_ckpt__run(sop_db *db)
     }
     pthread_mutex_lock(&db->wal.append_mu);
     sop_loc replay = {db->wal.cur ? db->wal.cur->id : 0, db->wal.tail_off, 0, 0};
+    rc = acct_take(&as, &db->wal); /* (C4) at the cut */
     pthread_mutex_unlock(&db->wal.append_mu);
+    if (rc != SOP_OK) {
+        pthread_mutex_unlock(&db->commit_mu);
+        goto out;
+    }
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = C;
     pthread_mutex_unlock(&db->snap_mu);
@@ -392,14 +499,13 @@ int sop_ckpt__run(sop_db *db)
                 w[j].loc.off += base.off;
             }
     }
-    /* 3. (C2) blobs and every record <= C durable (not in SOP_SYNC_OFF,
-     *    which gives up power-loss safety for speed: see sop.h). */
-    if (db->opts.sync != SOP_SYNC_OFF && (rc = sop_wal__sync_all(&db->wal)) != SOP_OK) {
-        rc = sop_db__panic(db, rc);
+    if ((rc = acct_add_written(&as, w, wn)) != SOP_OK)
         goto out;
-    }
-    /* What is on stable storage now: recovery must find valid records up to
-     * here, so damage below it is corruption, never a torn tail. */
+    /* What the sync below puts on stable storage: recovery must find valid
+     * records up to here, so damage below it is corruption, never a torn
+     * tail. Read before the sync, under append_mu: read after it, the tail
+     * could include a concurrent commit's bytes that no sync covered, and a
+     * power cut would then look like damage below the durable position. */
     sop_loc durable = replay;
     if (db->opts.sync != SOP_SYNC_OFF) {
         pthread_mutex_lock(&db->wal.append_mu);
@@ -407,9 +513,17 @@ int sop_ckpt__run(sop_db *db)
         durable.off = db->wal.tail_off;
         pthread_mutex_unlock(&db->wal.append_mu);
     }
+    /* 3. (C2) blobs and every record <= C durable (not in SOP_SYNC_OFF,
+     *    which gives up power-loss safety for speed: see sop.h). The sync
+     *    covers everything appended before it starts, so all of the above. */
+    if (db->opts.sync != SOP_SYNC_OFF && (rc = sop_wal__sync_all(&db->wal)) != SOP_OK) {
+        rc = sop_db__panic(db, rc);
+        goto out;
+    }
     /* 4. Under commit_mu: give the versions their locations, settle deaths,
      *    and encode the manifest. */
     pthread_mutex_lock(&db->commit_mu);
+    placed = 1;
     uint64_t written_bytes = 0;
     for (size_t j = 0; j < wn; j++) {
         sop_version *v = w[j].v;
@@ -418,7 +532,9 @@ int sop_ckpt__run(sop_db *db)
         sop_cache__add(db, v); /* clean now: evictable */
         sop_version *h = sop_registry__head(&db->reg, w[j].lid);
         if (h != v) {
-            /* Superseded after C: this blob is dead as of the newer version. */
+            /* Superseded after C: this blob is dead as of the newer version.
+             * Not in the manifest's accounting (C4): replaying that version
+             * counts this death again from the manifest's registry. */
             sop_version *n = h;
             while (n && atomic_load(&n->older) != v)
                 n = atomic_load(&n->older);
@@ -428,9 +544,10 @@ int sop_ckpt__run(sop_db *db)
     atomic_fetch_sub(&db->dirty_bytes, written_bytes);
     size_t keep = 0;
     for (size_t i = 0; i < db->death_count; i++) {
-        if (db->deaths[i].lsn <= C)
+        if (db->deaths[i].lsn <= C) {
             sop_wal__blob_dead(&db->wal, &db->deaths[i].loc, db->deaths[i].lsn);
-        else
+            acct_dead(&as, &db->deaths[i].loc, db->deaths[i].lsn);
+        } else
             db->deaths[keep++] = db->deaths[i];
     }
     db->death_count = keep;
@@ -441,7 +558,7 @@ int sop_ckpt__run(sop_db *db)
             sop_u64map_del(NULL, &db->dirty_lids, lids[i]);
     }
     sop_buf_append(&mani, MANI_MAGIC, 8);
-    sop_buf_append_le32(&mani, 1);
+    sop_buf_append_le32(&mani, 2);
     sop_buf_append_le32(&mani, 0);
     sop_buf_append_le64(&mani, C);
     sop_buf_append_le64(&mani, replay.seg);
@@ -487,17 +604,23 @@ int sop_ckpt__run(sop_db *db)
         sop_buf_append(&mani, p->body, p->body_len);
         npr++;
     }
+    /* (C4) The accounting at C. Its end is each segment's size now: the node
+     * blobs below it are this checkpoint's (counted above) or older. */
     pthread_mutex_lock(&db->wal.seg_mu);
-    sop_buf_append_le32(&mani, (uint32_t)db->wal.seg_count);
-    for (size_t i = 0; i < db->wal.seg_count; i++) {
-        sop_seg *s = db->wal.segs[i];
-        sop_buf_append_le64(&mani, s->id);
-        sop_buf_append_le64(&mani, s->blob_bytes);
-        sop_buf_append_le64(&mani, s->dead_bytes);
-        sop_buf_append_le64(&mani, s->death_lsn);
-        sop_buf_append_le64(&mani, s->max_lsn);
-        sop_buf_append_le64(&mani, s->size);
-        sop_buf_append_le64(&mani, s->inflight_bytes);
+    sop_buf_append_le32(&mani, (uint32_t)as.n);
+    for (size_t i = 0, k = 0; i < as.n; i++) {
+        const struct acct *e = &as.a[i];
+        while (k < db->wal.seg_count && db->wal.segs[k]->id < e->id)
+            k++; /* both sorted by id */
+        const sop_seg *s =
+            k < db->wal.seg_count && db->wal.segs[k]->id == e->id ? db->wal.segs[k] : NULL;
+        sop_buf_append_le64(&mani, e->id);
+        sop_buf_append_le64(&mani, e->blob);
+        sop_buf_append_le64(&mani, e->dead);
+        sop_buf_append_le64(&mani, e->death_lsn);
+        sop_buf_append_le64(&mani, e->max_lsn);
+        sop_buf_append_le64(&mani, s ? s->size : 0);
+        sop_buf_append_le64(&mani, e->inflight);
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
     size_t nl_off = mani.len;
@@ -559,6 +682,14 @@ int sop_ckpt__run(sop_db *db)
     pthread_mutex_unlock(&db->wal.seg_mu);
     pthread_mutex_unlock(&db->wal.append_mu);
 out:
+    if (!placed) {
+        /* Failed before the versions got them: nothing will reference the
+         * node blobs already appended. */
+        for (size_t j = 0; j < wn; j++)
+            if (w[j].loc.seg != 0)
+                sop_wal__blob_dead(&db->wal, &w[j].loc, 0);
+    }
+    sop_free(as.a);
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
     pthread_mutex_unlock(&db->snap_mu);
@@ -717,6 +848,34 @@ out:
     return rc;
 }
 
+/*
+ * (C1) At open, every manifest but the newest is obsolete: a crash between a
+ * checkpoint's rename and its unlink of the previous one leaves it, and so
+ * does a crash inside write_file_durably (a .tmp). Remove them, but first
+ * sync the folder: the newest one's rename must be durable before the one
+ * it replaced goes, or a power cut could leave no manifest at all. Best
+ * effort: a leftover only costs space (open picks the newest).
+ */
+static void remove_obsolete_manifests(sop_db *db, const struct mani_scan *ms)
+{
+    char path[4200];
+    int synced = db->opts.sync == SOP_SYNC_OFF;
+    for (size_t i = 0; i < ms->old_n; i++) {
+        uint64_t seq = ms->old[i] & ~MANI_TMP;
+        int tmp = (ms->old[i] & MANI_TMP) != 0;
+        if (!tmp && ms->found && seq == ms->best)
+            continue;
+        if (!synced) {
+            if (db->vfs->sync_dir(db->vfs, db->path) != SOP_OK)
+                return;
+            synced = 1;
+        }
+        snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64 "%s", db->path, seq,
+                 tmp ? ".tmp" : "");
+        db->vfs->unlink(db->vfs, path);
+    }
+}
+
 int sop_ckpt__load(sop_db *db, int *found_out)
 {
     struct mani_scan ms = {0};
@@ -728,6 +887,8 @@ int sop_ckpt__load(sop_db *db, int *found_out)
     if ((rc = db->vfs->list_dir(db->vfs, db->path, scan_mani, &ms)) != SOP_OK)
         goto out; /* the VFS or the callback said why */
     if (!ms.found) {
+        if (!db->readonly)
+            remove_obsolete_manifests(db, &ms);
         rc = SOP_OK;
         goto out;
     }
@@ -752,10 +913,14 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         goto out;
     }
     sop_rd r = {data + 8, data + size - 4, 0};
-    if (sop_rd_u32(&r) != 1) {
+    uint32_t version = sop_rd_u32(&r);
+    if (version != 1 && version != 2) {
         rc = sop_err(SOP_VERSION, "%s: unknown manifest version", path);
         goto out;
     }
+    /* Version 1 accounted the log up to the manifest's writing, value blobs
+     * included; version 2 at its cut (C4). */
+    db->acct_at_cut = version == 2;
     sop_rd_u32(&r);
     uint64_t C = sop_rd_u64(&r);
     db->replay_from.seg = sop_rd_u64(&r);
@@ -945,6 +1110,8 @@ int sop_ckpt__load(sop_db *db, int *found_out)
     db->ckpt_lsn = C;
     db->ckpt_seq = ms.best;
     *found_out = 1;
+    if (!db->readonly)
+        remove_obsolete_manifests(db, &ms);
     rc = SOP_OK;
 out:
     if (f)

@@ -5,7 +5,7 @@
  * Folder layout (details in docs/FORMAT.md):
  *   FORMAT             magic, format version, db uuid (written once)
  *   LOCK               OFD-locked while a handle has the folder open
- *   MANIFEST-<seq>     newest checkpoint (older ones are deleted)
+ *   MANIFEST-<seq>     newest checkpoint (older ones are deleted, also at open)
  *   seg/<id>.seg       the segment log (wal.h)
  *
  * Open = lock, read or create FORMAT, load the newest manifest, register the
@@ -262,12 +262,14 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /*
- * Space accounting during recovery. The manifest's accounting covers each
- * segment up to acct_end. Blobs found after it are counted here and kept
- * in `unref` until a replayed record references them; value blobs that were
- * in flight at the checkpoint are claimed the same way. Whatever is left
- * unclaimed at the end belonged to a transaction that never committed (or a
- * checkpoint that never finished): dead.
+ * Space accounting during recovery (docs/FORMAT.md, "Space accounting").
+ * The manifest holds the accounting at its cut (ckpt.c C4); its node blobs
+ * are counted up to each segment's acct_end. Value blobs after the cut, and
+ * node blobs after acct_end, are counted here and kept in `unref` until a
+ * replayed record references them; value blobs that were in flight at the
+ * cut are claimed from inflight_bytes. Whatever is left unclaimed at the
+ * end belonged to a transaction that never committed (or a checkpoint that
+ * never finished): dead.
  */
 struct replay_ctx {
     sop_db *db;
@@ -296,7 +298,10 @@ static int replay_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len,
 {
     struct replay_ctx *r = ctx;
     if (type == SOP_REC_NODE || type == SOP_REC_VALUE) {
-        if (loc->off >= r->seg->acct_end) {
+        /* Node blobs below acct_end are the manifest's checkpoint's own (or
+         * older): counted in it. A version-2 manifest counts no value blob
+         * after its cut (ckpt.c C4): every one replay finds is counted here. */
+        if (loc->off >= r->seg->acct_end || (type == SOP_REC_VALUE && r->db->acct_at_cut)) {
             r->seg->blob_bytes += loc->len;
             if (sop_u64map_put(NULL, &r->unref, blob_key(loc), (void *)(uintptr_t)loc->len))
                 return sop_err(SOP_NOMEM, "recovery accounting");

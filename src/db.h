@@ -138,6 +138,8 @@ struct sop_db {
     uint64_t ckpt_seq;            /* manifest sequence number */
     sop_loc replay_from;          /* position after the checkpoint's last record */
     sop_loc durable_from;         /* the log up to here was synced by that checkpoint */
+    int acct_at_cut;              /* recovery: the manifest's accounting is at its cut
+                                   * (version 2): no value blob after replay_from in it */
     sop_buf rec_buf;              /* commit record encoding buffer, reused */
 
     /* L1 cache (cache.h) */

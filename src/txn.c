@@ -53,8 +53,9 @@ static void release_ws_blobs(sop_txn *t, int dead)
         for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
             if (x->op == SOP_OP_PUT && x->val.is_blob) {
                 if (dead)
-                    sop_wal__blob_dead(&t->db->wal, &x->val.loc, 0);
-                sop_wal__blob_inflight(&t->db->wal, &x->val.loc, -1);
+                    sop_wal__blob_discard(&t->db->wal, &x->val.loc);
+                else
+                    sop_wal__blob_inflight(&t->db->wal, &x->val.loc, -1);
             }
 }
 
@@ -243,14 +244,13 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
             uint32_t crc =
                 sop_rec__header(rec, SOP_REC_VALUE, rec + SOP_REC_HDR_LEN, value->len, 0);
             uint64_t token;
-            int rc = sop_wal__append(&t->db->wal, rec, rlen, 0, rlen, &v.loc, &token);
+            int rc = sop_wal__append_value(&t->db->wal, rec, rlen, &v.loc, &token);
             sop_free(rec);
             if (rc)
                 return rc;
             v.loc.crc = crc;
             v.is_blob = 1;
             v.value_len = (uint32_t)value->len;
-            sop_wal__blob_inflight(&t->db->wal, &v.loc, +1);
         } else {
             void *copy = value->len ? sop_arena_memdup(&t->arena, value->data, value->len) : NULL;
             if (value->len && !copy)
@@ -262,10 +262,8 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
     }
     if (exact) {
         /* A replaced blob written by this txn is garbage now. */
-        if (x->op == SOP_OP_PUT && x->val.is_blob) {
-            sop_wal__blob_dead(&t->db->wal, &x->val.loc, 0);
-            sop_wal__blob_inflight(&t->db->wal, &x->val.loc, -1);
-        }
+        if (x->op == SOP_OP_PUT && x->val.is_blob)
+            sop_wal__blob_discard(&t->db->wal, &x->val.loc);
         x->op = (uint8_t)op;
         x->val = v;
         return SOP_OK;

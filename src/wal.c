@@ -177,6 +177,18 @@ void sop_wal__blob_inflight(sop_wal *w, const sop_loc *loc, int sign)
     pthread_mutex_unlock(&w->seg_mu);
 }
 
+void sop_wal__blob_discard(sop_wal *w, const sop_loc *loc)
+{
+    pthread_mutex_lock(&w->seg_mu);
+    sop_seg *s = seg_find_locked(w, loc->seg);
+    if (s) {
+        if (s->inflight_bytes >= loc->len)
+            s->inflight_bytes -= loc->len;
+        s->dead_bytes += loc->len;
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+}
+
 int sop_wal__panic(sop_wal *w, int rc)
 {
     pthread_mutex_lock(&w->sync_mu);
@@ -306,8 +318,23 @@ int sop_wal__trim_tail(sop_wal *w)
     return rc;
 }
 
+static int append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
+                  int inflight, sop_loc *loc_out, uint64_t *token_out);
+
 int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
                     sop_loc *loc_out, uint64_t *token_out)
+{
+    return append(w, buf, len, lsn_max, blob_bytes, 0, loc_out, token_out);
+}
+
+int sop_wal__append_value(sop_wal *w, const void *buf, size_t len, sop_loc *loc_out,
+                          uint64_t *token_out)
+{
+    return append(w, buf, len, 0, len, 1, loc_out, token_out);
+}
+
+static int append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
+                  int inflight, sop_loc *loc_out, uint64_t *token_out)
 {
     int rc = SOP_OK;
     pthread_mutex_lock(&w->append_mu);
@@ -359,6 +386,8 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, u
     pthread_mutex_lock(&w->seg_mu);
     w->cur->size = w->tail_off;
     w->cur->blob_bytes += blob_bytes;
+    if (inflight)
+        w->cur->inflight_bytes += len;
     if (lsn_max > w->cur->max_lsn)
         w->cur->max_lsn = lsn_max;
     pthread_mutex_unlock(&w->seg_mu);

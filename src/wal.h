@@ -127,6 +127,11 @@ int sop_wal__start(sop_wal *w);
  * segment's max_lsn; blob_bytes adds to its blob accounting. */
 int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
                     uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out);
+/* Append one value blob record of a running transaction: counted as a blob
+ * and in flight in the same step, so a checkpoint's accounting snapshot
+ * never sees the one without the other. */
+int sop_wal__append_value(sop_wal *w, const void *buf, size_t len, sop_loc *loc_out,
+                          uint64_t *token_out);
 /* Wait until everything up to token is durable (group commit, W3). */
 int sop_wal__sync_to(sop_wal *w, uint64_t token);
 /* Sync everything appended so far. */
@@ -155,6 +160,9 @@ void sop_wal__blob_dead(sop_wal *w, const sop_loc *loc, uint64_t lsn);
 /* A running transaction's value blob: +1 when written, -1 when its
  * transaction commits, prepares, replaces or abandons it. */
 void sop_wal__blob_inflight(sop_wal *w, const sop_loc *loc, int sign);
+/* A running transaction's value blob it replaced or abandoned: no longer in
+ * flight, and dead, in one step (same reason as sop_wal__append_value). */
+void sop_wal__blob_discard(sop_wal *w, const sop_loc *loc);
 
 /* Scan one segment from off. cb gets each valid record (payload borrowed
  * for the call). Stops at seg->size (W7) or the first invalid record:
