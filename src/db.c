@@ -448,7 +448,7 @@ int sop_db_options_init(sop_db_options *opts, uint32_t version)
         return sop_err(SOP_INVAL, "unknown sop_db_options version %u", version);
     memset(opts, 0, sizeof *opts);
     opts->version = version;
-    return SOP_OK;
+    return sop_done(SOP_OK);
 }
 
 static int copy_options(sop_db *db, const sop_db_options *in)
@@ -489,6 +489,12 @@ static int copy_options(sop_db *db, const sop_db_options *in)
             if (nl == 0 || nl > 63 || !c->compare)
                 return sop_err(SOP_INVAL, "comparator %zu needs a 1..63 byte name and a function",
                                i);
+            /* A store records only the name: two functions under one name
+             * would leave its order to the registration order. */
+            for (size_t k = 0; k < i; k++)
+                if (strcmp(db->comparators[k].name, c->name) == 0)
+                    return sop_err(SOP_INVAL, "comparators %zu and %zu are both named '%s'",
+                                   k, i, c->name);
             db->comparators[i] = *c;
             db->comparators[i].name = sop_strdup(c->name);
             db->comparator_count = i + 1;
@@ -658,7 +664,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     SOP_TRY(recover(db));
     SOP_TRY(sop_wal__start(&db->wal));
     *out = db;
-    return SOP_OK;
+    return sop_done(SOP_OK);
 out:
     db_free(db);
     return rc;
@@ -720,7 +726,7 @@ int sop_db_close(sop_db *db)
         rc = SOP_PANIC;
     }
     db_free(db);
-    return rc;
+    return sop_done(sop_err_lost_file(rc));
 }
 
 int sop_db_checkpoint(sop_db *db)
@@ -729,7 +735,7 @@ int sop_db_checkpoint(sop_db *db)
     if (!db)
         return sop_err(SOP_INVAL, "db is NULL");
     int rc = sop_db__check_panic(db);
-    return rc ? rc : sop_ckpt__run(db);
+    return rc ? rc : sop_done(sop_err_lost_file(sop_ckpt__run(db)));
 }
 
 int sop_db_stat(sop_db_stat_info *out, sop_db *db)
@@ -762,7 +768,7 @@ int sop_db_stat(sop_db_stat_info *out, sop_db *db)
         out->segments++;
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
-    return SOP_OK;
+    return sop_done(SOP_OK);
 }
 
 /* Test hook (not in sop.h): drop the handle the way a crash would - no

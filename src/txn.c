@@ -106,9 +106,10 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
     sop_cache__enter(t->db, &t->epoch); /* every call re-announces (cache.h L2) */
     if (for_write && (t->flags & SOP_TXN_READONLY))
         return sop_err(SOP_READONLY, "write in a read-only transaction");
-    /* The clock is read every 64 calls: the limit is coarse by design. */
-    if (t->deadline_ns != UINT64_MAX && (++t->calls & 63) == 0 &&
-        t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
+    /* Every call reads the clock (a vDSO call, tens of nanoseconds): a
+     * transaction past its limit gets no more reads, so the limit bounds
+     * how long it can use its snapshot. */
+    if (t->deadline_ns != UINT64_MAX && t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
         t->state = SOP_TXN_FAILED;
         return sop_err(SOP_TIMEOUT, "transaction exceeded its time limit");
     }

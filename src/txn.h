@@ -110,7 +110,6 @@ struct sop_txn {
     int state;
     uint64_t snap;
     uint64_t deadline_ns;
-    uint64_t calls;       /* API calls made (the time limit is checked every 64) */
     uint64_t id;          /* prepared id */
     sop_arena arena;
     sop_ws *ws;
