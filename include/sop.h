@@ -11,7 +11,7 @@
  *   handle      made by            ended by                 threads
  *   sop_db      sop_db_open        sop_db_close             any number at once
  *   sop_txn     sop_txn_begin      sop_txn_commit / _abort  one at a time
- *   sop_store   sop_store_open     sop_db_close             any
+ *   sop_store   sop_store_open     sop_db_close (or removal) any
  *   sop_cursor  sop_cursor_open    sop_cursor_close         its txn's thread
  *
  * Conventions:
@@ -401,7 +401,12 @@ SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
  * the same name concurrently, the second to commit gets SOP_CONFLICT.
  *
  * @param[out] store_out  Owned by the db (do not free); valid until
- *                        sop_db_close. The same name gives the same handle.
+ *                        sop_db_close, except that a store created by a
+ *                        txn that does not commit dies when that txn ends,
+ *                        and a removed store is freed once its removal has
+ *                        committed and every transaction that began before
+ *                        it has ended. The same name gives the same handle
+ *                        while that store lives.
  * @param[in]  txn        Read-write to create; any txn to open.
  * @param[in]  name       1..SOP_MAX_NAME_LEN bytes of UTF-8, NUL-terminated.
  * @param[in]  flags      0 or SOP_STORE_CREATE.
@@ -419,8 +424,11 @@ SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
 SOP_API int sop_store_open(sop_store **store_out, sop_txn *txn, const char *name,
                            unsigned flags, const sop_store_options *opts);
 
-/** @brief Remove a store and all its items (transactional).
- *  @retval SOP_OK, SOP_NOTFOUND, SOP_READONLY, SOP_INVAL, SOP_BADSTATE */
+/** @brief Remove a store and all its items (transactional). Its handle
+ *  stays usable by transactions that began before the removal committed;
+ *  when the last of them has ended, the handle is freed (see sop_store_open).
+ *  @retval SOP_OK, SOP_NOTFOUND, SOP_READONLY, SOP_INVAL, SOP_BADSTATE,
+ *          SOP_TIMEOUT */
 SOP_API int sop_store_remove(sop_txn *txn, const char *name);
 
 /**

@@ -212,15 +212,7 @@ static int check_name(const char *name)
 /* The store named name as txn sees it (own pending creates and drops too). */
 static sop_store *find_store(sop_txn *t, const char *name)
 {
-    for (sop_store *s = atomic_load(&t->db->stores); s; s = s->next) {
-        if (strcmp(s->name, name) != 0 || !sop_store__visible(s, t->snap, t))
-            continue;
-        sop_ws *w = sop_txn__ws(t, s, 0);
-        if (w && w->dropped)
-            continue;
-        return s;
-    }
-    return NULL;
+    return sop_db__store_for_txn(t->db, name, t);
 }
 
 static int check_opts_match(const sop_store *s, const sop_store_options *o)
@@ -310,10 +302,8 @@ static int new_store(sop_store **out, sop_txn *t, const char *name, const sop_st
         return sop_err(SOP_NOMEM, "write set");
     }
     w->created = 1;
-    /* Link under commit_mu: the store list is prepend-only (D3). */
-    pthread_mutex_lock(&db->commit_mu);
-    s->next = atomic_load(&db->stores);
-    atomic_store_explicit(&db->stores, s, memory_order_release);
+    pthread_mutex_lock(&db->commit_mu); /* the catalog changes under both (D3) */
+    sop_db__store_link(db, s);
     pthread_mutex_unlock(&db->commit_mu);
     *out = s;
     return SOP_OK;
@@ -404,19 +394,30 @@ static int store_list_impl(char ***names_out, size_t *count_out, sop_txn *t)
     char **names = sop_malloc(cap * sizeof *names);
     if (!names)
         return sop_err(SOP_NOMEM, "store list");
+    /* Under cat_mu the list holds still (D3); a store is listed if txn sees
+     * it, not removed by txn. One live store per name: no duplicates. */
+    pthread_mutex_lock(&t->db->cat_mu);
     for (sop_store *s = atomic_load(&t->db->stores); s; s = s->next) {
-        if (find_store(t, s->name) != s)
+        if (!sop_store__visible(s, t->snap, t))
+            continue;
+        sop_ws *w = sop_txn__ws(t, s, 0);
+        if (w && w->dropped)
             continue;
         if (n == cap) {
             char **nn = sop_realloc(names, (cap *= 2) * sizeof *names);
-            if (!nn)
+            if (!nn) {
+                pthread_mutex_unlock(&t->db->cat_mu);
                 goto nomem;
+            }
             names = nn;
         }
-        if (!(names[n] = sop_strdup(s->name)))
+        if (!(names[n] = sop_strdup(s->name))) {
+            pthread_mutex_unlock(&t->db->cat_mu);
             goto nomem;
+        }
         n++;
     }
+    pthread_mutex_unlock(&t->db->cat_mu);
     qsort(names, n, sizeof *names, cmp_names);
     *names_out = names;
     *count_out = n;

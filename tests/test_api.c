@@ -2,13 +2,15 @@
  * test_api.c - the public API's contract at its edges: the transaction time
  * limit at every call, store name and option validation, error codes when
  * the folder disappears under an open handle, sop_errmsg() after a success,
- * and the bound on a transaction record's size.
+ * the bound on a transaction record's size, and the store catalog (dropped
+ * stores freed, lookups not linear in the number of stores).
  */
 #include "harness.h"
 #include "tutil.h"
 
-#include "db.h" /* white-box: db->wal.max_record */
+#include "db.h" /* white-box: db->stores, db->wal.max_record, catalog probes */
 #include "sop_sys.h"
+#include "txn.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -394,8 +396,205 @@ TEST(test_api__oversized_commit_record_refused)
     CHECK_OK(sop_db_close(db));
 }
 
+/* ---- the store catalog ------------------------------------------------------ */
+
+static size_t catalog_entries(sop_db *db)
+{
+    size_t n = 0;
+    for (sop_store *s = atomic_load(&db->stores); s; s = s->next)
+        n++;
+    return n;
+}
+
+static int create_drop_cycles(sop_db *db, int cycles)
+{
+    sop_txn *t;
+    sop_store *s;
+    for (int i = 0; i < cycles; i++) {
+        CHECK_OK_RET(sop_txn_begin(&t, db, 0));
+        CHECK_OK_RET(sop_store_open(&s, t, "tmp", SOP_STORE_CREATE, NULL));
+        CHECK_OK_RET(put_s(t, s, "k", "v"));
+        CHECK_OK_RET(sop_txn_commit(t));
+        CHECK_OK_RET(sop_txn_begin(&t, db, 0));
+        CHECK_OK_RET(sop_store_remove(t, "tmp"));
+        CHECK_OK_RET(sop_txn_commit(t));
+        /* created and removed in one transaction, and an abandoned create */
+        CHECK_OK_RET(sop_txn_begin(&t, db, 0));
+        CHECK_OK_RET(sop_store_open(&s, t, "t2", SOP_STORE_CREATE, NULL));
+        CHECK_OK_RET(sop_store_remove(t, "t2"));
+        CHECK_OK_RET(sop_txn_commit(t));
+        CHECK_OK_RET(sop_txn_begin(&t, db, 0));
+        CHECK_OK_RET(sop_store_open(&s, t, "t3", SOP_STORE_CREATE, NULL));
+        sop_txn_abort(t);
+    }
+    return SOP_OK;
+}
+
+/* A commit: its trim frees the drops older than every snapshot (the newest
+ * drop, made visible only after its own commit's trim, waits for this). */
+static int touch(sop_db *db)
+{
+    sop_txn *t;
+    sop_store *s;
+    CHECK_OK_RET(sop_txn_begin(&t, db, 0));
+    CHECK_OK_RET(sop_store_open(&s, t, "keep", 0, NULL));
+    CHECK_OK_RET(put_s(t, s, "touch", "1"));
+    return sop_txn_commit(t);
+}
+
+/* Issue 10 #6: dropped (and never-committed) stores are freed once no
+ * snapshot can see them; the handle does not grow with create/drop churn. */
+TEST(test_api__dropped_stores_are_freed)
+{
+    sop_db *db;
+    sop_txn *t, *reader;
+    sop_store *s, *old;
+    sop_val v;
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_NORMAL; /* churn without an fdatasync per commit */
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "keep", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "a", "1"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(create_drop_cycles(db, 300));
+    CHECK(catalog_entries(db) <= 2);
+    CHECK_OK(touch(db));
+    CHECK_EQ_U64(catalog_entries(db), 1);
+
+    /* A reader that began before a drop still sees the dropped store (and
+     * keeps it) until it ends. */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "tmp", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "k", "pinned"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&reader, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&old, reader, "tmp", 0, NULL));
+    CHECK_OK(create_drop_cycles(db, 50)); /* drops "tmp", re-creates, drops ... */
+    CHECK(catalog_entries(db) >= 2);
+    CHECK_OK(get_s(&v, reader, old, "k"));
+    CHECK_VAL(v, "pinned");
+    sop_txn_abort(reader);
+    CHECK_OK(touch(db)); /* a commit reclaims what the reader held */
+    CHECK_EQ_U64(catalog_entries(db), 1);
+
+    /* Recovery replays the churn: the reopened handle holds the live store. */
+    CHECK_OK(crash_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_EQ_U64(catalog_entries(db), 1);
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_RC(SOP_NOTFOUND, sop_store_open(&s, t, "tmp", 0, NULL));
+    CHECK_OK(sop_store_open(&s, t, "keep", 0, NULL));
+    CHECK_OK(get_s(&v, t, s, "a"));
+    CHECK_VAL(v, "1");
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(create_drop_cycles(db, 20));
+    CHECK_OK(touch(db));
+    CHECK_EQ_U64(catalog_entries(db), 1);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+#define MANY_STORES 16000
+
+static void many_names(char *buf, size_t cap, int i)
+{
+    snprintf(buf, cap, "store-%05d", i);
+}
+
+static int list_count(sop_db *db, size_t *count_out)
+{
+    sop_txn *t;
+    char **names;
+    CHECK_OK_RET(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    int rc = sop_store_list(&names, count_out, t);
+    if (rc == SOP_OK)
+        sop_store_list_free(names, *count_out);
+    sop_txn_abort(t);
+    return rc;
+}
+
+/* Issue 10 #6: 16,000 stores created in one transaction: lookups by name
+ * and id (catalog) and by store (the transaction's write sets) examine a
+ * bounded number of entries each, not all of them. */
+TEST(test_api__many_stores_in_one_txn)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    char name[32];
+    size_t count;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    uint64_t probes0 = db->cat_probes;
+    for (int i = 0; i < MANY_STORES; i++) {
+        many_names(name, sizeof name, i);
+        CHECK_OK(sop_store_open(&s, t, name, SOP_STORE_CREATE, NULL));
+        if (i % 4 == 0)
+            CHECK_OK(put_s(t, s, "k", name));
+    }
+    /* open each again: the pending catalog answers */
+    for (int i = 0; i < MANY_STORES; i++) {
+        many_names(name, sizeof name, i);
+        CHECK_OK(sop_store_open(&s, t, name, 0, NULL));
+    }
+    uint64_t per_op = (db->cat_probes - probes0 + t->ws_probes) / (2 * MANY_STORES);
+    if (per_op > 8)
+        FAIL_AT("%" PRIu64 " catalog entries examined per store lookup", per_op);
+    CHECK(per_op <= 8);
+    probes0 = db->cat_probes;
+    CHECK_OK(sop_txn_commit(t));
+    per_op = (db->cat_probes - probes0) / MANY_STORES;
+    if (per_op > 16)
+        FAIL_AT("%" PRIu64 " catalog entries examined per created store at commit", per_op);
+    CHECK(per_op <= 16);
+    CHECK_OK(list_count(db, &count));
+    CHECK_EQ_U64(count, MANY_STORES);
+
+    /* Replay of that record (no checkpoint), then a manifest load. */
+    CHECK_OK(crash_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    per_op = db->cat_probes / MANY_STORES;
+    if (per_op > 16)
+        FAIL_AT("%" PRIu64 " catalog entries examined per store at replay", per_op);
+    CHECK(per_op <= 16);
+    CHECK_OK(list_count(db, &count));
+    CHECK_EQ_U64(count, MANY_STORES);
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    for (int i = 0; i < MANY_STORES; i += 997) {
+        sop_val v;
+        many_names(name, sizeof name, i);
+        CHECK_OK(sop_store_open(&s, t, name, 0, NULL));
+        if (i % 4 == 0) {
+            CHECK_OK(get_s(&v, t, s, "k"));
+            CHECK_VAL(v, name);
+        }
+    }
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(list_count(db, &count));
+    CHECK_EQ_U64(count, MANY_STORES);
+    /* drop them all in one transaction */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    for (int i = 0; i < MANY_STORES; i++) {
+        many_names(name, sizeof name, i);
+        CHECK_OK(sop_store_remove(t, name));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(list_count(db, &count));
+    CHECK_EQ_U64(count, 0);
+    CHECK_OK(sop_txn_begin(&t, db, 0)); /* the next commit reclaims them */
+    CHECK_OK(sop_store_open(&s, t, "one", SOP_STORE_CREATE, NULL));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_EQ_U64(catalog_entries(db), 1);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
 TEST_MAIN(T(test_api__time_limit_enforced_at_every_call), T(test_api__store_names_must_be_utf8),
           T(test_api__duplicate_comparator_names_refused), T(test_api__errmsg_empty_after_success),
           T(test_api__folder_renamed_under_handle_is_ioerr),
           T(test_api__folder_deleted_under_handle_is_ioerr),
-          T(test_api__oversized_commit_record_refused))
+          T(test_api__oversized_commit_record_refused), T(test_api__dropped_stores_are_freed),
+          T(test_api__many_stores_in_one_txn))
