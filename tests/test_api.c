@@ -13,6 +13,7 @@
 #include "txn.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* ---- a VFS whose clock the test moves ------------------------------------- */
@@ -442,6 +443,18 @@ static int touch(sop_db *db)
     return sop_txn_commit(t);
 }
 
+/* A commit that writes a fresh store (the trim of any commit frees the
+ * drops older than every snapshot). */
+static int touch_any(sop_db *db)
+{
+    sop_txn *t;
+    sop_store *s;
+    CHECK_OK_RET(sop_txn_begin(&t, db, 0));
+    CHECK_OK_RET(sop_store_open(&s, t, "touch", SOP_STORE_CREATE, NULL));
+    CHECK_OK_RET(put_s(t, s, "k", "touch"));
+    return sop_txn_commit(t);
+}
+
 /* Issue 10 #6: dropped (and never-committed) stores are freed once no
  * snapshot can see them; the handle does not grow with create/drop churn. */
 TEST(test_api__dropped_stores_are_freed)
@@ -592,9 +605,93 @@ TEST(test_api__many_stores_in_one_txn)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Threads creating, dropping and opening stores of a few shared names,
+ * with readers: the catalog's indexes, reclamation and the per-txn write
+ * set index under concurrency (run under TSan: tests/threaded.list). */
+struct churn_arg {
+    sop_db *db;
+    int id;
+    int errors;
+};
+
+static void *churn_thread(void *p)
+{
+    struct churn_arg *a = p;
+    char name[16];
+    for (int i = 0; i < 300; i++) {
+        sop_txn *t;
+        sop_store *s;
+        sop_val v;
+        int ro = a->id == 0;
+        if (sop_txn_begin(&t, a->db, ro ? SOP_TXN_READONLY : 0) != SOP_OK) {
+            a->errors++;
+            break;
+        }
+        int rc = SOP_OK;
+        for (int j = 0; j < (ro ? 12 : 3) && rc == SOP_OK; j++) {
+            v.data = NULL;
+            snprintf(name, sizeof name, "n%d", (i * 7 + j + a->id) % 12);
+            rc = sop_store_open(&s, t, name, ro ? 0 : SOP_STORE_CREATE, NULL);
+            if (rc == SOP_OK)
+                rc = ro ? get_s(&v, t, s, "k") : put_s(t, s, "k", name);
+            if (rc == SOP_NOTFOUND)
+                rc = SOP_OK;
+            if (rc == SOP_OK && ro && v.data &&
+                (v.len != strlen(name) || memcmp(v.data, name, v.len)))
+                a->errors++; /* a store's value names its store */
+        }
+        if (rc == SOP_OK && !ro && i % 3 == 0) {
+            snprintf(name, sizeof name, "n%d", (i + a->id) % 12);
+            rc = sop_store_remove(t, name);
+            if (rc == SOP_NOTFOUND)
+                rc = SOP_OK;
+        }
+        if (rc != SOP_OK) {
+            if (rc != SOP_CONFLICT && rc != SOP_BADSTATE) {
+                fprintf(stderr, "    thread %d: %s: %s\n", a->id, sop_strerror(rc), sop_errmsg());
+                a->errors++;
+            }
+            sop_txn_abort(t);
+            continue;
+        }
+        rc = sop_txn_commit(t);
+        if (rc != SOP_OK && rc != SOP_CONFLICT) {
+            fprintf(stderr, "    thread %d commit: %s: %s\n", a->id, sop_strerror(rc),
+                    sop_errmsg());
+            a->errors++;
+        }
+    }
+    return NULL;
+}
+
+TEST(test_api__catalog_churn_threads)
+{
+    sop_db *db;
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_OFF;
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    pthread_t th[4];
+    struct churn_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct churn_arg){db, i, 0};
+        CHECK(pthread_create(&th[i], NULL, churn_thread, &args[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_U64(args[i].errors, 0);
+    CHECK_OK(touch_any(db));
+    size_t live;
+    CHECK_OK(list_count(db, &live));
+    CHECK_EQ_U64(catalog_entries(db), live); /* nothing dropped is left */
+    CHECK(live <= 13);                       /* n0..n11 and "touch" */
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
 TEST_MAIN(T(test_api__time_limit_enforced_at_every_call), T(test_api__store_names_must_be_utf8),
           T(test_api__duplicate_comparator_names_refused), T(test_api__errmsg_empty_after_success),
           T(test_api__folder_renamed_under_handle_is_ioerr),
           T(test_api__folder_deleted_under_handle_is_ioerr),
           T(test_api__oversized_commit_record_refused), T(test_api__dropped_stores_are_freed),
-          T(test_api__many_stores_in_one_txn))
+          T(test_api__many_stores_in_one_txn), T(test_api__catalog_churn_threads))
