@@ -201,6 +201,12 @@ void sop_db__store_published(sop_db *db, sop_store *s)
 /* Take s out of the list and the indexes and free it (commit_mu held). */
 static void store_unlink_free(sop_db *db, sop_store *s)
 {
+    if (s->on_count_multi) {
+        sop_store **pp = &db->count_multi;
+        while (*pp != s)
+            pp = &(*pp)->counts_next;
+        *pp = s->counts_next;
+    }
     pthread_mutex_lock(&db->cat_mu);
     if (s->prev)
         s->prev->next = s->next;
@@ -221,6 +227,43 @@ static void store_unlink_free(sop_db *db, sop_store *s)
     db->cat_count--;
     pthread_mutex_unlock(&db->cat_mu);
     sop_store__free(s);
+}
+
+void sop_db__count_versions(sop_db *db, sop_store *s)
+{
+    if (s->on_count_multi)
+        return;
+    s->on_count_multi = 1;
+    s->counts_next = db->count_multi;
+    db->count_multi = s;
+}
+
+void sop_db__trim_counts(sop_db *db, uint64_t snap_min)
+{
+    sop_store **pp = &db->count_multi;
+    while (*pp) {
+        sop_store *s = *pp;
+        /* Keep the newest version <= snap_min and the newer ones. */
+        sop_countver *c = atomic_load(&s->counts);
+        while (c && c->lsn > snap_min)
+            c = atomic_load(&c->older);
+        if (c) {
+            sop_countver *rest = atomic_load(&c->older);
+            atomic_store(&c->older, NULL);
+            while (rest) {
+                sop_countver *nx = atomic_load(&rest->older);
+                sop_free(rest);
+                rest = nx;
+            }
+        }
+        sop_countver *head = atomic_load(&s->counts);
+        if (head && !atomic_load(&head->older)) {
+            *pp = s->counts_next; /* one version left */
+            s->on_count_multi = 0;
+        } else {
+            pp = &s->counts_next;
+        }
+    }
 }
 
 void sop_db__store_dropped(sop_db *db, sop_store *s)

@@ -49,6 +49,8 @@ struct sop_store {
     struct sop_store *name_next;     /* chain of db->cat_by_name */
     struct sop_store *id_next;       /* chain of db->cat_by_id */
     struct sop_store *dropped_next;  /* db->cat_dropped */
+    struct sop_store *counts_next;   /* db->count_multi, if on_count_multi */
+    int on_count_multi;
     uint64_t name_hash;
     int in_id_index;                 /* committed: findable by id */
     char *name;
@@ -125,6 +127,7 @@ struct sop_db {
     sop_store **cat_by_name, **cat_by_id;
     size_t cat_buckets, cat_count;
     sop_store *cat_dropped;       /* dropped, not yet freed (commit_mu) */
+    sop_store *count_multi;       /* stores with more than one count version (commit_mu) */
     uint64_t cat_probes;          /* entries examined by lookups (cat_mu; tests) */
     uint64_t next_store_id;       /* commit_mu */
     uint64_t next_txn_id;         /* commit_mu: prepared transaction ids */
@@ -191,6 +194,10 @@ void sop_db__store_link(sop_db *db, sop_store *s);
 void sop_db__store_published(sop_db *db, sop_store *s);
 /* s's drop has just committed: free it once no snapshot sees it. */
 void sop_db__store_dropped(sop_db *db, sop_store *s);
+/* s has more than one count version now: trim will look at it. */
+void sop_db__count_versions(sop_db *db, sop_store *s);
+/* Free the count versions no snapshot >= snap_min needs (sop_db__trim). */
+void sop_db__trim_counts(sop_db *db, uint64_t snap_min);
 /* Free the dropped stores no snapshot >= snap_min can see. */
 void sop_db__reap_stores(sop_db *db, uint64_t snap_min);
 /* Free the stores t created whose create never committed (t is ending;

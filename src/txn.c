@@ -1045,6 +1045,8 @@ static int publish_catalog(sop_db *db, cat_change *ch, size_t nch, uint64_t lsn)
         cv[i]->count = count_plus(before, ch[i].delta);
         atomic_init(&cv[i]->older, head);
         atomic_store_explicit(&s->counts, cv[i], memory_order_release);
+        if (head)
+            sop_db__count_versions(db, s);
         if (ch[i].has_ops && ch[i].next_seq > s->next_seq)
             s->next_seq = ch[i].next_seq;
         if (ch[i].created) {
@@ -1132,6 +1134,9 @@ void sop_db__trim(sop_db *db)
     }
     uint64_t min_all = sop_db__snap_min(db, 0);
     sop_db__reap_stores(db, min_all);
+    /* Old store counts (only stores with more than one: not every store at
+     * every commit). */
+    sop_db__trim_counts(db, min_all);
     size_t pos = 0;
     uint64_t lid;
     size_t freed = 0;
@@ -1155,23 +1160,23 @@ void sop_db__trim(sop_db *db)
             sop_u64map_del(NULL, &db->trim_lids, lids[i]);
     }
     sop_free(lids);
+    /* The map never shrinks and each trim walks its capacity: after a burst
+     * (one commit that made thousands of stores) move the few lids left to
+     * a small one. */
+    if (db->trim_lids.slots_cap > 1024 &&
+        sop_u64map_count(&db->trim_lids) * 16 < db->trim_lids.slots_cap) {
+        sop_u64map small = SOP_U64MAP_INIT;
+        void *v;
+        int ok = 1;
+        pos = 0;
+        while (ok && sop_u64map_next(&lid, &v, &db->trim_lids, &pos) == SOP_OK)
+            ok = sop_u64map_put(NULL, &small, lid, v) == SOP_OK;
+        sop_u64map_dispose(ok ? &db->trim_lids : &small);
+        if (ok)
+            db->trim_lids = small;
+    }
     atomic_fetch_sub(&db->node_bytes, freed);
     atomic_fetch_sub(&db->dirty_bytes, dirty_freed);
-    /* Old store counts. */
-    for (sop_store *s = atomic_load(&db->stores); s; s = s->next) {
-        sop_countver *c = atomic_load(&s->counts);
-        while (c && c->lsn > min_all)
-            c = atomic_load(&c->older);
-        if (!c)
-            continue;
-        sop_countver *rest = atomic_load(&c->older);
-        atomic_store(&c->older, NULL);
-        while (rest) {
-            sop_countver *nx = atomic_load(&rest->older);
-            sop_free(rest);
-            rest = nx;
-        }
-    }
 }
 
 /* ======================================================================== */
