@@ -401,9 +401,12 @@ SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
  * the same name concurrently, the second to commit gets SOP_CONFLICT.
  *
  * @param[out] store_out  Owned by the db (do not free); valid until
- *                        sop_db_close, except that a store created by a
- *                        txn that does not commit dies when that txn ends,
- *                        and a removed store is freed once its removal has
+ *                        sop_db_close, except: the handle of a store
+ *                        created in @p txn dies when @p txn ends, unless
+ *                        sop_txn_commit commits it directly (after
+ *                        sop_txn_prepare, the committed store gets a new
+ *                        handle: open it again by name); and a removed
+ *                        store's handle is freed once the removal has
  *                        committed and every transaction that began before
  *                        it has ended. The same name gives the same handle
  *                        while that store lives.

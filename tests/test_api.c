@@ -508,6 +508,38 @@ TEST(test_api__dropped_stores_are_freed)
     CHECK_OK(sop_db_close(db));
 }
 
+/* A store created in a prepared transaction: committed by phase 2 it is
+ * reachable by name, and the transaction's own (pending) object is freed
+ * with it; rolled back, nothing stays. */
+TEST(test_api__prepared_create_frees_pending_object)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_val v;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    for (int commit = 0; commit < 2; commit++) {
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        CHECK_OK(sop_store_open(&s, t, commit ? "yes" : "no", SOP_STORE_CREATE, NULL));
+        CHECK_OK(put_s(t, s, "k", "v"));
+        CHECK_OK(sop_txn_prepare(t, NULL));
+        if (commit)
+            CHECK_OK(sop_txn_commit(t));
+        else
+            sop_txn_abort(t);
+    }
+    CHECK_OK(touch_any(db));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_RC(SOP_NOTFOUND, sop_store_open(&s, t, "no", 0, NULL));
+    CHECK_OK(sop_store_open(&s, t, "yes", 0, NULL));
+    CHECK_OK(get_s(&v, t, s, "k"));
+    CHECK_VAL(v, "v");
+    sop_txn_abort(t);
+    CHECK_EQ_U64(catalog_entries(db), 2); /* "yes" and "touch" */
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
 #define MANY_STORES 16000
 
 static void many_names(char *buf, size_t cap, int i)
@@ -708,4 +740,5 @@ TEST_MAIN(T(test_api__time_limit_enforced_at_every_call), T(test_api__store_name
           T(test_api__folder_renamed_under_handle_is_ioerr),
           T(test_api__folder_deleted_under_handle_is_ioerr),
           T(test_api__oversized_commit_record_refused), T(test_api__dropped_stores_are_freed),
-          T(test_api__many_stores_in_one_txn), T(test_api__catalog_churn_threads))
+          T(test_api__many_stores_in_one_txn), T(test_api__catalog_churn_threads),
+          T(test_api__prepared_create_frees_pending_object))
