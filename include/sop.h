@@ -11,13 +11,14 @@
  *   handle      made by            ended by                 threads
  *   sop_db      sop_db_open        sop_db_close             any number at once
  *   sop_txn     sop_txn_begin      sop_txn_commit / _abort  one at a time
- *   sop_store   sop_store_open     sop_db_close             any
+ *   sop_store   sop_store_open     sop_db_close (or removal) any
  *   sop_cursor  sop_cursor_open    sop_cursor_close         its txn's thread
  *
  * Conventions:
  *   - Every call that can fail returns int: SOP_OK (0) or a negative SOP_*
  *     code from the closed list below. sop_errmsg() gives a one-line detail
- *     of the last failure on the calling thread.
+ *     of the last failure on the calling thread ("" after a call that
+ *     returned SOP_OK).
  *   - Out-parameters come first, then the handle, then inputs.
  *   - Option structs carry a version field; zero means "default" for every
  *     other field; initialise them with the *_INIT macro or *_init().
@@ -76,7 +77,9 @@ typedef struct sop_val {
 #define SOP_MAX_KEY_LEN 4096
 /** Largest value, in bytes (values may be empty). */
 #define SOP_MAX_VALUE_LEN (1u << 30)
-/** Longest store name, in bytes (names are 1..SOP_MAX_NAME_LEN bytes of UTF-8, no NUL). */
+/** Longest store name, in bytes (names are 1..SOP_MAX_NAME_LEN bytes of
+ *  well-formed UTF-8, no NUL: no overlong forms, surrogates or code points
+ *  above U+10FFFF; anything else is SOP_INVAL). */
 #define SOP_MAX_NAME_LEN 255
 /** Longest external transaction id given to sop_txn_prepare(). */
 #define SOP_MAX_XID_LEN 128
@@ -104,8 +107,9 @@ typedef struct sop_val {
 
 /** Constant English text for a return code ("unknown error" if not one). */
 SOP_API const char *sop_strerror(int rc);
-/** One-line detail of the last failure on this thread ("" if none). Valid
- *  until the next libsop call on this thread. */
+/** One-line detail of the last failure on this thread: "" after a call of
+ *  this header that returned SOP_OK, whatever it met and tolerated inside.
+ *  Valid until the next libsop call on this thread. */
 SOP_API const char *sop_errmsg(void);
 /** The OS errno behind the last SOP_IOERR/SOP_NOSPC on this thread, else 0. */
 SOP_API int sop_os_errno(void);
@@ -138,7 +142,8 @@ typedef enum sop_sync_mode {
  *  Must be a total order, deterministic and thread-safe; returns <0, 0, >0. */
 typedef int (*sop_compare_fn)(const sop_val *a, const sop_val *b, void *ctx);
 typedef struct sop_comparator {
-    const char *name;       /**< 1..63 bytes; recorded in each store that uses it */
+    const char *name;       /**< 1..63 bytes, distinct within one open (else
+                             *   SOP_INVAL); recorded in each store using it */
     sop_compare_fn compare;
     void *ctx;              /**< passed to compare; must outlive the sop_db */
 } sop_comparator;
@@ -154,7 +159,9 @@ typedef struct sop_db_options {
                                   *   (CLOCK); a checkpoint runs when dirty nodes
                                   *   reach half of it. */
     uint64_t txn_time_limit_ms;  /**< 0 = 15 minutes; UINT64_MAX = none. A txn
-                                  *   older than this fails with SOP_TIMEOUT. */
+                                  *   older than this fails with SOP_TIMEOUT at
+                                  *   its next call, whatever the call (commit
+                                  *   of a read-only txn too); then only abort. */
     uint64_t segment_bytes;      /**< log segment file size; 0 = 64 MiB; min 1 MiB */
     const sop_comparator *comparators; /**< array, read during open; may be NULL */
     size_t comparator_count;
@@ -200,7 +207,10 @@ SOP_API int sop_db_open(sop_db **db_out, const char *path, const sop_db_options 
  * and the handle stays open. On any other return the handle is freed (a
  * failed final checkpoint loses nothing: the log still holds every commit).
  * NULL is accepted and returns SOP_OK. Store handles die with the db.
- * @retval SOP_OK, SOP_BADSTATE, SOP_IOERR, SOP_NOSPC, SOP_PANIC
+ * @retval SOP_OK, SOP_BADSTATE, SOP_NOSPC, SOP_PANIC
+ * @retval SOP_IOERR  Also when the folder was deleted or renamed while the
+ *                    handle was open (sop_os_errno() is then ENOENT); every
+ *                    call that writes files reports that so.
  */
 SOP_API int sop_db_close(sop_db *db);
 
@@ -208,7 +218,8 @@ SOP_API int sop_db_close(sop_db *db);
  * @brief Write a checkpoint now: dirty nodes to disk, registry and catalog to
  * an immutable manifest, and reclaim log segments nothing needs any more.
  * Runs concurrently with readers and writers. Normally automatic.
- * @retval SOP_OK, SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC
+ * @retval SOP_OK, SOP_IOERR (folder gone too: see sop_db_close), SOP_NOSPC,
+ *         SOP_NOMEM, SOP_PANIC
  */
 SOP_API int sop_db_checkpoint(sop_db *db);
 
@@ -308,9 +319,14 @@ SOP_API int sop_txn_begin(sop_txn **txn_out, sop_db *db, unsigned flags);
  * @retval SOP_OK        Committed (durable per the sync mode).
  * @retval SOP_CONFLICT  Not committed; retry the whole transaction (above).
  * @retval SOP_BUSY      Not committed; txn still active (see above).
- * @retval SOP_TIMEOUT   Older than the time limit; not committed.
+ * @retval SOP_TIMEOUT   Older than the time limit (read-only txns too); not
+ *                       committed; freed.
  * @retval SOP_BADSTATE  The txn had failed earlier; not committed; freed.
- * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM  Not committed; freed.
+ * @retval SOP_INVAL     Its commit record would be longer than a log record
+ *                       can be (4 GiB less 8 bytes: many large inline
+ *                       values); nothing written; freed.
+ * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM  Not committed; freed. SOP_IOERR
+ *                       also when the folder is gone (see sop_db_close).
  * @retval SOP_PANIC     fdatasync failed: the outcome is decided by recovery
  *                       at the next open; close the db.
  */
@@ -342,7 +358,9 @@ SOP_API void sop_txn_abort(sop_txn *txn);
  * @retval SOP_CONFLICT  Validation failed; the txn has failed (abort it).
  * @retval SOP_BUSY      Another prepared txn holds a key; txn still active.
  * @retval SOP_READONLY  Read-only transactions cannot be prepared.
- * @retval SOP_INVAL, SOP_BADSTATE, SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC
+ * @retval SOP_INVAL     Bad xid, or the record would be too long (as for
+ *                       sop_txn_commit).
+ * @retval SOP_TIMEOUT, SOP_BADSTATE, SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC
  */
 SOP_API int sop_txn_prepare(sop_txn *txn, const sop_val *xid);
 
@@ -406,26 +424,37 @@ SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
  * the same name concurrently, the second to commit gets SOP_CONFLICT.
  *
  * @param[out] store_out  Owned by the db (do not free); valid until
- *                        sop_db_close. The same name gives the same handle.
+ *                        sop_db_close, except: the handle of a store
+ *                        created in @p txn dies when @p txn ends, unless
+ *                        sop_txn_commit commits it directly (after
+ *                        sop_txn_prepare, the committed store gets a new
+ *                        handle: open it again by name); and a removed
+ *                        store's handle is freed once the removal has
+ *                        committed and every transaction that began before
+ *                        it has ended. The same name gives the same handle
+ *                        while that store lives.
  * @param[in]  txn        Read-write to create; any txn to open.
- * @param[in]  name       1..SOP_MAX_NAME_LEN bytes, NUL-terminated.
+ * @param[in]  name       1..SOP_MAX_NAME_LEN bytes of UTF-8, NUL-terminated.
  * @param[in]  flags      0 or SOP_STORE_CREATE.
  * @param[in]  opts       NULL = the stored options (or defaults when
  *                        creating). When the store exists, any field given
  *                        (non-zero) must equal the stored one.
  * @retval SOP_OK
  * @retval SOP_NOTFOUND  No such store in txn's snapshot and no CREATE.
- * @retval SOP_INVAL     Bad name/options, or options contradict the store
- *                       (sop_errmsg() names the field), or an unregistered
- *                       comparator.
+ * @retval SOP_INVAL     Bad name (too long, or not UTF-8) or options, or
+ *                       options contradict the store (sop_errmsg() names the
+ *                       field), or an unregistered comparator.
  * @retval SOP_READONLY  CREATE of a missing store in a read-only txn.
- * @retval SOP_BADSTATE, SOP_NOMEM, SOP_IOERR, SOP_CORRUPT, SOP_PANIC
+ * @retval SOP_TIMEOUT, SOP_BADSTATE, SOP_NOMEM, SOP_IOERR, SOP_CORRUPT, SOP_PANIC
  */
 SOP_API int sop_store_open(sop_store **store_out, sop_txn *txn, const char *name,
                            unsigned flags, const sop_store_options *opts);
 
-/** @brief Remove a store and all its items (transactional).
- *  @retval SOP_OK, SOP_NOTFOUND, SOP_READONLY, SOP_INVAL, SOP_BADSTATE */
+/** @brief Remove a store and all its items (transactional). Its handle
+ *  stays usable by transactions that began before the removal committed;
+ *  when the last of them has ended, the handle is freed (see sop_store_open).
+ *  @retval SOP_OK, SOP_NOTFOUND, SOP_READONLY, SOP_INVAL, SOP_BADSTATE,
+ *          SOP_TIMEOUT */
 SOP_API int sop_store_remove(sop_txn *txn, const char *name);
 
 /**
@@ -496,6 +525,9 @@ SOP_API const char *sop_store_name(const sop_store *store);
  *     not visible in its snapshot.
  *   - SOP_IOERR, SOP_CORRUPT, SOP_NOMEM, SOP_NOSPC: the txn has failed; only
  *     sop_txn_abort is allowed.
+ *   - SOP_TIMEOUT: the txn is older than txn_time_limit_ms; it has failed.
+ *     Every call that takes a txn (store, item and cursor calls alike)
+ *     checks the limit.
  * In a duplicate-key store "the item with key K" means the first (oldest)
  * one; items with equal keys keep their insertion order.
  */

@@ -22,7 +22,7 @@ int sop_txn_begin(sop_txn **out, sop_db *db, unsigned flags)
     int rc = sop_db__check_panic(db);
     if (rc)
         return rc;
-    return sop_txn__begin(out, db, flags);
+    return sop_done(sop_txn__begin(out, db, flags));
 }
 
 static int flush_cursor_reads(sop_txn *t)
@@ -50,25 +50,28 @@ int sop_txn_commit(sop_txn *t)
         sop_txn__free(t);
         return rc;
     }
+    if (t->state == SOP_TXN_ACTIVE && t->deadline_ns != UINT64_MAX &&
+        t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
+        /* Read-only ones too: the limit is the transaction's, and its end
+         * tells the caller that it overran. */
+        sop_txn__free(t);
+        return sop_err(SOP_TIMEOUT, "transaction exceeded its time limit; not committed");
+    }
     if (t->state == SOP_TXN_ACTIVE && (t->flags & SOP_TXN_READONLY)) {
         sop_txn__free(t);
-        return SOP_OK;
+        return sop_done(SOP_OK);
     }
     if (t->state == SOP_TXN_ACTIVE) {
-        if (t->deadline_ns != UINT64_MAX && t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
-            sop_txn__free(t);
-            return sop_err(SOP_TIMEOUT, "transaction exceeded its time limit; not committed");
-        }
         if ((rc = flush_cursor_reads(t)) != SOP_OK) {
             sop_txn__free(t);
             return rc;
         }
     }
-    rc = sop_txn__commit(t);
+    rc = sop_err_lost_file(sop_txn__commit(t));
     if (rc == SOP_BUSY && t->state == SOP_TXN_ACTIVE)
         return rc; /* documented: the txn stays active */
     sop_txn__free(t);
-    return rc;
+    return sop_done(rc);
 }
 
 void sop_txn_abort(sop_txn *t)
@@ -96,12 +99,12 @@ int sop_txn_prepare(sop_txn *t, const sop_val *xid)
         return rc;
     if ((rc = flush_cursor_reads(t)) != SOP_OK)
         return sop_txn__fail(t, rc);
-    rc = sop_txn__prepare(t, xid);
+    rc = sop_err_lost_file(sop_txn__prepare(t, xid));
     if (rc == SOP_CONFLICT)
         t->state = SOP_TXN_FAILED;
     else if (rc != SOP_BUSY)
         sop_txn__fail(t, rc);
-    return rc;
+    return sop_done(rc);
 }
 
 uint64_t sop_txn_id(const sop_txn *t)
@@ -125,7 +128,7 @@ int sop_db_prepared_list(sop_prepared_info *out, size_t cap, size_t *count_out, 
     }
     pthread_mutex_unlock(&db->commit_mu);
     *count_out = n;
-    return SOP_OK;
+    return sop_done(SOP_OK);
 }
 
 int sop_db_prepared_commit(sop_db *db, uint64_t id)
@@ -134,7 +137,7 @@ int sop_db_prepared_commit(sop_db *db, uint64_t id)
     if (!db)
         return sop_err(SOP_INVAL, "db is NULL");
     int rc = sop_db__check_panic(db);
-    return rc ? rc : sop_txn__resolve_prepared(db, id, 1);
+    return rc ? rc : sop_done(sop_txn__resolve_prepared(db, id, 1));
 }
 
 int sop_db_prepared_rollback(sop_db *db, uint64_t id)
@@ -143,7 +146,7 @@ int sop_db_prepared_rollback(sop_db *db, uint64_t id)
     if (!db)
         return sop_err(SOP_INVAL, "db is NULL");
     int rc = sop_db__check_panic(db);
-    return rc ? rc : sop_txn__resolve_prepared(db, id, 0);
+    return rc ? rc : sop_done(sop_txn__resolve_prepared(db, id, 0));
 }
 
 /* ---- stores ------------------------------------------------------------------ */
@@ -154,7 +157,47 @@ int sop_store_options_init(sop_store_options *opts, uint32_t version)
         return sop_err(SOP_INVAL, "unknown sop_store_options version %u", version);
     memset(opts, 0, sizeof *opts);
     opts->version = version;
-    return SOP_OK;
+    return sop_done(SOP_OK);
+}
+
+/* Offset of the first byte of p[0..n) that does not belong to a
+ * well-formed UTF-8 sequence (RFC 3629: shortest form, no surrogates,
+ * nothing above U+10FFFF), or n if there is none. */
+static size_t utf8_bad_at(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t len;
+        uint8_t lo = 0x80, hi = 0xBF; /* the second byte's range */
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong below U+0800 */
+            else if (c == 0xED)
+                hi = 0x9F; /* U+D800..U+DFFF are surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong below U+10000 */
+            else if (c == 0xF4)
+                hi = 0x8F; /* above U+10FFFF */
+        } else {
+            return i; /* C0, C1 (overlong), F5..FF, or a stray continuation byte */
+        }
+        if (n - i < len || p[i + 1] < lo || p[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k < len; k++)
+            if ((p[i + k] & 0xC0) != 0x80)
+                return i;
+        i += len;
+    }
+    return n;
 }
 
 static int check_name(const char *name)
@@ -164,21 +207,17 @@ static int check_name(const char *name)
     size_t n = strlen(name);
     if (n == 0 || n > SOP_MAX_NAME_LEN)
         return sop_err(SOP_INVAL, "store name must be 1..%d bytes", SOP_MAX_NAME_LEN);
+    size_t bad = utf8_bad_at((const uint8_t *)name, n);
+    if (bad < n)
+        return sop_err(SOP_INVAL, "store name is not valid UTF-8 (byte 0x%02x at offset %zu)",
+                       (unsigned)(uint8_t)name[bad], bad);
     return SOP_OK;
 }
 
 /* The store named name as txn sees it (own pending creates and drops too). */
 static sop_store *find_store(sop_txn *t, const char *name)
 {
-    for (sop_store *s = atomic_load(&t->db->stores); s; s = s->next) {
-        if (strcmp(s->name, name) != 0 || !sop_store__visible(s, t->snap, t))
-            continue;
-        sop_ws *w = sop_txn__ws(t, s, 0);
-        if (w && w->dropped)
-            continue;
-        return s;
-    }
-    return NULL;
+    return sop_db__store_for_txn(t->db, name, t);
 }
 
 static int check_opts_match(const sop_store *s, const sop_store_options *o)
@@ -268,17 +307,15 @@ static int new_store(sop_store **out, sop_txn *t, const char *name, const sop_st
         return sop_err(SOP_NOMEM, "write set");
     }
     w->created = 1;
-    /* Link under commit_mu: the store list is prepend-only (D3). */
-    pthread_mutex_lock(&db->commit_mu);
-    s->next = atomic_load(&db->stores);
-    atomic_store_explicit(&db->stores, s, memory_order_release);
+    pthread_mutex_lock(&db->commit_mu); /* the catalog changes under both (D3) */
+    sop_db__store_link(db, s);
     pthread_mutex_unlock(&db->commit_mu);
     *out = s;
     return SOP_OK;
 }
 
-int sop_store_open(sop_store **out, sop_txn *t, const char *name, unsigned flags,
-                   const sop_store_options *opts)
+static int store_open_impl(sop_store **out, sop_txn *t, const char *name, unsigned flags,
+                           const sop_store_options *opts)
 {
     sop_err_clear();
     if (!out || !t)
@@ -305,7 +342,13 @@ int sop_store_open(sop_store **out, sop_txn *t, const char *name, unsigned flags
     return new_store(out, t, name, opts);
 }
 
-int sop_store_remove(sop_txn *t, const char *name)
+int sop_store_open(sop_store **out, sop_txn *t, const char *name, unsigned flags,
+                   const sop_store_options *opts)
+{
+    return sop_done(store_open_impl(out, t, name, flags, opts));
+}
+
+static int store_remove_impl(sop_txn *t, const char *name)
 {
     sop_err_clear();
     if (!t)
@@ -332,12 +375,17 @@ int sop_store_remove(sop_txn *t, const char *name)
     return SOP_OK;
 }
 
+int sop_store_remove(sop_txn *t, const char *name)
+{
+    return sop_done(store_remove_impl(t, name));
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int sop_store_list(char ***names_out, size_t *count_out, sop_txn *t)
+static int store_list_impl(char ***names_out, size_t *count_out, sop_txn *t)
 {
     sop_err_clear();
     if (!names_out || !count_out || !t)
@@ -351,19 +399,30 @@ int sop_store_list(char ***names_out, size_t *count_out, sop_txn *t)
     char **names = sop_malloc(cap * sizeof *names);
     if (!names)
         return sop_err(SOP_NOMEM, "store list");
+    /* Under cat_mu the list holds still (D3); a store is listed if txn sees
+     * it, not removed by txn. One live store per name: no duplicates. */
+    pthread_mutex_lock(&t->db->cat_mu);
     for (sop_store *s = atomic_load(&t->db->stores); s; s = s->next) {
-        if (find_store(t, s->name) != s)
+        if (!sop_store__visible(s, t->snap, t))
+            continue;
+        sop_ws *w = sop_txn__ws(t, s, 0);
+        if (w && w->dropped)
             continue;
         if (n == cap) {
             char **nn = sop_realloc(names, (cap *= 2) * sizeof *names);
-            if (!nn)
+            if (!nn) {
+                pthread_mutex_unlock(&t->db->cat_mu);
                 goto nomem;
+            }
             names = nn;
         }
-        if (!(names[n] = sop_strdup(s->name)))
+        if (!(names[n] = sop_strdup(s->name))) {
+            pthread_mutex_unlock(&t->db->cat_mu);
             goto nomem;
+        }
         n++;
     }
+    pthread_mutex_unlock(&t->db->cat_mu);
     qsort(names, n, sizeof *names, cmp_names);
     *names_out = names;
     *count_out = n;
@@ -371,6 +430,11 @@ int sop_store_list(char ***names_out, size_t *count_out, sop_txn *t)
 nomem:
     sop_store_list_free(names, n);
     return sop_err(SOP_NOMEM, "store list");
+}
+
+int sop_store_list(char ***names_out, size_t *count_out, sop_txn *t)
+{
+    return sop_done(store_list_impl(names_out, count_out, t));
 }
 
 void sop_store_list_free(char **names, size_t count)
@@ -469,6 +533,14 @@ static int view_first(sop_txn *t, sop_store *s, const sop_val *key, uint64_t *se
 
 enum { OP_ADD, OP_ADD_IF_ABSENT, OP_UPDATE, OP_UPSERT };
 
+/* A put into the write set. A large value is written to the log now, so
+ * "no such file" here is the folder gone under the handle, not a key. */
+static int put_value(sop_txn *t, sop_store *s, const sop_val *key, uint64_t seq,
+                     const sop_val *value)
+{
+    return sop_err_lost_file(sop_txn__ws_put(t, s, SOP_OP_PUT, key, seq, value));
+}
+
 static int write_op(sop_txn *t, sop_store *s, const sop_val *key, const sop_val *value, int kind)
 {
     sop_err_clear();
@@ -491,9 +563,9 @@ static int write_op(sop_txn *t, sop_store *s, const sop_val *key, const sop_val 
     uint64_t seq = 0;
     sop_leafval cur;
     if (kind == OP_UPSERT && !is_dup(s))
-        return sop_txn__fail(t, sop_txn__ws_put(t, s, SOP_OP_PUT, key, 0, value));
+        return sop_txn__fail(t, put_value(t, s, key, 0, value));
     if (kind == OP_ADD && is_dup(s))
-        return sop_txn__fail(t, sop_txn__ws_put(t, s, SOP_OP_PUT, key, t->next_prov_seq++, value));
+        return sop_txn__fail(t, put_value(t, s, key, t->next_prov_seq++, value));
     rc = view_first(t, s, key, &seq, &cur);
     if (rc != SOP_OK && rc != SOP_NOTFOUND)
         return sop_txn__fail(t, rc);
@@ -517,27 +589,27 @@ static int write_op(sop_txn *t, sop_store *s, const sop_val *key, const sop_val 
             seq = t->next_prov_seq++;
         break;
     }
-    return sop_txn__fail(t, sop_txn__ws_put(t, s, SOP_OP_PUT, key, seq, value));
+    return sop_txn__fail(t, put_value(t, s, key, seq, value));
 }
 
 int sop_add(sop_txn *t, sop_store *s, const sop_val *key, const sop_val *value)
 {
-    return write_op(t, s, key, value, OP_ADD);
+    return sop_done(write_op(t, s, key, value, OP_ADD));
 }
 int sop_add_if_absent(sop_txn *t, sop_store *s, const sop_val *key, const sop_val *value)
 {
-    return write_op(t, s, key, value, OP_ADD_IF_ABSENT);
+    return sop_done(write_op(t, s, key, value, OP_ADD_IF_ABSENT));
 }
 int sop_update(sop_txn *t, sop_store *s, const sop_val *key, const sop_val *value)
 {
-    return write_op(t, s, key, value, OP_UPDATE);
+    return sop_done(write_op(t, s, key, value, OP_UPDATE));
 }
 int sop_upsert(sop_txn *t, sop_store *s, const sop_val *key, const sop_val *value)
 {
-    return write_op(t, s, key, value, OP_UPSERT);
+    return sop_done(write_op(t, s, key, value, OP_UPSERT));
 }
 
-int sop_remove(sop_txn *t, sop_store *s, const sop_val *key)
+static int remove_impl(sop_txn *t, sop_store *s, const sop_val *key)
 {
     sop_err_clear();
     if (!t)
@@ -567,7 +639,12 @@ int sop_remove(sop_txn *t, sop_store *s, const sop_val *key)
     return removed ? SOP_OK : sop_err(SOP_NOTFOUND, "key not found in store '%s'", s->name);
 }
 
-int sop_get(sop_val *value_out, sop_txn *t, sop_store *s, const sop_val *key)
+int sop_remove(sop_txn *t, sop_store *s, const sop_val *key)
+{
+    return sop_done(remove_impl(t, s, key));
+}
+
+static int get_impl(sop_val *value_out, sop_txn *t, sop_store *s, const sop_val *key)
 {
     sop_err_clear();
     if (value_out) {
@@ -595,7 +672,12 @@ int sop_get(sop_val *value_out, sop_txn *t, sop_store *s, const sop_val *key)
     return SOP_OK;
 }
 
-int sop_count(uint64_t *count_out, sop_txn *t, sop_store *s)
+int sop_get(sop_val *value_out, sop_txn *t, sop_store *s, const sop_val *key)
+{
+    return sop_done(get_impl(value_out, t, s, key));
+}
+
+static int count_impl(uint64_t *count_out, sop_txn *t, sop_store *s)
 {
     sop_err_clear();
     if (!count_out || !t)
@@ -636,7 +718,12 @@ int sop_count(uint64_t *count_out, sop_txn *t, sop_store *s)
     return SOP_OK;
 }
 
-int sop_store_info_get(sop_store_info *out, sop_txn *t, sop_store *s)
+int sop_count(uint64_t *count_out, sop_txn *t, sop_store *s)
+{
+    return sop_done(count_impl(count_out, t, s));
+}
+
+static int store_info_get_impl(sop_store_info *out, sop_txn *t, sop_store *s)
 {
     sop_err_clear();
     if (!out || !t)
@@ -656,7 +743,12 @@ int sop_store_info_get(sop_store_info *out, sop_txn *t, sop_store *s)
     return SOP_OK;
 }
 
-int sop_store_stat(sop_store_stat_info *out, sop_txn *t, sop_store *s)
+int sop_store_info_get(sop_store_info *out, sop_txn *t, sop_store *s)
+{
+    return sop_done(store_info_get_impl(out, t, s));
+}
+
+static int store_stat_impl(sop_store_stat_info *out, sop_txn *t, sop_store *s)
 {
     sop_err_clear();
     if (!out || !t)
@@ -674,9 +766,14 @@ int sop_store_stat(sop_store_stat_info *out, sop_txn *t, sop_store *s)
     return SOP_OK;
 }
 
+int sop_store_stat(sop_store_stat_info *out, sop_txn *t, sop_store *s)
+{
+    return sop_done(store_stat_impl(out, t, s));
+}
+
 /* ---- cursors ------------------------------------------------------------------ */
 
-int sop_cursor_open(sop_cursor **out, sop_txn *t, sop_store *s)
+static int cursor_open_impl(sop_cursor **out, sop_txn *t, sop_store *s)
 {
     sop_err_clear();
     if (!out || !t)
@@ -703,6 +800,11 @@ int sop_cursor_open(sop_cursor **out, sop_txn *t, sop_store *s)
     return SOP_OK;
 }
 
+int sop_cursor_open(sop_cursor **out, sop_txn *t, sop_store *s)
+{
+    return sop_done(cursor_open_impl(out, t, s));
+}
+
 void sop_cursor_close(sop_cursor *c)
 {
     if (!c)
@@ -721,8 +823,8 @@ void sop_cursor_close(sop_cursor *c)
     sop_free(c);
 }
 
-int sop_cursor_get(sop_val *key_out, sop_val *value_out, sop_cursor *c, sop_cursor_op op,
-                   const sop_val *key)
+static int cursor_get_impl(sop_val *key_out, sop_val *value_out, sop_cursor *c, sop_cursor_op op,
+                           const sop_val *key)
 {
     sop_err_clear();
     if (key_out)
@@ -754,7 +856,13 @@ int sop_cursor_get(sop_val *key_out, sop_val *value_out, sop_cursor *c, sop_curs
     return SOP_OK;
 }
 
-int sop_cursor_remove(sop_cursor *c)
+int sop_cursor_get(sop_val *key_out, sop_val *value_out, sop_cursor *c, sop_cursor_op op,
+                   const sop_val *key)
+{
+    return sop_done(cursor_get_impl(key_out, value_out, c, op, key));
+}
+
+static int cursor_remove_impl(sop_cursor *c)
 {
     sop_err_clear();
     if (!c)
@@ -768,4 +876,9 @@ int sop_cursor_remove(sop_cursor *c)
     if (!c->positioned)
         return sop_err(SOP_INVAL, "cursor is not positioned");
     return sop_txn__fail(t, sop_txn__ws_put(t, c->store, SOP_OP_DEL, &c->key, c->seq, NULL));
+}
+
+int sop_cursor_remove(sop_cursor *c)
+{
+    return sop_done(cursor_remove_impl(c));
 }

@@ -492,5 +492,5 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
     sop_u64map_dispose(&c.live);
     sop_free(c.buf);
     *findings_out = c.findings;
-    return rc;
+    return sop_done(rc);
 }

@@ -1028,8 +1028,7 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         if (sl)
             memcpy(s->key_spec, spec, sl);
         s->key_spec_len = sl;
-        s->next = atomic_load(&db->stores);
-        atomic_store(&db->stores, s);
+        sop_db__store_link(db, s);
     }
     uint32_t npr = sop_rd_u32(&r);
     for (uint32_t i = 0; i < npr && !r.bad; i++) {

@@ -98,14 +98,263 @@ int sop_store__visible(const sop_store *s, uint64_t snap, const sop_txn *txn)
     return atomic_load_explicit(&m->created_lsn, memory_order_acquire) <= snap;
 }
 
+/* ---- the store catalog (D3) ------------------------------------------------ */
+
+uint64_t sop_db__name_hash(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a final mix */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ull;
+    return h ^ (h >> 29);
+}
+
+static size_t id_bucket(const sop_db *db, uint64_t id)
+{
+    id *= 0x9e3779b97f4a7c15ull;
+    return (size_t)(id >> 32) & (db->cat_buckets - 1);
+}
+
+static size_t name_bucket(const sop_db *db, uint64_t hash)
+{
+    return (size_t)hash & (db->cat_buckets - 1);
+}
+
+static int name_is(const sop_store *s, uint64_t hash, const char *name, size_t len)
+{
+    return s->name_hash == hash && strlen(s->name) == len && memcmp(s->name, name, len) == 0;
+}
+
+static int catalog_init(sop_db *db)
+{
+    db->cat_buckets = 16;
+    db->cat_by_name = sop_calloc(db->cat_buckets, sizeof *db->cat_by_name);
+    db->cat_by_id = sop_calloc(db->cat_buckets, sizeof *db->cat_by_id);
+    return db->cat_by_name && db->cat_by_id ? SOP_OK : sop_err(SOP_NOMEM, "store catalog");
+}
+
+/* Double the buckets when the chains average more than one store (cat_mu).
+ * Without memory the chains just grow longer. */
+static void catalog_grow(sop_db *db)
+{
+    if (db->cat_count <= db->cat_buckets)
+        return;
+    size_t n = db->cat_buckets * 2;
+    sop_store **by_name = sop_calloc(n, sizeof *by_name), **by_id = sop_calloc(n, sizeof *by_id);
+    if (!by_name || !by_id) {
+        sop_free(by_name);
+        sop_free(by_id);
+        return;
+    }
+    sop_free(db->cat_by_name);
+    sop_free(db->cat_by_id);
+    db->cat_by_name = by_name;
+    db->cat_by_id = by_id;
+    db->cat_buckets = n;
+    for (sop_store *s = atomic_load(&db->stores); s; s = s->next) {
+        size_t b = name_bucket(db, s->name_hash);
+        s->name_next = by_name[b];
+        by_name[b] = s;
+        if (s->in_id_index) {
+            b = id_bucket(db, s->id);
+            s->id_next = by_id[b];
+            by_id[b] = s;
+        }
+    }
+}
+
+static void index_id_locked(sop_db *db, sop_store *s)
+{
+    if (s->in_id_index || s->id == 0 || atomic_load(&s->created_lsn) == SOP_NEVER)
+        return;
+    size_t b = id_bucket(db, s->id);
+    s->id_next = db->cat_by_id[b];
+    db->cat_by_id[b] = s;
+    s->in_id_index = 1;
+}
+
+void sop_db__store_link(sop_db *db, sop_store *s)
+{
+    s->name_hash = sop_db__name_hash(s->name, strlen(s->name));
+    pthread_mutex_lock(&db->cat_mu);
+    sop_store *head = atomic_load(&db->stores);
+    s->prev = NULL;
+    s->next = head;
+    if (head)
+        head->prev = s;
+    atomic_store_explicit(&db->stores, s, memory_order_release);
+    size_t b = name_bucket(db, s->name_hash);
+    s->name_next = db->cat_by_name[b];
+    db->cat_by_name[b] = s;
+    index_id_locked(db, s);
+    db->cat_count++;
+    catalog_grow(db);
+    pthread_mutex_unlock(&db->cat_mu);
+}
+
+void sop_db__store_published(sop_db *db, sop_store *s)
+{
+    pthread_mutex_lock(&db->cat_mu);
+    index_id_locked(db, s);
+    pthread_mutex_unlock(&db->cat_mu);
+}
+
+/* Take s out of the list and the indexes and free it (commit_mu held). */
+static void store_unlink_free(sop_db *db, sop_store *s)
+{
+    if (s->on_count_multi) {
+        sop_store **pp = &db->count_multi;
+        while (*pp != s)
+            pp = &(*pp)->counts_next;
+        *pp = s->counts_next;
+    }
+    pthread_mutex_lock(&db->cat_mu);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        atomic_store_explicit(&db->stores, s->next, memory_order_release);
+    if (s->next)
+        s->next->prev = s->prev;
+    sop_store **pp = &db->cat_by_name[name_bucket(db, s->name_hash)];
+    while (*pp != s)
+        pp = &(*pp)->name_next;
+    *pp = s->name_next;
+    if (s->in_id_index) {
+        pp = &db->cat_by_id[id_bucket(db, s->id)];
+        while (*pp != s)
+            pp = &(*pp)->id_next;
+        *pp = s->id_next;
+    }
+    db->cat_count--;
+    pthread_mutex_unlock(&db->cat_mu);
+    sop_store__free(s);
+}
+
+void sop_db__count_versions(sop_db *db, sop_store *s)
+{
+    if (s->on_count_multi)
+        return;
+    s->on_count_multi = 1;
+    s->counts_next = db->count_multi;
+    db->count_multi = s;
+}
+
+void sop_db__trim_counts(sop_db *db, uint64_t snap_min)
+{
+    sop_store **pp = &db->count_multi;
+    while (*pp) {
+        sop_store *s = *pp;
+        /* Keep the newest version <= snap_min and the newer ones. */
+        sop_countver *c = atomic_load(&s->counts);
+        while (c && c->lsn > snap_min)
+            c = atomic_load(&c->older);
+        if (c) {
+            sop_countver *rest = atomic_load(&c->older);
+            atomic_store(&c->older, NULL);
+            while (rest) {
+                sop_countver *nx = atomic_load(&rest->older);
+                sop_free(rest);
+                rest = nx;
+            }
+        }
+        sop_countver *head = atomic_load(&s->counts);
+        if (head && !atomic_load(&head->older)) {
+            *pp = s->counts_next; /* one version left */
+            s->on_count_multi = 0;
+        } else {
+            pp = &s->counts_next;
+        }
+    }
+}
+
+void sop_db__store_dropped(sop_db *db, sop_store *s)
+{
+    s->dropped_next = db->cat_dropped;
+    db->cat_dropped = s;
+}
+
+void sop_db__reap_stores(sop_db *db, uint64_t snap_min)
+{
+    sop_store **pp = &db->cat_dropped;
+    while (*pp) {
+        sop_store *s = *pp;
+        /* Invisible to every snapshot >= snap_min (sop_store__visible), and
+         * later ones start at visible_lsn >= snap_min. A checkpoint's cut C
+         * is >= snap_min too (ckpt_snap), and its manifest holds only
+         * stores live at C. */
+        if (atomic_load(&s->dropped_lsn) <= snap_min) {
+            *pp = s->dropped_next;
+            store_unlink_free(db, s);
+        } else {
+            pp = &s->dropped_next;
+        }
+    }
+}
+
+void sop_db__discard_pending(sop_db *db, sop_txn *t)
+{
+    /* Stores in t's write sets that never committed are t's own creates
+     * (nobody else can see a pending store, D3). Nothing else refers to
+     * them now that t ends: its commit, if any, is over. */
+    int any = 0;
+    for (sop_ws *w = t->ws; w && !any; w = w->next)
+        any = atomic_load(&w->store->created_lsn) == SOP_NEVER;
+    if (!any)
+        return;
+    pthread_mutex_lock(&db->commit_mu);
+    for (sop_ws *w = t->ws; w; w = w->next)
+        if (atomic_load(&w->store->created_lsn) == SOP_NEVER) {
+            store_unlink_free(db, w->store);
+            w->store = NULL;
+        }
+    pthread_mutex_unlock(&db->commit_mu);
+}
+
+sop_store *sop_db__store_for_txn(sop_db *db, const char *name, sop_txn *t)
+{
+    size_t len = strlen(name);
+    uint64_t h = sop_db__name_hash(name, len);
+    sop_store *found = NULL;
+    pthread_mutex_lock(&db->cat_mu);
+    for (sop_store *s = db->cat_by_name[name_bucket(db, h)]; s && !found; s = s->name_next) {
+        db->cat_probes++;
+        if (!name_is(s, h, name, len) || !sop_store__visible(s, t->snap, t))
+            continue;
+        sop_ws *w = sop_txn__ws(t, s, 0);
+        if (!w || !w->dropped)
+            found = s;
+    }
+    pthread_mutex_unlock(&db->cat_mu);
+    return found;
+}
+
+sop_store *sop_db__store_live_named(sop_db *db, const char *name, size_t len)
+{
+    uint64_t h = sop_db__name_hash(name, len);
+    sop_store *found = NULL;
+    pthread_mutex_lock(&db->cat_mu);
+    for (sop_store *s = db->cat_by_name[name_bucket(db, h)]; s && !found; s = s->name_next) {
+        db->cat_probes++;
+        if (name_is(s, h, name, len) && atomic_load(&s->created_lsn) != SOP_NEVER &&
+            atomic_load(&s->dropped_lsn) == SOP_NEVER)
+            found = s;
+    }
+    pthread_mutex_unlock(&db->cat_mu);
+    return found;
+}
+
 sop_store *sop_db__store_by_id(sop_db *db, uint64_t id)
 {
     if (id == 0)
         return NULL;
-    for (sop_store *s = atomic_load(&db->stores); s; s = s->next)
-        if (s->id == id && atomic_load(&s->created_lsn) != SOP_NEVER)
-            return s;
-    return NULL;
+    sop_store *found = NULL;
+    pthread_mutex_lock(&db->cat_mu);
+    for (sop_store *s = db->cat_by_id[id_bucket(db, id)]; s && !found; s = s->id_next) {
+        db->cat_probes++;
+        if (s->id == id)
+            found = s;
+    }
+    pthread_mutex_unlock(&db->cat_mu);
+    return found;
 }
 
 void sop_store__free(sop_store *s)
@@ -437,6 +686,7 @@ static int recover(sop_db *db)
         pthread_mutex_unlock(&db->wal.seg_mu);
     }
     atomic_store(&db->visible_lsn, db->applied_lsn);
+    sop_db__reap_stores(db, db->applied_lsn); /* replayed drops: no snapshot yet */
     rc = SOP_OK;
 out:
     sop_cache__leave(&db->check_epoch);
@@ -453,7 +703,7 @@ int sop_db_options_init(sop_db_options *opts, uint32_t version)
         return sop_err(SOP_INVAL, "unknown sop_db_options version %u", version);
     memset(opts, 0, sizeof *opts);
     opts->version = version;
-    return SOP_OK;
+    return sop_done(SOP_OK);
 }
 
 static int copy_options(sop_db *db, const sop_db_options *in)
@@ -494,6 +744,12 @@ static int copy_options(sop_db *db, const sop_db_options *in)
             if (nl == 0 || nl > 63 || !c->compare)
                 return sop_err(SOP_INVAL, "comparator %zu needs a 1..63 byte name and a function",
                                i);
+            /* A store records only the name: two functions under one name
+             * would leave its order to the registration order. */
+            for (size_t k = 0; k < i; k++)
+                if (strcmp(db->comparators[k].name, c->name) == 0)
+                    return sop_err(SOP_INVAL, "comparators %zu and %zu are both named '%s'",
+                                   k, i, c->name);
             db->comparators[i] = *c;
             db->comparators[i].name = sop_strdup(c->name);
             db->comparator_count = i + 1;
@@ -549,6 +805,9 @@ static void db_free(sop_db *db)
     pthread_mutex_destroy(&db->snap_mu);
     pthread_mutex_destroy(&db->cache_mu);
     pthread_mutex_destroy(&db->retire_mu);
+    pthread_mutex_destroy(&db->cat_mu);
+    sop_free(db->cat_by_name);
+    sop_free(db->cat_by_id);
     sop_free(db->path);
     sop_free(db);
 }
@@ -572,6 +831,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     pthread_mutex_init(&db->snap_mu, NULL);
     pthread_mutex_init(&db->cache_mu, NULL);
     pthread_mutex_init(&db->retire_mu, NULL);
+    pthread_mutex_init(&db->cat_mu, NULL);
     atomic_init(&db->epoch, 1);
     atomic_init(&db->ckpt_epoch, 0);
     atomic_init(&db->check_epoch, 0);
@@ -589,6 +849,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
         goto out;
     }
     SOP_TRY(copy_options(db, opts));
+    SOP_TRY(catalog_init(db));
 
     rc = db->vfs->stat(db->vfs, path, &is_dir, &size);
     if (rc == SOP_NOTFOUND) {
@@ -667,7 +928,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     SOP_TRY(recover(db));
     SOP_TRY(sop_wal__start(&db->wal));
     *out = db;
-    return SOP_OK;
+    return sop_done(SOP_OK);
 out:
     db_free(db);
     return rc;
@@ -729,7 +990,7 @@ int sop_db_close(sop_db *db)
         rc = SOP_PANIC;
     }
     db_free(db);
-    return rc;
+    return sop_done(sop_err_lost_file(rc));
 }
 
 int sop_db_checkpoint(sop_db *db)
@@ -738,7 +999,7 @@ int sop_db_checkpoint(sop_db *db)
     if (!db)
         return sop_err(SOP_INVAL, "db is NULL");
     int rc = sop_db__check_panic(db);
-    return rc ? rc : sop_ckpt__run(db);
+    return rc ? rc : sop_done(sop_err_lost_file(sop_ckpt__run(db)));
 }
 
 int sop_db_stat(sop_db_stat_info *out, sop_db *db)
@@ -771,7 +1032,7 @@ int sop_db_stat(sop_db_stat_info *out, sop_db *db)
         out->segments++;
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
-    return SOP_OK;
+    return sop_done(SOP_OK);
 }
 
 /* Test hook (not in sop.h): drop the handle the way a crash would - no

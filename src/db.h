@@ -13,8 +13,12 @@
  *   (D2) Snapshots are registered under snap_mu together with reading
  *        visible_lsn, so S_min computed under snap_mu is <= every snapshot
  *        any transaction can use.
- *   (D3) Stores are never unlinked from db->stores while the db is open;
- *        store handles stay valid until sop_db_close.
+ *   (D3) The catalog (db->stores and its name and id indexes) changes only
+ *        with commit_mu and cat_mu held; either lock makes it readable.
+ *        A store object is freed while the db is open only when nothing
+ *        can reach it: a dropped store once its drop is older than every
+ *        snapshot (sop_db__reap_stores, from trim); a store whose create
+ *        never committed when its creating transaction ends.
  */
 #ifndef SOP_DB_H
 #define SOP_DB_H
@@ -41,7 +45,14 @@ typedef struct sop_countver {
 
 struct sop_store {
     sop_db *db;
-    struct sop_store *next;          /* db->stores (prepend only, D3) */
+    struct sop_store *next, *prev;   /* db->stores (D3) */
+    struct sop_store *name_next;     /* chain of db->cat_by_name */
+    struct sop_store *id_next;       /* chain of db->cat_by_id */
+    struct sop_store *dropped_next;  /* db->cat_dropped */
+    struct sop_store *counts_next;   /* db->count_multi, if on_count_multi */
+    int on_count_multi;
+    uint64_t name_hash;
+    int in_id_index;                 /* committed: findable by id */
     char *name;
     uint64_t id;                     /* 0 until its create commits */
     uint64_t root_lid;               /* stable for the store's life (no root moves) */
@@ -112,7 +123,16 @@ struct sop_db {
 
     _Atomic uint64_t visible_lsn; /* D1 */
     uint64_t applied_lsn;         /* commit_mu */
-    _Atomic(sop_store *) stores;  /* D3 */
+    _Atomic(sop_store *) stores;  /* D3: every store object */
+    /* The catalog indexes (D3). Buckets are a power of two, chains
+     * intrusive, so linking never allocates (a failed growth only leaves
+     * chains longer). By name: every store object; by id: committed ones. */
+    pthread_mutex_t cat_mu;       /* level 8, a leaf: nothing is taken under it */
+    sop_store **cat_by_name, **cat_by_id;
+    size_t cat_buckets, cat_count;
+    sop_store *cat_dropped;       /* dropped, not yet freed (commit_mu) */
+    sop_store *count_multi;       /* stores with more than one count version (commit_mu) */
+    uint64_t cat_probes;          /* entries examined by lookups (cat_mu; tests) */
     uint64_t next_store_id;       /* commit_mu */
     uint64_t next_txn_id;         /* commit_mu: prepared transaction ids */
 
@@ -176,6 +196,30 @@ uint64_t sop_store__count_at(const sop_store *s, uint64_t snap);
 int sop_store__visible(const sop_store *s, uint64_t snap, const sop_txn *txn);
 sop_store *sop_db__store_by_id(sop_db *db, uint64_t id);
 void sop_store__free(sop_store *s);
+
+/* The catalog (D3). Callers hold commit_mu except where said. */
+/* Add a store object to db->stores and the indexes (by id if committed). */
+void sop_db__store_link(sop_db *db, sop_store *s);
+/* s's create has just committed (created_lsn set): index it by id. */
+void sop_db__store_published(sop_db *db, sop_store *s);
+/* s's drop has just committed: free it once no snapshot sees it. */
+void sop_db__store_dropped(sop_db *db, sop_store *s);
+/* s has more than one count version now: trim will look at it. */
+void sop_db__count_versions(sop_db *db, sop_store *s);
+/* Free the count versions no snapshot >= snap_min needs (sop_db__trim). */
+void sop_db__trim_counts(sop_db *db, uint64_t snap_min);
+/* Free the dropped stores no snapshot >= snap_min can see. */
+void sop_db__reap_stores(sop_db *db, uint64_t snap_min);
+/* Free the stores t created whose create never committed (t is ending;
+ * takes commit_mu itself, only when there are some). */
+void sop_db__discard_pending(sop_db *db, sop_txn *t);
+/* The store named name that txn sees (its own pending creates too, not the
+ * stores it removed), or NULL. Any thread; takes cat_mu. */
+sop_store *sop_db__store_for_txn(sop_db *db, const char *name, sop_txn *t);
+/* The hash the name index uses. */
+uint64_t sop_db__name_hash(const char *name, size_t len);
+/* A committed, not dropped store of this name, or NULL. */
+sop_store *sop_db__store_live_named(sop_db *db, const char *name, size_t len);
 
 /* Oldest snapshot any live transaction or checkpoint uses (snap_mu taken). */
 uint64_t sop_db__snap_min(sop_db *db, int rw_only);

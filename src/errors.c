@@ -3,7 +3,8 @@
  *
  * The detail is thread-local because a sop_db is shared by threads
  * (libgit2's git_error_last model); it is overwritten by the next failure
- * on the same thread and cleared at the start of each API call.
+ * on the same thread, cleared at the start of each API call and again when
+ * a sop.h call succeeds (sop_done), so "" after SOP_OK.
  */
 #include "sop_int.h"
 

@@ -9,6 +9,7 @@
  *   3 log->append_mu   the log's append point and segment rotation
  *   4 db->snap_mu      active-transaction list and snapshot registration
  *   5 log->sync_mu     group-commit state (durable LSN, sync leader)
+ *   (db.h: 6 cache_mu, 7 retire_mu, 8 cat_mu, the store catalog, a leaf)
  * The snapshot and sync locks are never held across I/O.
  */
 #ifndef SOP_INT_H
@@ -32,6 +33,23 @@ int sop_err(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sop_err_os(int rc, int os_errno, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Clear the thread's detail (start of every API call). */
 void sop_err_clear(void);
+/* The end of every sop.h call that returns int: on SOP_OK the detail is
+ * cleared, so sop_errmsg() never shows a failure the call tolerated inside
+ * (mkdir of an existing folder, a probe that found nothing). */
+static inline int sop_done(int rc)
+{
+    if (rc == SOP_OK)
+        sop_err_clear();
+    return rc;
+}
+/* An OS "no such file" met by a call whose target is the open database
+ * (commit, checkpoint, close): its folder was renamed or deleted under the
+ * handle. That is an I/O failure to the caller (SOP_IOERR; detail and
+ * sop_os_errno() kept), not the documented "no such key/store" NOTFOUND. */
+static inline int sop_err_lost_file(int rc)
+{
+    return rc == SOP_NOTFOUND ? SOP_IOERR : rc;
+}
 
 /* SOP_CORRUPT with the source line in the message: every site is distinct. */
 #define SOP_CORRUPT_BKPT(...) sop_corrupt_at(__LINE__, __FILE__, __VA_ARGS__)

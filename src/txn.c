@@ -68,6 +68,14 @@ void sop_txn__free(sop_txn *t)
         release_ws_blobs(t, 1);
     for (sop_cursor *c = t->cursors; c; c = c->next_in_txn)
         sop_cursor__invalidate(c);
+    /* Stores this txn created but never committed die with it. Before it
+     * leaves the active list: from then on its snapshot no longer keeps a
+     * store it touched from being freed (sop_db__reap_stores). */
+    for (sop_ws *w = t->ws; w; w = w->next) {
+        if (w->created && atomic_load(&w->store->pending_owner) == t)
+            atomic_store(&w->store->pending_owner, NULL);
+    }
+    sop_db__discard_pending(db, t);
     pthread_mutex_lock(&db->snap_mu);
     if (t->prev_active)
         t->prev_active->next_active = t->next_active;
@@ -77,11 +85,7 @@ void sop_txn__free(sop_txn *t)
         t->next_active->prev_active = t->prev_active;
     db->active_count--;
     pthread_mutex_unlock(&db->snap_mu);
-    /* Stores this txn created but never committed die with it. */
-    for (sop_ws *w = t->ws; w; w = w->next) {
-        if (w->created && atomic_load(&w->store->pending_owner) == t)
-            atomic_store(&w->store->pending_owner, NULL);
-    }
+    sop_u64map_dispose(&t->ws_index);
     sop_arena_dispose(&t->arena);
     sop_free(t->reads);
     sop_free(t->value_buf);
@@ -129,9 +133,10 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
     sop_cache__enter(t->db, &t->epoch); /* every call re-announces (cache.h L2) */
     if (for_write && (t->flags & SOP_TXN_READONLY))
         return sop_err(SOP_READONLY, "write in a read-only transaction");
-    /* The clock is read every 64 calls: the limit is coarse by design. */
-    if (t->deadline_ns != UINT64_MAX && (++t->calls & 63) == 0 &&
-        t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
+    /* Every call reads the clock (a vDSO call, tens of nanoseconds): a
+     * transaction past its limit gets no more reads, so the limit bounds
+     * how long it can use its snapshot. */
+    if (t->deadline_ns != UINT64_MAX && t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
         t->state = SOP_TXN_FAILED;
         return sop_err(SOP_TIMEOUT, "transaction exceeded its time limit");
     }
@@ -153,9 +158,20 @@ static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_
 
 sop_ws *sop_txn__ws(sop_txn *t, sop_store *s, int create)
 {
-    for (sop_ws *w = t->ws; w; w = w->next)
-        if (w->store == s)
-            return w;
+    /* A few write sets are searched in the list; more through ws_index, so
+     * a transaction touching thousands of stores is not quadratic. */
+    if (t->ws_count <= SOP_WS_LIST_MAX) {
+        for (sop_ws *w = t->ws; w; w = w->next) {
+            t->ws_probes++;
+            if (w->store == s)
+                return w;
+        }
+    } else {
+        void *found;
+        t->ws_probes++;
+        if (sop_u64map_get(&found, &t->ws_index, (uintptr_t)s) == SOP_OK)
+            return found;
+    }
     if (!create)
         return NULL;
     sop_ws *w = sop_arena_alloc(&t->arena, sizeof *w, 8);
@@ -169,8 +185,18 @@ sop_ws *sop_txn__ws(sop_txn *t, sop_store *s, int create)
         return NULL;
     memset(w->head, 0, sizeof(sop_ws_item) + SOP_WS_MAX_HEIGHT * sizeof(sop_ws_item *));
     w->head->height = SOP_WS_MAX_HEIGHT;
+    if (t->ws_count == SOP_WS_LIST_MAX) /* from now on through the index */
+        for (sop_ws *o = t->ws; o; o = o->next)
+            if (sop_u64map_put(NULL, &t->ws_index, (uintptr_t)o->store, o) != SOP_OK) {
+                sop_u64map_dispose(&t->ws_index);
+                return NULL;
+            }
+    if (t->ws_count >= SOP_WS_LIST_MAX &&
+        sop_u64map_put(NULL, &t->ws_index, (uintptr_t)s, w) != SOP_OK)
+        return NULL;
     w->next = t->ws;
     t->ws = w;
+    t->ws_count++;
     return w;
 }
 
@@ -561,14 +587,10 @@ static int validate(sop_txn *t)
     for (sop_ws *w = t->ws; w; w = w->next) {
         sop_store *s = w->store;
         if (w->created) {
-            for (sop_store *o = atomic_load(&db->stores); o; o = o->next) {
-                if (o != s && strcmp(o->name, s->name) == 0 &&
-                    atomic_load(&o->created_lsn) != SOP_NEVER &&
-                    atomic_load(&o->dropped_lsn) == SOP_NEVER) {
-                    atomic_fetch_add(&db->st_conflicts, 1);
-                    return sop_err(SOP_CONFLICT, "store '%s' was created by another transaction",
-                                   s->name);
-                }
+            if (sop_db__store_live_named(db, s->name, strlen(s->name))) {
+                atomic_fetch_add(&db->st_conflicts, 1);
+                return sop_err(SOP_CONFLICT, "store '%s' was created by another transaction",
+                               s->name);
             }
             /* A prepared transaction's new store holds its name until it is
              * resolved: its commit must not make a second live store of that
@@ -719,6 +741,44 @@ typedef struct cat_change {
     int has_ops;
 } cat_change;
 
+/* The catalog changes of one body, indexed (a body may create or name
+ * thousands of stores): id -> 1 + index in ch, and for creates name hash
+ * -> 1 + index. */
+typedef struct ch_index {
+    sop_u64map ids, names;
+} ch_index;
+
+static size_t ch_by_id(const ch_index *x, uint64_t id)
+{
+    void *v;
+    return id && sop_u64map_get(&v, &x->ids, id) == SOP_OK ? (size_t)(uintptr_t)v : 0;
+}
+
+/* Does a create in ch (indexed in x) already use this name? */
+static int ch_name_taken(const cat_change *ch, size_t nch, const ch_index *x, const sop_val *name)
+{
+    void *v;
+    uint64_t h = sop_db__name_hash(name->data, name->len) | 1; /* never key 0 */
+    if (sop_u64map_get(&v, &x->names, h) != SOP_OK)
+        return 0;
+    for (size_t k = 0; k < nch; k++) /* a hash match: compare names (and on collisions) */
+        if (ch[k].created && strlen(ch[k].store->name) == name->len &&
+            memcmp(ch[k].store->name, name->data, name->len) == 0)
+            return 1;
+    return 0;
+}
+
+static int ch_add(ch_index *x, const cat_change *ch, size_t k)
+{
+    void *v = (void *)(uintptr_t)(k + 1);
+    const char *name = ch[k].store->name;
+    if (sop_u64map_put(NULL, &x->ids, ch[k].store->id, v) != SOP_OK ||
+        (ch[k].created &&
+         sop_u64map_put(NULL, &x->names, sop_db__name_hash(name, strlen(name)) | 1, v) != SOP_OK))
+        return sop_err(SOP_NOMEM, "catalog changes");
+    return SOP_OK;
+}
+
 /* Apply a COMMIT/PREPARE body (from the xid field on) at a->lsn. When
  * owner is not NULL (live commit), created stores are the owner's pending
  * handles; in replay new store objects are made. deltas are checked
@@ -730,12 +790,15 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
     sop_rd r = {body, body + len, 0};
     cat_change *ch = NULL;
     size_t nch = 0;
+    ch_index chx = {SOP_U64MAP_INIT, SOP_U64MAP_INIT};
     int rc = SOP_OK;
     sop_rd_val16(&r); /* xid */
     uint32_t ncat = sop_rd_u32(&r);
     if (r.bad || ncat > len)
         return SOP_CORRUPT_BKPT("commit record catalog");
     uint32_t cap = ncat + 64;
+    /* encode_txn wrote owner's creates in write-set order: found in one pass */
+    sop_ws *next_created = owner ? owner->ws : NULL;
     ch = sop_calloc(cap, sizeof *ch);
     if (!ch)
         return sop_err(SOP_NOMEM, "catalog changes");
@@ -754,26 +817,23 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
                 goto out;
             }
             sop_store *s = NULL;
-            if (owner) {
-                for (sop_ws *w = owner->ws; w; w = w->next)
-                    if (w->created && w->store->id == id)
-                        s = w->store;
+            while (next_created && !next_created->created)
+                next_created = next_created->next;
+            if (next_created && next_created->store->id == id) {
+                s = next_created->store;
+                next_created = next_created->next;
             }
+            for (sop_ws *w = owner && !s ? owner->ws : NULL; w; w = w->next)
+                if (w->created && w->store->id == id)
+                    s = w->store;
             if (!s) {
                 /* Replay (and commit of a prepared body): no other store may
                  * have this id, nor, while live, this name (commit and
                  * prepare validation keep both unique, and store ids are
                  * never reused), or two stores would answer to one. */
-                int clash = id == 0 || id == UINT64_MAX || sop_db__store_by_id(db, id) != NULL;
-                for (sop_store *o = atomic_load(&db->stores); o && !clash; o = o->next)
-                    clash = atomic_load(&o->created_lsn) != SOP_NEVER &&
-                            atomic_load(&o->dropped_lsn) == SOP_NEVER &&
-                            strlen(o->name) == name.len &&
-                            memcmp(o->name, name.data, name.len) == 0;
-                for (size_t k = 0; k < nch && !clash; k++)
-                    clash = ch[k].store->id == id ||
-                            (ch[k].created && strlen(ch[k].store->name) == name.len &&
-                             memcmp(ch[k].store->name, name.data, name.len) == 0);
+                int clash = id == 0 || id == UINT64_MAX || sop_db__store_by_id(db, id) != NULL ||
+                            sop_db__store_live_named(db, name.data, name.len) != NULL ||
+                            ch_by_id(&chx, id) || ch_name_taken(ch, nch, &chx, &name);
                 if (clash) {
                     rc = SOP_CORRUPT_BKPT("commit record creates store %" PRIu64
                                           " '%.*s', whose id or name is in use",
@@ -837,6 +897,11 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
             }
             ch[nch].store = s;
             ch[nch].next_seq = 1;
+            if ((rc = ch_add(&chx, ch, nch)) != SOP_OK) {
+                if (ch[nch].created == 2)
+                    sop_store__free(s);
+                goto out;
+            }
             nch++;
             if (db->reg.next_lid <= root)
                 db->reg.next_lid = root + 1;
@@ -844,20 +909,19 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
                 db->next_store_id = id + 1;
             SOP_TRY(sop_apply__create_root(a, s));
         } else if (op == 2) {
-            sop_store *s = sop_db__store_by_id(db, id);
-            for (size_t k = 0; !s && k < nch; k++)
-                if (ch[k].store->id == id)
-                    s = ch[k].store;
+            size_t k = ch_by_id(&chx, id); /* 1 + its index, or 0 */
+            sop_store *s = k ? ch[k - 1].store : sop_db__store_by_id(db, id);
             if (r.bad || !s) {
                 rc = SOP_CORRUPT_BKPT("commit record drops unknown store %" PRIu64, id);
                 goto out;
             }
-            size_t k;
-            for (k = 0; k < nch && ch[k].store != s; k++)
-                ;
-            if (k == nch) {
+            if (k) {
+                k--;
+            } else {
+                k = nch;
                 ch[nch].store = s;
                 ch[nch].next_seq = s->next_seq;
+                SOP_TRY(ch_add(&chx, ch, nch));
                 nch++;
             }
             ch[k].dropped = 1;
@@ -890,16 +954,18 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
             rc = SOP_CORRUPT_BKPT("commit record store section");
             goto out;
         }
-        size_t k;
-        for (k = 0; k < nch && ch[k].store->id != id; k++)
-            ;
-        if (k == nch) {
+        size_t k = ch_by_id(&chx, id);
+        if (k) {
+            k--;
+        } else {
             sop_store *s = sop_db__store_by_id(db, id);
             if (!s) {
                 rc = SOP_CORRUPT_BKPT("commit record names unknown store %" PRIu64, id);
                 goto out;
             }
+            k = nch;
             ch[nch].store = s;
+            SOP_TRY(ch_add(&chx, ch, nch));
             nch++;
         }
         sop_store *s = ch[k].store;
@@ -946,6 +1012,8 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
         ch[k].delta += a->delta;
     }
 out:
+    sop_u64map_dispose(&chx.ids);
+    sop_u64map_dispose(&chx.names);
     if (rc) {
         for (size_t k = 0; k < nch; k++)
             if (ch[k].created == 2)
@@ -997,20 +1065,24 @@ static int publish_catalog(sop_db *db, cat_change *ch, size_t nch, uint64_t lsn)
         cv[i]->count = count_plus(before, ch[i].delta);
         atomic_init(&cv[i]->older, head);
         atomic_store_explicit(&s->counts, cv[i], memory_order_release);
+        if (head)
+            sop_db__count_versions(db, s);
         if (ch[i].has_ops && ch[i].next_seq > s->next_seq)
             s->next_seq = ch[i].next_seq;
         if (ch[i].created) {
             if (s->next_seq == 0)
                 s->next_seq = 1;
-            if (ch[i].created == 2) {
-                s->next = atomic_load(&db->stores);
-                atomic_store_explicit(&db->stores, s, memory_order_release);
-            }
             atomic_store_explicit(&s->created_lsn, lsn, memory_order_release);
+            if (ch[i].created == 2)
+                sop_db__store_link(db, s);
+            else
+                sop_db__store_published(db, s);
             atomic_store(&s->pending_owner, NULL);
         }
-        if (ch[i].dropped)
+        if (ch[i].dropped) {
             atomic_store_explicit(&s->dropped_lsn, lsn, memory_order_release);
+            sop_db__store_dropped(db, s);
+        }
     }
     sop_free(cv);
     return SOP_OK;
@@ -1170,6 +1242,10 @@ void sop_db__trim(sop_db *db)
         sop_free(h);
     }
     uint64_t min_all = sop_db__snap_min(db, 0);
+    sop_db__reap_stores(db, min_all);
+    /* Old store counts (only stores with more than one: not every store at
+     * every commit). */
+    sop_db__trim_counts(db, min_all);
     size_t pos = 0;
     uint64_t lid;
     size_t freed = 0;
@@ -1193,23 +1269,23 @@ void sop_db__trim(sop_db *db)
             sop_u64map_del(NULL, &db->trim_lids, lids[i]);
     }
     sop_free(lids);
+    /* The map never shrinks and each trim walks its capacity: after a burst
+     * (one commit that made thousands of stores) move the few lids left to
+     * a small one. */
+    if (db->trim_lids.slots_cap > 1024 &&
+        sop_u64map_count(&db->trim_lids) * 16 < db->trim_lids.slots_cap) {
+        sop_u64map small = SOP_U64MAP_INIT;
+        void *v;
+        int ok = 1;
+        pos = 0;
+        while (ok && sop_u64map_next(&lid, &v, &db->trim_lids, &pos) == SOP_OK)
+            ok = sop_u64map_put(NULL, &small, lid, v) == SOP_OK;
+        sop_u64map_dispose(ok ? &db->trim_lids : &small);
+        if (ok)
+            db->trim_lids = small;
+    }
     atomic_fetch_sub(&db->node_bytes, freed);
     atomic_fetch_sub(&db->dirty_bytes, dirty_freed);
-    /* Old store counts. */
-    for (sop_store *s = atomic_load(&db->stores); s; s = s->next) {
-        sop_countver *c = atomic_load(&s->counts);
-        while (c && c->lsn > min_all)
-            c = atomic_load(&c->older);
-        if (!c)
-            continue;
-        sop_countver *rest = atomic_load(&c->older);
-        atomic_store(&c->older, NULL);
-        while (rest) {
-            sop_countver *nx = atomic_load(&rest->older);
-            sop_free(rest);
-            rest = nx;
-        }
-    }
 }
 
 /* ======================================================================== */

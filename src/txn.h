@@ -57,6 +57,7 @@
 #define SOP_REC_ABORT_PREPARED  4
 
 #define SOP_WS_MAX_HEIGHT 20
+#define SOP_WS_LIST_MAX   8 /* write sets searched in the list before ws_index */
 #define SOP_PROVISIONAL_SEQ (1ull << 63)
 
 typedef struct sop_ws_item {
@@ -118,10 +119,12 @@ struct sop_txn {
     int state;
     uint64_t snap;
     uint64_t deadline_ns;
-    uint64_t calls;       /* API calls made (the time limit is checked every 64) */
     uint64_t id;          /* prepared id */
     sop_arena arena;
     sop_ws *ws;
+    size_t ws_count;
+    sop_u64map ws_index;  /* store -> its write set, once ws_count > SOP_WS_LIST_MAX */
+    uint64_t ws_probes;   /* write sets examined by sop_txn__ws (tests) */
     sop_read *reads;
     size_t read_count, read_cap;
     uint64_t next_prov_seq;

@@ -63,6 +63,7 @@ int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t
         return sop_err(SOP_NOMEM, "wal init");
     memcpy(w->db_uuid, uuid, 16);
     w->seg_bytes = seg_bytes;
+    w->max_record = SOP_REC_MAX_LEN;
     w->next_seg_id = 1;
     pthread_mutex_init(&w->append_mu, NULL);
     pthread_mutex_init(&w->seg_mu, NULL);
@@ -344,6 +345,15 @@ static int append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uin
     }
     if (!w->cur) {
         rc = sop_err(SOP_BADSTATE, "log opened read-only");
+        goto out;
+    }
+    if (len > w->max_record) {
+        /* A record's payload_len and a sop_loc's len are 32-bit: a longer
+         * one would be written with a truncated length. */
+        rc = sop_err(SOP_INVAL,
+                     "log record of %zu bytes is above the largest one the log holds (%" PRIu64
+                     " bytes); nothing was written",
+                     len, w->max_record);
         goto out;
     }
     if (w->tail_off + len > w->seg_bytes && w->tail_off > SOP_REC_HDR_LEN + 24) {

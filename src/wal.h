@@ -56,6 +56,12 @@
 
 #define SOP_WAL_ZERO_CHUNK (1u << 20) /* (W7) */
 
+/* The largest record, header and padding included: payload_len and
+ * sop_loc.len are u32. sop_wal__append refuses longer appends with
+ * SOP_INVAL before writing anything (a transaction whose record would be
+ * longer fails its commit; checkpoint batches are at most 4 MiB). */
+#define SOP_REC_MAX_LEN ((uint64_t)UINT32_MAX & ~(uint64_t)7)
+
 static inline size_t sop_rec_len(size_t payload_len)
 {
     return (SOP_REC_HDR_LEN + payload_len + 7) & ~(size_t)7;
@@ -83,6 +89,7 @@ typedef struct sop_wal {
     char *dir;
     uint8_t db_uuid[16];
     uint64_t seg_bytes;
+    uint64_t max_record;       /* largest append: SOP_REC_MAX_LEN (tests lower it) */
 
     pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
     sop_seg *cur;
