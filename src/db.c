@@ -342,7 +342,8 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
                         (s->id == db->durable_from.seg && end < db->durable_from.off);
     if (below_durable)
         return SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64
-                                ", below what the checkpoint made durable (%" PRIu64 ":%" PRIu64 ")",
+                                ", below what the checkpoint made durable (%" PRIu64 ":%" PRIu64
+                                ")",
                                 s->id, end, db->durable_from.seg, db->durable_from.off);
     if (!torn && end > 0) {
         s->size = end;

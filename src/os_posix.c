@@ -175,9 +175,9 @@ static int posix_open(sop_file **file_out, const sop_vfs *vfs, const char *path,
         /* (V6) A FIFO would block or feed us another process's bytes, a
          * device (/dev/zero through a symlink) reads as endless zeros:
          * libsop creates only regular files, so this is a damaged folder. */
-        const char *kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
-                           : S_ISCHR(st.st_mode) ? "a character device"
-                           : S_ISBLK(st.st_mode) ? "a block device"
+        const char *kind = S_ISFIFO(st.st_mode)   ? "a FIFO"
+                           : S_ISCHR(st.st_mode)  ? "a character device"
+                           : S_ISBLK(st.st_mode)  ? "a block device"
                            : S_ISSOCK(st.st_mode) ? "a socket"
                                                   : "not a file";
         rc = sop_vfs_set_error(SOP_CORRUPT, EINVAL, "open %s: %s, not a regular file", path, kind);

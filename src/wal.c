@@ -66,7 +66,9 @@ static uint16_t mark_encode(uint64_t p, uint64_t synced)
 /* (W8) What a valid record at p with mark m vouches was durable. */
 static uint64_t mark_claim(uint64_t p, uint16_t m)
 {
-    uint64_t back = m == 0 ? UINT64_MAX : m <= 0x7fff ? (uint64_t)(m - 1) * 8 : (uint64_t)(m - 0x7fff) * 65536;
+    uint64_t back = m == 0        ? UINT64_MAX
+                    : m <= 0x7fff ? (uint64_t)(m - 1) * 8
+                                  : (uint64_t)(m - 0x7fff) * 65536;
     return p >= SOP_SEGHDR_LEN && back <= p - SOP_SEGHDR_LEN ? p - back : SOP_SEGHDR_LEN;
 }
 
@@ -683,8 +685,8 @@ int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_
         uint32_t plen;
         if ((rc = w->vfs->pread(seg->file, hdr, sizeof hdr, off, &got)) != SOP_OK)
             goto out;
-        off += got == sizeof hdr && rec_check_header(hdr, limit - off, &plen) ? sop_rec_len(plen)
-                                                                               : 8;
+        off +=
+            got == sizeof hdr && rec_check_header(hdr, limit - off, &plen) ? sop_rec_len(plen) : 8;
     }
     while (off + SOP_REC_HDR_LEN <= limit) {
         /* One chunk from off; candidates are checked where a record header

@@ -69,7 +69,9 @@
 #define SOP_REC_TXN     4 /* a transaction record (see txn.h) */
 
 #define SOP_WAL_ZERO_CHUNK (1u << 20) /* (W7) */
-#define SOP_SEGHDR_LEN     (SOP_REC_HDR_LEN + 24) /* the SEGHDR record */
+
+/* The SEGHDR record: header and payload (db uuid, segment id). */
+#define SOP_SEGHDR_LEN (SOP_REC_HDR_LEN + 24)
 
 static inline size_t sop_rec_len(size_t payload_len)
 {
@@ -146,8 +148,8 @@ int sop_wal__start(sop_wal *w);
  * segment's max_lsn; blob_bytes adds to its blob accounting. When buf is
  * one TXN record, its durable mark is filled in here and its crc updated
  * (W8): nothing keeps a TXN record's crc. */
-int sop_wal__append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max,
-                    uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out);
+int sop_wal__append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
+                    sop_loc *loc_out, uint64_t *token_out);
 /* Wait until everything up to token is durable (group commit, W3). */
 int sop_wal__sync_to(sop_wal *w, uint64_t token);
 /* Sync everything appended so far. */
