@@ -283,6 +283,109 @@ TEST(test_damage__unsynced_records_after_a_bad_one_are_a_torn_tail)
     CHECK_OK(sop_db_close(db));
 }
 
+/* The files of test_dir() (FORMAT, LOCK, the segments): saved and put back. */
+typedef struct saved {
+    char name[8][64];
+    uint8_t *data[8];
+    size_t len[8];
+    int n;
+} saved;
+
+static int save_folder(saved *sv)
+{
+    const char *names[] = {"FORMAT", "LOCK"};
+    memset(sv, 0, sizeof *sv);
+    for (int i = 0; i < 2; i++) {
+        snprintf(sv->name[sv->n], 64, "%s", names[i]);
+        if (!(sv->data[sv->n] = slurp(test_path(names[i]), &sv->len[sv->n])))
+            return -1;
+        sv->n++;
+    }
+    uint64_t ids[4];
+    size_t n = seg_ids(ids, 4);
+    for (size_t i = 0; i < n && sv->n < 8; i++) {
+        snprintf(sv->name[sv->n], 64, "seg/%016" PRIx64 ".seg", ids[i]);
+        if (!(sv->data[sv->n] = slurp(seg_path(ids[i]), &sv->len[sv->n])))
+            return -1;
+        sv->n++;
+    }
+    return 0;
+}
+
+static int restore_folder(const saved *sv)
+{
+    test_rm_rf(test_path("seg"));
+    test_rm_rf(test_path("FORMAT"));
+    if (mkdir(test_path("seg"), 0755) != 0)
+        return -1;
+    for (int i = 0; i < sv->n; i++)
+        if (spit(test_path(sv->name[i]), sv->data[i], sv->len[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static void free_saved(saved *sv)
+{
+    for (int i = 0; i < sv->n; i++)
+        free(sv->data[i]);
+}
+
+/* The oracle of issue 10 over the newest segment of a database whose
+ * process died after NCOMMITS SOP_SYNC_FULL commits: one bit flipped, or a
+ * range zeroed, anywhere before the last commit record (SEGHDR, record
+ * headers, payloads, padding; the last record has nothing after it to
+ * vouch for it): the open reports SOP_CORRUPT, or every acknowledged
+ * commit is there and the checker is clean. */
+TEST(test_damage__random_damage_before_the_last_commit_is_never_silent)
+{
+    sop_db *db;
+    saved sv;
+    size_t offs[NCOMMITS + 8];
+    CHECK_OK(build_commits(SOP_SYNC_FULL));
+    CHECK(save_folder(&sv) == 0);
+    CHECK_EQ_U64(sv.n, 3);
+    CHECK_EQ_U64(records(sv.data[2], sv.len[2], 4, offs, NCOMMITS + 8), NCOMMITS);
+    uint64_t limit = offs[NCOMMITS - 1], corrupt = 0, intact = 0;
+    for (int iter = 0; iter < 240; iter++) {
+        saved dmg = sv;
+        uint8_t *img = malloc(sv.len[2]);
+        CHECK(img != NULL);
+        memcpy(img, sv.data[2], sv.len[2]);
+        dmg.data[2] = img;
+        uint64_t at = test_rand() % limit;
+        if (iter % 4 == 3) { /* a zeroed range of up to 4 KiB */
+            uint64_t n = 1 + test_rand() % 4096;
+            memset(img + at, 0, at + n > limit ? limit - at : n);
+        } else {
+            img[at] ^= (uint8_t)(1u << (test_rand() % 8));
+        }
+        int ok = restore_folder(&dmg) == 0;
+        free(img);
+        CHECK(ok);
+        int rc = sop_db_open(&db, test_dir(), NULL);
+        if (rc == SOP_CORRUPT) {
+            corrupt++;
+            continue;
+        }
+        CHECK_OK(rc);
+        int present = keys_present(db);
+        uint64_t nf = check_db(db);
+        CHECK_OK(sop_db_close(db));
+        if (present != NCOMMITS || nf != 0) {
+            FAIL_AT("damage at offset %" PRIu64 " (iteration %d): open OK with %d of %d commits, "
+                    "%" PRIu64 " findings",
+                    at, iter, present, NCOMMITS, nf);
+            free_saved(&sv);
+            return;
+        }
+        intact++;
+    }
+    free_saved(&sv);
+    printf("    %" PRIu64 " reported SOP_CORRUPT, %" PRIu64 " lost nothing (a byte no checksum covers)\n", corrupt,
+           intact);
+    CHECK(corrupt > 0);
+}
+
 /* Truncation below what the checkpoint made durable, exactly at a record
  * boundary (so no torn record remains to give it away). */
 TEST(test_damage__truncation_below_the_durable_position_is_corrupt)
@@ -606,6 +709,7 @@ TEST_MAIN(T(test_damage__bit_flip_mid_newest_segment_is_corrupt),
           T(test_damage__zeroed_range_mid_newest_segment_is_corrupt),
           T(test_damage__damaged_last_record_is_a_torn_tail),
           T(test_damage__unsynced_records_after_a_bad_one_are_a_torn_tail),
+          T(test_damage__random_damage_before_the_last_commit_is_never_silent),
           T(test_damage__truncation_below_the_durable_position_is_corrupt),
           T(test_damage__missing_segment_after_the_checkpoint_is_corrupt),
           T(test_damage__fifo_format_is_refused), T(test_damage__fifo_manifest_is_refused),
