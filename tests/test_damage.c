@@ -122,7 +122,7 @@ static size_t records(const uint8_t *d, size_t len, int type, size_t *offs, size
 /* The durable position of the newest manifest (seg, off). */
 static int manifest_durable(uint64_t *seg, uint64_t *off)
 {
-    char best[64] = "";
+    char best[256] = "";
     DIR *dir = opendir(test_dir());
     struct dirent *e;
     while (dir && (e = readdir(dir)) != NULL)
