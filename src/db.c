@@ -430,6 +430,15 @@ static int recover(sop_db *db)
      * segments before the replay position (C3), and an interrupted
      * creation recovery removes leaves its id to the next segment. A gap
      * is a deleted segment, whose records would otherwise vanish. */
+    uint64_t noted;
+    SOP_TRY(sop_wal__noted_newest(db->vfs, db->lock_file, &noted));
+    if (noted >= from.seg && noted > (l.n ? l.ids[l.n - 1] : 0)) {
+        /* (W9) the log reached it, and a crash cannot undo that. */
+        rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is missing: the log reached it "
+                              "(LOCK), the newest segment file is %" PRIu64,
+                              noted, l.n ? l.ids[l.n - 1] : 0);
+        goto out;
+    }
     for (size_t i = 1; i < l.n; i++)
         if (l.ids[i - 1] >= from.seg && l.ids[i] != l.ids[i - 1] + 1) {
             rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is missing: the log after the "
@@ -700,6 +709,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     if (rc != SOP_OK && rc != SOP_KEYEXIST)
         goto out;
     SOP_TRY(sop_wal__init(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
+    db->wal.tail_file = db->readonly ? NULL : db->lock_file; /* (W9) */
     /* (W7) zeros ahead of the tail pay off only when commits fdatasync. */
     db->wal.prezero = db->opts.sync == SOP_SYNC_FULL && !db->readonly;
     db->arena_debug = sop_arena_debug_env();
@@ -725,7 +735,15 @@ static void drop_empty_segment(sop_db *db)
         s->id > db->replay_from.seg && s->id > db->durable_from.seg) {
         snprintf(path, sizeof path, "%s/seg/%016" PRIx64 ".seg", db->path, s->id);
         snprintf(dir, sizeof dir, "%s/seg", db->path);
-        if (db->vfs->unlink(db->vfs, path) == SOP_OK) {
+        uint64_t prev = 0; /* the newest segment that stays */
+        pthread_mutex_lock(&w->seg_mu);
+        for (size_t i = 0; i < w->seg_count; i++)
+            if (w->segs[i]->id < s->id && w->segs[i]->id > prev)
+                prev = w->segs[i]->id;
+        pthread_mutex_unlock(&w->seg_mu);
+        /* (W9) no longer the newest before it goes: if the note cannot be
+         * lowered, the empty segment stays (harmless). */
+        if (sop_wal__note_newest(w, prev) == SOP_OK && db->vfs->unlink(db->vfs, path) == SOP_OK) {
             pthread_mutex_lock(&w->seg_mu);
             for (size_t i = 0; i < w->seg_count; i++)
                 if (w->segs[i] == s) {

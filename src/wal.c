@@ -216,6 +216,36 @@ static int wal_panicked(sop_wal *w)
     return p;
 }
 
+#define TAIL_MAGIC "SOPTAIL1"
+#define TAIL_LEN   24 /* magic, u64 id, u32 crc32c of the first 16 bytes, u32 0 */
+
+int sop_wal__note_newest(sop_wal *w, uint64_t id)
+{
+    uint8_t b[TAIL_LEN];
+    if (!w->tail_file)
+        return SOP_OK;
+    memcpy(b, TAIL_MAGIC, 8);
+    sop_put_le64(b + 8, id);
+    sop_put_le32(b + 16, sop_crc32c(0, b, 16));
+    sop_put_le32(b + 20, 0);
+    int rc = w->vfs->pwrite(w->tail_file, b, sizeof b, 0);
+    return rc ? rc : w->vfs->sync(w->tail_file, 1);
+}
+
+int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out)
+{
+    uint8_t b[TAIL_LEN];
+    size_t got = 0;
+    *id_out = 0;
+    int rc = vfs->pread(f, b, sizeof b, 0, &got);
+    if (rc)
+        return rc;
+    if (got == sizeof b && memcmp(b, TAIL_MAGIC, 8) == 0 &&
+        sop_get_le32(b + 16) == sop_crc32c(0, b, 16))
+        *id_out = sop_get_le64(b + 8);
+    return SOP_OK;
+}
+
 static void seg_path(char *buf, size_t cap, const char *dir, uint64_t id)
 {
     snprintf(buf, cap, "%s/seg/%016" PRIx64 ".seg", dir, id);
@@ -264,6 +294,9 @@ static int seg_create(sop_wal *w, sop_seg **out)
         sop_free(s);
         return rc;
     }
+    /* (W9) its directory entry is durable: it may no longer go missing.
+     * Best effort: a note that did not land only claims less. */
+    (void)sop_wal__note_newest(w, id);
     *out = s;
     return SOP_OK;
 }

@@ -41,6 +41,13 @@
  *        written, so a crash cannot have torn them: an invalid record
  *        there is damage, never a torn tail (sop_wal__vouched). No crash
  *        can make a mark claim too much: it only counts completed syncs.
+ *   (W9) The newest segment's id is noted in the LOCK file (tail_file)
+ *        once its creation is durable, and lowered before a clean close
+ *        removes an empty newest segment. So the LOCK never names a
+ *        segment that may lawfully be missing: if it names one newer than
+ *        every segment file, a segment holding records was deleted. The
+ *        note is a hint: a failure to write it is ignored (an older note
+ *        only claims less).
  *
  * Record layout (little-endian), 8-byte aligned:
  *   0  u32 magic 0x52504F53 ("SOPR")     12 u32 crc32c(header with crc=0, payload)
@@ -130,6 +137,7 @@ typedef struct sop_wal {
     uint64_t durable_total;
     _Atomic int panicked;      /* set once (W4); read without locks */
     uint64_t syncs;
+    sop_file *tail_file;       /* (W9) the LOCK file, or NULL */
 } sop_wal;
 
 int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
@@ -203,5 +211,10 @@ int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_
                      uint64_t *by_out, uint64_t *lsn_out);
 
 int sop_wal__panic(sop_wal *w, int rc);
+
+/* (W9) Write "the log reached segment id" to w->tail_file and sync it. */
+int sop_wal__note_newest(sop_wal *w, uint64_t id);
+/* (W9) The segment id noted in f; 0 if none (or the note is torn). */
+int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out);
 
 #endif

@@ -11,7 +11,9 @@
  * carries a durable mark, the segment offset below which an fdatasync had
  * made the segment durable when the record was appended. A bad record
  * below the mark of any valid record after it is damage; a bad record that
- * nothing later vouches for is a torn tail.
+ * nothing later vouches for is a torn tail. Segments go missing lawfully
+ * only before the replay position: a gap after it, or a newest segment
+ * older than the note in LOCK (W9), is a deleted segment.
  */
 #include "harness.h"
 #include "tutil.h"
@@ -381,8 +383,9 @@ TEST(test_damage__random_damage_before_the_last_commit_is_never_silent)
         intact++;
     }
     free_saved(&sv);
-    printf("    %" PRIu64 " reported SOP_CORRUPT, %" PRIu64 " lost nothing (a byte no checksum covers)\n", corrupt,
-           intact);
+    printf("    %" PRIu64 " reported SOP_CORRUPT, %" PRIu64
+           " lost nothing (a byte no checksum covers)\n",
+           corrupt, intact);
     CHECK(corrupt > 0);
 }
 
@@ -449,6 +452,56 @@ TEST(test_damage__missing_segment_after_the_checkpoint_is_corrupt)
     CHECK(unlink(seg_path(ids[1])) == 0);
     CHECK_RC(SOP_CORRUPT, sop_db_open(&db, test_dir(), &o));
     CHECK(strstr(sop_errmsg(), "missing") != NULL);
+}
+
+/* The newest segment deleted: its commits are after the checkpoint, and
+ * no gap is left behind. The LOCK file notes the newest segment id once its
+ * creation is durable (W9), so the deletion is seen. */
+TEST(test_damage__deleted_newest_segment_is_corrupt)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    for (int round = 0; round < 2; round++) {
+        CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        CHECK_OK(sop_store_open(&s, t, "s", round == 0 ? SOP_STORE_CREATE : 0, NULL));
+        CHECK_OK(put_s(t, s, round == 0 ? "a" : "b", "acknowledged"));
+        CHECK_OK(sop_txn_commit(t));
+        CHECK_OK(round == 0 ? sop_db_close(db) : crash_close(db));
+    }
+    uint64_t newest = newest_seg();
+    CHECK(newest >= 2);
+    CHECK(unlink(seg_path(newest)) == 0);
+    CHECK_RC(SOP_CORRUPT, sop_db_open(&db, test_dir(), NULL));
+    CHECK(strstr(sop_errmsg(), "missing") != NULL);
+}
+
+/* Clean sessions that write nothing remove their empty segment and lower
+ * the note first: no false alarm, however often. */
+TEST(test_damage__idle_sessions_leave_no_false_missing_segment)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_val v;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "a", "1"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+        CHECK_OK(i % 2 ? crash_close(db) : sop_db_close(db));
+    }
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, NULL));
+    CHECK_OK(get_s(&v, t, s, "a"));
+    sop_txn_abort(t);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
 }
 
 /* ---- B: names holding something that is not a regular file --------------------------------- */
@@ -712,6 +765,8 @@ TEST_MAIN(T(test_damage__bit_flip_mid_newest_segment_is_corrupt),
           T(test_damage__random_damage_before_the_last_commit_is_never_silent),
           T(test_damage__truncation_below_the_durable_position_is_corrupt),
           T(test_damage__missing_segment_after_the_checkpoint_is_corrupt),
+          T(test_damage__deleted_newest_segment_is_corrupt),
+          T(test_damage__idle_sessions_leave_no_false_missing_segment),
           T(test_damage__fifo_format_is_refused), T(test_damage__fifo_manifest_is_refused),
           T(test_damage__fifo_lock_is_refused), T(test_damage__fifo_segment_is_refused),
           T(test_damage__segment_symlink_to_dev_zero_is_refused),
