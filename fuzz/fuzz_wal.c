@@ -1077,7 +1077,7 @@ static void chunk_new_segment(in *r, int tweak)
     } else if (how != 3 && how != 4) {
         seghdr(s, G.uuid, s->id);
     }
-    if (how >= 1 && how <= 4)
+    if (how <= 4) /* an id gap too: a deleted segment (db.c recover) */
         W.clean = 0;
 }
 

@@ -194,7 +194,14 @@ SOP_API int sop_db_options_init(sop_db_options *opts, uint32_t version);
  * @retval SOP_NOTFOUND  SOP_DB_NOCREATE and no database there.
  * @retval SOP_BUSY      Open elsewhere (another process or handle).
  * @retval SOP_VERSION   Made by a newer libsop.
- * @retval SOP_CORRUPT   A checkpoint or a sealed log segment is damaged.
+ * @retval SOP_CORRUPT   Damage recovery can prove: the newest checkpoint,
+ *                       a record below what a checkpoint or a later
+ *                       commit's sync made durable (not a torn tail), a
+ *                       segment missing after the checkpoint, a database
+ *                       file that is not a regular file (a FIFO, a
+ *                       device). Records the checkpoint already covers are
+ *                       not read here: a damaged node or value is reported
+ *                       when read, and sop_db_check verifies them all.
  * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM
  * @par Threads  Any.
  */
@@ -253,8 +260,9 @@ typedef void (*sop_check_progress_fn)(uint64_t done, uint64_t total, void *ctx);
 /**
  * @brief Verify the whole database (integrity checker).
  *
- * Checks, at the newest snapshot: every checksum (nodes, value blobs, log
- * records, the manifest); key order inside and across nodes; separators
+ * Checks, at the newest snapshot: every checksum (nodes, value blobs, every
+ * record of every log segment kept - also those a checkpoint covers -, the
+ * manifest); key order inside and across nodes; separators
  * bounding their subtrees; uniform depth; node fill (no empty non-root node,
  * at most slot_length items); each store's count against a full traversal;
  * every registry entry points at a valid node blob and no registry entry is

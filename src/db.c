@@ -570,6 +570,81 @@ static int replay_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len,
     return rc;
 }
 
+/*
+ * The scan of segment s stopped at end (torn: bytes remain after it; end 0:
+ * no valid header). Decide between a torn tail, which is cut off (or, for
+ * a header-less segment, an interrupted creation, which is removed), and
+ * damage (SOP_CORRUPT, nothing touched). Damage is certain when the bytes
+ * at end were durable:
+ *   - below the checkpoint's durable position (it synced them), even when
+ *     the segment holding it simply ends early (truncated at a record
+ *     boundary);
+ *   - in a segment older than the newest (W5: it was synced when sealed);
+ *   - below the durable mark of any valid record after end (W8): that
+ *     record was appended after an fdatasync covered them. A power cut
+ *     tears only bytes written after the last completed sync, so it cannot
+ *     leave a valid record vouching for them.
+ * Whatever no later byte vouches for - the end of the newest segment cut
+ * at a record boundary, or the newest segment deleted - looks the same as
+ * commits a crash never synced, and cannot be told apart.
+ */
+static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int newest)
+{
+    char dir[4200], sp[4300];
+    int rc = SOP_OK;
+    int below_durable = (s->id < db->durable_from.seg && (torn || end == 0)) ||
+                        (s->id == db->durable_from.seg && end < db->durable_from.off);
+    if (below_durable)
+        return SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64
+                                ", below what the checkpoint made durable (%" PRIu64 ":%" PRIu64
+                                ")",
+                                s->id, end, db->durable_from.seg, db->durable_from.off);
+    if (!torn && end > 0) {
+        s->size = end;
+        return SOP_OK;
+    }
+    if (!newest)
+        return SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64
+                                " but newer segments exist",
+                                s->id, end);
+    uint64_t vouched, by, lsn;
+    if ((rc = sop_wal__vouched(&db->wal, s, end, &vouched, &by, &lsn)) != SOP_OK)
+        return rc;
+    if (vouched > end)
+        return SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64
+                                ": the valid record at offset %" PRIu64 " (lsn %" PRIu64
+                                ") was written after the segment was durable up to %" PRIu64,
+                                s->id, end, by, lsn, vouched);
+    snprintf(dir, sizeof dir, "%s/seg", db->path);
+    if (end == 0 && !db->readonly) {
+        /* No valid header, nothing after it: a creation a crash interrupted
+         * (the header is synced before anything else is written). It holds
+         * no record; remove it, and let the next segment take its id. */
+        snprintf(sp, sizeof sp, "%s/%016" PRIx64 ".seg", dir, s->id);
+        pthread_mutex_lock(&db->wal.seg_mu);
+        for (size_t k = 0; k < db->wal.seg_count; k++)
+            if (db->wal.segs[k] == s) {
+                memmove(&db->wal.segs[k], &db->wal.segs[k + 1],
+                        (db->wal.seg_count - k - 1) * sizeof *db->wal.segs);
+                db->wal.seg_count--;
+                break;
+            }
+        if (db->wal.next_seg_id == s->id + 1)
+            db->wal.next_seg_id = s->id;
+        pthread_mutex_unlock(&db->wal.seg_mu);
+        db->vfs->close(s->file);
+        sop_free(s);
+        if ((rc = db->vfs->unlink(db->vfs, sp)) != SOP_OK)
+            return rc;
+        return db->vfs->sync_dir(db->vfs, dir);
+    }
+    if (!db->readonly && (rc = db->vfs->truncate(s->file, end)) == SOP_OK)
+        rc = db->vfs->sync(s->file, 1);
+    if (rc == SOP_OK)
+        s->size = end;
+    return rc;
+}
+
 static int recover(sop_db *db)
 {
     char dir[4096];
@@ -604,6 +679,27 @@ static int recover(sop_db *db)
         from.seg = l.n ? l.ids[0] : 0;
         from.off = 0;
     }
+    /* From the replay position on, segment ids are consecutive: segments
+     * are created one after the other (W1, W5), reclamation deletes only
+     * segments before the replay position (C3), and an interrupted
+     * creation recovery removes leaves its id to the next segment. A gap
+     * is a deleted segment, whose records would otherwise vanish. */
+    uint64_t noted;
+    SOP_TRY(sop_wal__noted_newest(db->vfs, db->lock_file, &noted));
+    if (noted >= from.seg && noted > (l.n ? l.ids[l.n - 1] : 0)) {
+        /* (W9) the log reached it, and a crash cannot undo that. */
+        rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is missing: the log reached it "
+                              "(LOCK), the newest segment file is %" PRIu64,
+                              noted, l.n ? l.ids[l.n - 1] : 0);
+        goto out;
+    }
+    for (size_t i = 1; i < l.n; i++)
+        if (l.ids[i - 1] >= from.seg && l.ids[i] != l.ids[i - 1] + 1) {
+            rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is missing: the log after the "
+                                  "checkpoint runs from segment %" PRIu64 " to %" PRIu64,
+                                  l.ids[i - 1] + 1, from.seg, l.ids[l.n - 1]);
+            goto out;
+        }
     for (size_t i = 0; i < l.n; i++) {
         if (l.ids[i] < from.seg)
             continue;
@@ -612,49 +708,10 @@ static int recover(sop_db *db)
         uint64_t end;
         int torn;
         uint64_t off = l.ids[i] == from.seg ? from.off : 0;
+        if (off > 0)
+            SOP_TRY(sop_wal__check_seghdr(&db->wal, s)); /* the scan starts past it */
         SOP_TRY(sop_wal__scan(&db->wal, s, off, replay_cb, &rctx, &end, &torn));
-        if (end == 0 && !db->readonly) {
-            /* No valid header: a creation a crash interrupted. It holds no
-             * record; remove it so it cannot sit between valid segments. */
-            char sp[4300];
-            snprintf(sp, sizeof sp, "%s/%016" PRIx64 ".seg", dir, s->id);
-            pthread_mutex_lock(&db->wal.seg_mu);
-            for (size_t k = 0; k < db->wal.seg_count; k++)
-                if (db->wal.segs[k] == s) {
-                    memmove(&db->wal.segs[k], &db->wal.segs[k + 1],
-                            (db->wal.seg_count - k - 1) * sizeof *db->wal.segs);
-                    db->wal.seg_count--;
-                    break;
-                }
-            pthread_mutex_unlock(&db->wal.seg_mu);
-            db->vfs->close(s->file);
-            sop_free(s);
-            SOP_TRY(db->vfs->unlink(db->vfs, sp));
-            SOP_TRY(db->vfs->sync_dir(db->vfs, dir));
-            continue;
-        }
-        int below_durable = l.ids[i] < db->durable_from.seg ||
-                            (l.ids[i] == db->durable_from.seg && end < db->durable_from.off);
-        if ((torn || end == 0) && below_durable) {
-            /* The checkpoint synced these bytes: damage, not a torn write. */
-            rc = SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64
-                                  ", below what the checkpoint made durable",
-                                  l.ids[i], end);
-            goto out;
-        }
-        if (torn || end == 0) {
-            if (i + 1 < l.n) {
-                /* (W5): only the newest segment may end torn. */
-                rc = SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64
-                                      " but newer segments exist",
-                                      l.ids[i], end);
-                goto out;
-            }
-            if (!db->readonly && (rc = db->vfs->truncate(s->file, end)) == SOP_OK)
-                rc = db->vfs->sync(s->file, 1);
-            SOP_TRY(rc);
-        }
-        s->size = end;
+        SOP_TRY(settle_segment(db, s, end, torn, i + 1 == l.n));
     }
     /* What we replayed may never have been synced (a process crash after
      * a SOP_SYNC_NORMAL commit, or between append and fdatasync). New
@@ -922,6 +979,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     if (rc != SOP_OK && rc != SOP_KEYEXIST)
         goto out;
     SOP_TRY(sop_wal__init(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
+    db->wal.tail_file = db->readonly ? NULL : db->lock_file; /* (W9) */
     /* (W7) zeros ahead of the tail pay off only when commits fdatasync. */
     db->wal.prezero = db->opts.sync == SOP_SYNC_FULL && !db->readonly;
     db->arena_debug = sop_arena_debug_env();
@@ -947,7 +1005,15 @@ static void drop_empty_segment(sop_db *db)
         s->id > db->replay_from.seg && s->id > db->durable_from.seg) {
         snprintf(path, sizeof path, "%s/seg/%016" PRIx64 ".seg", db->path, s->id);
         snprintf(dir, sizeof dir, "%s/seg", db->path);
-        if (db->vfs->unlink(db->vfs, path) == SOP_OK) {
+        uint64_t prev = 0; /* the newest segment that stays */
+        pthread_mutex_lock(&w->seg_mu);
+        for (size_t i = 0; i < w->seg_count; i++)
+            if (w->segs[i]->id < s->id && w->segs[i]->id > prev)
+                prev = w->segs[i]->id;
+        pthread_mutex_unlock(&w->seg_mu);
+        /* (W9) no longer the newest before it goes: if the note cannot be
+         * lowered, the empty segment stays (harmless). */
+        if (sop_wal__note_newest(w, prev) == SOP_OK && db->vfs->unlink(db->vfs, path) == SOP_OK) {
             pthread_mutex_lock(&w->seg_mu);
             for (size_t i = 0; i < w->seg_count; i++)
                 if (w->segs[i] == s) {

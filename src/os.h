@@ -9,7 +9,8 @@
  *        the OS errno for sop_os_errno(). Mapping: ENOSPC, EDQUOT ->
  *        SOP_NOSPC; ENOENT -> SOP_NOTFOUND; ENOMEM -> SOP_NOMEM; EEXIST on
  *        open(CREATE|EXCL), mkdir and symlink -> SOP_KEYEXIST; a conflicting
- *        lock -> SOP_BUSY; anything else -> SOP_IOERR. Bad flags -> SOP_INVAL.
+ *        lock -> SOP_BUSY; not a regular file -> SOP_CORRUPT (V6); anything
+ *        else -> SOP_IOERR. Bad flags -> SOP_INVAL.
  *   (V2) pread loops over short reads and EINTR; it stops short only at end
  *        of file, with SOP_OK and *got_out < len. pwrite writes all bytes or
  *        fails.
@@ -26,7 +27,11 @@
  *        cap - 1 bytes gives SOP_INVAL. stat follows symlinks; size_out and
  *        is_dir_out may be NULL.
  *   (V6) Files are opened close-on-exec; open refuses a directory
- *        (SOP_IOERR, EISDIR) so every sop_file is a regular file or device.
+ *        (SOP_IOERR, EISDIR) and anything else that is not a regular file,
+ *        symlinks followed (a FIFO, a device, a socket: SOP_CORRUPT, the
+ *        message naming the path and what it is), without blocking on a
+ *        FIFO. So every sop_file is a regular file: libsop creates no
+ *        other kind, and one of its names holding another is damage.
  */
 #ifndef SOP_OS_H
 #define SOP_OS_H

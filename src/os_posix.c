@@ -132,7 +132,9 @@ static int posix_open(sop_file **file_out, const sop_vfs *vfs, const char *path,
         ((flags & SOP_VFS_EXCL) && !(flags & SOP_VFS_CREATE)))
         return sop_vfs_set_error(SOP_INVAL, 0, "open %s: bad flags 0x%x", path, flags);
 
-    int oflags = O_CLOEXEC | ((flags & SOP_VFS_WRITE) ? O_RDWR : O_RDONLY);
+    /* O_NONBLOCK: a FIFO in a file's place must not block the open (V6);
+     * it is cleared again below once the file is known to be regular. */
+    int oflags = O_CLOEXEC | O_NONBLOCK | ((flags & SOP_VFS_WRITE) ? O_RDWR : O_RDONLY);
     if (flags & SOP_VFS_CREATE)
         oflags |= O_CREAT;
     if (flags & SOP_VFS_EXCL)
@@ -167,6 +169,26 @@ static int posix_open(sop_file **file_out, const sop_vfs *vfs, const char *path,
     if (S_ISDIR(st.st_mode)) {
         rc = posix_fail_rc(SOP_IOERR, EISDIR, "open %s", path);
         close(fd); /* read-only directory descriptor: nothing to lose */
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        /* (V6) A FIFO would block or feed us another process's bytes, a
+         * device (/dev/zero through a symlink) reads as endless zeros:
+         * libsop creates only regular files, so this is a damaged folder. */
+        const char *kind = S_ISFIFO(st.st_mode)   ? "a FIFO"
+                           : S_ISCHR(st.st_mode)  ? "a character device"
+                           : S_ISBLK(st.st_mode)  ? "a block device"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                                                  : "not a file";
+        rc = sop_vfs_set_error(SOP_CORRUPT, EINVAL, "open %s: %s, not a regular file", path, kind);
+        close(fd); /* nothing was written through it */
+        goto fail;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+        e = errno;
+        rc = posix_fail(e, "fcntl %s", path);
+        close(fd);
         goto fail;
     }
 

@@ -51,6 +51,27 @@ static uint32_t rec_crc(const uint8_t *hdr, const uint8_t *payload, size_t plen)
     return sop_crc32c(crc, payload, plen);
 }
 
+/* (W8) The mark for a record at p when [0, synced) is durable: it may
+ * claim less than synced (rounding, or 0 for a distance over 2 GiB), never
+ * more. */
+static uint16_t mark_encode(uint64_t p, uint64_t synced)
+{
+    uint64_t back = p - synced;
+    if ((back + 7) / 8 <= 0x7ffe)
+        return (uint16_t)((back + 7) / 8 + 1);
+    uint64_t k = (back + 65535) / 65536;
+    return k <= 0x8000 ? (uint16_t)(0x7fff + k) : 0;
+}
+
+/* (W8) What a valid record at p with mark m vouches was durable. */
+static uint64_t mark_claim(uint64_t p, uint16_t m)
+{
+    uint64_t back = m == 0        ? UINT64_MAX
+                    : m <= 0x7fff ? (uint64_t)(m - 1) * 8
+                                  : (uint64_t)(m - 0x7fff) * 65536;
+    return p >= SOP_SEGHDR_LEN && back <= p - SOP_SEGHDR_LEN ? p - back : SOP_SEGHDR_LEN;
+}
+
 /* ---- segment table ------------------------------------------------------- */
 
 int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
@@ -208,6 +229,36 @@ static int wal_panicked(sop_wal *w)
     return p;
 }
 
+#define TAIL_MAGIC "SOPTAIL1"
+#define TAIL_LEN   24 /* magic, u64 id, u32 crc32c of the first 16 bytes, u32 0 */
+
+int sop_wal__note_newest(sop_wal *w, uint64_t id)
+{
+    uint8_t b[TAIL_LEN];
+    if (!w->tail_file)
+        return SOP_OK;
+    memcpy(b, TAIL_MAGIC, 8);
+    sop_put_le64(b + 8, id);
+    sop_put_le32(b + 16, sop_crc32c(0, b, 16));
+    sop_put_le32(b + 20, 0);
+    int rc = w->vfs->pwrite(w->tail_file, b, sizeof b, 0);
+    return rc ? rc : w->vfs->sync(w->tail_file, 1);
+}
+
+int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out)
+{
+    uint8_t b[TAIL_LEN];
+    size_t got = 0;
+    *id_out = 0;
+    int rc = vfs->pread(f, b, sizeof b, 0, &got);
+    if (rc)
+        return rc;
+    if (got == sizeof b && memcmp(b, TAIL_MAGIC, 8) == 0 &&
+        sop_get_le32(b + 16) == sop_crc32c(0, b, 16))
+        *id_out = sop_get_le64(b + 8);
+    return SOP_OK;
+}
+
 static void seg_path(char *buf, size_t cap, const char *dir, uint64_t id)
 {
     snprintf(buf, cap, "%s/seg/%016" PRIx64 ".seg", dir, id);
@@ -247,6 +298,7 @@ static int seg_create(sop_wal *w, sop_seg **out)
     s->id = id;
     s->file = f;
     s->size = sizeof rec;
+    atomic_init(&s->synced_off, sizeof rec); /* (W8) the header was synced above */
     pthread_mutex_lock(&w->seg_mu);
     rc = seg_insert(w, s);
     pthread_mutex_unlock(&w->seg_mu);
@@ -255,6 +307,9 @@ static int seg_create(sop_wal *w, sop_seg **out)
         sop_free(s);
         return rc;
     }
+    /* (W9) its directory entry is durable: it may no longer go missing.
+     * Best effort: a note that did not land only claims less. */
+    (void)sop_wal__note_newest(w, id);
     *out = s;
     return SOP_OK;
 }
@@ -267,6 +322,7 @@ int sop_wal__start(sop_wal *w)
     if (rc == SOP_OK) {
         w->cur = s;
         w->tail_off = w->zero_end = s->size;
+        s->base_total = atomic_load(&w->appended_total);
     }
     pthread_mutex_unlock(&w->append_mu);
     return rc;
@@ -319,22 +375,22 @@ int sop_wal__trim_tail(sop_wal *w)
     return rc;
 }
 
-static int append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
+static int append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
                   int inflight, sop_loc *loc_out, uint64_t *token_out);
 
-int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
+int sop_wal__append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
                     sop_loc *loc_out, uint64_t *token_out)
 {
     return append(w, buf, len, lsn_max, blob_bytes, 0, loc_out, token_out);
 }
 
-int sop_wal__append_value(sop_wal *w, const void *buf, size_t len, sop_loc *loc_out,
+int sop_wal__append_value(sop_wal *w, void *buf, size_t len, sop_loc *loc_out,
                           uint64_t *token_out)
 {
     return append(w, buf, len, 0, len, 1, loc_out, token_out);
 }
 
-static int append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
+static int append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
                   int inflight, sop_loc *loc_out, uint64_t *token_out)
 {
     int rc = SOP_OK;
@@ -369,6 +425,15 @@ static int append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uin
             goto out;
         w->cur = s;
         w->tail_off = w->zero_end = s->size;
+        s->base_total = atomic_load(&w->appended_total);
+    }
+    if (len >= SOP_REC_HDR_LEN && ((uint8_t *)buf)[4] == SOP_REC_TXN &&
+        sop_rec_len(sop_get_le32((uint8_t *)buf + 8)) == len) {
+        /* (W8) one TXN record: vouch for what is durable now. */
+        uint8_t *b = buf;
+        uint32_t plen = sop_get_le32(b + 8);
+        sop_put_le16(b + 6, mark_encode(w->tail_off, atomic_load(&w->cur->synced_off)));
+        sop_put_le32(b + 12, rec_crc(b, b + SOP_REC_HDR_LEN, plen));
     }
     if (w->prezero && w->tail_off + len > w->zero_end)
         rc = extend_zeros(w, w->tail_off + len);
@@ -427,8 +492,17 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
         pthread_mutex_unlock(&w->sync_mu);
         pthread_mutex_lock(&w->append_mu);
         sop_seg *s = w->cur;
+        uint64_t base = s ? s->base_total : 0;
         pthread_mutex_unlock(&w->append_mu);
         rc = s ? w->vfs->sync(s->file, 1) : SOP_OK;
+        if (rc == SOP_OK && s && target > base) {
+            /* (W8) s was the append target since base, so the bytes up to
+             * target are s's first target - base after its header. */
+            uint64_t off = SOP_SEGHDR_LEN + (target - base);
+            uint64_t old = atomic_load(&s->synced_off);
+            while (off > old && !atomic_compare_exchange_weak(&s->synced_off, &old, off))
+                ;
+        }
         pthread_mutex_lock(&w->sync_mu);
         w->sync_running = 0;
         w->syncs++;
@@ -599,5 +673,126 @@ int sop_wal__scan(sop_wal *w, sop_seg *seg, uint64_t off, sop_wal_scan_fn cb, vo
 out:
     *end_out = off;
     sop_free(buf);
+    return rc;
+}
+
+int sop_wal__check_seghdr(sop_wal *w, sop_seg *seg)
+{
+    uint8_t rec[SOP_SEGHDR_LEN];
+    size_t got = 0;
+    uint32_t plen;
+    int rc = w->vfs->pread(seg->file, rec, sizeof rec, 0, &got);
+    if (rc)
+        return rc;
+    if (got != sizeof rec || !rec_check_header(rec, sizeof rec, &plen) ||
+        rec[4] != SOP_REC_SEGHDR || plen != 24 ||
+        rec_crc(rec, rec + SOP_REC_HDR_LEN, plen) != sop_get_le32(rec + 12))
+        return SOP_CORRUPT_BKPT("segment %" PRIu64 " has a damaged header", seg->id);
+    if (memcmp(rec + SOP_REC_HDR_LEN, w->db_uuid, 16) != 0 ||
+        sop_get_le64(rec + SOP_REC_HDR_LEN + 16) != seg->id)
+        return SOP_CORRUPT_BKPT("segment %" PRIu64 " does not belong to this database", seg->id);
+    return SOP_OK;
+}
+
+/* A valid record at off in buf[0, n) (the bytes of [base, base + n))?
+ * Reads it whole when it runs past the buffer. *rlen_out, *claim_out and
+ * *lsn_out describe it. */
+static int probe_record(sop_wal *w, sop_seg *seg, const uint8_t *buf, size_t n, uint64_t base,
+                        uint64_t off, uint64_t limit, uint8_t **big, size_t *big_cap, int *valid,
+                        uint64_t *rlen_out, uint64_t *claim_out, uint64_t *lsn_out)
+{
+    const uint8_t *h = buf + (off - base);
+    uint32_t plen;
+    *valid = 0;
+    if (!rec_check_header(h, limit - off, &plen))
+        return SOP_OK;
+    size_t rlen = sop_rec_len(plen);
+    const uint8_t *r = h;
+    if (off - base + rlen > n) {
+        size_t got = 0;
+        if (*big_cap < rlen) {
+            uint8_t *nb = sop_realloc(*big, rlen);
+            if (!nb)
+                return sop_err(SOP_NOMEM, "log probe buffer");
+            *big = nb;
+            *big_cap = rlen;
+        }
+        int rc = w->vfs->pread(seg->file, *big, rlen, off, &got);
+        if (rc)
+            return rc;
+        if (got != rlen)
+            return SOP_OK;
+        r = *big;
+    }
+    if (rec_crc(r, r + SOP_REC_HDR_LEN, plen) != sop_get_le32(r + 12))
+        return SOP_OK;
+    *valid = 1;
+    *rlen_out = rlen;
+    *lsn_out = sop_get_le64(r + 16);
+    /* Any valid record was written after the header was synced (W8). */
+    *claim_out = r[4] == SOP_REC_TXN ? mark_claim(off, sop_get_le16(r + 6)) : SOP_SEGHDR_LEN;
+    return SOP_OK;
+}
+
+int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_out,
+                     uint64_t *by_out, uint64_t *lsn_out)
+{
+    enum { CHUNK = 1 << 20 };
+    pthread_mutex_lock(&w->seg_mu);
+    uint64_t limit = seg->size;
+    pthread_mutex_unlock(&w->seg_mu);
+    uint8_t *buf = sop_malloc(CHUNK), *big = NULL;
+    size_t big_cap = 0;
+    int rc = SOP_OK;
+    *vouched_out = *by_out = *lsn_out = 0;
+    if (!buf)
+        return sop_err(SOP_NOMEM, "log probe buffer");
+    /* Start past the invalid record at from when its header still reads
+     * as one (a damaged payload): records inside its payload (a value may
+     * hold anything, a libsop log even) were never records of this log. */
+    uint64_t off = (from + 7) & ~(uint64_t)7;
+    if (off + SOP_REC_HDR_LEN <= limit) {
+        uint8_t hdr[SOP_REC_HDR_LEN];
+        size_t got = 0;
+        uint32_t plen;
+        if ((rc = w->vfs->pread(seg->file, hdr, sizeof hdr, off, &got)) != SOP_OK)
+            goto out;
+        off +=
+            got == sizeof hdr && rec_check_header(hdr, limit - off, &plen) ? sop_rec_len(plen) : 8;
+    }
+    while (off + SOP_REC_HDR_LEN <= limit) {
+        /* One chunk from off; candidates are checked where a record header
+         * fits in it, the rest starts the next chunk. */
+        size_t want = limit - off < CHUNK ? (size_t)(limit - off) : CHUNK, n = 0;
+        if ((rc = w->vfs->pread(seg->file, buf, want, off, &n)) != SOP_OK)
+            break;
+        if (n < SOP_REC_HDR_LEN)
+            break;
+        uint64_t base = off;
+        while (off + SOP_REC_HDR_LEN <= base + n) {
+            if (sop_get_le32(buf + (off - base)) != SOP_REC_MAGIC) {
+                off += 8;
+                continue;
+            }
+            int valid;
+            uint64_t rlen, claim, lsn;
+            if ((rc = probe_record(w, seg, buf, n, base, off, limit, &big, &big_cap, &valid, &rlen,
+                                   &claim, &lsn)) != SOP_OK)
+                goto out;
+            if (!valid) {
+                off += 8;
+                continue;
+            }
+            if (claim > *vouched_out) {
+                *vouched_out = claim;
+                *by_out = off;
+                *lsn_out = lsn;
+            }
+            off += rlen;
+        }
+    }
+out:
+    sop_free(buf);
+    sop_free(big);
     return rc;
 }

@@ -10,7 +10,8 @@
  *   (W1) Append-only. A segment id is never reused; a byte is written once.
  *   (W2) A transaction is committed exactly when its record, and every
  *        byte before it in the log, is durable. Recovery scans from the
- *        checkpoint's position and stops at the first invalid record.
+ *        checkpoint's position and stops at the first invalid record: a
+ *        torn tail if nothing durable lies there (W5, W8), else damage.
  *   (W3) With SOP_SYNC_FULL a commit returns only after an fdatasync
  *        covering its record returned 0 (group commit: one sync serves
  *        every record appended before it started).
@@ -32,13 +33,33 @@
  *        A segment is cut back to its tail before it is sealed, and at a
  *        clean close, so sealed segments end exactly at their last record.
  *        Scans stop at seg->size, the tail, not at the file's size.
+ *   (W8) Durable marks. Each segment knows how much of itself an fdatasync
+ *        has made durable (synced_off; its header is durable from the
+ *        start). Every TXN record carries, in its header's mark field, a
+ *        lower bound of synced_off at the moment it was appended. Bytes
+ *        below a valid record's mark were durable before that record was
+ *        written, so a crash cannot have torn them: an invalid record
+ *        there is damage, never a torn tail (sop_wal__vouched). No crash
+ *        can make a mark claim too much: it only counts completed syncs.
+ *   (W9) The newest segment's id is noted in the LOCK file (tail_file)
+ *        once its creation is durable, and lowered before a clean close
+ *        removes an empty newest segment. So the LOCK never names a
+ *        segment that may lawfully be missing: if it names one newer than
+ *        every segment file, a segment holding records was deleted. The
+ *        note is a hint: a failure to write it is ignored (an older note
+ *        only claims less).
  *
  * Record layout (little-endian), 8-byte aligned:
  *   0  u32 magic 0x52504F53 ("SOPR")     12 u32 crc32c(header with crc=0, payload)
  *   4  u8  type  (SOP_REC_*)              16 u64 lsn (transaction records; 0 else)
  *   5  u8  version (1)                    24 payload, then zero padding to 8
- *   6  u16 reserved (0)
+ *   6  u16 durable mark (W8; TXN records, else 0)
  *   8  u32 payload_len
+ *
+ * The mark m says how far back from the record's own offset p the segment
+ * was durable: 0 no more than its header; 1..0x7fff: p - (m - 1) * 8;
+ * 0x8000..0xffff: p - (m - 0x7fff) * 64 KiB (rounded so that it never
+ * claims more than was synced); never below the header.
  */
 #ifndef SOP_WAL_H
 #define SOP_WAL_H
@@ -62,6 +83,9 @@
  * longer fails its commit; checkpoint batches are at most 4 MiB). */
 #define SOP_REC_MAX_LEN ((uint64_t)UINT32_MAX & ~(uint64_t)7)
 
+/* The SEGHDR record: header and payload (db uuid, segment id). */
+#define SOP_SEGHDR_LEN (SOP_REC_HDR_LEN + 24)
+
 static inline size_t sop_rec_len(size_t payload_len)
 {
     return (SOP_REC_HDR_LEN + payload_len + 7) & ~(size_t)7;
@@ -82,6 +106,10 @@ typedef struct sop_seg {
     uint64_t max_lsn;     /* newest transaction record in it */
     uint64_t inflight_bytes; /* value blobs of transactions still running */
     uint64_t acct_end;    /* recovery: the manifest's accounting covers [0, acct_end) */
+    /* (W8) set under append_mu when the segment becomes the append target:
+     * appended_total then, so offset = SOP_SEGHDR_LEN + (total - base_total) */
+    uint64_t base_total;
+    _Atomic uint64_t synced_off; /* (W8) bytes [0, synced_off) are durable */
 } sop_seg;
 
 typedef struct sop_wal {
@@ -116,6 +144,7 @@ typedef struct sop_wal {
     uint64_t durable_total;
     _Atomic int panicked;      /* set once (W4); read without locks */
     uint64_t syncs;
+    sop_file *tail_file;       /* (W9) the LOCK file, or NULL */
 } sop_wal;
 
 int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
@@ -131,13 +160,15 @@ int sop_wal__start(sop_wal *w);
 
 /* Append len bytes (one or more complete records). *loc_out gets the seg/off
  * of the first byte, *token_out the group-commit token. lsn_max updates the
- * segment's max_lsn; blob_bytes adds to its blob accounting. */
-int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
-                    uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out);
+ * segment's max_lsn; blob_bytes adds to its blob accounting. When buf is
+ * one TXN record, its durable mark is filled in here and its crc updated
+ * (W8): nothing keeps a TXN record's crc. */
+int sop_wal__append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
+                    sop_loc *loc_out, uint64_t *token_out);
 /* Append one value blob record of a running transaction: counted as a blob
  * and in flight in the same step, so a checkpoint's accounting snapshot
  * never sees the one without the other. */
-int sop_wal__append_value(sop_wal *w, const void *buf, size_t len, sop_loc *loc_out,
+int sop_wal__append_value(sop_wal *w, void *buf, size_t len, sop_loc *loc_out,
                           uint64_t *token_out);
 /* Wait until everything up to token is durable (group commit, W3). */
 int sop_wal__sync_to(sop_wal *w, uint64_t token);
@@ -180,6 +211,25 @@ typedef int (*sop_wal_scan_fn)(int type, uint64_t lsn, const uint8_t *payload, s
 int sop_wal__scan(sop_wal *w, sop_seg *seg, uint64_t off, sop_wal_scan_fn cb, void *ctx,
                   uint64_t *end_out, int *torn_out);
 
+/* Is seg's SEGHDR record intact and ours (this database, this id)?
+ * SOP_CORRUPT naming the segment if not. */
+int sop_wal__check_seghdr(sop_wal *w, sop_seg *seg);
+
+/* (W8) Look for valid records in seg's bytes after the invalid record at
+ * from (after its extent if its header still reads as one, else from the
+ * next 8-byte boundary; then at every 8-byte boundary up to seg->size)
+ * and return in *vouched_out the
+ * highest offset any of them vouches was durable (0 if none is found; any
+ * valid record vouches for the header). *by_out / *lsn_out name the record
+ * that vouches for the most. Reads the whole range: for recovery only. */
+int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_out,
+                     uint64_t *by_out, uint64_t *lsn_out);
+
 int sop_wal__panic(sop_wal *w, int rc);
+
+/* (W9) Write "the log reached segment id" to w->tail_file and sync it. */
+int sop_wal__note_newest(sop_wal *w, uint64_t id);
+/* (W9) The segment id noted in f; 0 if none (or the note is torn). */
+int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out);
 
 #endif

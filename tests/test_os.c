@@ -586,6 +586,53 @@ TEST(test_os__symlink_readlink)
 
 /* ---- error detail ------------------------------------------------------------------ */
 
+/* The descriptor this process has open on path (the newest), or -1. */
+static int fd_of(const char *path)
+{
+    char link[64], target[PATH_MAX];
+    int found = -1;
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = 0;
+            if (strcmp(target, path) == 0)
+                found = fd;
+        }
+    }
+    return found;
+}
+
+/* (V6) A FIFO, a device or a socket where a file is expected: refused as
+ * SOP_CORRUPT naming the path, and opening a FIFO does not block. */
+TEST(test_os__open_refuses_what_is_not_a_regular_file)
+{
+    sop_file *f = NULL;
+    const char *fifo = test_path("fifo");
+    CHECK(mkfifo(fifo, 0644) == 0);
+    alarm(10); /* a blocking open would hang here */
+    CHECK_RC(SOP_CORRUPT, vfs()->open(&f, vfs(), fifo, SOP_VFS_READ));
+    CHECK_MSG_HAS(fifo);
+    CHECK_MSG_HAS("FIFO");
+    CHECK_RC(SOP_CORRUPT, vfs()->open(&f, vfs(), fifo, SOP_VFS_WRITE | SOP_VFS_CREATE));
+    alarm(0);
+    CHECK(f == NULL);
+    const char *zero = test_path("zero");
+    CHECK(symlink("/dev/zero", zero) == 0);
+    CHECK_RC(SOP_CORRUPT, vfs()->open(&f, vfs(), zero, SOP_VFS_READ));
+    CHECK_MSG_HAS(zero);
+    CHECK_MSG_HAS("character device");
+    CHECK(f == NULL);
+    /* a symlink to a regular file is followed, and I/O blocks as usual */
+    const char *plain = test_path("plain"), *to_plain = test_path("to-plain");
+    CHECK_OK(make_file(plain, 3, 0));
+    CHECK(symlink(plain, to_plain) == 0);
+    CHECK_OK(vfs()->open(&f, vfs(), to_plain, SOP_VFS_WRITE));
+    int fd = fd_of(plain);
+    CHECK(fd >= 0 && (fcntl(fd, F_GETFL) & O_NONBLOCK) == 0);
+    CHECK_OK(vfs()->close(f));
+}
+
 TEST(test_os__errors_name_path_offset_and_errno)
 {
     sop_file *f = NULL;
@@ -603,15 +650,23 @@ TEST(test_os__errors_name_path_offset_and_errno)
     CHECK_MSG_HAS(" at 4096: ");
     CHECK(strchr(sop_errmsg(), '\n') == NULL);
 
-    /* ENOSPC -> SOP_NOSPC, through /dev/full where the system has it. */
-    if (access("/dev/full", W_OK) == 0) {
-        CHECK_OK(vfs()->open(&f, vfs(), "/dev/full", SOP_VFS_WRITE));
+    /* ENOSPC -> SOP_NOSPC, through /dev/full where the system has it. The
+     * VFS opens only regular files (V6), so /dev/full replaces the
+     * descriptor of an open one. */
+    int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    if (full >= 0) {
+        const char *nospc = test_path("nospc");
+        CHECK_OK(make_file(nospc, 0, 0));
+        CHECK_OK(vfs()->open(&f, vfs(), nospc, SOP_VFS_WRITE));
+        int fd = fd_of(nospc);
+        CHECK(fd >= 0 && dup2(full, fd) == fd);
+        close(full);
         sop_err_clear();
         rc = vfs()->pwrite(f, buf, sizeof buf, 0);
         CHECK_OK(vfs()->close(f));
         CHECK_RC(SOP_NOSPC, rc);
         CHECK_EQ_U64(sop_os_errno(), ENOSPC);
-        CHECK_MSG_HAS("/dev/full");
+        CHECK_MSG_HAS(nospc);
     } else {
         printf("  note  /dev/full not writable: NOSPC mapping not exercised\n");
     }
@@ -684,5 +739,6 @@ TEST_MAIN(T(test_os__table_is_complete), T(test_os__open_create_excl_notfound_co
           T(test_os__lock_survives_closing_another_fd_of_the_file),
           T(test_os__lock_excludes_other_processes), T(test_os__symlink_readlink),
           T(test_os__errors_name_path_offset_and_errno),
+          T(test_os__open_refuses_what_is_not_a_regular_file),
           T(test_os__copied_table_overrides_file_methods), T(test_os__monotonic_clock),
           T(test_os__random_bytes))

@@ -1771,8 +1771,15 @@ static int wl_open(wl *w)
     int r = verify(w->m, w->db, "after open", &read_rc, !w->faults);
     if (r == 1)
         return CRASH_WL_BAD_STATE;
-    if (r == 2)
+    if (r == 2) {
+        /* Unverified: the model still counts the commits a crash before
+         * this open may have lost as pending. A clean close of this handle
+         * (which may well succeed: it has nothing to write) must not make
+         * them durable, so drop the handle as a crash would. */
+        sop_db__crash_close(w->db);
+        w->db = NULL;
         return stop(w, read_rc, "read after open");
+    }
     return SOP_OK;
 }
 
