@@ -615,6 +615,10 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
                                 ": the valid record at offset %" PRIu64 " (lsn %" PRIu64
                                 ") was written after the segment was durable up to %" PRIu64,
                                 s->id, end, by, lsn, vouched);
+    if (end == 0 && db->wal.note_id == s->id)
+        return SOP_CORRUPT_BKPT("segment %" PRIu64 " has a damaged header, though it was "
+                                "durable (LOCK names the segment)",
+                                s->id);
     snprintf(dir, sizeof dir, "%s/seg", db->path);
     if (end == 0 && !db->readonly) {
         /* No valid header, nothing after it: a creation a crash interrupted
@@ -638,7 +642,9 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
             return rc;
         return db->vfs->sync_dir(db->vfs, dir);
     }
-    if (!db->readonly && (rc = db->vfs->truncate(s->file, end)) == SOP_OK)
+    /* (W9) the note may claim more of it (a zero extension): lower it first */
+    if (!db->readonly && (rc = sop_wal__note_cut(&db->wal, s->id, end)) == SOP_OK &&
+        (rc = db->vfs->truncate(s->file, end)) == SOP_OK)
         rc = db->vfs->sync(s->file, 1);
     if (rc == SOP_OK)
         s->size = end;
@@ -684,14 +690,28 @@ static int recover(sop_db *db)
      * segments before the replay position (C3), and an interrupted
      * creation recovery removes leaves its id to the next segment. A gap
      * is a deleted segment, whose records would otherwise vanish. */
-    uint64_t noted;
-    SOP_TRY(sop_wal__noted_newest(db->vfs, db->lock_file, &noted));
+    uint64_t noted, noted_min;
+    SOP_TRY(sop_wal__noted_newest(db->vfs, db->lock_file, &noted, &noted_min));
+    db->wal.note_id = noted; /* what LOCK claims: a cut below it lowers it first */
+    db->wal.note_min = noted_min;
     if (noted >= from.seg && noted > (l.n ? l.ids[l.n - 1] : 0)) {
         /* (W9) the log reached it, and a crash cannot undo that. */
         rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is missing: the log reached it "
                               "(LOCK), the newest segment file is %" PRIu64,
                               noted, l.n ? l.ids[l.n - 1] : 0);
         goto out;
+    }
+    {
+        /* (W9) the log made that much of it durable (a zero extension, or
+         * its header), and every lawful cut lowers the note first. */
+        sop_seg *ns = noted ? sop_wal__segment(&db->wal, noted) : NULL;
+        if (ns && ns->size < noted_min) {
+            rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is truncated: it has %" PRIu64
+                                  " bytes, the log had made %" PRIu64 " bytes of it durable "
+                                  "(LOCK)",
+                                  noted, ns->size, noted_min);
+            goto out;
+        }
     }
     for (size_t i = 1; i < l.n; i++)
         if (l.ids[i - 1] >= from.seg && l.ids[i] != l.ids[i - 1] + 1) {
@@ -1005,15 +1025,18 @@ static void drop_empty_segment(sop_db *db)
         s->id > db->replay_from.seg && s->id > db->durable_from.seg) {
         snprintf(path, sizeof path, "%s/seg/%016" PRIx64 ".seg", db->path, s->id);
         snprintf(dir, sizeof dir, "%s/seg", db->path);
-        uint64_t prev = 0; /* the newest segment that stays */
+        uint64_t prev = 0, prev_size = 0; /* the newest segment that stays (sealed) */
         pthread_mutex_lock(&w->seg_mu);
         for (size_t i = 0; i < w->seg_count; i++)
-            if (w->segs[i]->id < s->id && w->segs[i]->id > prev)
+            if (w->segs[i]->id < s->id && w->segs[i]->id > prev) {
                 prev = w->segs[i]->id;
+                prev_size = w->segs[i]->size;
+            }
         pthread_mutex_unlock(&w->seg_mu);
         /* (W9) no longer the newest before it goes: if the note cannot be
          * lowered, the empty segment stays (harmless). */
-        if (sop_wal__note_newest(w, prev) == SOP_OK && db->vfs->unlink(db->vfs, path) == SOP_OK) {
+        if (sop_wal__note_newest(w, prev, prev_size) == SOP_OK &&
+            db->vfs->unlink(db->vfs, path) == SOP_OK) {
             pthread_mutex_lock(&w->seg_mu);
             for (size_t i = 0; i < w->seg_count; i++)
                 if (w->segs[i] == s) {

@@ -89,6 +89,7 @@ int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t
     pthread_mutex_init(&w->append_mu, NULL);
     pthread_mutex_init(&w->seg_mu, NULL);
     pthread_mutex_init(&w->sync_mu, NULL);
+    pthread_mutex_init(&w->note_mu, NULL);
     pthread_cond_init(&w->sync_cv[0], NULL);
     pthread_cond_init(&w->sync_cv[1], NULL);
     return SOP_OK;
@@ -106,6 +107,7 @@ void sop_wal__dispose(sop_wal *w)
     pthread_mutex_destroy(&w->append_mu);
     pthread_mutex_destroy(&w->seg_mu);
     pthread_mutex_destroy(&w->sync_mu);
+    pthread_mutex_destroy(&w->note_mu);
     pthread_cond_destroy(&w->sync_cv[0]);
     pthread_cond_destroy(&w->sync_cv[1]);
     memset(w, 0, sizeof *w);
@@ -229,33 +231,84 @@ static int wal_panicked(sop_wal *w)
     return p;
 }
 
-#define TAIL_MAGIC "SOPTAIL1"
-#define TAIL_LEN   24 /* magic, u64 id, u32 crc32c of the first 16 bytes, u32 0 */
+#define TAIL_MAGIC_V1 "SOPTAIL1" /* magic, u64 id, u32 crc32c of the first 16 bytes, u32 0 */
+#define TAIL_MAGIC    "SOPTAIL2"
+#define TAIL_LEN      32 /* magic, u64 id, u64 min_size, u32 crc32c of the first 24 bytes, u32 0 */
 
-int sop_wal__note_newest(sop_wal *w, uint64_t id)
+/* (W9) Write the note; caller holds note_mu (or is single-threaded). A
+ * failed write may still have landed, so note_id/note_min then keep the
+ * larger of the two claims for the segment. */
+static int note_write(sop_wal *w, uint64_t id, uint64_t min_size)
 {
     uint8_t b[TAIL_LEN];
-    if (!w->tail_file)
-        return SOP_OK;
     memcpy(b, TAIL_MAGIC, 8);
     sop_put_le64(b + 8, id);
-    sop_put_le32(b + 16, sop_crc32c(0, b, 16));
-    sop_put_le32(b + 20, 0);
+    sop_put_le64(b + 16, min_size);
+    sop_put_le32(b + 24, sop_crc32c(0, b, 24));
+    sop_put_le32(b + 28, 0);
     int rc = w->vfs->pwrite(w->tail_file, b, sizeof b, 0);
-    return rc ? rc : w->vfs->sync(w->tail_file, 1);
+    if (rc == SOP_OK)
+        rc = w->vfs->sync(w->tail_file, 1);
+    if (rc == SOP_OK || id != w->note_id || min_size > w->note_min)
+        w->note_min = min_size;
+    w->note_id = id;
+    return rc;
 }
 
-int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out)
+int sop_wal__note_newest(sop_wal *w, uint64_t id, uint64_t min_size)
+{
+    if (!w->tail_file)
+        return SOP_OK;
+    pthread_mutex_lock(&w->note_mu);
+    w->note_gen++;
+    int rc = note_write(w, id, min_size);
+    pthread_mutex_unlock(&w->note_mu);
+    return rc;
+}
+
+int sop_wal__note_cut(sop_wal *w, uint64_t id, uint64_t size)
+{
+    int rc = SOP_OK;
+    if (!w->tail_file)
+        return SOP_OK;
+    pthread_mutex_lock(&w->note_mu);
+    w->note_gen++; /* a leader that read the old size must not note it now */
+    if (w->note_id == id && w->note_min > size)
+        rc = note_write(w, id, size);
+    pthread_mutex_unlock(&w->note_mu);
+    return rc;
+}
+
+/* (W9) The sync that read gen and s's zero end zend under append_mu has
+ * made [0, zend) of s durable: note it before its commits are
+ * acknowledged, unless a cut or a new segment came in between. Best
+ * effort (a note not raised only claims less). */
+static void note_raise(sop_wal *w, sop_seg *s, uint64_t zend, uint64_t gen)
+{
+    if (!w->tail_file)
+        return;
+    pthread_mutex_lock(&w->note_mu);
+    if (gen == w->note_gen && w->note_id == s->id && zend > w->note_min)
+        (void)note_write(w, s->id, zend);
+    pthread_mutex_unlock(&w->note_mu);
+}
+
+int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out, uint64_t *min_size_out)
 {
     uint8_t b[TAIL_LEN];
     size_t got = 0;
-    *id_out = 0;
+    *id_out = *min_size_out = 0;
     int rc = vfs->pread(f, b, sizeof b, 0, &got);
     if (rc)
         return rc;
-    if (got == sizeof b && memcmp(b, TAIL_MAGIC, 8) == 0 &&
-        sop_get_le32(b + 16) == sop_crc32c(0, b, 16))
+    if (got == TAIL_LEN && memcmp(b, TAIL_MAGIC, 8) == 0 &&
+        sop_get_le32(b + 24) == sop_crc32c(0, b, 24)) {
         *id_out = sop_get_le64(b + 8);
+        *min_size_out = sop_get_le64(b + 16);
+    } else if (got >= 24 && memcmp(b, TAIL_MAGIC_V1, 8) == 0 &&
+               sop_get_le32(b + 16) == sop_crc32c(0, b, 16)) {
+        *id_out = sop_get_le64(b + 8); /* version 1: no size claim */
+    }
     return SOP_OK;
 }
 
@@ -307,9 +360,10 @@ static int seg_create(sop_wal *w, sop_seg **out)
         sop_free(s);
         return rc;
     }
-    /* (W9) its directory entry is durable: it may no longer go missing.
-     * Best effort: a note that did not land only claims less. */
-    (void)sop_wal__note_newest(w, id);
+    /* (W9) its directory entry and header are durable: it may no longer
+     * go missing or shrink below its header. Best effort: a note that did
+     * not land only claims less. */
+    (void)sop_wal__note_newest(w, id, sizeof rec);
     *out = s;
     return SOP_OK;
 }
@@ -350,16 +404,23 @@ static int extend_zeros(sop_wal *w, uint64_t need)
     return SOP_OK;
 }
 
+/* Cut cur's file to its tail (W6, W7), the note lowered first (W9): if
+ * that fails, nothing is cut. Caller holds append_mu. */
+static int cut_cur(sop_wal *w)
+{
+    int rc = sop_wal__note_cut(w, w->cur->id, w->tail_off);
+    if (rc == SOP_OK)
+        rc = w->vfs->truncate(w->cur->file, w->tail_off);
+    if (rc == SOP_OK)
+        w->zero_end = w->tail_off;
+    return rc;
+}
+
 /* (W7) Cut cur's file back to its tail (no zeros after the last record).
  * Caller holds append_mu. */
 static int cut_zeros(sop_wal *w)
 {
-    if (w->zero_end <= w->tail_off)
-        return SOP_OK;
-    int rc = w->vfs->truncate(w->cur->file, w->tail_off);
-    if (rc == SOP_OK)
-        w->zero_end = w->tail_off;
-    return rc;
+    return w->zero_end <= w->tail_off ? SOP_OK : cut_cur(w);
 }
 
 int sop_wal__trim_tail(sop_wal *w)
@@ -441,9 +502,7 @@ static int append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t 
         rc = w->vfs->pwrite(w->cur->file, buf, len, w->tail_off);
     if (rc != SOP_OK) {
         /* (W6) cut off whatever part of the write (or the zeros) landed. */
-        int trc = w->vfs->truncate(w->cur->file, w->tail_off);
-        if (trc == SOP_OK)
-            w->zero_end = w->tail_off;
+        int trc = cut_cur(w);
         if (trc != SOP_OK) {
             sop_wal__panic(w, SOP_PANIC);
             rc = sop_err(SOP_PANIC, "cannot cut a failed append off segment %" PRIu64, w->cur->id);
@@ -492,8 +551,13 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
         pthread_mutex_unlock(&w->sync_mu);
         pthread_mutex_lock(&w->append_mu);
         sop_seg *s = w->cur;
-        uint64_t base = s ? s->base_total : 0;
+        uint64_t base = s ? s->base_total : 0, zend = w->zero_end;
+        pthread_mutex_lock(&w->note_mu);
+        uint64_t note_gen = w->note_gen;
+        pthread_mutex_unlock(&w->note_mu);
         pthread_mutex_unlock(&w->append_mu);
+        if (rc == SOP_OK && s && w->prezero)
+            note_raise(w, s, zend, note_gen); /* (W9) before anyone is acknowledged */
         rc = s ? w->vfs->sync(s->file, 1) : SOP_OK;
         if (rc == SOP_OK && s && target > base) {
             /* (W8) s was the append target since base, so the bytes up to

@@ -46,8 +46,19 @@
  *        removes an empty newest segment. So the LOCK never names a
  *        segment that may lawfully be missing: if it names one newer than
  *        every segment file, a segment holding records was deleted. The
- *        note is a hint: a failure to write it is ignored (an older note
- *        only claims less).
+ *        note also names a lower bound of that segment's file size: its
+ *        header at creation; with prezero (W7), the end of a zero
+ *        extension once an fdatasync made it durable, noted (and LOCK
+ *        synced) by the sync's leader before any commit of that sync is
+ *        acknowledged (note_raise). Every cut of the segment's file (W6,
+ *        W7 at rotation and close, recovery's torn-tail cut) lowers the
+ *        note first, durably, and does not cut if that fails: so the note
+ *        never claims more than the file lawfully has, and a newest
+ *        segment shorter than its note was truncated by someone else.
+ *        Acknowledged records lie below the note's size (their sync made
+ *        the extension they were written into durable). Raising the note
+ *        is a hint: a failure to write it is ignored (an older note only
+ *        claims less).
  *
  * Record layout (little-endian), 8-byte aligned:
  *   0  u32 magic 0x52504F53 ("SOPR")     12 u32 crc32c(header with crc=0, payload)
@@ -145,6 +156,12 @@ typedef struct sop_wal {
     _Atomic int panicked;      /* set once (W4); read without locks */
     uint64_t syncs;
     sop_file *tail_file;       /* (W9) the LOCK file, or NULL */
+    /* (W9) a leaf lock (taken inside append_mu or alone): what the note in
+     * tail_file may claim at most (a note whose write failed may have
+     * landed), and a generation bumped by every cut or new segment, so a
+     * sync leader never raises the note over a cut it did not see. */
+    pthread_mutex_t note_mu;
+    uint64_t note_id, note_min, note_gen;
 } sop_wal;
 
 int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
@@ -227,9 +244,15 @@ int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_
 
 int sop_wal__panic(sop_wal *w, int rc);
 
-/* (W9) Write "the log reached segment id" to w->tail_file and sync it. */
-int sop_wal__note_newest(sop_wal *w, uint64_t id);
-/* (W9) The segment id noted in f; 0 if none (or the note is torn). */
-int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out);
+/* (W9) Write "the log reached segment id, whose file holds at least
+ * min_size bytes" to w->tail_file and sync it. */
+int sop_wal__note_newest(sop_wal *w, uint64_t id, uint64_t min_size);
+/* (W9) Segment id is about to be cut to size: lower the note first if it
+ * may claim more (durably; an error means: do not cut). */
+int sop_wal__note_cut(sop_wal *w, uint64_t id, uint64_t size);
+/* (W9) The segment id and minimum size noted in f; 0, 0 if none (or the
+ * note is torn); a version 1 note ("SOPTAIL1") claims no size. */
+int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out,
+                          uint64_t *min_size_out);
 
 #endif
