@@ -608,7 +608,8 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
                                 " but newer segments exist",
                                 s->id, end);
     uint64_t vouched, by, lsn;
-    if ((rc = sop_wal__vouched(&db->wal, s, end, &vouched, &by, &lsn)) != SOP_OK)
+    if ((rc = sop_wal__vouched(&db->wal, s, end, db->applied_lsn + 1, &vouched, &by, &lsn)) !=
+        SOP_OK)
         return rc;
     if (vouched > end)
         return SOP_CORRUPT_BKPT("segment %" PRIu64 " is damaged at offset %" PRIu64

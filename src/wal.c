@@ -763,7 +763,7 @@ int sop_wal__check_seghdr(sop_wal *w, sop_seg *seg)
  * *lsn_out describe it. */
 static int probe_record(sop_wal *w, sop_seg *seg, const uint8_t *buf, size_t n, uint64_t base,
                         uint64_t off, uint64_t limit, uint8_t **big, size_t *big_cap, int *valid,
-                        uint64_t *rlen_out, uint64_t *claim_out, uint64_t *lsn_out)
+                        int *type_out, uint64_t *rlen_out, uint64_t *claim_out, uint64_t *lsn_out)
 {
     const uint8_t *h = buf + (off - base);
     uint32_t plen;
@@ -791,6 +791,7 @@ static int probe_record(sop_wal *w, sop_seg *seg, const uint8_t *buf, size_t n, 
     if (rec_crc(r, r + SOP_REC_HDR_LEN, plen) != sop_get_le32(r + 12))
         return SOP_OK;
     *valid = 1;
+    *type_out = r[4];
     *rlen_out = rlen;
     *lsn_out = sop_get_le64(r + 16);
     /* Any valid record was written after the header was synced (W8). */
@@ -798,8 +799,57 @@ static int probe_record(sop_wal *w, sop_seg *seg, const uint8_t *buf, size_t n, 
     return SOP_OK;
 }
 
-int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_out,
-                     uint64_t *by_out, uint64_t *lsn_out)
+/* Look for records vouching for from among candidates in [off, stop) (see
+ * sop_wal__vouched). With strict, only a TXN record with lsn next_lsn or
+ * next_lsn + 1 whose mark lies after from counts. */
+static int vouch_range(sop_wal *w, sop_seg *seg, uint64_t off, uint64_t stop, uint64_t limit,
+                       int strict, uint64_t from, uint64_t next_lsn, uint8_t *buf, uint8_t **big,
+                       size_t *big_cap, uint64_t *vouched_out, uint64_t *by_out,
+                       uint64_t *lsn_out)
+{
+    enum { CHUNK = 1 << 20 };
+    int rc = SOP_OK;
+    while (off + SOP_REC_HDR_LEN <= limit && off < stop) {
+        /* One chunk from off; candidates are checked where a record header
+         * fits in it, the rest starts the next chunk. */
+        size_t want = limit - off < CHUNK ? (size_t)(limit - off) : CHUNK, n = 0;
+        if ((rc = w->vfs->pread(seg->file, buf, want, off, &n)) != SOP_OK)
+            break;
+        if (n < SOP_REC_HDR_LEN)
+            break;
+        uint64_t base = off;
+        while (off + SOP_REC_HDR_LEN <= base + n && off < stop) {
+            if (sop_get_le32(buf + (off - base)) != SOP_REC_MAGIC) {
+                off += 8;
+                continue;
+            }
+            int valid, type;
+            uint64_t rlen, claim, lsn;
+            if ((rc = probe_record(w, seg, buf, n, base, off, limit, big, big_cap, &valid, &type,
+                                   &rlen, &claim, &lsn)) != SOP_OK)
+                return rc;
+            if (!valid) {
+                off += 8;
+                continue;
+            }
+            if (strict && (type != SOP_REC_TXN || (lsn != next_lsn && lsn != next_lsn + 1) ||
+                           claim <= from)) {
+                off += rlen;
+                continue;
+            }
+            if (claim > *vouched_out) {
+                *vouched_out = claim;
+                *by_out = off;
+                *lsn_out = lsn;
+            }
+            off += rlen;
+        }
+    }
+    return rc;
+}
+
+int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t next_lsn,
+                     uint64_t *vouched_out, uint64_t *by_out, uint64_t *lsn_out)
 {
     enum { CHUNK = 1 << 20 };
     pthread_mutex_lock(&w->seg_mu);
@@ -814,7 +864,7 @@ int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_
     /* Start past the invalid record at from when its header still reads
      * as one (a damaged payload): records inside its payload (a value may
      * hold anything, a libsop log even) were never records of this log. */
-    uint64_t off = (from + 7) & ~(uint64_t)7;
+    uint64_t off = (from + 7) & ~(uint64_t)7, start = off;
     if (off + SOP_REC_HDR_LEN <= limit) {
         uint8_t hdr[SOP_REC_HDR_LEN];
         size_t got = 0;
@@ -824,37 +874,17 @@ int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_
         off +=
             got == sizeof hdr && rec_check_header(hdr, limit - off, &plen) ? sop_rec_len(plen) : 8;
     }
-    while (off + SOP_REC_HDR_LEN <= limit) {
-        /* One chunk from off; candidates are checked where a record header
-         * fits in it, the rest starts the next chunk. */
-        size_t want = limit - off < CHUNK ? (size_t)(limit - off) : CHUNK, n = 0;
-        if ((rc = w->vfs->pread(seg->file, buf, want, off, &n)) != SOP_OK)
-            break;
-        if (n < SOP_REC_HDR_LEN)
-            break;
-        uint64_t base = off;
-        while (off + SOP_REC_HDR_LEN <= base + n) {
-            if (sop_get_le32(buf + (off - base)) != SOP_REC_MAGIC) {
-                off += 8;
-                continue;
-            }
-            int valid;
-            uint64_t rlen, claim, lsn;
-            if ((rc = probe_record(w, seg, buf, n, base, off, limit, &big, &big_cap, &valid, &rlen,
-                                   &claim, &lsn)) != SOP_OK)
-                goto out;
-            if (!valid) {
-                off += 8;
-                continue;
-            }
-            if (claim > *vouched_out) {
-                *vouched_out = claim;
-                *by_out = off;
-                *lsn_out = lsn;
-            }
-            off += rlen;
-        }
-    }
+    rc = vouch_range(w, seg, off, UINT64_MAX, limit, 0, from, next_lsn, buf, &big, &big_cap,
+                     vouched_out, by_out, lsn_out);
+    if (rc == SOP_OK && *vouched_out <= from && off > start + 8)
+        /* Nothing after its extent vouches, but that extent comes from a
+         * header that may be damaged (its length): look inside it too, for
+         * the one record that would have followed - the next transaction
+         * record (lsn next_lsn, or next_lsn + 1 after a bad TXN record),
+         * vouching for from. An image inside a value hardly matches all
+         * three; if one does, it costs a false SOP_CORRUPT, never data. */
+        rc = vouch_range(w, seg, start + 8, off, limit, 1, from, next_lsn, buf, &big, &big_cap,
+                         vouched_out, by_out, lsn_out);
 out:
     sop_free(buf);
     sop_free(big);

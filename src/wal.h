@@ -237,10 +237,14 @@ int sop_wal__check_seghdr(sop_wal *w, sop_seg *seg);
  * next 8-byte boundary; then at every 8-byte boundary up to seg->size)
  * and return in *vouched_out the
  * highest offset any of them vouches was durable (0 if none is found; any
- * valid record vouches for the header). *by_out / *lsn_out name the record
- * that vouches for the most. Reads the whole range: for recovery only. */
-int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t *vouched_out,
-                     uint64_t *by_out, uint64_t *lsn_out);
+ * valid record vouches for the header). If nothing after a parsed header's
+ * extent vouches for from, the extent itself is searched from from + 8,
+ * where only the TXN record that would have followed counts (lsn next_lsn
+ * or next_lsn + 1, its mark after from): the length may be what is damaged.
+ * *by_out / *lsn_out name the record that vouches for the most. Reads the
+ * whole range: for recovery only. */
+int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t next_lsn,
+                     uint64_t *vouched_out, uint64_t *by_out, uint64_t *lsn_out);
 
 int sop_wal__panic(sop_wal *w, int rc);
 

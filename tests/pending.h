@@ -25,8 +25,6 @@ static const char *const PENDING_FIXES[] = {
     "test_2pc__prepared_writes_block_lost_updates",
     "test_2pc__concurrent_bank_and_list_append",
     "test_2pc__recovered_prepared_commit_small_cache",
-    /* issue 10 defects 4 and 5: damage of the newest segment, non-regular files */
-    "test_newest__damaged_newest_segment",
     NULL,
 };
 
