@@ -804,8 +804,7 @@ static int probe_record(sop_wal *w, sop_seg *seg, const uint8_t *buf, size_t n, 
  * next_lsn + 1 whose mark lies after from counts. */
 static int vouch_range(sop_wal *w, sop_seg *seg, uint64_t off, uint64_t stop, uint64_t limit,
                        int strict, uint64_t from, uint64_t next_lsn, uint8_t *buf, uint8_t **big,
-                       size_t *big_cap, uint64_t *vouched_out, uint64_t *by_out,
-                       uint64_t *lsn_out)
+                       size_t *big_cap, uint64_t *vouched_out, uint64_t *by_out, uint64_t *lsn_out)
 {
     enum { CHUNK = 1 << 20 };
     int rc = SOP_OK;
