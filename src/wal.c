@@ -556,9 +556,9 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
         uint64_t note_gen = w->note_gen;
         pthread_mutex_unlock(&w->note_mu);
         pthread_mutex_unlock(&w->append_mu);
+        rc = s ? w->vfs->sync(s->file, 1) : SOP_OK;
         if (rc == SOP_OK && s && w->prezero)
             note_raise(w, s, zend, note_gen); /* (W9) before anyone is acknowledged */
-        rc = s ? w->vfs->sync(s->file, 1) : SOP_OK;
         if (rc == SOP_OK && s && target > base) {
             /* (W8) s was the append target since base, so the bytes up to
              * target are s's first target - base after its header. */
