@@ -15,8 +15,7 @@ BUILD   := build/$(VARIANT)
 CC      ?= cc
 PREFIX  ?= /usr/local
 
-WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-           -Wno-missing-field-initializers
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -pthread -fPIC -fvisibility=hidden \
                -Iinclude -Isrc $(WARN)
 ifeq ($(VARIANT),release)

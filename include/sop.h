@@ -156,7 +156,9 @@ typedef struct sop_db_options {
 } sop_db_options; /* version 1 ends here; fields are only ever appended */
 
 #define SOP_DB_OPTIONS_VERSION 1
-#define SOP_DB_OPTIONS_INIT    {SOP_DB_OPTIONS_VERSION}
+/** Every field, in order, so that `gcc -Wextra` (-Wmissing-field-initializers)
+ *  and C++ accept it; a field appended to the struct is appended here too. */
+#define SOP_DB_OPTIONS_INIT    {SOP_DB_OPTIONS_VERSION, 0, SOP_SYNC_FULL, 0, 0, 0, 0, 0, 0}
 /** Fill *opts with defaults for @p version. SOP_INVAL for an unknown version. */
 SOP_API int sop_db_options_init(sop_db_options *opts, uint32_t version);
 
@@ -385,7 +387,8 @@ typedef struct sop_store_options {
 } sop_store_options; /* version 1 ends here */
 
 #define SOP_STORE_OPTIONS_VERSION 1
-#define SOP_STORE_OPTIONS_INIT    {SOP_STORE_OPTIONS_VERSION}
+/** Every field, in order (see SOP_DB_OPTIONS_INIT). */
+#define SOP_STORE_OPTIONS_INIT    {SOP_STORE_OPTIONS_VERSION, 0, 0, 0, 0, 0, 0}
 SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
 
 /** sop_store_open flags. */
