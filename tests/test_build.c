@@ -7,6 +7,8 @@
  *     under gcc -Wall -Wextra -Werror (-Wmissing-field-initializers).
  *   test_build__sop_keys_example_compiles_and_runs
  *     the sop_keys.h usage example called sop_put(), which does not exist.
+ *   test_build__install_with_pkg_config
+ *     `make install` installed no pkg-config file.
  */
 #include <libgen.h>
 #include <limits.h>
@@ -64,5 +66,10 @@ TEST(test_build__sop_keys_example_compiles_and_runs)
     CHECK(run_section("keys_example") == 0);
 }
 
+TEST(test_build__install_with_pkg_config)
+{
+    CHECK(run_section("install") == 0);
+}
+
 TEST_MAIN(T(test_build__headers_compile_with_user_flags),
-          T(test_build__sop_keys_example_compiles_and_runs))
+          T(test_build__sop_keys_example_compiles_and_runs), T(test_build__install_with_pkg_config))

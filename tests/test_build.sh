@@ -8,6 +8,10 @@
 #                 clang -Wall -Wextra -Werror -std=c99 -pedantic, and g++.
 #   keys_example  the usage example in include/sop_keys.h (between @code and
 #                 @endcode), compiled as it stands and run against the library.
+#   install       `make install` to a temporary PREFIX installs the headers,
+#                 libsop.a, libsop.so and lib/pkgconfig/sop.pc; a program in
+#                 another folder builds with `pkg-config --cflags --libs sop`
+#                 (shared, and --static) and runs; DESTDIR stages the same tree.
 #
 # SOP_TEST_SAN: the sanitizer flags of the variant under test (the library
 # objects need them at link time).
@@ -140,6 +144,45 @@ EOF
   gcc -Wall -Wextra -Werror -std=c11 -pedantic -I"$root/include" -I. $san example.c \
     "$build/libsop.a" -pthread -o example || fail "the example does not compile"
   ./example "$work/db" | grep -q ': ok$' || fail "the example did not store its key"
+  ;;
+install)
+  command -v pkg-config >/dev/null || fail "pkg-config missing (scripts/deps.sh build)"
+  variant=$(basename "$build")
+  # The nested make must not join the caller's jobserver.
+  unset MAKEFLAGS MFLAGS MAKELEVEL
+  prefix="$work/prefix"
+  make -s -C "$root" VARIANT="$variant" PREFIX="$prefix" install >make.log 2>&1 ||
+    { cat make.log >&2; fail "make install PREFIX=$prefix"; }
+  for f in include/sop.h include/sop_keys.h include/sop_sys.h lib/libsop.a lib/libsop.so \
+           lib/libsop.so.0 lib/pkgconfig/sop.pc bin/sop; do
+    [ -e "$prefix/$f" ] || fail "make install did not install $f"
+  done
+  mkdir -p elsewhere && cd elsewhere
+  write_user_program user.c
+  export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+  flags=$(pkg-config --cflags --libs sop) || fail "pkg-config --cflags --libs sop"
+  case "$flags" in *"-I$prefix/include"*"-L$prefix/lib"*"-lsop"*) ;;
+    *) fail "pkg-config says '$flags'" ;; esac
+  [ "$(pkg-config --modversion sop)" = "$(sed -n 's/^#define SOP_VERSION_STRING *"\(.*\)"/\1/p' \
+      "$root/include/sop.h")" ] || fail "pkg-config --modversion differs from SOP_VERSION_STRING"
+  # shellcheck disable=SC2086 # word splitting of pkg-config's output is intended
+  gcc -Wall -Wextra -Werror -std=c11 $san user.c $flags -o user_shared || fail "shared build"
+  LD_LIBRARY_PATH="$prefix/lib" ./user_shared db1 | grep -q ': ok$' || fail "shared program"
+  # shellcheck disable=SC2086
+  gcc -Wall -Wextra -Werror -std=c11 $san user.c $(pkg-config --cflags sop) \
+    "$prefix/lib/libsop.a" $(pkg-config --static --libs-only-other --libs-only-l sop |
+      sed 's/-lsop//') -o user_static || fail "static build"
+  ./user_static db2 | grep -q ': ok$' || fail "static program"
+  cd ..
+  # DESTDIR stages the same tree under it, naming the final PREFIX inside.
+  make -s -C "$root" VARIANT="$variant" PREFIX=/opt/sop DESTDIR="$work/stage" install \
+    >make2.log 2>&1 || { cat make2.log >&2; fail "make install DESTDIR=..."; }
+  [ -e "$work/stage/opt/sop/lib/pkgconfig/sop.pc" ] || fail "DESTDIR: no sop.pc"
+  grep -q '^prefix=/opt/sop$' "$work/stage/opt/sop/lib/pkgconfig/sop.pc" ||
+    fail "DESTDIR: sop.pc does not name the final prefix"
+  PKG_CONFIG_PATH="$work/stage/opt/sop/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$work/stage" \
+    pkg-config --cflags sop | grep -q -- "-I$work/stage/opt/sop/include" ||
+    fail "DESTDIR: pkg-config with PKG_CONFIG_SYSROOT_DIR"
   ;;
 *)
   fail "unknown section"
