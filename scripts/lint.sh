@@ -2,7 +2,9 @@
 # lint.sh <files...> - `make lint`: fails (exit 1) on
 #   1. an #include in src/ that points up the layer list below, or a src/
 #      file the list does not name (a new module takes its place in it);
-#   2. clang-format drift in any of <files> (the files `make format` covers),
+#   2. an invariant ID such as (W1) defined in two places;
+#   3. a return code of include/sop.h missing from src/errors.def;
+#   4. clang-format drift in any of <files> (the files `make format` covers),
 #      except those in scripts/format-pending.txt, which were hand-aligned
 #      before this check existed and are formatted when nobody else is
 #      editing them; a listed file that is clean fails too, so the list
@@ -85,6 +87,26 @@ while read -r f inc _; do
     bad=1
   fi
 done <<<"$exceptions"
+
+# Invariant IDs -- "(W1)", "(R3)": a comment line ' *   (X9) text' defines
+# one -- name one rule each across src/ and include/.
+dups=$(grep -Ho '^ \*   ([A-Z][A-Z]*[0-9][0-9]*) ' src/*.[ch] include/*.h |
+  sed 's/^\([^:]*\): \*   (\([A-Z0-9]*\)) $/\2 \1/' | sort | awk '
+  { files[$1] = files[$1] " " $2; n[$1]++ } END { for (id in n) if (n[id] > 1) print id ":" files[id] }')
+if [ -n "$dups" ]; then
+  echo "lint: invariant IDs defined more than once (give each module its own letter):"
+  echo "$dups"
+  bad=1
+fi
+
+# Every return code sop.h defines is in src/errors.def (errors.c checks the
+# other direction at compile time, one _Static_assert per code).
+for code in $(sed -n 's/^#define \(SOP_[A-Z_]*\)  *\(-[0-9][0-9]*\|0\)  *\/\*\*<.*/\1/p' include/sop.h); do
+  if ! grep -q "^X($code, " src/errors.def; then
+    echo "lint: $code is defined in include/sop.h but missing from src/errors.def"
+    bad=1
+  fi
+done
 
 if ! command -v clang-format >/dev/null; then
   echo "lint: clang-format missing (scripts/deps.sh lint installs it)"
