@@ -33,9 +33,11 @@ else
   $(error unknown VARIANT $(VARIANT))
 endif
 ALL_CFLAGS := $(CFLAGS_BASE) $(VFLAGS) $(CFLAGS)
-# Header dependencies: each compile writes <output>.d (-MP: a header that
-# goes away does not break the build); they are included at the end.
-DEPFLAGS = -MMD -MP -MF $@.d
+# Header dependencies: each compile writes $(BUILD)/dep/<output>.d (-MP: a
+# header that goes away does not break the build), included at the end. They
+# stay out of tests/ and examples/, whose every file is run.
+depfile = $(BUILD)/dep/$(subst /,.,$(patsubst $(BUILD)/%,%,$(1))).d
+DEPFLAGS = -MMD -MP -MF $(call depfile,$@)
 LDLIBS  := -pthread
 
 LIB_SRCS := $(wildcard src/*.c)
@@ -55,10 +57,10 @@ lib: $(BUILD)/libsop.a $(BUILD)/libsop.so
 examples: $(EXAMPLE_BINS)
 tests: $(TEST_BINS)
 
-$(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/tobj/%.o: tests/%.c | $(BUILD)/tobj
+$(BUILD)/tobj/%.o: tests/%.c | $(BUILD)/tobj $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Wno-missing-prototypes -c $< -o $@
 
 $(BUILD)/libsop.a: $(LIB_OBJS)
@@ -67,14 +69,14 @@ $(BUILD)/libsop.a: $(LIB_OBJS)
 $(BUILD)/libsop.so: $(LIB_OBJS)
 	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libsop.so.0 -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJS) $(BUILD)/libsop.a | $(BUILD)/tests
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJS) $(BUILD)/libsop.a | $(BUILD)/tests $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Wno-missing-prototypes $< $(TEST_SUPPORT_OBJS) \
 	    $(BUILD)/libsop.a -o $@ $(LDLIBS)
 
-$(BUILD)/examples/%: examples/%.c $(BUILD)/libsop.a | $(BUILD)/examples
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libsop.a | $(BUILD)/examples $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $< $(BUILD)/libsop.a -o $@ $(LDLIBS)
 
-$(BUILD)/obj $(BUILD)/tobj $(BUILD)/tests $(BUILD)/examples:
+$(BUILD)/obj $(BUILD)/tobj $(BUILD)/tests $(BUILD)/examples $(BUILD)/dep:
 	mkdir -p $@
 
 deps:
@@ -123,11 +125,15 @@ lint:
 clean:
 	rm -rf build
 
-# An output without its .d was made before -MMD (it would never see a header
-# change): remove it, so it is rebuilt with its dependencies.
+# An output without its .d was made before -MMD and would never see a header
+# change: then the variant's outputs are removed, so they are all rebuilt
+# with their dependencies (the libraries too: objects are .SECONDARY, so a
+# missing one alone would not make libsop.a out of date).
 DEP_OUTPUTS := $(LIB_OBJS) $(TEST_SUPPORT_OBJS) $(TEST_BINS) $(EXAMPLE_BINS)
-$(shell for o in $(DEP_OUTPUTS); do [ ! -e $$o ] || [ -e $$o.d ] || rm -f $$o; done)
--include $(wildcard $(DEP_OUTPUTS:=.d))
+ifneq ($(strip $(foreach o,$(wildcard $(DEP_OUTPUTS)),$(if $(wildcard $(call depfile,$o)),,$o))),)
+  $(shell rm -f $(DEP_OUTPUTS) $(BUILD)/libsop.a $(BUILD)/libsop.so)
+endif
+-include $(wildcard $(foreach o,$(DEP_OUTPUTS),$(call depfile,$o)))
 -include fuzz/fuzz.mk
 -include fuzz/fuzz_engine.mk
 -include tests/torture.mk
