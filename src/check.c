@@ -73,6 +73,12 @@ typedef struct prep_val {
     uint32_t value_len;
 } prep_val;
 
+/* A prepared body that does not decode. */
+typedef struct bad_body {
+    uint64_t txn_id;
+    char msg[200];
+} bad_body;
+
 typedef struct chk {
     sop_db *db;
     sop_check_fn on_finding;
@@ -92,6 +98,8 @@ typedef struct chk {
     size_t seg_count;
     prep_val *pvals;
     size_t pval_count, pval_cap;
+    bad_body *bad_bodies; /* reported once commit_mu is released */
+    size_t bad_body_count;
     uint64_t ckpt_lsn, ckpt_seq;
     sop_loc replay_from;
     int err; /* first failure of the checker itself (SOP_NOMEM, SOP_IOERR...) */
@@ -581,8 +589,18 @@ static int take_snapshot(chk *c)
         rc = add_live(c, &db->deaths[i].loc);
     for (sop_prepared *p = db->prepared; p && rc == SOP_OK && !c->err; p = p->next) {
         struct prep_collect pc = {c, p->id};
-        if (sop_txn__body_values(p->body, p->body_len, prepared_value, &pc) != SOP_OK)
-            finding(c, "prepared transaction %" PRIu64 ": %s", p->id, sop_errmsg());
+        if (sop_txn__body_values(p->body, p->body_len, prepared_value, &pc) == SOP_OK)
+            continue;
+        /* A finding calls back into the user: not under commit_mu. */
+        bad_body *n = sop_realloc(c->bad_bodies, (c->bad_body_count + 1) * sizeof *n);
+        if (!n) {
+            rc = sop_err(SOP_NOMEM, "check");
+            break;
+        }
+        c->bad_bodies = n;
+        n[c->bad_body_count].txn_id = p->id;
+        snprintf(n[c->bad_body_count].msg, sizeof n->msg, "%s", sop_errmsg());
+        c->bad_body_count++;
     }
     if (rc == SOP_OK)
         rc = c->err;
@@ -609,6 +627,9 @@ static int take_snapshot(chk *c)
     c->total += c->seg_count;
 out:
     pthread_mutex_unlock(&db->commit_mu);
+    for (size_t i = 0; i < c->bad_body_count; i++)
+        finding(c, "prepared transaction %" PRIu64 ": %s", c->bad_bodies[i].txn_id,
+                c->bad_bodies[i].msg);
     return rc ? env_failed(c, rc) : SOP_OK;
 }
 
@@ -655,6 +676,7 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
     sop_free(c.reach);
     sop_free(c.segs);
     sop_free(c.pvals);
+    sop_free(c.bad_bodies);
     sop_u64map_dispose(&c.live);
     sop_free(c.buf);
     *findings_out = c.findings;

@@ -5,6 +5,8 @@
  *   test_check__progress_callback_can_commit
  *     the checker held the commit lock for its whole walk, so a progress
  *     callback that committed a transaction deadlocked.
+ *   test_check__finding_callback_can_commit
+ *     the same for a finding callback (a damaged value blob).
  *   test_check__writer_commits_during_a_long_check
  *     a writer that began during a check waited for all of it (no commit
  *     completed while the check ran).
@@ -105,6 +107,75 @@ TEST(test_check__progress_callback_can_commit)
     CHECK_EQ_U64(n, 50000 + (uint64_t)c.commits);
     sop_txn_abort(t);
     CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
+struct finding_cb {
+    sop_db *db;
+    int findings, commits, rc;
+};
+
+static void finding_commits(const char *f, void *ctx)
+{
+    struct finding_cb *c = ctx;
+    fprintf(stderr, "    check: %s\n", f);
+    c->findings++;
+    sop_txn *t;
+    sop_store *s;
+    int rc = sop_txn_begin(&t, c->db, 0);
+    if (rc == SOP_OK && (rc = sop_store_open(&s, t, "s", 0, NULL)) == SOP_OK &&
+        (rc = put_s(t, s, "from-finding", "v")) == SOP_OK) {
+        rc = sop_txn_commit(t);
+        t = NULL;
+    }
+    if (t)
+        sop_txn_abort(t);
+    if (rc)
+        c->rc = rc;
+    else
+        c->commits++;
+}
+
+/* Flip one byte of the first run of 64 'Z' bytes in the folder's segments. */
+static int damage_value(const char *dir)
+{
+    char cmd[1200];
+    snprintf(
+        cmd, sizeof cmd,
+        "for f in '%s'/seg/*.seg; do off=$(grep -obUaP 'Z{64}' \"$f\" | head -1 | cut -d: -f1);"
+        " [ -n \"$off\" ] && printf 'Y' | dd of=\"$f\" bs=1 seek=$((off + 10)) conv=notrunc "
+        "2>/dev/null && exit 0; done; exit 1",
+        dir);
+    return system(cmd);
+}
+
+/* A finding callback commits a transaction: the check completes. */
+TEST(test_check__finding_callback_can_commit)
+{
+    sop_db *db;
+    char big[5000];
+    memset(big, 'Z', sizeof big);
+    alarm(120);
+    CHECK_OK(sop_db_open(&db, test_path("db"), NULL));
+    CHECK_OK(fill(db, 2000, 20, 500));
+    sop_txn *t;
+    sop_store *s;
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, NULL));
+    sop_val k = tv("big"), v = {big, sizeof big};
+    CHECK_OK(sop_upsert(t, s, &k, &v));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db));
+    CHECK(damage_value(test_path("db")) == 0);
+    CHECK_OK(sop_db_open(&db, test_path("db"), NULL));
+    struct finding_cb c = {db, 0, 0, 0};
+    uint64_t findings = 0;
+    CHECK_OK(sop_db_check(&findings, db, finding_commits, NULL, &c));
+    alarm(0);
+    CHECK_OK(c.rc);
+    CHECK(findings >= 1);
+    CHECK_EQ_U64(c.findings, findings);
+    CHECK_EQ_U64(c.commits, findings);
     CHECK_OK(sop_db_close(db));
 }
 
@@ -247,6 +318,6 @@ TEST(test_check__memory_stays_within_the_cache_budget)
     CHECK(fault_alloc_uninstall() == 0);
 }
 
-TEST_MAIN(T(test_check__progress_callback_can_commit),
+TEST_MAIN(T(test_check__progress_callback_can_commit), T(test_check__finding_callback_can_commit),
           T(test_check__writer_commits_during_a_long_check),
           T(test_check__memory_stays_within_the_cache_budget))
