@@ -7,7 +7,7 @@
 #   make lib         libsop.a and libsop.so only
 #   make bench       libsop vs LMDB vs SQLite (bench/bench.mk, BENCHMARKS.md)
 #   make install     PREFIX=/usr/local (DESTDIR stages): headers, libs, sop.pc
-#   make lint        include layering (scripts/lint.sh) and clang-format drift
+#   make lint        include layers, invariant IDs, error table, clang-format (scripts/lint.sh)
 #
 # Variants build into build/<variant>/ so they never mix objects.
 
@@ -116,8 +116,8 @@ FORMAT_FILES = include/*.h src/*.c src/*.h tests/*.c tests/*.h examples/*.c tool
 format:
 	clang-format -i $(FORMAT_FILES)
 
-# Fails on an #include in src/ that points up the layer list, and on
-# clang-format drift (scripts/lint.sh says which files and lines).
+# Fails on an #include in src/ that points up the layer list, a duplicate
+# invariant ID, a code missing from errors.def, clang-format drift.
 lint:
 	@scripts/deps.sh lint
 	@scripts/lint.sh $(FORMAT_FILES)
