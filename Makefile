@@ -6,7 +6,8 @@
 #   make tsan        the threaded tests under ThreadSanitizer
 #   make lib         libsop.a and libsop.so only
 #   make bench       libsop vs LMDB vs SQLite (bench/bench.mk, BENCHMARKS.md)
-#   make install     PREFIX=/usr/local
+#   make install     PREFIX=/usr/local (DESTDIR stages): headers, libs, sop.pc
+#   make lint        include layers, invariant IDs, error table, clang-format (scripts/lint.sh)
 #
 # Variants build into build/<variant>/ so they never mix objects.
 
@@ -14,9 +15,10 @@ VARIANT ?= release
 BUILD   := build/$(VARIANT)
 CC      ?= cc
 PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
 
-WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-           -Wno-missing-field-initializers
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -pthread -fPIC -fvisibility=hidden \
                -Iinclude -Isrc $(WARN)
 ifeq ($(VARIANT),release)
@@ -31,6 +33,11 @@ else
   $(error unknown VARIANT $(VARIANT))
 endif
 ALL_CFLAGS := $(CFLAGS_BASE) $(VFLAGS) $(CFLAGS)
+# Header dependencies: each compile writes $(BUILD)/dep/<output>.d (-MP: a
+# header that goes away does not break the build), included at the end. They
+# stay out of tests/ and examples/, whose every file is run.
+depfile = $(BUILD)/dep/$(subst /,.,$(patsubst $(BUILD)/%,%,$(1))).d
+DEPFLAGS = -MMD -MP -MF $(call depfile,$@)
 LDLIBS  := -pthread
 
 LIB_SRCS := $(wildcard src/*.c)
@@ -42,7 +49,7 @@ TEST_SUPPORT_OBJS := $(TEST_SUPPORT:tests/%.c=$(BUILD)/tobj/%.o)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all lib test asan tsan demo install clean deps format examples tests
+.PHONY: all lib test asan tsan demo install clean deps format lint examples tests
 .SECONDARY:
 all: lib examples tests tools
 
@@ -50,11 +57,11 @@ lib: $(BUILD)/libsop.a $(BUILD)/libsop.so
 examples: $(EXAMPLE_BINS)
 tests: $(TEST_BINS)
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h src/*.def include/*.h) | $(BUILD)/obj
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+$(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/tobj/%.o: tests/%.c $(wildcard tests/*.h include/*.h src/*.h) | $(BUILD)/tobj
-	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -c $< -o $@
+$(BUILD)/tobj/%.o: tests/%.c | $(BUILD)/tobj $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Wno-missing-prototypes -c $< -o $@
 
 $(BUILD)/libsop.a: $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
@@ -62,13 +69,14 @@ $(BUILD)/libsop.a: $(LIB_OBJS)
 $(BUILD)/libsop.so: $(LIB_OBJS)
 	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libsop.so.0 -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJS) $(BUILD)/libsop.a $(wildcard tests/*.h) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes $< $(TEST_SUPPORT_OBJS) $(BUILD)/libsop.a -o $@ $(LDLIBS)
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJS) $(BUILD)/libsop.a | $(BUILD)/tests $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Wno-missing-prototypes $< $(TEST_SUPPORT_OBJS) \
+	    $(BUILD)/libsop.a -o $@ $(LDLIBS)
 
-$(BUILD)/examples/%: examples/%.c $(BUILD)/libsop.a | $(BUILD)/examples
-	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libsop.a -o $@ $(LDLIBS)
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libsop.a | $(BUILD)/examples $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $< $(BUILD)/libsop.a -o $@ $(LDLIBS)
 
-$(BUILD)/obj $(BUILD)/tobj $(BUILD)/tests $(BUILD)/examples:
+$(BUILD)/obj $(BUILD)/tobj $(BUILD)/tests $(BUILD)/examples $(BUILD)/dep:
 	mkdir -p $@
 
 deps:
@@ -90,19 +98,42 @@ tsan:
 	$(MAKE) VARIANT=tsan all
 	@SOP_TEST_THREADED_ONLY=1 scripts/run_tests.sh build/tsan
 
+# sop.pc names the final PREFIX (not DESTDIR, which only stages the tree).
+SOP_VERSION_STRING = $(shell sed -n 's/^\#define SOP_VERSION_STRING *"\(.*\)"/\1/p' include/sop.h)
+
 install: lib install-tools
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
-	install -m 644 $(BUILD)/libsop.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(BUILD)/libsop.so $(DESTDIR)$(PREFIX)/lib/libsop.so.0
-	ln -sf libsop.so.0 $(DESTDIR)$(PREFIX)/lib/libsop.so
-	install -m 644 include/sop.h include/sop_sys.h include/sop_keys.h $(DESTDIR)$(PREFIX)/include/
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 644 $(BUILD)/libsop.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libsop.so $(DESTDIR)$(LIBDIR)/libsop.so.0
+	ln -sf libsop.so.0 $(DESTDIR)$(LIBDIR)/libsop.so
+	install -m 644 include/sop.h include/sop_sys.h include/sop_keys.h $(DESTDIR)$(INCLUDEDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(SOP_VERSION_STRING)|' sop.pc.in >$(DESTDIR)$(LIBDIR)/pkgconfig/sop.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/sop.pc
+
+FORMAT_FILES = include/*.h src/*.c src/*.h tests/*.c tests/*.h examples/*.c tools/*.c tools/*.h
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h tests/*.c tests/*.h examples/*.c tools/*.c tools/*.h
+	clang-format -i $(FORMAT_FILES)
+
+# Fails on an #include in src/ that points up the layer list, a duplicate
+# invariant ID, a code missing from errors.def, clang-format drift.
+lint:
+	@scripts/deps.sh lint
+	@scripts/lint.sh $(FORMAT_FILES)
 
 clean:
 	rm -rf build
 
+# An output without its .d was made before -MMD and would never see a header
+# change: then the variant's outputs are removed, so they are all rebuilt
+# with their dependencies (the libraries too: objects are .SECONDARY, so a
+# missing one alone would not make libsop.a out of date).
+DEP_OUTPUTS := $(LIB_OBJS) $(TEST_SUPPORT_OBJS) $(TEST_BINS) $(EXAMPLE_BINS)
+ifneq ($(strip $(foreach o,$(wildcard $(DEP_OUTPUTS)),$(if $(wildcard $(call depfile,$o)),,$o))),)
+  $(shell rm -f $(DEP_OUTPUTS) $(BUILD)/libsop.a $(BUILD)/libsop.so)
+endif
+-include $(wildcard $(foreach o,$(DEP_OUTPUTS),$(call depfile,$o)))
 -include fuzz/fuzz.mk
 -include fuzz/fuzz_engine.mk
 -include tests/torture.mk

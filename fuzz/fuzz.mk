@@ -12,8 +12,7 @@
 
 FUZZ_CC       ?= clang
 FUZZ_DIR      := build/fuzz
-FUZZ_WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-                 -Wno-missing-field-initializers
+FUZZ_WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 FUZZ_CFLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -pthread \
                  -Iinclude -Isrc $(FUZZ_WARN)
 FUZZ_SAN      := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

@@ -169,7 +169,9 @@ typedef struct sop_db_options {
 } sop_db_options; /* version 1 ends here; fields are only ever appended */
 
 #define SOP_DB_OPTIONS_VERSION 1
-#define SOP_DB_OPTIONS_INIT    {SOP_DB_OPTIONS_VERSION}
+/** Every field, in order, so that `gcc -Wextra` (-Wmissing-field-initializers)
+ *  and C++ accept it; a field appended to the struct is appended here too. */
+#define SOP_DB_OPTIONS_INIT    {SOP_DB_OPTIONS_VERSION, 0, SOP_SYNC_FULL, 0, 0, 0, 0, 0, 0}
 /** Fill *opts with defaults for @p version. SOP_INVAL for an unknown version. */
 SOP_API int sop_db_options_init(sop_db_options *opts, uint32_t version);
 
@@ -270,7 +272,23 @@ typedef void (*sop_check_progress_fn)(uint64_t done, uint64_t total, void *ctx);
  * segment claims live bytes nothing references; the log after the checkpoint
  * is a valid, consecutive sequence of records.
  *
- * Runs concurrently with readers and writers (it uses a read snapshot).
+ * It checks the snapshot of the newest commit when it starts, as a read-only
+ * transaction would, and holds no lock a reader or a writer needs: other
+ * threads read and commit while it runs (their commits come after its
+ * snapshot and are not checked). Checkpoints do not run meanwhile: a
+ * commit's automatic checkpoint is skipped, and sop_db_checkpoint() from
+ * another thread waits for the check to finish. Memory: node images go
+ * through the cache (cache_bytes) like a reader's, plus a few nodes and one
+ * bit per node ID.
+ *
+ * Callbacks (on_finding, progress) run on the calling thread, with no lock
+ * held that a transaction needs. They may call any libsop function on this
+ * or another handle -- begin, read, write, commit or abort transactions,
+ * sop_db_stat(), sop_errmsg() -- except, on this handle, sop_db_check(),
+ * sop_db_checkpoint() and sop_db_close(), which wait for the running check
+ * and would never return. A callback's commits are not checked. The
+ * message passed to on_finding is valid only during the call.
+ *
  * @param[out] findings_out  Number of findings (0 = clean).
  * @param[in]  on_finding    Called for each finding; may be NULL.
  * @param[in]  progress      Called now and then; may be NULL.
@@ -418,7 +436,8 @@ typedef struct sop_store_options {
 } sop_store_options; /* version 1 ends here */
 
 #define SOP_STORE_OPTIONS_VERSION 1
-#define SOP_STORE_OPTIONS_INIT    {SOP_STORE_OPTIONS_VERSION}
+/** Every field, in order (see SOP_DB_OPTIONS_INIT). */
+#define SOP_STORE_OPTIONS_INIT    {SOP_STORE_OPTIONS_VERSION, 0, 0, 0, 0, 0, 0}
 SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
 
 /** sop_store_open flags. */

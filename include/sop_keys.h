@@ -127,17 +127,21 @@ SOP_API void sop_key_free(void *ptr);
 
 /**
  * A key builder: caller-owned workspace (put it on the stack). Its fields
- * are private. Use:
+ * are private. Use (txn, store and value are the caller's; tests/test_build.sh
+ * compiles and runs this example as it stands):
  *
+ * @code
  *     uint8_t buf[SOP_MAX_KEY_LEN];
  *     sop_tuple t;
  *     sop_val key;
  *     sop_tuple_start(&t, buf, sizeof buf);
  *     sop_tuple_add_str(&t, "US", 2, SOP_KEY_ASC);
  *     sop_tuple_add_int64(&t, 42, SOP_KEY_DESC);
- *     if ((rc = sop_tuple_finish(&key, &t)) != SOP_OK) ...  // first error
- *     sop_put(txn, store, &key, &value);
+ *     int rc = sop_tuple_finish(&key, &t); // the first error of any add
+ *     if (rc == SOP_OK)
+ *         rc = sop_upsert(txn, store, &key, &value);
  *     sop_tuple_dispose(&t);
+ * @endcode
  *
  * Errors are sticky: after the first failing add every later add and
  * sop_tuple_finish() return that same code and the key is unchanged, so a

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # deps.sh <set> - install the Debian packages a make target needs, if missing.
-#   build: a C compiler and make.   bench: + liblmdb-dev libsqlite3-dev gnuplot.
-#   fuzz: + clang with libFuzzer.
+#   build: a C compiler, make, pkg-config (tests/test_build.sh).
+#   bench: + liblmdb-dev libsqlite3-dev gnuplot.   fuzz: + clang with libFuzzer.
+#   lint: clang-format.
 # Runs apt-get only when something is missing (and only as root).
 set -euo pipefail
-want=(gcc make)
+want=(gcc make pkg-config)
 case "${1:-build}" in
   bench) want+=(liblmdb-dev libsqlite3-dev gnuplot-nox) ;;
   fuzz)  want+=(clang libclang-rt-14-dev) ;;
+  lint)  want=(clang-format) ;;
 esac
 missing=()
 for p in "${want[@]}"; do

@@ -2,17 +2,17 @@
  * cursor.c - the cursor a user sees: the transaction's snapshot tree merged
  * with its own uncommitted writes.
  *
- *   (K1) With no write set for the store (every read-only txn), a cursor is
+ *   (M1) With no write set for the store (every read-only txn), a cursor is
  *        a plain tree cursor: steps are O(1) within a leaf, no allocation.
- *   (K2) Otherwise every move re-seeks both sources relative to the
+ *   (M2) Otherwise every move re-seeks both sources relative to the
  *        current (key, seq): the position is fully described by the item,
  *        so writes made through the txn between moves are always seen, and
  *        a move that finds nothing leaves the cursor where it was.
- *   (K3) In a read-write txn the key range a cursor has covered (from where
+ *   (M3) In a read-write txn the key range a cursor has covered (from where
  *        it was positioned to where it is, both ends inclusive, open-ended
  *        when it ran off an end) joins the read set when the cursor is
  *        repositioned, closed, or its txn commits (phantom protection).
- *   (K4) Keys and values handed out point into immutable node images or
+ *   (M4) Keys and values handed out point into immutable node images or
  *        the txn arena; both outlive the next move.
  */
 #include "txn.h"
@@ -26,7 +26,7 @@ static int kcmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val
     return (as > bs) - (as < bs);
 }
 
-/* ---- read-set coverage (K3) ------------------------------------------------ */
+/* ---- read-set coverage (M3) ------------------------------------------------ */
 
 typedef struct rs_state {
     int active;
@@ -163,7 +163,7 @@ int sop_cursor__init_ext(sop_cursor *c)
     return SOP_OK;
 }
 
-/* ---- merged positioning (K2) ----------------------------------------------- */
+/* ---- merged positioning (M2) ----------------------------------------------- */
 
 static sop_ws_item *ws_first(sop_ws *w)
 {

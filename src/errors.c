@@ -10,6 +10,15 @@
 
 #include <stdio.h>
 
+/* errors.def and sop.h must name the same codes with the same numbers: a
+ * code of the table that sop.h lacks or numbers differently stops the build
+ * here (`make lint` checks the other direction: every code sop.h defines is
+ * in the table). */
+#define X(name, num, text)                                                                         \
+    _Static_assert((name) == (num), #name " differs in errors.def and sop.h");
+#include "errors.def"
+#undef X
+
 static _Thread_local char err_msg[512];
 static _Thread_local int err_os;
 
