@@ -505,7 +505,7 @@ static int check_prepared(sop_txn *t)
                     sop_read *r = &t->reads[j];
                     if (r->store != s)
                         continue;
-                    struct sop_pkey rk = {0, r->is_range, r->lo_open, r->hi_open, 0, r->lo, r->hi};
+                    struct sop_pkey rk = {0, r->is_range, r->lo_open, r->hi_open, 0, r->lo, r->hi, 0};
                     if (r->is_range ? pkey_hit(s, &rk, &pk->lo) : pkey_hit(s, pk, &r->lo))
                         goto busy;
                 }
@@ -1507,7 +1507,7 @@ int sop_prepared__decode(sop_prepared *p)
                 uint32_t vl = sop_rd_u32(&r);
                 sop_rd_take(&r, vk ? 24 : vl);
             }
-            PUSH_KEY(id, 0, 0, 0, 1, key, {NULL, 0});
+            PUSH_KEY(id, 0, 0, 0, 1, key, {NULL, 0}, 0);
         }
     }
     uint32_t nr = sop_rd_u32(&r);
@@ -1516,11 +1516,11 @@ int sop_prepared__decode(sop_prepared *p)
         uint8_t kind = sop_rd_u8(&r);
         if (kind == 1) {
             sop_val k = sop_rd_val16(&r);
-            PUSH_KEY(id, 0, 0, 0, 0, k, {NULL, 0});
+            PUSH_KEY(id, 0, 0, 0, 0, k, {NULL, 0}, 0);
         } else {
             uint8_t fl = sop_rd_u8(&r);
             sop_val lo = sop_rd_val16(&r), hi = sop_rd_val16(&r);
-            PUSH_KEY(id, 1, fl & 1, (fl & 2) != 0, 0, lo, hi);
+            PUSH_KEY(id, 1, fl & 1, (fl & 2) != 0, 0, lo, hi, 0);
         }
     }
 #undef PUSH_KEY
