@@ -160,12 +160,14 @@ static int format_write(sop_db *db)
     SOP_TRY(db->vfs->open(&f, db->vfs, tmp, SOP_VFS_WRITE | SOP_VFS_CREATE));
     SOP_TRY(db->vfs->truncate(f, 0));
     SOP_TRY(db->vfs->pwrite(f, buf, sizeof buf, 0));
-    SOP_TRY(db->vfs->sync(f, 0));
+    if (db->opts.sync != SOP_SYNC_OFF) /* sop.h: SOP_SYNC_OFF syncs nothing */
+        SOP_TRY(db->vfs->sync(f, 0));
     rc = db->vfs->close(f);
     f = NULL;
     SOP_TRY(rc);
     SOP_TRY(db->vfs->rename(db->vfs, tmp, path));
-    SOP_TRY(db->vfs->sync_dir(db->vfs, db->path));
+    if (db->opts.sync != SOP_SYNC_OFF)
+        SOP_TRY(db->vfs->sync_dir(db->vfs, db->path));
 out:
     if (f)
         db->vfs->close(f);
@@ -376,7 +378,8 @@ static int recover(sop_db *db)
             db->vfs->close(s->file);
             sop_free(s);
             SOP_TRY(db->vfs->unlink(db->vfs, sp));
-            SOP_TRY(db->vfs->sync_dir(db->vfs, dir));
+            if (db->opts.sync != SOP_SYNC_OFF)
+                SOP_TRY(db->vfs->sync_dir(db->vfs, dir));
             continue;
         }
         int below_durable = l.ids[i] < db->durable_from.seg ||
@@ -396,7 +399,8 @@ static int recover(sop_db *db)
                                       l.ids[i], end);
                 goto out;
             }
-            if (!db->readonly && (rc = db->vfs->truncate(s->file, end)) == SOP_OK)
+            if (!db->readonly && (rc = db->vfs->truncate(s->file, end)) == SOP_OK &&
+                db->opts.sync != SOP_SYNC_OFF)
                 rc = db->vfs->sync(s->file, 1);
             SOP_TRY(rc);
         }
@@ -604,7 +608,8 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
             buf[1] = 0;
         else
             *slash = 0;
-        SOP_TRY(db->vfs->sync_dir(db->vfs, buf));
+        if (db->opts.sync != SOP_SYNC_OFF)
+            SOP_TRY(db->vfs->sync_dir(db->vfs, buf));
     } else if (rc) {
         goto out;
     } else if (!is_dir) {
@@ -644,7 +649,8 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
         rc = db->vfs->mkdir(db->vfs, buf);
         if (rc != SOP_OK && rc != SOP_KEYEXIST)
             goto out;
-        SOP_TRY(db->vfs->sync_dir(db->vfs, path));
+        if (db->opts.sync != SOP_SYNC_OFF)
+            SOP_TRY(db->vfs->sync_dir(db->vfs, path));
         SOP_TRY(format_write(db));
     }
     snprintf(buf, sizeof buf, "%s/seg", path);
@@ -654,6 +660,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     SOP_TRY(sop_wal__init(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
     /* (W7) zeros ahead of the tail pay off only when commits fdatasync. */
     db->wal.prezero = db->opts.sync == SOP_SYNC_FULL && !db->readonly;
+    db->wal.nosync = db->opts.sync == SOP_SYNC_OFF;
     db->arena_debug = sop_arena_debug_env();
     SOP_TRY(recover(db));
     SOP_TRY(sop_wal__start(&db->wal));

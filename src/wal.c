@@ -221,7 +221,8 @@ static int seg_create(sop_wal *w, sop_seg **out)
     sop_put_le64(p + 16, id);
     sop_rec__header(rec, SOP_REC_SEGHDR, p, 24, 0);
     if ((rc = w->vfs->pwrite(f, rec, sizeof rec, 0)) != SOP_OK ||
-        (rc = w->vfs->sync(f, 1)) != SOP_OK || (rc = w->vfs->sync_dir(w->vfs, dir)) != SOP_OK) {
+        (!w->nosync &&
+         ((rc = w->vfs->sync(f, 1)) != SOP_OK || (rc = w->vfs->sync_dir(w->vfs, dir)) != SOP_OK))) {
         w->vfs->close(f);
         w->vfs->unlink(w->vfs, path);
         return rc;
@@ -299,7 +300,7 @@ int sop_wal__trim_tail(sop_wal *w)
     int rc = SOP_OK;
     if (w->cur && w->zero_end > w->tail_off && !wal_panicked(w)) {
         rc = cut_zeros(w);
-        if (rc == SOP_OK)
+        if (rc == SOP_OK && !w->nosync)
             rc = w->vfs->sync(w->cur->file, 1);
     }
     pthread_mutex_unlock(&w->append_mu);
@@ -323,7 +324,8 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, u
         /* Rotate (W5): the old segment is synced before the new gets bytes,
          * cut back to its last record first (W7). */
         sop_seg *s;
-        if ((rc = cut_zeros(w)) != SOP_OK || (rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK) {
+        if ((rc = cut_zeros(w)) != SOP_OK ||
+            (!w->nosync && (rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK)) {
             rc = sop_wal__panic(w, SOP_PANIC);
             sop_err(SOP_PANIC, "fdatasync of segment %" PRIu64 " failed", w->cur->id);
             goto out;

@@ -18,7 +18,9 @@
  *        again (sop_wal__append/sync return SOP_PANIC).
  *   (W5) Before a new segment receives bytes, the previous one is synced
  *        and the new file's directory entry is synced; so only the newest
- *        segment can end with a torn record.
+ *        segment can end with a torn record. Not with nosync set
+ *        (SOP_SYNC_OFF): then the wal makes no sync call at all, except
+ *        the ones a caller asks for (sop_wal__sync_to: PREPARE records).
  *   (W6) A failed append is cut off with ftruncate before anything else
  *        is appended (if that fails too, the wal panics).
  *   (W7) With prezero set (SOP_SYNC_FULL), the current segment's file is
@@ -89,6 +91,7 @@ typedef struct sop_wal {
     uint64_t tail_off;
     uint64_t zero_end;         /* (W7) cur's file holds zeros in [tail_off, zero_end) */
     int prezero;               /* (W7) extend cur with zeros ahead of the tail */
+    int nosync;                /* SOP_SYNC_OFF: no syncs of its own (W5) */
     _Atomic uint64_t appended_total; /* monotonic byte counter: the group-commit
                                       * token (written under append_mu) */
 
