@@ -307,6 +307,38 @@ int sop_wal__trim_tail(sop_wal *w)
     return rc;
 }
 
+/* Seal cur and make a new segment the append target. Caller holds
+ * append_mu. (W5): the old segment is synced before the new gets bytes,
+ * cut back to its last record first (W7). */
+static int rotate_locked(sop_wal *w)
+{
+    sop_seg *s;
+    int rc;
+    if ((rc = cut_zeros(w)) != SOP_OK ||
+        (!w->nosync && (rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK)) {
+        rc = sop_wal__panic(w, SOP_PANIC);
+        sop_err(SOP_PANIC, "fdatasync of segment %" PRIu64 " failed", w->cur->id);
+        return rc;
+    }
+    if ((rc = seg_create(w, &s)) != SOP_OK)
+        return rc;
+    w->cur = s;
+    w->tail_off = w->zero_end = s->size;
+    return SOP_OK;
+}
+
+int sop_wal__rotate(sop_wal *w)
+{
+    int rc = SOP_OK;
+    pthread_mutex_lock(&w->append_mu);
+    if (wal_panicked(w))
+        rc = sop_err(SOP_PANIC, "log is unusable after an earlier fatal error");
+    else if (w->cur && w->tail_off > SOP_REC_HDR_LEN + 24)
+        rc = rotate_locked(w);
+    pthread_mutex_unlock(&w->append_mu);
+    return rc;
+}
+
 int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, uint64_t blob_bytes,
                     sop_loc *loc_out, uint64_t *token_out)
 {
@@ -320,21 +352,9 @@ int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max, u
         rc = sop_err(SOP_BADSTATE, "log opened read-only");
         goto out;
     }
-    if (w->tail_off + len > w->seg_bytes && w->tail_off > SOP_REC_HDR_LEN + 24) {
-        /* Rotate (W5): the old segment is synced before the new gets bytes,
-         * cut back to its last record first (W7). */
-        sop_seg *s;
-        if ((rc = cut_zeros(w)) != SOP_OK ||
-            (!w->nosync && (rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK)) {
-            rc = sop_wal__panic(w, SOP_PANIC);
-            sop_err(SOP_PANIC, "fdatasync of segment %" PRIu64 " failed", w->cur->id);
-            goto out;
-        }
-        if ((rc = seg_create(w, &s)) != SOP_OK)
-            goto out;
-        w->cur = s;
-        w->tail_off = w->zero_end = s->size;
-    }
+    if (w->tail_off + len > w->seg_bytes && w->tail_off > SOP_REC_HDR_LEN + 24 &&
+        (rc = rotate_locked(w)) != SOP_OK)
+        goto out;
     if (w->prezero && w->tail_off + len > w->zero_end)
         rc = extend_zeros(w, w->tail_off + len);
     if (rc == SOP_OK)

@@ -130,6 +130,10 @@ int sop_wal__start(sop_wal *w);
  * segment's max_lsn; blob_bytes adds to its blob accounting. */
 int sop_wal__append(sop_wal *w, const void *buf, size_t len, uint64_t lsn_max,
                     uint64_t blob_bytes, sop_loc *loc_out, uint64_t *token_out);
+/* Seal the current segment and append to a new one from now on (W5), so
+ * that the sealed one can be cleaned; a no-op on a segment holding only its
+ * header. */
+int sop_wal__rotate(sop_wal *w);
 /* Wait until everything up to token is durable (group commit, W3). */
 int sop_wal__sync_to(sop_wal *w, uint64_t token);
 /* Sync everything appended so far. */
