@@ -11,10 +11,14 @@
  *     bytes, issue 12) takes at most 2x the folder bytes of a fresh load of
  *     the same items after close, and after a reopen; every item reads
  *     back.
+ *   - A fill of 8x the cache budget keeps libsop's allocated bytes and the
+ *     process's peak RSS near the budget (the target is gated: not met).
  */
 #include <dirent.h>
 #include <inttypes.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 #include "tutil.h"
@@ -238,5 +242,142 @@ TEST(test_space__small_db_churn_stays_within_2x_of_a_fresh_load)
     CHECK(churn_bytes <= 2 * fresh_bytes);
 }
 
+/* VmRSS of this process in KiB (0 if unreadable). */
+static uint64_t rss_now_kb(void)
+{
+    char line[256];
+    unsigned long long kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+struct mem_result {
+    int rc;
+    uint64_t budget, data_bytes, peak_alloc, end_alloc, base_rss_kb, peak_rss_kb, ckpts;
+};
+
+#define MEM_BUDGET      (8u << 20)
+#define MEM_SLACK_BYTES (8u << 20) /* the target constant: see the test */
+#define MEM_RSS_EXTRA   (4u << 20) /* code, stacks, libc */
+#define MEM_DATA        (64u << 20)
+
+/* In a forked child: fill MEM_DATA bytes of 16-byte keys and 100-byte
+ * values in random order (1,000 puts per txn, SOP_SYNC_OFF) with an
+ * 8 MiB cache. The counting allocator records the most bytes libsop held
+ * at once; the process's peak RSS comes from getrusage. */
+static void mem_child(const char *dir, struct mem_result *r)
+{
+    fault_alloc_install();
+    fault_alloc_reset_peak();
+    r->base_rss_kb = rss_now_kb();
+    r->budget = MEM_BUDGET;
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_OFF;
+    o.cache_bytes = MEM_BUDGET;
+    sop_db *db;
+    sop_store *s;
+    if ((r->rc = sop_db_open(&db, dir, &o)) != SOP_OK || (r->rc = open_store(&s, db)) != SOP_OK)
+        return;
+    uint64_t n = MEM_DATA / 116, x = 7;
+    char k[17], v[100];
+    for (uint64_t i = 0; i < n && r->rc == SOP_OK;) {
+        sop_txn *t;
+        if ((r->rc = sop_txn_begin(&t, db, 0)) != SOP_OK)
+            break;
+        for (int j = 0; j < 1000 && i < n; j++, i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            snprintf(k, sizeof k, "%016" PRIu64, (x >> 20) % (n * 4));
+            make_value(v, sizeof v, (uint32_t)i, 0);
+            sop_val kk = {k, 16}, vv = {v, sizeof v};
+            if ((r->rc = sop_upsert(t, s, &kk, &vv)) != SOP_OK)
+                break;
+        }
+        if (r->rc == SOP_OK)
+            r->rc = sop_txn_commit(t);
+        else
+            sop_txn_abort(t);
+        r->data_bytes += 1000 * 116;
+    }
+    sop_db_stat_info st;
+    sop_db_stat(&st, db);
+    r->ckpts = st.checkpoint_lsn > 0;
+    r->end_alloc = fault_alloc_live_bytes();
+    r->peak_alloc = fault_alloc_peak_bytes();
+    int crc = sop_db_close(db);
+    if (r->rc == SOP_OK)
+        r->rc = crc;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    r->peak_rss_kb = (uint64_t)ru.ru_maxrss;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MEM_RSS_MEANINGFUL 0 /* shadow memory and quarantines */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define MEM_RSS_MEANINGFUL 0
+#endif
+#endif
+#ifndef MEM_RSS_MEANINGFUL
+#define MEM_RSS_MEANINGFUL 1
+#endif
+
+TEST(test_space__fill_8x_the_cache_stays_near_the_budget)
+{
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct mem_result r = {0};
+        close(fds[0]);
+        mem_child(test_path("db"), &r);
+        ssize_t wr = write(fds[1], &r, sizeof r);
+        _exit(wr == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(fds[1]);
+    struct mem_result r = {0};
+    ssize_t got = read(fds[0], &r, sizeof r);
+    close(fds[0]);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(got == (ssize_t)sizeof r);
+    CHECK_OK(r.rc);
+    fprintf(stderr,
+            "    %" PRIu64 " MiB of data, %" PRIu64
+            " MiB budget: libsop allocated at most %.1f MiB "
+            "(%.1f at the end); peak RSS %.1f MiB over a %.1f MiB base\n",
+            r.data_bytes >> 20, r.budget >> 20, (double)r.peak_alloc / 1048576.0,
+            (double)r.end_alloc / 1048576.0, (double)r.peak_rss_kb / 1024.0,
+            (double)r.base_rss_kb / 1024.0);
+    CHECK(r.data_bytes >= 8 * (uint64_t)MEM_BUDGET - 4 * 116000);
+    CHECK_EQ_U64(r.ckpts, 1);
+    /* Issue 12's target: node memory is held to the budget, and on top of
+     * it come the checkpoint's write batch (4 MiB), relocation copies, one
+     * transaction's write set, the registry and the allocator's slack:
+     * MEM_SLACK_BYTES in all (docs/DESIGN-NOTES.md §8). NOT MET today
+     * (34.9 MiB allocated at the peak, 37 MiB of RSS, for an 8 MiB budget):
+     * checked only with SOP_TEST_MEM_TARGET=1. Always checked: today's
+     * figures plus a margin, so that a regression is caught at every
+     * landing. */
+    if (getenv("SOP_TEST_MEM_TARGET")) {
+        CHECK(r.peak_alloc <= r.budget + MEM_SLACK_BYTES);
+        if (MEM_RSS_MEANINGFUL)
+            CHECK((r.peak_rss_kb - r.base_rss_kb) * 1024 <=
+                  r.budget + MEM_SLACK_BYTES + MEM_RSS_EXTRA);
+    }
+    CHECK(r.peak_alloc <= r.budget * 11 / 2);
+    if (MEM_RSS_MEANINGFUL)
+        CHECK((r.peak_rss_kb - r.base_rss_kb) * 1024 <= r.budget * 6);
+}
+
 TEST_MAIN(T(test_space__sync_off_makes_no_sync_calls),
-          T(test_space__small_db_churn_stays_within_2x_of_a_fresh_load))
+          T(test_space__small_db_churn_stays_within_2x_of_a_fresh_load),
+          T(test_space__fill_8x_the_cache_stays_near_the_budget))
