@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # deps.sh <set> - install the Debian packages a make target needs, if missing.
-#   build: a C compiler and make.   bench: + liblmdb-dev libsqlite3-dev gnuplot.
+#   build: a C compiler and make.   bench: + liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot.
 #   fuzz: + clang with libFuzzer.
 # Runs apt-get only when something is missing (and only as root).
 set -euo pipefail
 want=(gcc make)
 case "${1:-build}" in
-  bench) want+=(liblmdb-dev libsqlite3-dev gnuplot-nox) ;;
+  bench) want+=(liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot-nox) ;;
   fuzz)  want+=(clang libclang-rt-14-dev) ;;
 esac
 missing=()
