@@ -272,32 +272,62 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
     return 0;
 }
 
+struct victim {
+    uint64_t id, live, size;
+};
+
+/* Emptiest first (LFS's greedy policy): relocating a byte out of a segment
+ * that is 10% live frees 9 bytes, out of one 60% live only 0.7. */
+static int cmp_victim(const void *a, const void *b)
+{
+    const struct victim *x = a, *y = b;
+    double fx = (double)x->live / (double)x->size, fy = (double)y->live / (double)y->size;
+    return (fx > fy) - (fx < fy);
+}
+
 /*
  * Compaction (commit_mu held, at the cut C): pick sealed segments before the
- * replay position whose live blobs are less than 2/3 of their blob bytes,
- * and give every node still living there a fresh dirty version, so this
+ * replay position whose live blobs are less than 2/3 of their bytes, and
+ * give every node still living there a fresh dirty version, so this
  * checkpoint rewrites it and the segment can be deleted once nothing older
  * needs it. Value blobs are not moved yet (their leaves would change).
+ * Only the emptiest victims whose live bytes fit the relocation budget are
+ * taken (at least one): spread over every victim, the budget moved a little
+ * out of each and emptied none, so it was written without freeing a
+ * segment.
  */
 static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg)
 {
     struct reloc r = {db, C, NULL, 0, relocation_budget(db)};
-    size_t cap = 0;
+    struct victim *vs = NULL;
+    size_t nv = 0, cap = 0;
     pthread_mutex_lock(&db->wal.seg_mu);
     for (size_t i = 0; i < db->wal.seg_count; i++) {
         sop_seg *s = db->wal.segs[i];
         if (!seg_is_victim(&db->wal, s, replay_seg))
             continue;
-        if (r.victim_count == cap) {
+        if (nv == cap) {
             cap = cap ? cap * 2 : 8;
-            uint64_t *n = sop_realloc(r.victims, cap * sizeof *n);
+            struct victim *n = sop_realloc(vs, cap * sizeof *n);
             if (!n)
                 break;
-            r.victims = n;
+            vs = n;
         }
-        r.victims[r.victim_count++] = s->id;
+        vs[nv].id = s->id;
+        vs[nv].live = s->blob_bytes - s->dead_bytes;
+        vs[nv].size = s->size;
+        nv++;
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
+    if (nv && (r.victims = sop_malloc(nv * sizeof *r.victims)) != NULL) {
+        qsort(vs, nv, sizeof *vs, cmp_victim);
+        uint64_t planned = 0;
+        for (size_t i = 0; i < nv && (i == 0 || planned + vs[i].live <= r.budget); i++) {
+            planned += vs[i].live;
+            r.victims[r.victim_count++] = vs[i].id;
+        }
+    }
+    sop_free(vs);
     if (r.victim_count) {
         /* Deaths are recorded in place: make room for every live lid once. */
         size_t need = db->death_count + db->reg.live_lids + 1;

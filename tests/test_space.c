@@ -364,7 +364,7 @@ TEST(test_space__fill_8x_the_cache_stays_near_the_budget)
     /* Issue 12's target: node memory is held to the budget, and on top of
      * it come the checkpoint's write batch (4 MiB), relocation copies, one
      * transaction's write set, the registry and the allocator's slack:
-     * MEM_SLACK_BYTES in all (docs/DESIGN-NOTES.md §8). NOT MET today
+     * MEM_SLACK_BYTES in all (docs/SCALE.md §4). NOT MET today
      * (34.9 MiB allocated at the peak, 37 MiB of RSS, for an 8 MiB budget):
      * checked only with SOP_TEST_MEM_TARGET=1. Always checked: today's
      * figures plus a margin, so that a regression is caught at every
