@@ -128,16 +128,28 @@ out:
 
 /* ---- compaction ------------------------------------------------------------ */
 
+/* Dead bytes worth a rotation or a cleaning for their records alone:
+ * min(segment / 16, 1 MiB). Below it a segment is not worth the copies, and
+ * a tiny database opened by one command at a time would rewrite all its
+ * nodes at every close. */
+static uint64_t clean_floor(const sop_db *db)
+{
+    return db->opts.segment_bytes / 16 < (1u << 20) ? db->opts.segment_bytes / 16 : (1u << 20);
+}
+
 /* A sealed segment compaction should empty (C3 and DESIGN §2: under 2/3
  * live keeps the files within about 1.5x of the live bytes). Live is
- * measured against the whole file, not against its blobs: before the
- * replay position its transaction records are dead too, and a segment
- * that is mostly records (a small, hot database's log) held its few live
- * nodes, and all its bytes, for ever. */
-static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg)
+ * measured against the blobs, and also against the whole file once at
+ * least clean_floor bytes of it are dead: before the replay position its
+ * transaction records are dead too, and a segment that is mostly records
+ * (a small, hot database's log) held its few live nodes, and all its
+ * bytes, for ever. */
+static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg, uint64_t floor)
 {
-    return s != w->cur && s->id < replay_seg && s->blob_bytes != 0 &&
-           s->dead_bytes < s->blob_bytes && (s->blob_bytes - s->dead_bytes) * 3 < s->size * 2;
+    if (s == w->cur || s->id >= replay_seg || s->blob_bytes == 0 || s->dead_bytes >= s->blob_bytes)
+        return 0;
+    uint64_t live = s->blob_bytes - s->dead_bytes;
+    return live * 3 < s->blob_bytes * 2 || (live * 3 < s->size * 2 && s->size - live >= floor);
 }
 
 /* The append target is never cleaned (C3), and a small database may never
@@ -153,8 +165,7 @@ static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg
 static int rotate_for_cleaning(sop_db *db)
 {
     sop_wal *w = &db->wal;
-    uint64_t floor =
-        db->opts.segment_bytes / 16 < (1u << 20) ? db->opts.segment_bytes / 16 : (1u << 20);
+    uint64_t floor = clean_floor(db);
     int want = 0;
     pthread_mutex_lock(&w->append_mu);
     if (w->cur) {
@@ -180,7 +191,7 @@ static int space_work_pending(sop_db *db)
     for (size_t i = 0; i < db->wal.seg_count && !pending; i++) {
         sop_seg *s = db->wal.segs[i];
         pending =
-            seg_is_victim(&db->wal, s, db->replay_from.seg) ||
+            seg_is_victim(&db->wal, s, db->replay_from.seg, clean_floor(db)) ||
             (s != db->wal.cur && s->id < db->replay_from.seg && s->dead_bytes >= s->blob_bytes);
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
@@ -304,7 +315,7 @@ static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t repla
     pthread_mutex_lock(&db->wal.seg_mu);
     for (size_t i = 0; i < db->wal.seg_count; i++) {
         sop_seg *s = db->wal.segs[i];
-        if (!seg_is_victim(&db->wal, s, replay_seg))
+        if (!seg_is_victim(&db->wal, s, replay_seg, clean_floor(db)))
             continue;
         if (nv == cap) {
             cap = cap ? cap * 2 : 8;
