@@ -13,6 +13,8 @@
  *     back.
  *   - A fill of 8x the cache budget keeps libsop's allocated bytes and the
  *     process's peak RSS near the budget (the target is gated: not met).
+ *   - The checkpoint's rotation for cleaning (src/ckpt.c rotate_for_cleaning)
+ *     under a fail-Nth-call sweep: every acknowledged put survives.
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -379,6 +381,93 @@ TEST(test_space__fill_8x_the_cache_stays_near_the_budget)
     CHECK((r.peak_rss_kb - r.base_rss_kb) * 1024 <= r.budget * 6);
 }
 
+/* One case of the rotation sweep: 2,000 acknowledged puts (~260 KB of
+ * records in a 1 MiB segment: the checkpoint seals it for cleaning), then
+ * call n of the checkpoint and close fails. Returns 1 if the fault fired,
+ * 0 if not, -1 on a finding. */
+static int rotation_case(fault_vfs *fv, uint64_t n, fault_mode mode, uint64_t *opens)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/rot", test_dir());
+    test_rm_rf(dir);
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.sync = SOP_SYNC_NORMAL;
+    o.segment_bytes = 1u << 20;
+    o.vfs = fault_vfs_vfs(fv);
+    sop_db *db;
+    sop_store *s;
+    fault_vfs_disarm(fv);
+    if (sop_db_open(&db, dir, &o) != SOP_OK || open_store(&s, db) != SOP_OK ||
+        put_range(db, s, 0, 2000, 0, 100, 0) != SOP_OK) {
+        fprintf(stderr, "setup failed: %s\n", sop_errmsg());
+        return -1;
+    }
+    sop_db_stat_info before;
+    sop_db_stat(&before, db);
+    if (n)
+        fault_vfs_arm(fv, FAULT_ANY, n, mode, FAULT_ERROR, SOP_IOERR);
+    else
+        fault_vfs_reset(fv);
+    int rc1 = sop_db_checkpoint(db);
+    if (!n)
+        *opens = fault_vfs_calls(fv, FAULT_OPEN);
+    int rc2 = sop_db_close(db);
+    int fired = n && fault_vfs_fired(fv) > 0;
+    fault_vfs_disarm(fv);
+    if (!fired && (rc1 != SOP_OK || rc2 != SOP_OK)) {
+        fprintf(stderr, "call %" PRIu64 ": failed with nothing injected: %d %d\n", n, rc1, rc2);
+        return -1;
+    }
+    int ok_codes[] = {SOP_OK, SOP_IOERR, SOP_PANIC};
+    int fits1 = 0, fits2 = 0;
+    for (int i = 0; i < 3; i++) {
+        fits1 |= rc1 == ok_codes[i];
+        fits2 |= rc2 == ok_codes[i];
+    }
+    if (!fits1 || !fits2) {
+        fprintf(stderr, "call %" PRIu64 ": checkpoint %d, close %d\n", n, rc1, rc2);
+        return -1;
+    }
+    /* every acknowledged put survives, the folder checks clean */
+    o.vfs = NULL;
+    if (sop_db_open(&db, dir, &o) != SOP_OK) {
+        fprintf(stderr, "call %" PRIu64 ": reopen failed: %s\n", n, sop_errmsg());
+        return -1;
+    }
+    int bad = verify_all(db, 2000, 0) != SOP_OK || check_db(db) != 0;
+    if (sop_db_close(db) != SOP_OK || bad) {
+        fprintf(stderr, "call %" PRIu64 " (%s): data lost or check findings\n", n,
+                mode == FAULT_PERSISTENT ? "persistent" : "transient");
+        return -1;
+    }
+    return fired;
+}
+
+TEST(test_space__rotation_for_cleaning_survives_every_failed_call)
+{
+    fault_vfs *fv = fault_vfs_new(NULL);
+    CHECK(fv != NULL);
+    fault_vfs_set_real_sync(fv, 0);
+    uint64_t opens = 0, cases = 0;
+    /* unarmed: the checkpoint creates the new segment (the rotation) */
+    CHECK(rotation_case(fv, 0, FAULT_TRANSIENT, &opens) == 0);
+    CHECK(opens >= 2); /* the new segment and the manifest */
+    for (int m = 0; m < 2; m++) {
+        for (uint64_t n = 1;; n++) {
+            int r = rotation_case(fv, n, m ? FAULT_PERSISTENT : FAULT_TRANSIENT, &opens);
+            CHECK(r >= 0);
+            if (r == 0)
+                break;
+            cases++;
+        }
+    }
+    fprintf(stderr, "    %" PRIu64 " failed calls around a cleaning rotation, every put kept\n",
+            cases);
+    CHECK(cases > 10);
+    fault_vfs_free(fv);
+}
+
 TEST_MAIN(T(test_space__sync_off_makes_no_sync_calls),
           T(test_space__small_db_churn_stays_within_2x_of_a_fresh_load),
-          T(test_space__fill_8x_the_cache_stays_near_the_budget))
+          T(test_space__fill_8x_the_cache_stays_near_the_budget),
+          T(test_space__rotation_for_cleaning_survives_every_failed_call))
