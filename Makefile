@@ -6,6 +6,7 @@
 #   make tsan        the threaded tests under ThreadSanitizer
 #   make lib         libsop.a and libsop.so only
 #   make bench       libsop vs LMDB vs SQLite (bench/bench.mk, BENCHMARKS.md)
+#   make bench-scale issue 12: N keys past the cache, + RocksDB (bench/scale.c)
 #   make install     PREFIX=/usr/local (DESTDIR stages): headers, libs, sop.pc
 #   make lint        include layers, invariant IDs, error table, clang-format (scripts/lint.sh)
 #

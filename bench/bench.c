@@ -79,6 +79,9 @@ static const bench_driver *const all_drivers[] = {
 #ifdef BENCH_WITH_SQLITE
     &bench_driver_sqlite,
 #endif
+#ifdef BENCH_WITH_ROCKSDB
+    &bench_driver_rocksdb,
+#endif
     NULL,
 };
 

@@ -81,6 +81,7 @@ typedef struct bench_driver {
 extern const bench_driver bench_driver_sop;
 extern const bench_driver bench_driver_lmdb;
 extern const bench_driver bench_driver_sqlite;
+extern const bench_driver bench_driver_rocksdb; /* bench-scale (bench/scale.c) */
 
 /** Create folder @p path and its parents (like mkdir -p). 0 or -1. */
 int bench_mkdirs(const char *path);

@@ -128,10 +128,15 @@ typedef enum sop_sync_mode {
      *  synced at checkpoints and on close. A power cut may lose the last
      *  commits, never expose a partial one. A process crash loses nothing. */
     SOP_SYNC_NORMAL = 1,
-    /** No fdatasync at all (like SQLite synchronous=OFF or LMDB MDB_NOSYNC).
-     *  A process crash loses nothing; an OS crash or power cut may lose
-     *  recent commits or leave the database unopenable (SOP_CORRUPT). For
-     *  bulk loads and tests. */
+    /** No fdatasync or fsync at all (like SQLite synchronous=OFF or LMDB
+     *  MDB_NOSYNC): not of commits, checkpoint manifests, new or sealed log
+     *  segments, the folder (creation, renames), recovery or close. The one
+     *  exception is sop_txn_prepare, which syncs the log segment holding its
+     *  PREPARE record, as two-phase commit requires; older segments are not
+     *  synced, so in this mode a prepare survives a power cut only if the OS
+     *  wrote them back. A process crash loses nothing; an OS crash or power
+     *  cut may lose recent commits or leave the database unopenable
+     *  (SOP_CORRUPT). For bulk loads and tests. */
     SOP_SYNC_OFF = 2
 } sop_sync_mode;
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # deps.sh <set> - install the Debian packages a make target needs, if missing.
 #   build: a C compiler, make, pkg-config (tests/test_build.sh).
-#   bench: + liblmdb-dev libsqlite3-dev gnuplot.   fuzz: + clang with libFuzzer.
-#   lint: clang-format.
+#   bench: + liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot.
+#   fuzz: + clang with libFuzzer.   lint: clang-format.
 # Runs apt-get only when something is missing (and only as root).
 set -euo pipefail
 want=(gcc make pkg-config)
 case "${1:-build}" in
-  bench) want+=(liblmdb-dev libsqlite3-dev gnuplot-nox) ;;
+  bench) want+=(liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot-nox) ;;
   fuzz)  want+=(clang libclang-rt-14-dev) ;;
   lint)  want=(clang-format) ;;
 esac

@@ -140,12 +140,59 @@ out:
 
 /* ---- compaction ------------------------------------------------------------ */
 
-/* A sealed segment compaction should empty (C3 and DESIGN §2: under 2/3
- * live keeps the files within about 1.5x of the live bytes). */
-static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg)
+/* Dead bytes worth a rotation or a cleaning for their records alone:
+ * min(segment / 16, 1 MiB). Below it a segment is not worth the copies, and
+ * a tiny database opened by one command at a time would rewrite all its
+ * nodes at every close. */
+static uint64_t clean_floor(const sop_db *db)
 {
-    return s != w->cur && s->id < replay_seg && s->blob_bytes != 0 &&
-           s->dead_bytes < s->blob_bytes && (s->blob_bytes - s->dead_bytes) * 3 < s->blob_bytes * 2;
+    return db->opts.segment_bytes / 16 < (1u << 20) ? db->opts.segment_bytes / 16 : (1u << 20);
+}
+
+/* A sealed segment compaction should empty (C3 and DESIGN §2: under 2/3
+ * live keeps the files within about 1.5x of the live bytes). Live is
+ * measured against the blobs, and also against the whole file once at
+ * least clean_floor bytes of it are dead: before the replay position its
+ * transaction records are dead too, and a segment that is mostly records
+ * (a small, hot database's log) held its few live nodes, and all its
+ * bytes, for ever. */
+static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg, uint64_t floor)
+{
+    if (s == w->cur || s->id >= replay_seg || s->blob_bytes == 0 || s->dead_bytes >= s->blob_bytes)
+        return 0;
+    uint64_t live = s->blob_bytes - s->dead_bytes;
+    return live * 3 < s->blob_bytes * 2 || (live * 3 < s->size * 2 && s->size - live >= floor);
+}
+
+/* The append target is never cleaned (C3), and a small database may never
+ * fill it: 200k upserts over 10k keys left 26 MB of dead records and node
+ * images in one 64 MiB segment, 10x the live data, also after close and
+ * reopen (issue 12). So a checkpoint first seals the current segment when
+ * at least half of it will be dead once the checkpoint is done (everything
+ * but its live blobs: the records before the cut are covered by the
+ * checkpoint), and at least min(segment_bytes / 16, 1 MiB) is dead; it is
+ * then a victim of this very checkpoint. The floor keeps a lightly used
+ * database from making a segment file per checkpoint. Returns 1 if it
+ * rotated, 0 if not, or a failure code. */
+static int rotate_for_cleaning(sop_db *db)
+{
+    sop_wal *w = &db->wal;
+    uint64_t floor = clean_floor(db);
+    int want = 0;
+    pthread_mutex_lock(&w->append_mu);
+    if (w->cur) {
+        pthread_mutex_lock(&w->seg_mu);
+        sop_seg *s = w->cur;
+        uint64_t live = s->dead_bytes < s->blob_bytes ? s->blob_bytes - s->dead_bytes : 0;
+        uint64_t dead = s->size > live ? s->size - live : 0;
+        want = dead >= floor && dead >= live;
+        pthread_mutex_unlock(&w->seg_mu);
+    }
+    pthread_mutex_unlock(&w->append_mu);
+    if (!want)
+        return 0;
+    int rc = sop_wal__rotate(w);
+    return rc == SOP_OK ? 1 : rc;
 }
 
 /* Would a checkpoint with no new commits still move or free space? */
@@ -156,7 +203,7 @@ static int space_work_pending(sop_db *db)
     for (size_t i = 0; i < db->wal.seg_count && !pending; i++) {
         sop_seg *s = db->wal.segs[i];
         pending =
-            seg_is_victim(&db->wal, s, db->replay_from.seg) ||
+            seg_is_victim(&db->wal, s, db->replay_from.seg, clean_floor(db)) ||
             (s != db->wal.cur && s->id < db->replay_from.seg && s->dead_bytes >= s->blob_bytes);
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
@@ -248,32 +295,62 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
     return 0;
 }
 
+struct victim {
+    uint64_t id, live, size;
+};
+
+/* Emptiest first (LFS's greedy policy): relocating a byte out of a segment
+ * that is 10% live frees 9 bytes, out of one 60% live only 0.7. */
+static int cmp_victim(const void *a, const void *b)
+{
+    const struct victim *x = a, *y = b;
+    double fx = (double)x->live / (double)x->size, fy = (double)y->live / (double)y->size;
+    return (fx > fy) - (fx < fy);
+}
+
 /*
  * Compaction (commit_mu held, at the cut C): pick sealed segments before the
- * replay position whose live blobs are less than 2/3 of their blob bytes,
- * and give every node still living there a fresh dirty version, so this
+ * replay position whose live blobs are less than 2/3 of their bytes, and
+ * give every node still living there a fresh dirty version, so this
  * checkpoint rewrites it and the segment can be deleted once nothing older
  * needs it. Value blobs are not moved yet (their leaves would change).
+ * Only the emptiest victims whose live bytes fit the relocation budget are
+ * taken (at least one): spread over every victim, the budget moved a little
+ * out of each and emptied none, so it was written without freeing a
+ * segment.
  */
 static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg)
 {
     struct reloc r = {db, C, NULL, 0, relocation_budget(db)};
-    size_t cap = 0;
+    struct victim *vs = NULL;
+    size_t nv = 0, cap = 0;
     pthread_mutex_lock(&db->wal.seg_mu);
     for (size_t i = 0; i < db->wal.seg_count; i++) {
         sop_seg *s = db->wal.segs[i];
-        if (!seg_is_victim(&db->wal, s, replay_seg))
+        if (!seg_is_victim(&db->wal, s, replay_seg, clean_floor(db)))
             continue;
-        if (r.victim_count == cap) {
+        if (nv == cap) {
             cap = cap ? cap * 2 : 8;
-            uint64_t *n = sop_realloc(r.victims, cap * sizeof *n);
+            struct victim *n = sop_realloc(vs, cap * sizeof *n);
             if (!n)
                 break;
-            r.victims = n;
+            vs = n;
         }
-        r.victims[r.victim_count++] = s->id;
+        vs[nv].id = s->id;
+        vs[nv].live = s->blob_bytes - s->dead_bytes;
+        vs[nv].size = s->size;
+        nv++;
     }
     pthread_mutex_unlock(&db->wal.seg_mu);
+    if (nv && (r.victims = sop_malloc(nv * sizeof *r.victims)) != NULL) {
+        qsort(vs, nv, sizeof *vs, cmp_victim);
+        uint64_t planned = 0;
+        for (size_t i = 0; i < nv && (i == 0 || planned + vs[i].live <= r.budget); i++) {
+            planned += vs[i].live;
+            r.victims[r.victim_count++] = vs[i].id;
+        }
+    }
+    sop_free(vs);
     if (r.victim_count) {
         /* Deaths are recorded in place: make room for every live lid once. */
         size_t need = db->death_count + db->reg.live_lids + 1;
@@ -390,11 +467,17 @@ int sop_ckpt__run(sop_db *db)
     int placed = 0; /* the written blobs have been given to their versions */
 
     pthread_mutex_lock(&db->ckpt_mu);
+    /* 0. Seal a mostly dead append target, so this checkpoint cleans it. */
+    int rotated = rotate_for_cleaning(db);
+    if (rotated < 0) {
+        pthread_mutex_unlock(&db->ckpt_mu);
+        return rotated == SOP_PANIC ? sop_db__panic(db, rotated) : rotated;
+    }
     sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
     /* 1. The cut: C and the replay position, under commit_mu. */
     pthread_mutex_lock(&db->commit_mu);
     uint64_t C = db->applied_lsn;
-    if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 &&
+    if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 && !rotated &&
         !space_work_pending(db)) {
         pthread_mutex_unlock(&db->commit_mu);
         sop_cache__leave(&db->ckpt_epoch);

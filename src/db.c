@@ -409,12 +409,14 @@ static int format_write(sop_db *db)
     SOP_TRY(db->vfs->open(&f, db->vfs, tmp, SOP_VFS_WRITE | SOP_VFS_CREATE));
     SOP_TRY(db->vfs->truncate(f, 0));
     SOP_TRY(db->vfs->pwrite(f, buf, sizeof buf, 0));
-    SOP_TRY(db->vfs->sync(f, 0));
+    if (db->opts.sync != SOP_SYNC_OFF) /* sop.h: SOP_SYNC_OFF syncs nothing */
+        SOP_TRY(db->vfs->sync(f, 0));
     rc = db->vfs->close(f);
     f = NULL;
     SOP_TRY(rc);
     SOP_TRY(db->vfs->rename(db->vfs, tmp, path));
-    SOP_TRY(db->vfs->sync_dir(db->vfs, db->path));
+    if (db->opts.sync != SOP_SYNC_OFF)
+        SOP_TRY(db->vfs->sync_dir(db->vfs, db->path));
 out:
     if (f)
         db->vfs->close(f);
@@ -641,11 +643,11 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
         sop_free(s);
         if ((rc = db->vfs->unlink(db->vfs, sp)) != SOP_OK)
             return rc;
-        return db->vfs->sync_dir(db->vfs, dir);
+        return db->opts.sync == SOP_SYNC_OFF ? SOP_OK : db->vfs->sync_dir(db->vfs, dir);
     }
     /* (W9) the note may claim more of it (a zero extension): lower it first */
     if (!db->readonly && (rc = sop_wal__note_cut(&db->wal, s->id, end)) == SOP_OK &&
-        (rc = db->vfs->truncate(s->file, end)) == SOP_OK)
+        (rc = db->vfs->truncate(s->file, end)) == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
         rc = db->vfs->sync(s->file, 1);
     if (rc == SOP_OK)
         s->size = end;
@@ -952,7 +954,8 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
             buf[1] = 0;
         else
             *slash = 0;
-        SOP_TRY(db->vfs->sync_dir(db->vfs, buf));
+        if (db->opts.sync != SOP_SYNC_OFF)
+            SOP_TRY(db->vfs->sync_dir(db->vfs, buf));
     } else if (rc) {
         goto out;
     } else if (!is_dir) {
@@ -992,7 +995,8 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
         rc = db->vfs->mkdir(db->vfs, buf);
         if (rc != SOP_OK && rc != SOP_KEYEXIST)
             goto out;
-        SOP_TRY(db->vfs->sync_dir(db->vfs, path));
+        if (db->opts.sync != SOP_SYNC_OFF)
+            SOP_TRY(db->vfs->sync_dir(db->vfs, path));
         SOP_TRY(format_write(db));
     }
     snprintf(buf, sizeof buf, "%s/seg", path);
@@ -1003,6 +1007,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     db->wal.tail_file = db->readonly ? NULL : db->lock_file; /* (W9) */
     /* (W7) zeros ahead of the tail pay off only when commits fdatasync. */
     db->wal.prezero = db->opts.sync == SOP_SYNC_FULL && !db->readonly;
+    db->wal.nosync = db->opts.sync == SOP_SYNC_OFF;
     db->arena_debug = sop_arena_debug_env();
     SOP_TRY(recover(db));
     SOP_TRY(sop_wal__start(&db->wal));

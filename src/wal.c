@@ -247,7 +247,7 @@ static int note_write(sop_wal *w, uint64_t id, uint64_t min_size)
     sop_put_le32(b + 24, sop_crc32c(0, b, 24));
     sop_put_le32(b + 28, 0);
     int rc = w->vfs->pwrite(w->tail_file, b, sizeof b, 0);
-    if (rc == SOP_OK)
+    if (rc == SOP_OK && !w->nosync)
         rc = w->vfs->sync(w->tail_file, 1);
     if (rc == SOP_OK || id != w->note_id || min_size > w->note_min)
         w->note_min = min_size;
@@ -338,7 +338,8 @@ static int seg_create(sop_wal *w, sop_seg **out)
     sop_put_le64(p + 16, id);
     sop_rec__header(rec, SOP_REC_SEGHDR, p, 24, 0);
     if ((rc = w->vfs->pwrite(f, rec, sizeof rec, 0)) != SOP_OK ||
-        (rc = w->vfs->sync(f, 1)) != SOP_OK || (rc = w->vfs->sync_dir(w->vfs, dir)) != SOP_OK) {
+        (!w->nosync &&
+         ((rc = w->vfs->sync(f, 1)) != SOP_OK || (rc = w->vfs->sync_dir(w->vfs, dir)) != SOP_OK))) {
         w->vfs->close(f);
         w->vfs->unlink(w->vfs, path);
         return rc;
@@ -429,9 +430,42 @@ int sop_wal__trim_tail(sop_wal *w)
     int rc = SOP_OK;
     if (w->cur && w->zero_end > w->tail_off && !wal_panicked(w)) {
         rc = cut_zeros(w);
-        if (rc == SOP_OK)
+        if (rc == SOP_OK && !w->nosync)
             rc = w->vfs->sync(w->cur->file, 1);
     }
+    pthread_mutex_unlock(&w->append_mu);
+    return rc;
+}
+
+/* Seal cur and make a new segment the append target. Caller holds
+ * append_mu. (W5): the old segment is synced before the new gets bytes,
+ * cut back to its last record first (W7). */
+static int rotate_locked(sop_wal *w)
+{
+    sop_seg *s;
+    int rc;
+    if ((rc = cut_zeros(w)) != SOP_OK ||
+        (!w->nosync && (rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK)) {
+        rc = sop_wal__panic(w, SOP_PANIC);
+        sop_err(SOP_PANIC, "fdatasync of segment %" PRIu64 " failed", w->cur->id);
+        return rc;
+    }
+    if ((rc = seg_create(w, &s)) != SOP_OK)
+        return rc;
+    w->cur = s;
+    w->tail_off = w->zero_end = s->size;
+    s->base_total = atomic_load(&w->appended_total);
+    return SOP_OK;
+}
+
+int sop_wal__rotate(sop_wal *w)
+{
+    int rc = SOP_OK;
+    pthread_mutex_lock(&w->append_mu);
+    if (wal_panicked(w))
+        rc = sop_err(SOP_PANIC, "log is unusable after an earlier fatal error");
+    else if (w->cur && w->tail_off > SOP_REC_HDR_LEN + 24)
+        rc = rotate_locked(w);
     pthread_mutex_unlock(&w->append_mu);
     return rc;
 }
@@ -473,21 +507,9 @@ static int append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t 
                      len, w->max_record);
         goto out;
     }
-    if (w->tail_off + len > w->seg_bytes && w->tail_off > SOP_REC_HDR_LEN + 24) {
-        /* Rotate (W5): the old segment is synced before the new gets bytes,
-         * cut back to its last record first (W7). */
-        sop_seg *s;
-        if ((rc = cut_zeros(w)) != SOP_OK || (rc = w->vfs->sync(w->cur->file, 1)) != SOP_OK) {
-            rc = sop_wal__panic(w, SOP_PANIC);
-            sop_err(SOP_PANIC, "fdatasync of segment %" PRIu64 " failed", w->cur->id);
-            goto out;
-        }
-        if ((rc = seg_create(w, &s)) != SOP_OK)
-            goto out;
-        w->cur = s;
-        w->tail_off = w->zero_end = s->size;
-        s->base_total = atomic_load(&w->appended_total);
-    }
+    if (w->tail_off + len > w->seg_bytes && w->tail_off > SOP_REC_HDR_LEN + 24 &&
+        (rc = rotate_locked(w)) != SOP_OK)
+        goto out;
     if (len >= SOP_REC_HDR_LEN && ((uint8_t *)buf)[4] == SOP_REC_TXN &&
         sop_rec_len(sop_get_le32((uint8_t *)buf + 8)) == len) {
         /* (W8) one TXN record: vouch for what is durable now. */

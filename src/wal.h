@@ -19,7 +19,9 @@
  *        again (sop_wal__append/sync return SOP_PANIC).
  *   (W5) Before a new segment receives bytes, the previous one is synced
  *        and the new file's directory entry is synced; so only the newest
- *        segment can end with a torn record.
+ *        segment can end with a torn record. Not with nosync set
+ *        (SOP_SYNC_OFF): then the wal makes no sync call at all, except
+ *        the ones a caller asks for (sop_wal__sync_to: PREPARE records).
  *   (W6) A failed append is cut off with ftruncate before anything else
  *        is appended (if that fails too, the wal panics).
  *   (W7) With prezero set (SOP_SYNC_FULL), the current segment's file is
@@ -135,6 +137,7 @@ typedef struct sop_wal {
     uint64_t tail_off;
     uint64_t zero_end;         /* (W7) cur's file holds zeros in [tail_off, zero_end) */
     int prezero;               /* (W7) extend cur with zeros ahead of the tail */
+    int nosync;                /* SOP_SYNC_OFF: no syncs of its own (W5) */
     _Atomic uint64_t appended_total; /* monotonic byte counter: the group-commit
                                       * token (written under append_mu) */
 
@@ -187,6 +190,10 @@ int sop_wal__append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_
  * never sees the one without the other. */
 int sop_wal__append_value(sop_wal *w, void *buf, size_t len, sop_loc *loc_out,
                           uint64_t *token_out);
+/* Seal the current segment and append to a new one from now on (W5), so
+ * that the sealed one can be cleaned; a no-op on a segment holding only its
+ * header. */
+int sop_wal__rotate(sop_wal *w);
 /* Wait until everything up to token is durable (group commit, W3). */
 int sop_wal__sync_to(sop_wal *w, uint64_t token);
 /* Sync everything appended so far. */

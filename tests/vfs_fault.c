@@ -363,7 +363,7 @@ static struct {
     int armed;
     uint64_t n;
     fault_mode mode;
-    uint64_t calls, fired, live, live_bytes;
+    uint64_t calls, fired, live, live_bytes, peak_bytes;
 } alloc_state;
 
 /* Count one allocation call; 1 if it must fail. */
@@ -386,6 +386,8 @@ static void alloc_account(int64_t blocks, int64_t bytes)
     pthread_mutex_lock(&alloc_mu);
     alloc_state.live += (uint64_t)blocks;
     alloc_state.live_bytes += (uint64_t)bytes;
+    if (alloc_state.live_bytes > alloc_state.peak_bytes)
+        alloc_state.peak_bytes = alloc_state.live_bytes;
     pthread_mutex_unlock(&alloc_mu);
 }
 
@@ -491,3 +493,11 @@ ALLOC_GETTER(fault_alloc_fired, fired)
 ALLOC_GETTER(fault_alloc_calls, calls)
 ALLOC_GETTER(fault_alloc_live, live)
 ALLOC_GETTER(fault_alloc_live_bytes, live_bytes)
+ALLOC_GETTER(fault_alloc_peak_bytes, peak_bytes)
+
+void fault_alloc_reset_peak(void)
+{
+    pthread_mutex_lock(&alloc_mu);
+    alloc_state.peak_bytes = alloc_state.live_bytes;
+    pthread_mutex_unlock(&alloc_mu);
+}

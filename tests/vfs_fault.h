@@ -123,5 +123,8 @@ uint64_t fault_alloc_calls(void);
 /* Blocks / bytes allocated through the hook and not yet freed. */
 uint64_t fault_alloc_live(void);
 uint64_t fault_alloc_live_bytes(void);
+/* The most bytes live at once since install or the last reset_peak. */
+uint64_t fault_alloc_peak_bytes(void);
+void fault_alloc_reset_peak(void);
 
 #endif
