@@ -2,12 +2,16 @@
 # deps.sh <set> - install the Debian packages a make target needs, if missing.
 #   build: a C compiler and make.   bench: + liblmdb-dev libsqlite3-dev gnuplot.
 #   fuzz: + clang with libFuzzer.
+#   rust: + the Debian crates the Rust binding (bindings/rust) builds from.
 # Runs apt-get only when something is missing (and only as root).
 set -euo pipefail
 want=(gcc make)
 case "${1:-build}" in
   bench) want+=(liblmdb-dev libsqlite3-dev gnuplot-nox) ;;
   fuzz)  want+=(clang libclang-rt-14-dev) ;;
+  rust)  want+=(librust-serde-dev librust-serde-derive-dev librust-bincode-dev
+                librust-tempfile-dev librust-proptest-dev librust-proptest+std-dev
+                librust-proptest+bit-set-dev) ;;
 esac
 missing=()
 for p in "${want[@]}"; do

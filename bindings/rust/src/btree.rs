@@ -42,7 +42,6 @@ impl<K, V> From<(K, V)> for Item<K, V> {
 /// named as in SOP. When the store exists, the options given must agree with
 /// the stored ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct BtreeOptions {
     /// Items per node (4..=10000); 0: libsop's default (64).
     pub slot_length: usize,
@@ -121,9 +120,23 @@ where
         let rc = unsafe { ffi::sop_store_open(&mut store, txn, cname.as_ptr(), 0, std::ptr::null()) };
         let unique;
         if rc == ffi::SOP_OK {
-            // SAFETY: info is plain data; pointers borrowed from the store handle.
-            let mut info: ffi::sop_store_info = unsafe { std::mem::zeroed() };
-            check(unsafe { ffi::sop_store_info_get(&mut info, txn, store) })?;
+            let Some(info) = stored_options(trans, store)? else {
+                // Created earlier in this same transaction, so not visible
+                // to a snapshot: let libsop compare our spec with its own.
+                let mut so: ffi::sop_store_options = unsafe { std::mem::zeroed() };
+                so.version = ffi::SOP_STORE_OPTIONS_VERSION;
+                if let Some(spec) = &codec.spec {
+                    so.key_spec = spec.as_ptr().cast();
+                    so.key_spec_len = spec.len();
+                }
+                // SAFETY: live txn; options read during the call.
+                let rc = unsafe { ffi::sop_store_open(&mut store, txn, cname.as_ptr(), 0, &so) };
+                if rc == ffi::SOP_INVAL {
+                    return Err(mismatch(name, Error::from_rc(rc).message().to_string()));
+                }
+                check(rc)?;
+                return Ok(Btree::make(trans, store, name, codec, vmode, true));
+            };
             let stored: &[u8] = if info.options.key_spec_len == 0 {
                 &[]
             } else {
@@ -191,7 +204,18 @@ where
         } else {
             return Err(Error::from_rc(rc));
         }
-        Ok(Btree {
+        Ok(Btree::make(trans, store, name, codec, vmode, unique))
+    }
+
+    fn make(
+        trans: &'t Transaction<'t>,
+        store: *mut ffi::sop_store,
+        name: &str,
+        codec: KeyCodec,
+        vmode: ValueMode,
+        unique: bool,
+    ) -> Self {
+        Btree {
             trans,
             store,
             name: name.to_string(),
@@ -202,7 +226,7 @@ where
             key_buf: RefCell::new(Vec::new()),
             val_buf: RefCell::new(Vec::new()),
             _kv: PhantomData,
-        })
+        }
     }
 
     /// The store's name.
@@ -861,6 +885,30 @@ where
     type IntoIter = Iter<'b, 't, K, V>;
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
+    }
+}
+
+/// The stored options of `store`, read through a separate read-only
+/// snapshot: `sop_store_info_get` also counts the items, and in a read-write
+/// transaction a count puts the whole store into the read set, so every
+/// concurrent writer of the store would conflict with us. `None` when the
+/// store is not in the newest snapshot (created inside `trans`).
+fn stored_options(
+    trans: &Transaction<'_>,
+    store: *mut ffi::sop_store,
+) -> Result<Option<ffi::sop_store_info>> {
+    let mut ro = std::ptr::null_mut();
+    // SAFETY: live db; the snapshot txn is aborted below on every path.
+    check(unsafe { ffi::sop_txn_begin(&mut ro, trans.database().raw_db(), ffi::SOP_TXN_READONLY) })?;
+    let mut info: ffi::sop_store_info = unsafe { std::mem::zeroed() };
+    // SAFETY: live txn and store handle; info is plain data whose pointers
+    // belong to the store handle (valid until the db closes).
+    let rc = unsafe { ffi::sop_store_info_get(&mut info, ro, store) };
+    unsafe { ffi::sop_txn_abort(ro) };
+    match rc {
+        ffi::SOP_OK => Ok(Some(info)),
+        ffi::SOP_BADSTATE => Ok(None),
+        rc => Err(Error::from_code(rc, "reading the store's options")),
     }
 }
 

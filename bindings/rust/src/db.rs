@@ -168,6 +168,10 @@ impl Database {
         Ok(Database { raw, path })
     }
 
+    pub(crate) fn raw_db(&self) -> *mut ffi::sop_db {
+        self.raw
+    }
+
     /// The folder.
     pub fn path(&self) -> &str {
         &self.path
