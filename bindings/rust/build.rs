@@ -8,7 +8,10 @@ use std::process::{Child, Command};
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest.join("../..").canonicalize().expect("libsop source tree");
+    let root = manifest
+        .join("../..")
+        .canonicalize()
+        .expect("libsop source tree");
     let src = root.join("src");
     let include = root.join("include");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
@@ -38,7 +41,10 @@ fn main() {
     if let Ok(rd) = std::fs::read_dir(&src) {
         for e in rd.flatten() {
             let p = e.path();
-            if p.extension().map(|x| x == "h" || x == "def").unwrap_or(false) {
+            if p.extension()
+                .map(|x| x == "h" || x == "def")
+                .unwrap_or(false)
+            {
                 println!("cargo:rerun-if-changed={}", p.display());
             }
         }
@@ -47,10 +53,7 @@ fn main() {
     let mut objects = Vec::new();
     let mut running: Vec<(Child, PathBuf)> = Vec::new();
     for s in &sources {
-        let obj = out.join(format!(
-            "{}.o",
-            s.file_stem().unwrap().to_string_lossy()
-        ));
+        let obj = out.join(format!("{}.o", s.file_stem().unwrap().to_string_lossy()));
         let child = Command::new(&cc)
             .args([
                 "-std=c11",

@@ -117,7 +117,8 @@ where
         let txn = trans.raw()?;
         let mut store = std::ptr::null_mut();
         // SAFETY: live txn, NUL-terminated name, NULL options (use stored ones).
-        let rc = unsafe { ffi::sop_store_open(&mut store, txn, cname.as_ptr(), 0, std::ptr::null()) };
+        let rc =
+            unsafe { ffi::sop_store_open(&mut store, txn, cname.as_ptr(), 0, std::ptr::null()) };
         let unique;
         if rc == ffi::SOP_OK {
             let Some(info) = stored_options(trans, store)? else {
@@ -189,9 +190,8 @@ where
             if !o.is_value_data_in_node_segment {
                 so.flags |= ffi::SOP_STORE_VALUES_SEPARATE;
             }
-            so.slot_length = u32::try_from(o.slot_length).map_err(|_| {
-                Error::new(ErrorKind::InvalidArgument, "slot_length out of range")
-            })?;
+            so.slot_length = u32::try_from(o.slot_length)
+                .map_err(|_| Error::new(ErrorKind::InvalidArgument, "slot_length out of range"))?;
             if let Some(spec) = &codec.spec {
                 so.key_spec = spec.as_ptr().cast();
                 so.key_spec_len = spec.len();
@@ -364,7 +364,13 @@ where
         self.with_key(key, |k| {
             // SAFETY: live cursor.
             match unsafe {
-                ffi::sop_cursor_get(std::ptr::null_mut(), std::ptr::null_mut(), c, ffi::SOP_SEEK, k)
+                ffi::sop_cursor_get(
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    c,
+                    ffi::SOP_SEEK,
+                    k,
+                )
             } {
                 ffi::SOP_OK => Ok(true),
                 ffi::SOP_NOTFOUND => Ok(false),
@@ -383,7 +389,11 @@ where
     }
 
     /// [`add`](Btree::add) each item; returns how many were added.
-    pub fn add_items<I: IntoIterator<Item = Item<K, V>>>(&self, ctx: &Context, items: I) -> Result<usize> {
+    pub fn add_items<I: IntoIterator<Item = Item<K, V>>>(
+        &self,
+        ctx: &Context,
+        items: I,
+    ) -> Result<usize> {
         let mut n = 0;
         for it in items {
             n += usize::from(self.add(ctx, it.key, it.value)?);
@@ -456,7 +466,13 @@ where
         let c = self.nav_cursor()?;
         // SAFETY: live cursor.
         match unsafe {
-            ffi::sop_cursor_get(std::ptr::null_mut(), std::ptr::null_mut(), c, op, std::ptr::null())
+            ffi::sop_cursor_get(
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                c,
+                op,
+                std::ptr::null(),
+            )
         } {
             ffi::SOP_OK => Ok(true),
             ffi::SOP_NOTFOUND => Ok(false),
@@ -494,7 +510,8 @@ where
         let mut k = ffi::sop_val::empty();
         let mut v = ffi::sop_val::empty();
         // SAFETY: live cursor; bytes borrowed until the next call on the txn.
-        match unsafe { ffi::sop_cursor_get(&mut k, &mut v, c, ffi::SOP_CURRENT, std::ptr::null()) } {
+        match unsafe { ffi::sop_cursor_get(&mut k, &mut v, c, ffi::SOP_CURRENT, std::ptr::null()) }
+        {
             ffi::SOP_OK => f(unsafe { k.as_slice() }, unsafe { v.as_slice() }).map(Some),
             ffi::SOP_NOTFOUND | ffi::SOP_INVAL => Ok(None), // unpositioned
             rc => Err(Error::from_rc(rc)),
@@ -712,7 +729,9 @@ unsafe fn step<'a>(
     let mut k = ffi::sop_val::empty();
     let mut v = ffi::sop_val::empty();
     let kv = key.map(ffi::sop_val::of);
-    let kp = kv.as_ref().map_or(std::ptr::null(), |x| x as *const ffi::sop_val);
+    let kp = kv
+        .as_ref()
+        .map_or(std::ptr::null(), |x| x as *const ffi::sop_val);
     match ffi::sop_cursor_get(&mut k, &mut v, c, op, kp) {
         ffi::SOP_OK => Ok(Some((k.as_slice(), v.as_slice()))),
         ffi::SOP_NOTFOUND => Ok(None),
@@ -899,7 +918,9 @@ fn stored_options(
 ) -> Result<Option<ffi::sop_store_info>> {
     let mut ro = std::ptr::null_mut();
     // SAFETY: live db; the snapshot txn is aborted below on every path.
-    check(unsafe { ffi::sop_txn_begin(&mut ro, trans.database().raw_db(), ffi::SOP_TXN_READONLY) })?;
+    check(unsafe {
+        ffi::sop_txn_begin(&mut ro, trans.database().raw_db(), ffi::SOP_TXN_READONLY)
+    })?;
     let mut info: ffi::sop_store_info = unsafe { std::mem::zeroed() };
     // SAFETY: live txn and store handle; info is plain data whose pointers
     // belong to the store handle (valid until the db closes).

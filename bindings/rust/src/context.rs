@@ -69,7 +69,10 @@ impl Context {
     /// context is done, else `Ok`.
     pub fn check(&self) -> Result<()> {
         if self.is_cancelled() {
-            return Err(Error::new(ErrorKind::Cancelled, "the context was cancelled"));
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                "the context was cancelled",
+            ));
         }
         if let Some(d) = self.deadline {
             if Instant::now() >= d {

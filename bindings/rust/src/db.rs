@@ -75,7 +75,9 @@ unsafe impl Sync for Database {}
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("path", &self.path).finish()
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -432,7 +434,7 @@ pub(crate) fn store_name(name: &str) -> Result<CString> {
 /// [`Btree`]s borrow their transaction, so they cannot outlive it, and
 /// `commit`/`rollback` consume it, so a finished transaction cannot be used:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0505
 /// # let ctx = sop::Context::new();
 /// # let mut o = sop::DatabaseOptions::default();
 /// # o.stores_folders = Some(vec!["/tmp/x".into()]);
@@ -469,7 +471,10 @@ impl<'db> Transaction<'db> {
     pub(crate) fn raw(&self) -> Result<*mut ffi::sop_txn> {
         let r = self.raw.get();
         if r.is_null() {
-            Err(Error::from_code(ffi::SOP_BADSTATE, "the transaction has ended"))
+            Err(Error::from_code(
+                ffi::SOP_BADSTATE,
+                "the transaction has ended",
+            ))
         } else {
             Ok(r)
         }
@@ -507,9 +512,11 @@ impl<'db> Transaction<'db> {
     /// phase 2. A [`ErrorKind::Busy`] commit (a prepared transaction of
     /// someone else holds a key) is rolled back too, and is retryable.
     pub fn commit(self, ctx: &Context) -> Result<()> {
-        if let Err(e) = ctx.check() {
-            return Err(e); // dropped: rolled back
-        }
+        ctx.check()?; // self is dropped: rolled back
+        self.commit_now()
+    }
+
+    fn commit_now(self) -> Result<()> {
         let raw = self.raw()?;
         // SAFETY: live txn; freed by commit except on SOP_BUSY.
         let rc = unsafe { ffi::sop_txn_commit(raw) };
@@ -536,7 +543,9 @@ impl<'db> Transaction<'db> {
         ctx.check()?;
         let raw = self.raw()?;
         let xv = xid.map(ffi::sop_val::of);
-        let xp = xv.as_ref().map_or(std::ptr::null(), |v| v as *const ffi::sop_val);
+        let xp = xv
+            .as_ref()
+            .map_or(std::ptr::null(), |v| v as *const ffi::sop_val);
         // SAFETY: live txn; xid read during the call.
         check(unsafe { ffi::sop_txn_prepare(raw, xp) })?;
         // SAFETY: prepared txn.
@@ -569,9 +578,11 @@ impl PreparedTransaction<'_> {
         self.id
     }
 
-    /// Phase 2: commit.
+    /// Phase 2: commit. This runs even when `ctx` is already done: after
+    /// phase 1 the coordinator's decision must not be lost to a timeout.
     pub fn commit(self, ctx: &Context) -> Result<()> {
-        self.trans.commit(ctx)
+        let _ = ctx;
+        self.trans.commit_now()
     }
 
     /// Phase 2: roll back.

@@ -49,9 +49,7 @@ pub(crate) fn encode_value<V: Serialize + ?Sized>(
 ) -> Result<()> {
     out.clear();
     match mode {
-        ValueMode::Text | ValueMode::Bytes => v
-            .serialize(TextSer { out })
-            .map_err(Error::encoding),
+        ValueMode::Text | ValueMode::Bytes => v.serialize(TextSer { out }).map_err(Error::encoding),
         ValueMode::Binary => {
             out.push(VALUE_FORMAT_V1);
             bincode::serialize_into(&mut *out, v).map_err(Error::encoding)

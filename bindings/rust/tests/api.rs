@@ -23,7 +23,9 @@ fn announcement_semantics_add_existing_is_ok_false() {
     }
     let db = common::open(dir.path());
     let t = db.begin_read_transaction(&ctx).unwrap();
-    let b = db.open_btree::<String, String>(&ctx, "sys_config", &t).unwrap();
+    let b = db
+        .open_btree::<String, String>(&ctx, "sys_config", &t)
+        .unwrap();
     assert_eq!(b.count(&ctx).unwrap(), 1);
     assert_eq!(
         b.get(&ctx, &"max_connections".into()).unwrap().as_deref(),
@@ -45,7 +47,9 @@ fn crud_and_cursor() {
     let db = common::open(dir.path());
     let ctx = Context::new();
     let t = db.begin_transaction(&ctx).unwrap();
-    let b = db.new_btree::<u64, Account>(&ctx, "acct", &t, None).unwrap();
+    let b = db
+        .new_btree::<u64, Account>(&ctx, "acct", &t, None)
+        .unwrap();
     assert_eq!(b.key_spec(), Some("(key uint64)"));
     let a = |n: i64| Account {
         owner: format!("o{n}"),
@@ -67,10 +71,7 @@ fn crud_and_cursor() {
     assert!(b.remove(&ctx, &1).unwrap());
     assert!(!b.remove(&ctx, &1).unwrap());
     assert_eq!(b.count(&ctx).unwrap(), 5);
-    assert_eq!(
-        b.get_items(&ctx, &[2, 7]).unwrap(),
-        vec![Some(a(2)), None]
-    );
+    assert_eq!(b.get_items(&ctx, &[2, 7]).unwrap(), vec![Some(a(2)), None]);
 
     // SOP-style navigation
     assert!(b.first(&ctx).unwrap());
@@ -87,14 +88,27 @@ fn crud_and_cursor() {
     assert!(!b.find(&ctx, &100).unwrap());
 
     // iterators and ranges
-    let keys = |it: sop::Iter<'_, '_, u64, Account>| -> Vec<u64> { it.map(|r| r.unwrap().0).collect() };
+    let keys =
+        |it: sop::Iter<'_, '_, u64, Account>| -> Vec<u64> { it.map(|r| r.unwrap().0).collect() };
     assert_eq!(keys(b.iter()), [2, 3, 4, 5, 6]);
     assert_eq!(keys(b.range(3..5)), [3, 4]);
     assert_eq!(keys(b.range(3..=5)), [3, 4, 5]);
     assert_eq!(keys(b.range(..4)), [2, 3]);
-    assert_eq!(keys(b.range((std::ops::Bound::Excluded(3), std::ops::Bound::Unbounded))), [4, 5, 6]);
-    assert_eq!(b.range(3..=5).rev().map(|r| r.unwrap().0).collect::<Vec<_>>(), [5, 4, 3]);
-    assert_eq!(b.range(..6).rev().map(|r| r.unwrap().0).collect::<Vec<_>>(), [5, 4, 3, 2]);
+    assert_eq!(
+        keys(b.range((std::ops::Bound::Excluded(3), std::ops::Bound::Unbounded))),
+        [4, 5, 6]
+    );
+    assert_eq!(
+        b.range(3..=5)
+            .rev()
+            .map(|r| r.unwrap().0)
+            .collect::<Vec<_>>(),
+        [5, 4, 3]
+    );
+    assert_eq!(
+        b.range(..6).rev().map(|r| r.unwrap().0).collect::<Vec<_>>(),
+        [5, 4, 3, 2]
+    );
     // both ends meet in the middle
     let mut it = b.iter();
     assert_eq!(it.next().unwrap().unwrap().0, 2);
@@ -127,8 +141,13 @@ fn compound_prefix_scan() {
     let db = common::open(dir.path());
     let ctx = Context::new();
     let t = db.begin_transaction(&ctx).unwrap();
-    let b = db.new_btree::<Emp, String>(&ctx, "staff", &t, None).unwrap();
-    assert_eq!(b.key_spec(), Some("(region string, dept string, id int64 desc)"));
+    let b = db
+        .new_btree::<Emp, String>(&ctx, "staff", &t, None)
+        .unwrap();
+    assert_eq!(
+        b.key_spec(),
+        Some("(region string, dept string, id int64 desc)")
+    );
     for (r, d, id, n) in [
         ("US", "Sales", 7, "Grace"),
         ("US", "Sales", 21, "Barbara"),
@@ -136,12 +155,20 @@ fn compound_prefix_scan() {
         ("UK", "Sales", 5, "Alan"),
         ("USA", "Sales", 1, "Nobody"),
     ] {
-        let k = Emp { region: r.into(), dept: d.into(), id: sop::Desc(id) };
+        let k = Emp {
+            region: r.into(),
+            dept: d.into(),
+            id: sop::Desc(id),
+        };
         assert!(b.add(&ctx, k, n.into()).unwrap());
     }
     let names: Vec<String> = b.prefix(&("US",)).map(|r| r.unwrap().1).collect();
     assert_eq!(names, ["Ada", "Barbara", "Grace"]);
-    let names: Vec<String> = b.prefix(&("US", "Sales")).rev().map(|r| r.unwrap().1).collect();
+    let names: Vec<String> = b
+        .prefix(&("US", "Sales"))
+        .rev()
+        .map(|r| r.unwrap().1)
+        .collect();
     assert_eq!(names, ["Grace", "Barbara"]);
     t.commit(&ctx).unwrap();
 }
@@ -170,17 +197,25 @@ fn wrong_types_on_reopen_are_a_clear_error() {
     let t = db.begin_transaction(&ctx).unwrap();
     let b = db.new_btree::<u64, String>(&ctx, "nums", &t, None).unwrap();
     b.add(&ctx, 1, "one".into()).unwrap();
-    let s = db.new_btree::<String, String>(&ctx, "text", &t, None).unwrap();
+    let s = db
+        .new_btree::<String, String>(&ctx, "text", &t, None)
+        .unwrap();
     s.add(&ctx, "k".into(), "v".into()).unwrap();
     t.commit(&ctx).unwrap();
 
     let t = db.begin_transaction(&ctx).unwrap();
-    let e = db.open_btree::<String, String>(&ctx, "nums", &t).unwrap_err();
+    let e = db
+        .open_btree::<String, String>(&ctx, "nums", &t)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TypeMismatch);
     assert!(e.message().contains("(key uint64)"), "{e}");
-    let e = db.new_btree::<String, String>(&ctx, "nums", &t, None).unwrap_err();
+    let e = db
+        .new_btree::<String, String>(&ctx, "nums", &t, None)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TypeMismatch);
-    let e = db.open_btree::<(String, u64), String>(&ctx, "nums", &t).unwrap_err();
+    let e = db
+        .open_btree::<(String, u64), String>(&ctx, "nums", &t)
+        .unwrap_err();
     assert!(e.message().contains("(f0 string, f1 uint64)"), "{e}");
     let e = db.open_btree::<u64, String>(&ctx, "text", &t).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TypeMismatch);
@@ -192,7 +227,15 @@ fn wrong_types_on_reopen_are_a_clear_error() {
     let e = db.open_btree::<u64, u64>(&ctx, "missing", &t).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     let e = db
-        .new_btree::<u64, String>(&ctx, "nums", &t, Some(BtreeOptions { is_unique: false, ..Default::default() }))
+        .new_btree::<u64, String>(
+            &ctx,
+            "nums",
+            &t,
+            Some(BtreeOptions {
+                is_unique: false,
+                ..Default::default()
+            }),
+        )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
@@ -200,7 +243,9 @@ fn wrong_types_on_reopen_are_a_clear_error() {
 #[test]
 fn every_libsop_code_maps_to_a_kind() {
     // every code in libsop's one table (src/errors.def) has its own kind
-    let table = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../src/errors.def")).unwrap();
+    let table =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../src/errors.def"))
+            .unwrap();
     let codes: Vec<i32> = table
         .lines()
         .filter_map(|l| l.strip_prefix("X("))
@@ -271,10 +316,16 @@ fn context_cancel_and_deadline() {
     c2.cancel();
     let r: Vec<_> = it.collect();
     assert!(r.len() <= 64, "stopped within 64 steps, took {}", r.len());
-    assert_eq!(r.last().unwrap().as_ref().unwrap_err().kind(), ErrorKind::Cancelled);
+    assert_eq!(
+        r.last().unwrap().as_ref().unwrap_err().kind(),
+        ErrorKind::Cancelled
+    );
     assert_eq!(b.get(&c2, &1).unwrap_err().kind(), ErrorKind::Cancelled);
     let past = Context::with_timeout(std::time::Duration::ZERO);
-    assert_eq!(b.add(&past, 9999, 1).unwrap_err().kind(), ErrorKind::Timeout);
+    assert_eq!(
+        b.add(&past, 9999, 1).unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
     // a cancelled context makes commit fail and roll back
     assert_eq!(t.commit(&c2).unwrap_err().kind(), ErrorKind::Cancelled);
     let t = db.begin_read_transaction(&ctx).unwrap();

@@ -9,7 +9,10 @@ use sop::__private::{c_format, c_validate};
 use sop::{keys, Context, Desc};
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
@@ -25,15 +28,33 @@ fn bytes_match_the_format_table() {
         (keys::encode(&-1i64).unwrap(), "1F FE"),
         (keys::encode(&-255i64).unwrap(), "1F 00"),
         (keys::encode(&-256i64).unwrap(), "1E FE FF"),
-        (keys::encode(&i64::MIN).unwrap(), "18 7F FF FF FF FF FF FF FF"),
-        (keys::encode(&i64::MAX).unwrap(), "28 7F FF FF FF FF FF FF FF"),
+        (
+            keys::encode(&i64::MIN).unwrap(),
+            "18 7F FF FF FF FF FF FF FF",
+        ),
+        (
+            keys::encode(&i64::MAX).unwrap(),
+            "28 7F FF FF FF FF FF FF FF",
+        ),
         (keys::encode(&Desc(1i64)).unwrap(), "DE FE"),
-        (keys::encode(&u64::MAX).unwrap(), "38 FF FF FF FF FF FF FF FF"),
+        (
+            keys::encode(&u64::MAX).unwrap(),
+            "38 FF FF FF FF FF FF FF FF",
+        ),
         (keys::encode(&0.0f64).unwrap(), "40 80 00 00 00 00 00 00 00"),
-        (keys::encode(&-0.0f64).unwrap(), "40 7F FF FF FF FF FF FF FF"),
+        (
+            keys::encode(&-0.0f64).unwrap(),
+            "40 7F FF FF FF FF FF FF FF",
+        ),
         (keys::encode(&1.0f64).unwrap(), "40 BF F0 00 00 00 00 00 00"),
-        (keys::encode(&f64::NAN).unwrap(), "40 FF F8 00 00 00 00 00 00"),
-        (keys::encode(&-f64::NAN).unwrap(), "40 00 07 FF FF FF FF FF FF"),
+        (
+            keys::encode(&f64::NAN).unwrap(),
+            "40 FF F8 00 00 00 00 00 00",
+        ),
+        (
+            keys::encode(&-f64::NAN).unwrap(),
+            "40 00 07 FF FF FF FF FF FF",
+        ),
         (keys::encode(&("",)).unwrap(), "50 00 01"),
         (keys::encode(&("a\0b",)).unwrap(), "50 61 00 FF 62 00 01"),
         (keys::encode(&Desc("a\0b")).unwrap(), "AF 9E FF 00 9D FF FE"),
@@ -77,7 +98,10 @@ where
     K: Serialize + serde::de::DeserializeOwned + std::fmt::Debug + PartialEq + Clone,
     F: Fn(&K, &K) -> std::cmp::Ordering,
 {
-    let mut enc: Vec<(Vec<u8>, K)> = v.drain(..).map(|k| (keys::encode(&k).unwrap(), k)).collect();
+    let mut enc: Vec<(Vec<u8>, K)> = v
+        .drain(..)
+        .map(|k| (keys::encode(&k).unwrap(), k))
+        .collect();
     for (b, k) in &enc {
         assert_eq!(&keys::decode::<K>(b).unwrap(), k);
         assert_eq!(c_validate(b), Ok(fields), "C rejects {k:?}: {}", hex(b));
@@ -155,7 +179,9 @@ where
     let db = common::open(dir.path());
     let ctx = Context::new();
     let t = db.begin_transaction(&ctx).unwrap();
-    let b = db.new_btree::<K, (u32, String)>(&ctx, name, &t, None).unwrap();
+    let b = db
+        .new_btree::<K, (u32, String)>(&ctx, name, &t, None)
+        .unwrap();
     keys_in.sort();
     keys_in.dedup();
     let mut shuffled = keys_in.clone();
@@ -206,7 +232,10 @@ proptest! {
 
 #[test]
 fn specs_of_key_types() {
-    assert_eq!(keys::spec_text::<u64>().unwrap().as_deref(), Some("(key uint64)"));
+    assert_eq!(
+        keys::spec_text::<u64>().unwrap().as_deref(),
+        Some("(key uint64)")
+    );
     assert_eq!(
         keys::spec_text::<(String, i64)>().unwrap().as_deref(),
         Some("(f0 string, f1 int64)")

@@ -185,7 +185,9 @@ pub(crate) fn format_key(spec: Option<&[u8]>, key: &[u8]) -> Result<String> {
     let rc = unsafe { ffi::sop_key_format_alloc(&mut text, sp, &kv, 0) };
     let r = if rc == ffi::SOP_OK {
         // SAFETY: NUL-terminated allocation from libsop.
-        let s = unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+        let s = unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned();
         unsafe { ffi::sop_key_free(text.cast()) };
         Ok(s)
     } else {
@@ -311,7 +313,9 @@ fn spec_to_text(sp: *const ffi::sop_keyspec) -> Result<String> {
     let mut text: *mut std::os::raw::c_char = std::ptr::null_mut();
     // SAFETY: live spec; text freed with sop_key_free.
     crate::error::check(unsafe { ffi::sop_keyspec_format(&mut text, sp) })?;
-    let s = unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+    let s = unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { ffi::sop_key_free(text.cast()) };
     Ok(s)
 }

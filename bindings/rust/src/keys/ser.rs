@@ -231,11 +231,7 @@ impl<'a, 'b> ser::Serializer for &'b mut KeySerializer<'a> {
     fn serialize_unit_variant(self, _n: &'static str, idx: u32, _v: &'static str) -> R {
         self.put_u64(idx.into())
     }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        name: &'static str,
-        value: &T,
-    ) -> R {
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, name: &'static str, value: &T) -> R {
         if name == DESC_NAME {
             self.desc = !self.desc;
             let r = value.serialize(&mut *self);
@@ -296,13 +292,11 @@ impl<'a, 'b> ser::Serializer for &'b mut KeySerializer<'a> {
         })
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, KeyError> {
-        Err(KeyError::msg("maps cannot be keys (their order is not a key order)"))
+        Err(KeyError::msg(
+            "maps cannot be keys (their order is not a key order)",
+        ))
     }
-    fn serialize_struct(
-        self,
-        _n: &'static str,
-        _len: usize,
-    ) -> Result<Compound<'a, 'b>, KeyError> {
+    fn serialize_struct(self, _n: &'static str, _len: usize) -> Result<Compound<'a, 'b>, KeyError> {
         Ok(Compound {
             ser: self,
             seq: false,
