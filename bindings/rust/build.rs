@@ -28,6 +28,12 @@ fn main() {
     println!("cargo:rerun-if-changed={}", src.display());
     println!("cargo:rerun-if-changed={}", include.display());
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=SOP_SANITIZE");
+    // SOP_SANITIZE=address: libsop compiled with AddressSanitizer (and the
+    // runtime linked), so the binding's tests check every C access made on
+    // behalf of Rust (buffers handed across, borrowed bytes, cursor and txn
+    // lifetimes). `make rust-asan` uses it.
+    let sanitize = env::var("SOP_SANITIZE").ok().filter(|s| !s.is_empty());
 
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
         .expect("read src/")
@@ -65,6 +71,11 @@ fn main() {
                 "-fvisibility=hidden",
                 "-fno-lto",
             ])
+            .args(
+                sanitize
+                    .iter()
+                    .flat_map(|s| [format!("-fsanitize={s}"), "-fno-omit-frame-pointer".into()]),
+            )
             .arg("-I")
             .arg(&include)
             .arg("-I")
@@ -97,6 +108,14 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rustc-link-lib=static=sop");
     println!("cargo:rustc-link-lib=dylib=pthread");
+    if let Some(s) = &sanitize {
+        let rt = match s.as_str() {
+            "address" => "asan",
+            "undefined" => "ubsan",
+            other => panic!("SOP_SANITIZE={other}: only address or undefined"),
+        };
+        println!("cargo:rustc-link-lib=dylib={rt}");
+    }
     println!("cargo:include={}", include.display());
 }
 

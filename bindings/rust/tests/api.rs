@@ -333,39 +333,87 @@ fn context_cancel_and_deadline() {
 }
 
 #[test]
-fn two_phase_commit_and_resolution_after_reopen() {
+fn two_phase_commit_and_rollback() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = Context::new();
+    let db = common::open(dir.path());
+    let t = db.begin_transaction(&ctx).unwrap();
+    let b = db.new_btree::<String, i64>(&ctx, "bank", &t, None).unwrap();
+    b.add(&ctx, "a".into(), 100).unwrap();
+    let p = t.prepare(&ctx, Some(b"xid-1")).unwrap();
+    assert_ne!(p.id(), 0);
+    // phase 2 goes through even with a finished context
+    let done = Context::new();
+    done.cancel();
+    p.commit(&done).unwrap();
+
+    let t = db.begin_transaction(&ctx).unwrap();
+    let b = db.open_btree::<String, i64>(&ctx, "bank", &t).unwrap();
+    b.upsert(&ctx, "a".into(), 50).unwrap();
+    let p = t.prepare(&ctx, Some(b"xid-2")).unwrap();
+    // a prepared key is held: another writer of it is told to back off
+    let t2 = db.begin_transaction(&ctx).unwrap();
+    let b2 = db.open_btree::<String, i64>(&ctx, "bank", &t2).unwrap();
+    let busy = b2
+        .upsert(&ctx, "a".into(), 1)
+        .and_then(|_| t2.commit(&ctx))
+        .unwrap_err();
+    assert!(busy.is_retryable(), "{busy}");
+    p.rollback(&ctx).unwrap();
+
+    let t = db.begin_read_transaction(&ctx).unwrap();
+    let b = db.open_btree::<String, i64>(&ctx, "bank", &t).unwrap();
+    assert_eq!(b.get(&ctx, &"a".into()).unwrap(), Some(100));
+}
+
+/// A process dies (abort: no destructor runs) with a transaction prepared;
+/// the next open lists it with its xid, and it is resolved by id.
+#[test]
+fn prepared_survives_a_crash_and_is_resolved_by_id() {
+    let ctx = Context::new();
+    if let Ok(dir) = std::env::var("SOP_TEST_CRASH_DIR") {
+        let db = common::open(std::path::Path::new(&dir));
+        let t = db.begin_transaction(&ctx).unwrap();
+        let b = db.new_btree::<String, i64>(&ctx, "bank", &t, None).unwrap();
+        b.add(&ctx, "crash".into(), 7).unwrap();
+        let _p = t.prepare(&ctx, Some(b"coord-42")).unwrap();
+        eprintln!("child: prepared");
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
     {
         let db = common::open(dir.path());
         let t = db.begin_transaction(&ctx).unwrap();
-        let b = db.new_btree::<String, i64>(&ctx, "bank", &t, None).unwrap();
-        b.add(&ctx, "a".into(), 100).unwrap();
-        let p = t.prepare(&ctx, Some(b"xid-1")).unwrap();
-        assert_ne!(p.id(), 0);
-        p.commit(&ctx).unwrap();
-
-        let t = db.begin_transaction(&ctx).unwrap();
-        let b = db.open_btree::<String, i64>(&ctx, "bank", &t).unwrap();
-        b.upsert(&ctx, "a".into(), 50).unwrap();
-        let p = t.prepare(&ctx, Some(b"xid-2")).unwrap();
-        p.rollback(&ctx).unwrap();
-
-        let t = db.begin_transaction(&ctx).unwrap();
-        let b = db.open_btree::<String, i64>(&ctx, "bank", &t).unwrap();
-        assert_eq!(b.get(&ctx, &"a".into()).unwrap(), Some(100));
-        b.upsert(&ctx, "a".into(), 70).unwrap();
-        let p = t.prepare(&ctx, Some(b"xid-3")).unwrap();
-        // simulate a crash: the process "dies" with the txn prepared
-        std::mem::forget(p);
-        std::mem::forget(db);
+        db.new_btree::<String, i64>(&ctx, "bank", &t, None).unwrap();
+        t.commit(&ctx).unwrap();
     }
-    // The forgotten handle still holds the folder lock in this process, so
-    // reopen is BUSY; that is the documented single-opener rule.
-    let mut o = sop::DatabaseOptions::default();
-    o.stores_folders = Some(vec![dir.path().to_str().unwrap().into()]);
-    let e = sop::Database::new(&ctx, o).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Busy);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "prepared_survives_a_crash_and_is_resolved_by_id",
+            "--nocapture",
+        ])
+        .env("SOP_TEST_CRASH_DIR", dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("child: prepared"), "{err}");
+    assert!(!out.status.success());
+
+    let db = common::open(dir.path());
+    let list = db.prepared(&ctx).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].xid, b"coord-42");
+    let t = db.begin_read_transaction(&ctx).unwrap();
+    let b = db.open_btree::<String, i64>(&ctx, "bank", &t).unwrap();
+    assert_eq!(b.get(&ctx, &"crash".into()).unwrap(), None);
+    drop(b);
+    drop(t);
+    db.commit_prepared(&ctx, list[0].id).unwrap();
+    assert!(db.prepared(&ctx).unwrap().is_empty());
+    let t = db.begin_read_transaction(&ctx).unwrap();
+    let b = db.open_btree::<String, i64>(&ctx, "bank", &t).unwrap();
+    assert_eq!(b.get(&ctx, &"crash".into()).unwrap(), Some(7));
 }
 
 #[test]
