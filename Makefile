@@ -8,6 +8,7 @@
 #   make bench       libsop vs LMDB vs SQLite (bench/bench.mk, BENCHMARKS.md)
 #   make rust-test   the Rust binding: cargo test, clippy -D warnings, fmt --check
 #   make rust-asan   the Rust binding's tests over an ASan-built libsop
+#   make rust-bench  the binding vs the C API, rusqlite and lmdb (in make bench)
 #   make install     PREFIX=/usr/local
 #
 # Variants build into build/<variant>/ so they never mix objects.
@@ -45,7 +46,7 @@ EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
 .PHONY: all lib test asan tsan demo install clean deps format examples tests rust-test rust-demo \
-        rust-check-cargo rust-asan
+        rust-check-cargo rust-asan rust-bench
 .SECONDARY:
 all: lib examples tests tools
 
@@ -109,6 +110,16 @@ rust-test: rust-check-cargo
 	@d=$$(mktemp -d) && for e in employees threads two_phase; do \
 	  bindings/rust/target/debug/examples/$$e $$d/$$e >/dev/null || exit 1; done; \
 	  rm -rf $$d; echo "rust: examples employees, threads, two_phase ran"
+
+# The binding against libsop's C API, rusqlite and lmdb (bindings/rust/bench;
+# its own lockfile, so only this target needs the peers' crates). Part of
+# `make bench`. RUST_BENCH_ARGS: N runs folder.
+RUST_BENCH_ARGS ?= 200000 3 $(CURDIR)/$(BUILD)/rust-bench
+rust-bench: rust-check-cargo
+	@scripts/deps.sh rust-bench
+	cd bindings/rust/bench && $(RUST_ENV) $(CARGO) build -q --release
+	bindings/rust/bench/target/release/sop-bench $(RUST_BENCH_ARGS)
+bench: rust-bench
 
 # The binding's tests with libsop built under AddressSanitizer (the Rust side
 # is not instrumented; Miri cannot run them: it does not execute C code).

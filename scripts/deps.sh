@@ -3,6 +3,7 @@
 #   build: a C compiler and make.   bench: + liblmdb-dev libsqlite3-dev gnuplot.
 #   fuzz: + clang with libFuzzer.
 #   rust: + the Debian crates the Rust binding (bindings/rust) builds from.
+#   rust-bench: + rusqlite and lmdb crates for the binding's benchmark.
 # Runs apt-get only when something is missing (and only as root).
 set -euo pipefail
 want=(gcc make)
@@ -12,6 +13,8 @@ case "${1:-build}" in
   rust)  want+=(librust-serde-dev librust-serde-derive-dev librust-bincode-dev
                 librust-tempfile-dev librust-proptest-dev librust-proptest+std-dev
                 librust-proptest+bit-set-dev) ;;
+  rust-bench) want+=(librust-serde-dev librust-serde-derive-dev librust-bincode-dev
+                librust-rusqlite-dev librust-lmdb-dev) ;;
 esac
 missing=()
 for p in "${want[@]}"; do

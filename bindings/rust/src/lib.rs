@@ -37,7 +37,8 @@ mod btree;
 mod context;
 mod db;
 mod error;
-mod ffi;
+#[doc(hidden)]
+pub mod ffi;
 pub mod keys;
 pub mod value;
 
@@ -54,6 +55,9 @@ pub use keys::Desc;
 /// the stable API).
 #[doc(hidden)]
 pub mod __private {
+    /// The hand-written C declarations (the benchmark's C-API baseline).
+    pub use crate::ffi as raw;
+
     /// Render `key` with libsop's `sop_key_format`, with encoded `spec` bytes if given.
     pub fn c_format_with(spec: Option<&[u8]>, key: &[u8]) -> crate::Result<String> {
         crate::keys::format_key(spec, key)

@@ -60,7 +60,7 @@ pub(crate) fn encode_value<V: Serialize + ?Sized>(
 pub(crate) fn decode_value<V: DeserializeOwned>(mode: ValueMode, bytes: &[u8]) -> Result<V> {
     match mode {
         ValueMode::Text => decode_text(bytes, "value"),
-        ValueMode::Bytes => V::deserialize(RawDe { bytes, text: false }).map_err(Error::encoding),
+        ValueMode::Bytes => V::deserialize(RawDe { bytes, text: None }).map_err(Error::encoding),
         ValueMode::Binary => match bytes.first() {
             Some(&VALUE_FORMAT_V1) => bincode::deserialize(&bytes[1..]).map_err(|e| {
                 Error::encoding(format!(
@@ -80,13 +80,17 @@ pub(crate) fn decode_value<V: DeserializeOwned>(mode: ValueMode, bytes: &[u8]) -
 }
 
 pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    std::str::from_utf8(bytes).map_err(|_| {
+    let s = std::str::from_utf8(bytes).map_err(|_| {
         Error::encoding(format!(
             "stored {what} is not UTF-8 text, so it cannot be a {} (another type?)",
             std::any::type_name::<T>()
         ))
     })?;
-    T::deserialize(RawDe { bytes, text: true }).map_err(Error::encoding)
+    T::deserialize(RawDe {
+        bytes,
+        text: Some(s),
+    })
+    .map_err(Error::encoding)
 }
 
 /// Accepts exactly one string or byte string (through newtypes) and writes
@@ -226,23 +230,18 @@ impl ser::Serializer for TextSer<'_> {
     }
 }
 
-/// Hands raw bytes (already checked UTF-8 when `text`) to the visitor.
+/// Hands raw bytes, or text already checked to be UTF-8, to the visitor.
 struct RawDe<'a> {
     bytes: &'a [u8],
-    text: bool,
+    text: Option<&'a str>,
 }
 
 impl<'de> de::Deserializer<'de> for RawDe<'de> {
     type Error = KeyError;
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> std::result::Result<V::Value, KeyError> {
-        if self.text {
-            // SAFETY-free: checked by decode_text.
-            match std::str::from_utf8(self.bytes) {
-                Ok(s) => v.visit_borrowed_str(s),
-                Err(_) => Err(KeyError::msg("not UTF-8")),
-            }
-        } else {
-            v.visit_borrowed_bytes(self.bytes)
+        match self.text {
+            Some(s) => v.visit_borrowed_str(s),
+            None => v.visit_borrowed_bytes(self.bytes),
         }
     }
     fn deserialize_newtype_struct<V: Visitor<'de>>(
