@@ -94,7 +94,8 @@ endif
 # The Rust binding (bindings/rust): built offline from Debian's crates with the
 # rustup toolchain; build.rs compiles src/*.c into the crate itself. Cargo must
 # run inside bindings/rust to find its .cargo/config.toml (offline source).
-CARGO ?= $(firstword $(shell command -v cargo 2>/dev/null) $(wildcard $(HOME)/.cargo/bin/cargo))
+CARGO ?= $(firstword $(shell command -v cargo 2>/dev/null) $(wildcard $(HOME)/.cargo/bin/cargo) \
+                     $(wildcard /root/.cargo/bin/cargo))
 RUST_ENV = PATH="$(dir $(CARGO)):$$PATH"
 
 rust-check-cargo:
@@ -137,6 +138,7 @@ rust-demo: rust-check-cargo lib tools
 
 asan:
 	$(MAKE) VARIANT=asan test
+	$(MAKE) --no-print-directory rust-asan
 
 tsan:
 	$(MAKE) VARIANT=tsan all

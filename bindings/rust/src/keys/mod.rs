@@ -333,3 +333,70 @@ pub(crate) fn spec_bytes_to_text(bytes: &[u8]) -> String {
     unsafe { ffi::sop_keyspec_free(sp) };
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_boundaries_round_trip_in_order() {
+        let mut v: Vec<i64> = vec![i64::MIN, i64::MIN + 1, i64::MAX, 0, 1, -1];
+        for shift in 0..63 {
+            let p = 1i64 << shift;
+            v.extend([p, p - 1, p + 1, -p, -p - 1, -p + 1]);
+        }
+        v.sort();
+        v.dedup();
+        let enc: Vec<Vec<u8>> = v.iter().map(|x| encode(x).unwrap()).collect();
+        for (x, e) in v.iter().zip(&enc) {
+            assert_eq!(decode::<i64>(e).unwrap(), *x, "{e:02x?}");
+        }
+        assert!(enc.windows(2).all(|w| w[0] < w[1]));
+        let u: Vec<u64> = (0..64).map(|s| 1u64 << s).chain([0, u64::MAX]).collect();
+        for x in u {
+            assert_eq!(decode::<u64>(&encode(&x).unwrap()).unwrap(), x);
+        }
+    }
+
+    #[test]
+    fn sequences_only_last_and_maps_never() {
+        assert!(encode(&(1u8, vec![1i64, 2])).is_ok());
+        let e = encode(&(vec![1i64], 2u8)).unwrap_err();
+        assert!(e.message().contains("last field"), "{e}");
+        let m: std::collections::BTreeMap<u8, u8> = [(1, 2)].into();
+        assert!(encode(&m).is_err());
+        let k = encode(&(7u8, vec![3i64, -4])).unwrap();
+        assert_eq!(decode::<(u8, Vec<i64>)>(&k).unwrap(), (7, vec![3, -4]));
+    }
+
+    #[test]
+    fn enums_sort_by_variant_then_fields() {
+        #[derive(Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
+        enum E {
+            A,
+            B(i32),
+            C { x: String },
+        }
+        let v = [E::A, E::B(-5), E::B(3), E::C { x: "a".into() }];
+        let enc: Vec<Vec<u8>> = v.iter().map(|x| encode(x).unwrap()).collect();
+        assert!(enc.windows(2).all(|w| w[0] < w[1]));
+        for (x, e) in v.iter().zip(&enc) {
+            assert_eq!(&decode::<E>(e).unwrap(), x);
+        }
+    }
+
+    #[test]
+    fn codec_modes() {
+        assert_eq!(KeyCodec::of::<String>().unwrap().mode, KeyMode::Text);
+        assert_eq!(KeyCodec::of::<Desc<String>>().unwrap().mode, KeyMode::Tuple);
+        assert_eq!(KeyCodec::of::<(String,)>().unwrap().mode, KeyMode::Tuple);
+        assert_eq!(
+            KeyCodec::of::<Option<String>>().unwrap().mode,
+            KeyMode::Tuple
+        );
+        let c = KeyCodec::of::<String>().unwrap();
+        let mut b = Vec::new();
+        c.encode(&mut b, &"abc".to_string()).unwrap();
+        assert_eq!(b, b"abc");
+    }
+}
