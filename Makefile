@@ -103,11 +103,11 @@ rust-check-cargo:
 	@scripts/deps.sh rust
 
 rust-test: rust-check-cargo
-	cd bindings/rust && $(RUST_ENV) $(CARGO) test -q
-	cd bindings/rust && $(RUST_ENV) $(CARGO) clippy -q --lib --tests -- -D warnings
-	cd bindings/rust && $(RUST_ENV) $(CARGO) clippy -q --examples -- -D warnings -A unused-imports
-	cd bindings/rust && $(RUST_ENV) $(CARGO) fmt --check
-	cd bindings/rust && RUSTDOCFLAGS="-D warnings" $(RUST_ENV) $(CARGO) doc -q --no-deps
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) test -q
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) clippy -q --lib --tests -- -D warnings
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) clippy -q --examples -- -D warnings -A unused-imports
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) fmt --check
+	+cd bindings/rust && RUSTDOCFLAGS="-D warnings" $(RUST_ENV) $(CARGO) doc -q --no-deps
 	@d=$$(mktemp -d) && for e in employees threads two_phase; do \
 	  bindings/rust/target/debug/examples/$$e $$d/$$e >/dev/null || exit 1; done; \
 	  rm -rf $$d; echo "rust: examples employees, threads, two_phase ran"
@@ -118,21 +118,21 @@ rust-test: rust-check-cargo
 RUST_BENCH_ARGS ?= 200000 3 $(CURDIR)/$(BUILD)/rust-bench
 rust-bench: rust-check-cargo
 	@scripts/deps.sh rust-bench
-	cd bindings/rust/bench && $(RUST_ENV) $(CARGO) build -q --release
+	+cd bindings/rust/bench && $(RUST_ENV) $(CARGO) build -q --release
 	bindings/rust/bench/target/release/sop-bench $(RUST_BENCH_ARGS)
 bench: rust-bench
 
 # The binding's tests with libsop built under AddressSanitizer (the Rust side
 # is not instrumented; Miri cannot run them: it does not execute C code).
 rust-asan: rust-check-cargo
-	cd bindings/rust && SOP_SANITIZE=address CARGO_TARGET_DIR=target/asan \
+	+cd bindings/rust && SOP_SANITIZE=address CARGO_TARGET_DIR=target/asan \
 	  ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1 $(RUST_ENV) $(CARGO) test -q --tests
 
 # SOP's announcement program (unchanged) on the folder the C quickstart used,
 # then the C tool reads what Rust wrote: one database, two languages.
 rust-demo: rust-check-cargo lib tools
 	@mkdir -p $(BUILD)/demo
-	cd bindings/rust && $(RUST_ENV) $(CARGO) build -q --example announce
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) build -q --example announce
 	cd $(BUILD)/demo && $(CURDIR)/bindings/rust/target/debug/examples/announce
 	cd $(BUILD)/demo && ../tools/sop ./data scan sys_config
 

@@ -136,7 +136,14 @@ where
                     return Err(mismatch(name, Error::from_rc(rc).message().to_string()));
                 }
                 check(rc)?;
-                return Ok(Btree::make(trans, store, name, codec, vmode, true));
+                let unique = !matches!(
+                    options,
+                    Some(BtreeOptions {
+                        is_unique: false,
+                        ..
+                    })
+                );
+                return Ok(Btree::make(trans, store, name, codec, vmode, unique));
             };
             let stored: &[u8] = if info.options.key_spec_len == 0 {
                 &[]
