@@ -363,6 +363,78 @@ where
         })
     }
 
+    /// Zero-copy read: run `f` on the stored value bytes of `key`, straight
+    /// from libsop's node (text values: their UTF-8; binary values: see
+    /// [`value::decode_binary`](crate::value::decode_binary), which can
+    /// borrow `&str` fields from them). Inside `f` every other call on this
+    /// transaction fails with [`ErrorKind::BadState`], since it could move
+    /// or free those bytes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let mut options = sop::DatabaseOptions::default();
+    /// # options.stores_folders = Some(vec![dir.path().to_str().unwrap().to_string()]);
+    /// # let ctx = sop::Context::new();
+    /// # let db = sop::Database::new(&ctx, options).unwrap();
+    /// let trans = db.begin_transaction(&ctx).unwrap();
+    /// let b = db.new_btree::<u32, String>(&ctx, "t", &trans, None).unwrap();
+    /// b.add(&ctx, 1, "hello".to_string()).unwrap();
+    /// assert_eq!(b.get_with(&ctx, &1, |v| v.len()).unwrap(), Some(5));
+    /// let inner = b.get_with(&ctx, &1, |_| b.get(&ctx, &1)).unwrap().unwrap();
+    /// assert_eq!(inner.unwrap_err().kind(), sop::ErrorKind::BadState);
+    /// ```
+    pub fn get_with<R>(
+        &self,
+        ctx: &Context,
+        key: &K,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        ctx.check()?;
+        let txn = self.trans.raw()?;
+        self.with_key(key, |k| {
+            let mut v = ffi::sop_val::empty();
+            // SAFETY: live txn and store; the bytes are used only inside f,
+            // during which the view guard refuses every call on the txn.
+            match unsafe { ffi::sop_get(&mut v, txn, self.store, k) } {
+                ffi::SOP_OK => {
+                    let _g = self.trans.enter_view();
+                    Ok(Some(f(unsafe { v.as_slice() })))
+                }
+                ffi::SOP_NOTFOUND => Ok(None),
+                rc => Err(Error::from_rc(rc)),
+            }
+        })
+    }
+
+    /// Zero-copy scan: call `f` with the key and value bytes of each item in
+    /// `range`, in order, until it returns `false`; returns how many items
+    /// it was called for. Keys are as stored (text keys: their UTF-8; other
+    /// keys: the compound encoding, see [`keys::decode`](crate::keys::decode)).
+    /// The same rule as [`get_with`](Btree::get_with) holds inside `f`.
+    pub fn scan_with<R, F>(&self, ctx: &Context, range: R, mut f: F) -> Result<u64>
+    where
+        R: RangeBounds<K>,
+        F: FnMut(&[u8], &[u8]) -> bool,
+    {
+        ctx.check()?;
+        let mut it = self.range(range).with_context(ctx);
+        let mut n = 0u64;
+        loop {
+            // SAFETY: the bytes are used only inside f, under the view guard.
+            match unsafe { it.front_raw() } {
+                None => return Ok(n),
+                Some(Err(e)) => return Err(e),
+                Some(Ok((k, v))) => {
+                    n += 1;
+                    let _g = self.trans.enter_view();
+                    if !f(k, v) {
+                        return Ok(n);
+                    }
+                }
+            }
+        }
+    }
+
     /// Position the cursor on the (first) item with this key; `Ok(false)` if
     /// there is none (the cursor is then unpositioned).
     pub fn find(&self, ctx: &Context, key: &K) -> Result<bool> {
@@ -459,6 +531,7 @@ where
     // ---- SOP-style cursor navigation ----
 
     fn nav_cursor(&self) -> Result<*mut ffi::sop_cursor> {
+        self.trans.not_in_view()?;
         let c = self.cursor.get();
         if !c.is_null() {
             return Ok(c);
@@ -510,6 +583,7 @@ where
     }
 
     fn current_raw<R>(&self, f: impl FnOnce(&[u8], &[u8]) -> Result<R>) -> Result<Option<R>> {
+        self.trans.not_in_view()?;
         let c = self.cursor.get();
         if c.is_null() {
             return Ok(None);
@@ -703,7 +777,9 @@ where
         Ok(c)
     }
 
+    #[inline]
     fn tick(&mut self) -> Result<()> {
+        self.btree.trans.not_in_view()?;
         self.steps = self.steps.wrapping_add(1);
         if self.steps % 64 == 1 {
             if let Some(c) = &self.ctx {
@@ -728,6 +804,7 @@ where
 }
 
 /// One cursor step: Ok(Some((key, value))) borrowed until the next call.
+#[inline]
 unsafe fn step<'a>(
     c: *mut ffi::sop_cursor,
     op: ffi::sop_cursor_op,
@@ -754,22 +831,46 @@ where
     type Item = Result<(K, V)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.error.take() {
-            return self.fail(e);
+        // SAFETY: the bytes are decoded before any other libsop call.
+        match unsafe { self.front_raw() }? {
+            Ok((k, v)) => Some(self.decode(k, v)),
+            Err(e) => Some(Err(e)),
         }
+    }
+}
+
+impl<K, V> Iter<'_, '_, K, V>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    /// The next item's key and value bytes, as libsop holds them.
+    ///
+    /// # Safety
+    /// The slices are valid only until the next libsop call on the
+    /// transaction (any cursor, any store); the caller must be done with
+    /// them before that (the returned lifetime is not checked).
+    #[inline]
+    unsafe fn front_raw<'x>(&mut self) -> Option<Result<(&'x [u8], &'x [u8])>> {
         if self.done {
             return None;
         }
-        if let Err(e) = self.tick() {
-            return self.fail(e);
+        if self.error.is_some() {
+            self.done = true;
+            return self.error.take().map(Err);
         }
-        // SAFETY (whole block): cursors are live until Drop; the borrowed
-        // bytes are decoded before any other libsop call on the txn.
-        let r = unsafe {
+        if let Err(e) = self.tick() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        let r = {
             if self.front.is_null() {
                 match self.open() {
                     Ok(c) => self.front = c,
-                    Err(e) => return self.fail(e),
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
                 }
                 match &self.lo {
                     Bound::Unbounded => step(self.front, ffi::SOP_FIRST, None),
@@ -795,7 +896,10 @@ where
                 self.done = true;
                 return None;
             }
-            Err(e) => return self.fail(e),
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
         };
         let past = match &self.hi {
             Bound::Unbounded => false,
@@ -810,7 +914,7 @@ where
         if !self.back.is_null() {
             self.front_last = Some(k.to_vec());
         }
-        Some(self.decode(k, v))
+        Some(Ok((k, v)))
     }
 }
 

@@ -208,6 +208,7 @@ impl Database {
             raw: Cell::new(raw),
             cursors: RefCell::new(Vec::new()),
             mode,
+            in_view: Cell::new(false),
             _not_sync: PhantomData,
         })
     }
@@ -452,7 +453,19 @@ pub struct Transaction<'db> {
     raw: Cell<*mut ffi::sop_txn>,
     cursors: RefCell<Vec<*mut ffi::sop_cursor>>,
     mode: TransactionMode,
+    /// inside a zero-copy view (get_with/scan_with): libsop's borrowed bytes
+    /// are in use, so every call that could move or free them is refused
+    in_view: Cell<bool>,
     _not_sync: PhantomData<Cell<()>>,
+}
+
+/// Clears the view flag when the view's closure returns or panics.
+pub(crate) struct ViewGuard<'a>(&'a Cell<bool>);
+
+impl Drop for ViewGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 // SAFETY: a sop_txn (and its cursors) may be used by any thread, one at a
@@ -468,7 +481,23 @@ impl std::fmt::Debug for Transaction<'_> {
 }
 
 impl<'db> Transaction<'db> {
+    pub(crate) fn not_in_view(&self) -> Result<()> {
+        if self.in_view.get() {
+            return Err(Error::from_code(
+                ffi::SOP_BADSTATE,
+                "not allowed inside get_with/scan_with: the bytes being viewed belong to libsop",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn enter_view(&self) -> ViewGuard<'_> {
+        self.in_view.set(true);
+        ViewGuard(&self.in_view)
+    }
+
     pub(crate) fn raw(&self) -> Result<*mut ffi::sop_txn> {
+        self.not_in_view()?;
         let r = self.raw.get();
         if r.is_null() {
             Err(Error::from_code(

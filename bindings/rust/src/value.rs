@@ -79,6 +79,20 @@ pub(crate) fn decode_value<V: DeserializeOwned>(mode: ValueMode, bytes: &[u8]) -
     }
 }
 
+/// Decode a value stored in the binary format (version byte `0x01` +
+/// bincode) from borrowed bytes, e.g. inside
+/// [`Btree::get_with`](crate::Btree::get_with); `T` may borrow from them
+/// (`&str`, `&[u8]` fields), so nothing is copied.
+pub fn decode_binary<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    match bytes.first() {
+        Some(&VALUE_FORMAT_V1) => bincode::deserialize(&bytes[1..]).map_err(Error::encoding),
+        Some(&b) => Err(Error::encoding(format!(
+            "value format byte 0x{b:02x} is not a known version (expected 0x01)"
+        ))),
+        None => Err(Error::encoding("empty value: not a binary value")),
+    }
+}
+
 pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     let s = std::str::from_utf8(bytes).map_err(|_| {
         Error::encoding(format!(

@@ -436,3 +436,65 @@ fn prepared_list_and_resolution_by_id() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn zero_copy_views_and_their_guard() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Rec<'a> {
+        id: u32,
+        name: &'a str,
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct RecOwned {
+        id: u32,
+        name: String,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::open(dir.path());
+    let ctx = Context::new();
+    let t = db.begin_transaction(&ctx).unwrap();
+    let b = db.new_btree::<u32, RecOwned>(&ctx, "r", &t, None).unwrap();
+    for i in 0..100 {
+        b.add(
+            &ctx,
+            i,
+            RecOwned {
+                id: i,
+                name: format!("n{i}"),
+            },
+        )
+        .unwrap();
+    }
+    // a borrowed struct decoded from the node bytes, no copy
+    let got = b
+        .get_with(&ctx, &42, |v| {
+            let r: Rec<'_> = sop::value::decode_binary(v).unwrap();
+            (r.id, r.name.to_string())
+        })
+        .unwrap();
+    assert_eq!(got, Some((42, "n42".to_string())));
+    assert_eq!(b.get_with(&ctx, &1000, |v| v.len()).unwrap(), None);
+    let mut seen = Vec::new();
+    let n = b
+        .scan_with(&ctx, 10..20, |k, _v| {
+            seen.push(sop::keys::decode::<u32>(k).unwrap());
+            seen.len() < 5
+        })
+        .unwrap();
+    assert_eq!((n, seen), (5, vec![10, 11, 12, 13, 14]));
+    assert_eq!(b.scan_with(&ctx, .., |_, _| true).unwrap(), 100);
+    // inside a view, every call on the transaction is refused
+    let mut it = b.iter();
+    b.scan_with(&ctx, ..1, |_, _| {
+        assert_eq!(b.get(&ctx, &1).unwrap_err().kind(), ErrorKind::BadState);
+        assert_eq!(b.first(&ctx).unwrap_err().kind(), ErrorKind::BadState);
+        assert_eq!(b.count(&ctx).unwrap_err().kind(), ErrorKind::BadState);
+        assert_eq!(it.next().unwrap().unwrap_err().kind(), ErrorKind::BadState);
+        true
+    })
+    .unwrap();
+    // and allowed again afterwards
+    assert_eq!(b.get(&ctx, &1).unwrap().unwrap().id, 1);
+    drop(it);
+    t.commit(&ctx).unwrap();
+}

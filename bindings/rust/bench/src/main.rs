@@ -65,22 +65,29 @@ trait Engine {
 
 struct Binding {
     db: sop::Database,
+    /// read through get_with/scan_with (borrowed bytes, no copies)
+    zero_copy: bool,
 }
 
 impl Binding {
-    fn new(dir: &str) -> Self {
+    fn new(dir: &str, zero_copy: bool) -> Self {
         let mut o = sop::DatabaseOptions::default();
         o.stores_folders = Some(vec![dir.to_string()]);
         o.sync_mode = sop::SyncMode::Off;
         Binding {
             db: sop::Database::new(&sop::Context::new(), o).unwrap(),
+            zero_copy,
         }
     }
 }
 
 impl Engine for Binding {
     fn name(&self) -> &'static str {
-        "sop (Rust binding)"
+        if self.zero_copy {
+            "sop (binding, views)"
+        } else {
+            "sop (Rust binding)"
+        }
     }
     fn fill(&mut self, w: &Workload) {
         let ctx = sop::Context::new();
@@ -107,6 +114,14 @@ impl Engine for Binding {
                 .db
                 .open_btree::<String, String>(&ctx, "kv", &t)
                 .unwrap();
+            if self.zero_copy {
+                for &i in chunk {
+                    let len = b.get_with(&ctx, &w.keys[i as usize], |v| v.len()).unwrap();
+                    assert_eq!(len, Some(VLEN));
+                    n += 1;
+                }
+                continue;
+            }
             for &i in chunk {
                 let v = b.get(&ctx, &w.keys[i as usize]).unwrap().unwrap();
                 assert_eq!(std::hint::black_box(v).len(), VLEN);
@@ -122,6 +137,14 @@ impl Engine for Binding {
             .db
             .open_btree::<String, String>(&ctx, "kv", &t)
             .unwrap();
+        if self.zero_copy {
+            return b
+                .scan_with(&ctx, .., |k, v| {
+                    assert_eq!((k.len(), v.len()), (16, VLEN));
+                    true
+                })
+                .unwrap();
+        }
         let mut n = 0;
         for r in b.iter() {
             let (k, v) = std::hint::black_box(r.unwrap());
@@ -426,10 +449,10 @@ fn main() {
     // SOP_BENCH_STOP=1: fill only, 2: fill and read (for instruction counts
     // per phase with `perf stat`, which machine load does not disturb).
     let stop: u32 = std::env::var("SOP_BENCH_STOP").map_or(3, |v| v.parse().unwrap());
-    let mut best = [[0f64; 3]; 5];
-    let mut names = [""; 5];
+    let mut best = [[0f64; 3]; 6];
+    let mut names = [""; 6];
     for run in 0..runs {
-        for e in 0..5 {
+        for e in 0..6 {
             if only.is_some_and(|o| o != e) {
                 continue;
             }
@@ -438,7 +461,8 @@ fn main() {
             let mut eng: Box<dyn Engine> = match e {
                 0 => Box::new(CApi::new(&dir, false)),
                 1 => Box::new(CApi::new(&dir, true)),
-                2 => Box::new(Binding::new(&dir)),
+                2 => Box::new(Binding::new(&dir, false)),
+                5 => Box::new(Binding::new(&dir, true)),
                 3 => Box::new(Lmdb::new(&dir)),
                 _ => Box::new(Sqlite::new(&dir)),
             };
@@ -469,7 +493,7 @@ fn main() {
         }
     }
     let mut results: Vec<(&'static str, [f64; 3])> = Vec::new();
-    for e in 0..5 {
+    for e in 0..6 {
         println!(
             "{:<20} {:>14.0} {:>14.0} {:>14.0}",
             names[e], best[e][0], best[e][1], best[e][2]
