@@ -503,10 +503,10 @@ fn main() {
     if only.is_some() {
         return;
     }
-    let b = results[2].1;
-    for (label, c) in [
-        ("binding / C API", results[0].1),
-        ("binding / C owned", results[1].1),
+    for (label, b, c) in [
+        ("binding / C API", results[2].1, results[0].1),
+        ("binding / C owned", results[2].1, results[1].1),
+        ("views / C API", results[5].1, results[0].1),
     ] {
         println!(
             "{label:<20} {:>13.3}x {:>13.3}x {:>13.3}x   (time {:+.1}% {:+.1}% {:+.1}%)",
