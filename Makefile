@@ -7,6 +7,9 @@
 #   make lib         libsop.a and libsop.so only
 #   make bench       libsop vs LMDB vs SQLite (bench/bench.mk, BENCHMARKS.md)
 #   make bench-scale issue 12: N keys past the cache, + RocksDB (bench/scale.c)
+#   make rust-test   the Rust binding: cargo test, clippy -D warnings, fmt --check
+#   make rust-asan   the Rust binding's tests over an ASan-built libsop
+#   make rust-bench  the binding vs the C API, rusqlite and lmdb (in make bench)
 #   make install     PREFIX=/usr/local (DESTDIR stages): headers, libs, sop.pc
 #   make lint        include layers, invariant IDs, error table, clang-format (scripts/lint.sh)
 #
@@ -50,7 +53,8 @@ TEST_SUPPORT_OBJS := $(TEST_SUPPORT:tests/%.c=$(BUILD)/tobj/%.o)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all lib test asan tsan demo install clean deps format lint examples tests
+.PHONY: all lib test asan tsan demo install clean deps format lint examples tests rust-test \
+        rust-demo rust-check-cargo rust-asan rust-bench
 .SECONDARY:
 all: lib examples tests tools
 
@@ -86,14 +90,64 @@ deps:
 demo: deps $(BUILD)/examples/quickstart
 	@mkdir -p $(BUILD)/demo
 	cd $(BUILD)/demo && ../examples/quickstart
+	@$(MAKE) --no-print-directory rust-demo
 
 test: deps all
 	@$(MAKE) --no-print-directory fuzz-keys-smoke FUZZ_KEYS_SECONDS=10
 	@$(MAKE) --no-print-directory bench-smoke
 	@scripts/run_tests.sh $(BUILD)
+ifeq ($(VARIANT),release)
+	@$(MAKE) --no-print-directory rust-test
+endif
+
+# The Rust binding (bindings/rust): built offline from Debian's crates with the
+# rustup toolchain; build.rs compiles src/*.c into the crate itself. Cargo must
+# run inside bindings/rust to find its .cargo/config.toml (offline source).
+CARGO ?= $(firstword $(shell command -v cargo 2>/dev/null) $(wildcard $(HOME)/.cargo/bin/cargo) \
+                     $(wildcard /root/.cargo/bin/cargo))
+RUST_ENV = PATH="$(dir $(CARGO)):$$PATH"
+
+rust-check-cargo:
+	@test -n "$(CARGO)" || { echo "rust: cargo not found (PATH or ~/.cargo/bin)" >&2; exit 1; }
+	@scripts/deps.sh rust
+
+rust-test: rust-check-cargo
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) test -q
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) clippy -q --lib --tests -- -D warnings
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) clippy -q --examples -- -D warnings -A unused-imports
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) fmt --check
+	+cd bindings/rust && RUSTDOCFLAGS="-D warnings" $(RUST_ENV) $(CARGO) doc -q --no-deps
+	@d=$$(mktemp -d) && for e in employees threads two_phase; do \
+	  bindings/rust/target/debug/examples/$$e $$d/$$e >/dev/null || exit 1; done; \
+	  rm -rf $$d; echo "rust: examples employees, threads, two_phase ran"
+
+# The binding against libsop's C API, rusqlite and lmdb (bindings/rust/bench;
+# its own lockfile, so only this target needs the peers' crates). Part of
+# `make bench`. RUST_BENCH_ARGS: N runs folder.
+RUST_BENCH_ARGS ?= 200000 3 $(CURDIR)/$(BUILD)/rust-bench
+rust-bench: rust-check-cargo
+	@scripts/deps.sh rust-bench
+	+cd bindings/rust/bench && $(RUST_ENV) $(CARGO) build -q --release
+	bindings/rust/bench/target/release/sop-bench $(RUST_BENCH_ARGS)
+bench: rust-bench
+
+# The binding's tests with libsop built under AddressSanitizer (the Rust side
+# is not instrumented; Miri cannot run them: it does not execute C code).
+rust-asan: rust-check-cargo
+	+cd bindings/rust && SOP_SANITIZE=address CARGO_TARGET_DIR=target/asan \
+	  ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1 $(RUST_ENV) $(CARGO) test -q --tests
+
+# SOP's announcement program (unchanged) on the folder the C quickstart used,
+# then the C tool reads what Rust wrote: one database, two languages.
+rust-demo: rust-check-cargo lib tools
+	@mkdir -p $(BUILD)/demo
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) build -q --example announce
+	cd $(BUILD)/demo && $(CURDIR)/bindings/rust/target/debug/examples/announce
+	cd $(BUILD)/demo && ../tools/sop ./data scan sys_config
 
 asan:
 	$(MAKE) VARIANT=asan test
+	$(MAKE) --no-print-directory rust-asan
 
 tsan:
 	$(MAKE) VARIANT=tsan all

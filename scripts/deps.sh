@@ -3,6 +3,8 @@
 #   build: a C compiler, make, pkg-config (tests/test_build.sh).
 #   bench: + liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot.
 #   fuzz: + clang with libFuzzer.   lint: clang-format.
+#   rust: + the Debian crates the Rust binding (bindings/rust) builds from.
+#   rust-bench: + rusqlite and lmdb crates for the binding's benchmark.
 # Runs apt-get only when something is missing (and only as root).
 set -euo pipefail
 want=(gcc make pkg-config)
@@ -10,6 +12,11 @@ case "${1:-build}" in
   bench) want+=(liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot-nox) ;;
   fuzz)  want+=(clang libclang-rt-14-dev) ;;
   lint)  want=(clang-format) ;;
+  rust)  want+=(librust-serde-dev librust-serde-derive-dev librust-bincode-dev
+                librust-tempfile-dev librust-proptest-dev librust-proptest+std-dev
+                librust-proptest+bit-set-dev) ;;
+  rust-bench) want+=(librust-serde-dev librust-serde-derive-dev librust-bincode-dev
+                librust-rusqlite-dev librust-lmdb-dev) ;;
 esac
 missing=()
 for p in "${want[@]}"; do

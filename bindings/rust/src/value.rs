@@ -1,0 +1,273 @@
+//! Values: how a `V: Serialize + DeserializeOwned` is stored.
+//!
+//! # The value encoding (versioned)
+//!
+//! The form is chosen by the value *type*, once per [`Btree`](crate::Btree):
+//!
+//! * **Text**: a type that serializes as a string (`String`, `&str`, a
+//!   newtype around one) is stored as its raw UTF-8 bytes, with no header,
+//!   exactly as C programs and `sop put` store text; `sop scan` and `sop get`
+//!   print it as is. Reading checks that the bytes are UTF-8.
+//! * **Bytes**: a type that serializes as a byte string (`serde_bytes`) is
+//!   stored as the raw bytes.
+//! * **Binary, format 1**: every other type is stored as one version byte
+//!   `0x01` followed by the value in bincode 1.x's default encoding
+//!   (`bincode::serialize`: little-endian, fixed-width integers, u64 lengths,
+//!   enum variants as u32). A reader that finds another version byte fails
+//!   with [`ErrorKind::Encoding`](crate::ErrorKind) naming it, so a later
+//!   format can be introduced without misreading old values.
+
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::ser::{self, Impossible, Serialize};
+
+use crate::error::{Error, Result};
+use crate::keys::spec::{self, TopLevel};
+use crate::keys::KeyError;
+
+/// The version byte of the binary value format.
+pub const VALUE_FORMAT_V1: u8 = 0x01;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ValueMode {
+    Text,
+    Bytes,
+    Binary,
+}
+
+pub(crate) fn value_mode<V: DeserializeOwned>() -> ValueMode {
+    match spec::trace::<V>().top {
+        TopLevel::Str => ValueMode::Text,
+        TopLevel::Bytes => ValueMode::Bytes,
+        TopLevel::Other => ValueMode::Binary,
+    }
+}
+
+pub(crate) fn encode_value<V: Serialize + ?Sized>(
+    mode: ValueMode,
+    out: &mut Vec<u8>,
+    v: &V,
+) -> Result<()> {
+    out.clear();
+    match mode {
+        ValueMode::Text | ValueMode::Bytes => v.serialize(TextSer { out }).map_err(Error::encoding),
+        ValueMode::Binary => {
+            out.push(VALUE_FORMAT_V1);
+            bincode::serialize_into(&mut *out, v).map_err(Error::encoding)
+        }
+    }
+}
+
+pub(crate) fn decode_value<V: DeserializeOwned>(mode: ValueMode, bytes: &[u8]) -> Result<V> {
+    match mode {
+        ValueMode::Text => decode_text(bytes, "value"),
+        ValueMode::Bytes => V::deserialize(RawDe { bytes, text: None }).map_err(Error::encoding),
+        ValueMode::Binary => match bytes.first() {
+            Some(&VALUE_FORMAT_V1) => bincode::deserialize(&bytes[1..]).map_err(|e| {
+                Error::encoding(format!(
+                    "value does not decode as {}: {e} (another value type?)",
+                    std::any::type_name::<V>()
+                ))
+            }),
+            Some(&b) => Err(Error::encoding(format!(
+                "value format byte 0x{b:02x} is not a known version (expected 0x01); \
+                 the store holds values of another type or a newer format"
+            ))),
+            None => Err(Error::encoding(
+                "empty value: not a binary value (another value type?)",
+            )),
+        },
+    }
+}
+
+/// Decode a value stored in the binary format (version byte `0x01` +
+/// bincode) from borrowed bytes, e.g. inside
+/// [`Btree::get_with`](crate::Btree::get_with); `T` may borrow from them
+/// (`&str`, `&[u8]` fields), so nothing is copied.
+pub fn decode_binary<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    match bytes.first() {
+        Some(&VALUE_FORMAT_V1) => bincode::deserialize(&bytes[1..]).map_err(Error::encoding),
+        Some(&b) => Err(Error::encoding(format!(
+            "value format byte 0x{b:02x} is not a known version (expected 0x01)"
+        ))),
+        None => Err(Error::encoding("empty value: not a binary value")),
+    }
+}
+
+pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    let s = std::str::from_utf8(bytes).map_err(|_| {
+        Error::encoding(format!(
+            "stored {what} is not UTF-8 text, so it cannot be a {} (another type?)",
+            std::any::type_name::<T>()
+        ))
+    })?;
+    T::deserialize(RawDe {
+        bytes,
+        text: Some(s),
+    })
+    .map_err(Error::encoding)
+}
+
+/// Accepts exactly one string or byte string (through newtypes) and writes
+/// its bytes.
+pub(crate) struct TextSer<'a> {
+    pub out: &'a mut Vec<u8>,
+}
+
+fn not_text() -> KeyError {
+    KeyError::msg("this type's value does not serialize as a single string")
+}
+
+type R = std::result::Result<(), KeyError>;
+
+impl ser::Serializer for TextSer<'_> {
+    type Ok = ();
+    type Error = KeyError;
+    type SerializeSeq = Impossible<(), KeyError>;
+    type SerializeTuple = Impossible<(), KeyError>;
+    type SerializeTupleStruct = Impossible<(), KeyError>;
+    type SerializeTupleVariant = Impossible<(), KeyError>;
+    type SerializeMap = Impossible<(), KeyError>;
+    type SerializeStruct = Impossible<(), KeyError>;
+    type SerializeStructVariant = Impossible<(), KeyError>;
+
+    fn serialize_str(self, v: &str) -> R {
+        self.out.extend_from_slice(v.as_bytes());
+        Ok(())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> R {
+        self.out.extend_from_slice(v);
+        Ok(())
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _n: &'static str, v: &T) -> R {
+        v.serialize(self)
+    }
+    fn serialize_bool(self, _: bool) -> R {
+        Err(not_text())
+    }
+    fn serialize_i8(self, _: i8) -> R {
+        Err(not_text())
+    }
+    fn serialize_i16(self, _: i16) -> R {
+        Err(not_text())
+    }
+    fn serialize_i32(self, _: i32) -> R {
+        Err(not_text())
+    }
+    fn serialize_i64(self, _: i64) -> R {
+        Err(not_text())
+    }
+    fn serialize_u8(self, _: u8) -> R {
+        Err(not_text())
+    }
+    fn serialize_u16(self, _: u16) -> R {
+        Err(not_text())
+    }
+    fn serialize_u32(self, _: u32) -> R {
+        Err(not_text())
+    }
+    fn serialize_u64(self, _: u64) -> R {
+        Err(not_text())
+    }
+    fn serialize_f32(self, _: f32) -> R {
+        Err(not_text())
+    }
+    fn serialize_f64(self, _: f64) -> R {
+        Err(not_text())
+    }
+    fn serialize_char(self, _: char) -> R {
+        Err(not_text())
+    }
+    fn serialize_none(self) -> R {
+        Err(not_text())
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> R {
+        Err(not_text())
+    }
+    fn serialize_unit(self) -> R {
+        Err(not_text())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> R {
+        Err(not_text())
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> R {
+        Err(not_text())
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> R {
+        Err(not_text())
+    }
+    fn serialize_seq(self, _: Option<usize>) -> std::result::Result<Self::SerializeSeq, KeyError> {
+        Err(not_text())
+    }
+    fn serialize_tuple(self, _: usize) -> std::result::Result<Self::SerializeTuple, KeyError> {
+        Err(not_text())
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Self::SerializeTupleStruct, KeyError> {
+        Err(not_text())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Self::SerializeTupleVariant, KeyError> {
+        Err(not_text())
+    }
+    fn serialize_map(self, _: Option<usize>) -> std::result::Result<Self::SerializeMap, KeyError> {
+        Err(not_text())
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Self::SerializeStruct, KeyError> {
+        Err(not_text())
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Self::SerializeStructVariant, KeyError> {
+        Err(not_text())
+    }
+}
+
+/// Hands raw bytes, or text already checked to be UTF-8, to the visitor.
+struct RawDe<'a> {
+    bytes: &'a [u8],
+    text: Option<&'a str>,
+}
+
+impl<'de> de::Deserializer<'de> for RawDe<'de> {
+    type Error = KeyError;
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> std::result::Result<V::Value, KeyError> {
+        match self.text {
+            Some(s) => v.visit_borrowed_str(s),
+            None => v.visit_borrowed_bytes(self.bytes),
+        }
+    }
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _n: &'static str,
+        v: V,
+    ) -> std::result::Result<V::Value, KeyError> {
+        v.visit_newtype_struct(self)
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
