@@ -505,7 +505,8 @@ static int check_prepared(sop_txn *t)
                     sop_read *r = &t->reads[j];
                     if (r->store != s)
                         continue;
-                    struct sop_pkey rk = {0, r->is_range, r->lo_open, r->hi_open, 0, r->lo, r->hi, 0};
+                    struct sop_pkey rk = {0, r->is_range, r->lo_open, r->hi_open,
+                                          0, r->lo,       r->hi,      0};
                     if (r->is_range ? pkey_hit(s, &rk, &pk->lo) : pkey_hit(s, pk, &r->lo))
                         goto busy;
                 }

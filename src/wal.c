@@ -479,8 +479,7 @@ int sop_wal__append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_
     return append(w, buf, len, lsn_max, blob_bytes, 0, loc_out, token_out);
 }
 
-int sop_wal__append_value(sop_wal *w, void *buf, size_t len, sop_loc *loc_out,
-                          uint64_t *token_out)
+int sop_wal__append_value(sop_wal *w, void *buf, size_t len, sop_loc *loc_out, uint64_t *token_out)
 {
     return append(w, buf, len, 0, len, 1, loc_out, token_out);
 }

@@ -406,7 +406,8 @@ TEST(test_prepared__bank_and_list_append_with_prepare)
     pthread_t th[THREADS];
     struct hist_worker w[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        w[i] = (struct hist_worker){.db = db, .s = s, .id = i, .txns = TXNS, .rng = test_rand() | 1};
+        w[i] =
+            (struct hist_worker){.db = db, .s = s, .id = i, .txns = TXNS, .rng = test_rand() | 1};
         w[i].ok = calloc(TXNS, 1);
         CHECK(w[i].ok);
         pthread_create(&th[i], NULL, hist_thread, &w[i]);

@@ -691,7 +691,8 @@ TEST(test_txn__conflict_retry_does_not_lose_twice_to_one_commit)
     pthread_t th[THREADS];
     struct transferer x[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        x[i] = (struct transferer){.db = db, .s = s, .id = i, .n = PER, .accounts = ACCOUNTS, .rng = test_rand() | 1};
+        x[i] = (struct transferer){
+            .db = db, .s = s, .id = i, .n = PER, .accounts = ACCOUNTS, .rng = test_rand() | 1};
         pthread_create(&th[i], NULL, transfer_thread, &x[i]);
     }
     uint64_t conflicts = 0, max_in_row = 0;
