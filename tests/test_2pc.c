@@ -44,7 +44,6 @@
 #include <sys/wait.h>
 
 #include "harness.h"
-#include "pending.h"
 #include "tutil.h"
 
 static uint64_t mix(uint64_t x)
@@ -183,8 +182,6 @@ static int run_shapes(int rollback)
 /* Phase 2 commit of T1: T2 (stale read, or blind write) must not commit. */
 TEST(test_2pc__prepared_writes_block_lost_updates)
 {
-    if (pending_skip(test_current))
-        return;
     CHECK(run_shapes(0) == 0);
 }
 
@@ -742,8 +739,6 @@ static int open_world(world *w, const char *dir, int create)
 
 TEST(test_2pc__concurrent_bank_and_list_append)
 {
-    if (pending_skip(test_current))
-        return;
     int rounds = getenv("SOP_2PC_ROUNDS") ? atoi(getenv("SOP_2PC_ROUNDS")) : 2;
     static world w;
     memset(&w, 0, sizeof w);
@@ -922,8 +917,6 @@ static int small_cache_child(const char *dir, int step)
 
 TEST(test_2pc__recovered_prepared_commit_small_cache)
 {
-    if (pending_skip(test_current))
-        return;
     static const int steps[] = {97, 40, 7};
     int failures = 0;
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {

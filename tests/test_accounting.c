@@ -414,9 +414,12 @@ static const char *only_manifest(const char *dir)
  * manifest holding one prepared transaction is rewritten (docs/FORMAT.md
  * layout) to hold SOP_PREPARED_N copies of it under distinct ids (default
  * 30000: 4.5e8 steps of the walk, about 18 s here (200 s for 100000); linear it
- * opens in about 0.3 s).
+ * opens in about 0.3 s). The time is printed, not asserted (a timed unit
+ * test fails on a loaded machine): the growth rate is asserted as a ratio
+ * within one run by test_prepared__many_prepared_are_recovered_in_linear_time;
+ * this one checks that every entry of a large manifest is loaded.
  */
-TEST(test_accounting__manifest_with_many_prepared_loads_in_linear_time)
+TEST(test_accounting__manifest_with_many_prepared_loads)
 {
     uint32_t n = getenv("SOP_PREPARED_N") ? (uint32_t)atoi(getenv("SOP_PREPARED_N")) : 30000;
     sop_db_options o = opts_with(NULL, SOP_SYNC_NORMAL);
@@ -477,7 +480,6 @@ TEST(test_accounting__manifest_with_many_prepared_loads_in_linear_time)
     CHECK_OK(sop_db_stat(&st, db));
     CHECK_EQ_U64(st.prepared, n);
     printf("    open with %u prepared transactions in the manifest: %.3f s\n", n, took);
-    CHECK(took < 3.0 * SANITIZER_SLOWDOWN);
     CHECK_OK(crash_close(db));
 }
 
@@ -985,7 +987,7 @@ TEST_MAIN(T(test_accounting__node_superseded_during_checkpoint_dies_once),
           T(test_accounting__value_committed_during_checkpoint_stays_live),
           T(test_accounting__commit_during_checkpoint_sync_is_not_durable_position),
           T(test_accounting__obsolete_manifests_removed_at_open),
-          T(test_accounting__manifest_with_many_prepared_loads_in_linear_time),
+          T(test_accounting__manifest_with_many_prepared_loads),
           T(test_accounting__damaged_leaf_value_location_is_not_counted_dead),
           T(test_accounting__concurrent_checkpoints_then_crash_keep_accounting_exact),
           T(test_accounting__sigkill_with_checkpoint_thread_keeps_every_blob))

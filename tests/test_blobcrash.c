@@ -51,7 +51,6 @@
 #include <sys/wait.h>
 
 #include "harness.h"
-#include "pending.h"
 #include "tutil.h"
 #include "vfs_crash.h"
 
@@ -555,8 +554,6 @@ static void kill_child(int fd, const int64_t *last, uint64_t seed)
 
 TEST(test_blobcrash__sigkill_threads_checkpoint_and_reuse)
 {
-    if (pending_skip(test_current))
-        return;
     int kills = getenv("SOP_BLOBCRASH_KILLS") ? atoi(getenv("SOP_BLOBCRASH_KILLS")) : 20;
     static model m;
     static const int all[WRITERS] = {1, 1, 1};
@@ -847,8 +844,6 @@ static int power_case(model *m, uint64_t cut_at, uint64_t seed, int *cut_fired,
 
 TEST(test_blobcrash__power_cuts_threads_checkpoint_and_reuse)
 {
-    if (pending_skip(test_current))
-        return;
     int cuts = getenv("SOP_BLOBCRASH_CUTS") ? atoi(getenv("SOP_BLOBCRASH_CUTS")) : 18;
     static model m;
     uint64_t acked = 0, fired = 0, failures = 0, cases = 0;

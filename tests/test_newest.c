@@ -39,7 +39,6 @@
 #include <sys/wait.h>
 
 #include "harness.h"
-#include "pending.h"
 #include "tutil.h"
 
 #define COMMITS     100
@@ -647,8 +646,6 @@ TEST(test_newest__torn_tail_and_control)
 /* Everything else: reported, or nothing lost. */
 TEST(test_newest__damaged_newest_segment)
 {
-    if (pending_skip(test_current))
-        return;
     campaign("newest", 0, getenv("SOP_NEWEST_RANDOM") ? atoi(getenv("SOP_NEWEST_RANDOM")) : 24);
 }
 

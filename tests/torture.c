@@ -23,8 +23,7 @@
  * (blobkill, blobpower and 2pc run in chunks like kill: see run_chunked.)
  *
  * Each campaign is a child process (a crash in one is reported, the others
- * still run) given SOP_SEED=SEED and SOP_TEST_PENDING_FIXES=1 (tests/pending.h:
- * the long runs never skip a case); its output (stdout and stderr, in order)
+ * still run) given SOP_SEED=SEED; its output (stdout and stderr, in order)
  * is echoed except "ok" lines. The summary line reads:
  *
  *   torture <name>: cases N, failures F, acknowledged commits checked A,
@@ -103,7 +102,6 @@ static void run_child(const char *bin_dir, const char *test_name, const char *fi
         dup2(p[1], 2); /* one stream, in order */
         close(p[1]);
         setenv("SOP_SEED", seed_buf, 1);
-        setenv("SOP_TEST_PENDING_FIXES", "1", 1);
         setenv(env_name, env_value, 1);
         execl(path, path, filter, (char *)NULL);
         perror(path);
@@ -222,8 +220,8 @@ static void run_chunked(const char *bin_dir, const char *test_name, const char *
             continue;
         total.failures += r.failures ? r.failures : 1;
         total.exit_ok = 0;
-        printf("  | %s campaign: chunk failed (replay: SOP_SEED=%" PRIu64
-               " SOP_TEST_PENDING_FIXES=1 %s=%" PRIu64 " %s %s)\n",
+        printf("  | %s campaign: chunk failed (replay: SOP_SEED=%" PRIu64 " %s=%" PRIu64
+               " %s %s)\n",
                campaign, seed * 1000 + c, env_name, n, test_name, filter);
     }
     total.secs = now_secs() - t0;

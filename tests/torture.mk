@@ -10,7 +10,7 @@
 #       COUNT/20 power cuts of threaded blob writers with a checkpoint thread
 #       (test_blobcrash), COUNT/500 crash rounds of 2PC histories (test_2pc),
 #       COUNT/20 random damages of the newest segment per template
-#       (test_newest), every case run (SOP_TEST_PENDING_FIXES=1); one summary line per
+#       (test_newest); one summary line per
 #       campaign ("torture <name>: cases, failures, acknowledged commits checked");
 #       the exit status is non-zero if any campaign failed.
 #       TORTURE_VARIANT=asan runs them under AddressSanitizer + UBSan (about 5x
