@@ -379,17 +379,6 @@ static void wr64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint32_t crc32c_sw(const uint8_t *d, size_t n)
-{
-    uint32_t c = ~0u;
-    for (size_t i = 0; i < n; i++) {
-        c ^= d[i];
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
-    }
-    return ~c;
-}
-
 /* The path of the only manifest in dir (static buffer), or NULL. */
 static const char *only_manifest(const char *dir)
 {
@@ -467,7 +456,7 @@ TEST(test_accounting__manifest_with_many_prepared_loads)
         wr64(out + entry + (size_t)i * elen, (uint64_t)i + 1);
     }
     memcpy(out + entry + (size_t)n * elen, m + rest, rest_len);
-    wr32(out + out_len - 4, crc32c_sw(out, out_len - 4));
+    wr32(out + out_len - 4, tcrc32c(0, out, out_len - 4));
     f = fopen(mp, "wb");
     CHECK(f != NULL);
     CHECK(fwrite(out, 1, out_len, f) == out_len);
@@ -488,44 +477,6 @@ TEST(test_accounting__manifest_with_many_prepared_loads)
 static uint64_t rd64(const uint8_t *p)
 {
     return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
-
-static uint32_t crc_upd(uint32_t crc, const uint8_t *d, size_t n)
-{
-    uint32_t c = ~crc;
-    for (size_t i = 0; i < n; i++) {
-        c ^= d[i];
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
-    }
-    return ~c;
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *d = malloc(n > 0 ? (size_t)n : 1);
-    if (d && fread(d, 1, (size_t)n, f) != (size_t)n) {
-        free(d);
-        d = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return d;
-}
-
-static int spill(const char *path, const uint8_t *d, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    int rc = fwrite(d, 1, len, f) == len ? 0 : -1;
-    return fclose(f) == 0 ? rc : -1;
 }
 
 /*
@@ -559,7 +510,7 @@ TEST(test_accounting__damaged_leaf_value_location_is_not_counted_dead)
     char mpath[700];
     snprintf(mpath, sizeof mpath, "%s", mp);
     size_t mlen, slen;
-    uint8_t *m = slurp(mpath, &mlen);
+    uint8_t *m = tfile_read(mpath, &mlen);
     CHECK(m != NULL && mlen > 100);
     size_t p = 80;
     uint64_t root = 0;
@@ -590,7 +541,7 @@ TEST(test_accounting__damaged_leaf_value_location_is_not_counted_dead)
     /* The leaf's record: damage slot 0's loc.len, recompute both crcs. */
     char spath[700];
     snprintf(spath, sizeof spath, "%s/seg/%016" PRIx64 ".seg", test_dir(), rd64(m + rg + 8));
-    uint8_t *sd = slurp(spath, &slen);
+    uint8_t *sd = tfile_read(spath, &slen);
     CHECK(sd != NULL);
     uint64_t off = rd64(m + rg + 16);
     CHECK(off + 24 + 64 <= slen);
@@ -602,11 +553,11 @@ TEST(test_accounting__damaged_leaf_value_location_is_not_counted_dead)
     CHECK(slot[2] == 1);                       /* its value is a blob */
     wr32(slot + 3 + kl + 4 + 16, 0xFFFFFFF0u); /* loc.len */
     memset(hdr + 12, 0, 4);
-    uint32_t crc = crc_upd(crc_upd(0, hdr, 24), img, plen);
+    uint32_t crc = tcrc32c(tcrc32c(0, hdr, 24), img, plen);
     wr32(hdr + 12, crc);
     wr32(m + rg + 28, crc);
-    wr32(m + mlen - 4, crc_upd(0, m, mlen - 4));
-    CHECK(spill(spath, sd, slen) == 0 && spill(mpath, m, mlen) == 0);
+    wr32(m + mlen - 4, tcrc32c(0, m, mlen - 4));
+    CHECK(tfile_write(spath, sd, slen) == 0 && tfile_write(mpath, m, mlen) == 0);
     free(sd);
     free(m);
     /* Overwrite it (the old blob's death), let reclamation run, reopen. */

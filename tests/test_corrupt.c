@@ -83,46 +83,6 @@ static void p32(uint8_t *p, uint32_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* CRC-32C (Castagnoli, reflected), bit by bit: the test forges checksums
- * without the engine's code. */
-static uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t n)
-{
-    crc = ~crc;
-    while (n--) {
-        crc ^= *p++;
-        for (int k = 0; k < 8; k++)
-            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
-    }
-    return ~crc;
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *d = malloc(n > 0 ? (size_t)n : 1);
-    if (d && fread(d, 1, (size_t)n, f) != (size_t)n) {
-        free(d);
-        d = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return d;
-}
-
-static int write_file(const char *path, const uint8_t *d, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    int rc = fwrite(d, 1, len, f) == len ? 0 : -1;
-    return fclose(f) == 0 ? rc : -1;
-}
-
 /* Load and index the (only) manifest of test_dir(). 0 on success. */
 static int mani_load(mani *m)
 {
@@ -134,7 +94,7 @@ static int mani_load(mani *m)
             snprintf(m->path, sizeof m->path, "%s/%s", test_dir(), e->d_name);
     if (dir)
         closedir(dir);
-    if (!m->path[0] || !(m->d = read_file(m->path, &m->len)) || m->len < M_STORES + 4)
+    if (!m->path[0] || !(m->d = tfile_read(m->path, &m->len)) || m->len < M_STORES + 4)
         return -1;
     size_t p = M_STORES;
     m->nst = g32(m->d + p);
@@ -161,8 +121,8 @@ static int mani_load(mani *m)
 /* Write it back with a correct CRC. */
 static int mani_save(mani *m)
 {
-    p32(m->d + m->len - 4, crc32c(0, m->d, m->len - 4));
-    return write_file(m->path, m->d, m->len);
+    p32(m->d + m->len - 4, tcrc32c(0, m->d, m->len - 4));
+    return tfile_write(m->path, m->d, m->len);
 }
 
 static void mani_free(mani *m)
@@ -420,7 +380,7 @@ TEST(test_corrupt__prepared_body_blob_length_in_log_is_checked)
     size_t len, off = 0;
     CHECK_OK(build_db(1, 0));
     const char *seg = newest_segment();
-    uint8_t *d = read_file(seg, &len);
+    uint8_t *d = tfile_read(seg, &len);
     CHECK(d != NULL);
     /* Find the PREPARE record; rewrite the value length, then its CRC. */
     int done = 0;
@@ -432,13 +392,13 @@ TEST(test_corrupt__prepared_body_blob_length_in_log_is_checked)
             CHECK(vl != 0 && g32(pay + 24 + vl) == BLOB_LEN);
             p32(pay + 24 + vl, BLOB_LEN + 7);
             p32(d + off + 12, 0);
-            p32(d + off + 12, crc32c(crc32c(0, d + off, 24), pay, plen));
+            p32(d + off + 12, tcrc32c(tcrc32c(0, d + off, 24), pay, plen));
             done = 1;
         }
         off += (24 + plen + 7) & ~(size_t)7;
     }
     CHECK(done);
-    CHECK(write_file(seg, d, len) == 0);
+    CHECK(tfile_write(seg, d, len) == 0);
     free(d);
     expect_prepared_blob_refused();
 }
@@ -680,7 +640,7 @@ static int expect_refused(size_t off, uint64_t value, const char *want)
                 value, rc, sop_errmsg(), want);
     if (rc == SOP_OK)
         crash_close(db);
-    write_file(m.path, orig, m.len); /* the real manifest again */
+    tfile_write(m.path, orig, m.len); /* the real manifest again */
     free(orig);
     mani_free(&m);
     return ok ? 0 : -1;
@@ -805,7 +765,7 @@ TEST(test_corrupt__replay_position_outside_the_log_is_refused)
     /* A segment file with the last id: the next one would be 0. */
     char path[700];
     snprintf(path, sizeof path, "%s/seg/ffffffffffffffff.seg", test_dir());
-    CHECK(write_file(path, (const uint8_t *)"", 0) == 0);
+    CHECK(tfile_write(path, (const uint8_t *)"", 0) == 0);
     CHECK_RC(SOP_CORRUPT, sop_db_open(&db, test_dir(), NULL));
     CHECK_MSG("has the last id: none can follow");
     remove(path);
@@ -1001,7 +961,7 @@ TEST(test_corrupt__prepared_store_create_holds_its_name)
 static uint8_t *node_record(uint64_t seg, size_t *len, char *path, size_t cap)
 {
     snprintf(path, cap, "%s/seg/%016" PRIx64 ".seg", test_dir(), seg);
-    return read_file(path, len);
+    return tfile_read(path, len);
 }
 
 /* The registry entries of the first two children of "deep"'s root name the
@@ -1070,9 +1030,9 @@ TEST(test_corrupt__check_stops_at_a_cycle)
     CHECK(off + 24 + plen <= len && img[0] == 2 && g64(img + 24) == root);
     p64(img + 32, root); /* child 0 := the root itself */
     p32(rec + 12, 0);
-    uint32_t crc = crc32c(crc32c(0, rec, 24), img, plen);
+    uint32_t crc = tcrc32c(tcrc32c(0, rec, 24), img, plen);
     p32(rec + 12, crc);
-    CHECK(write_file(path, d, len) == 0);
+    CHECK(tfile_write(path, d, len) == 0);
     free(d);
     p32(m.d + rr + RG_CRC, crc);
     CHECK(mani_save(&m) == 0);

@@ -27,33 +27,6 @@
 
 /* ---- files ------------------------------------------------------------------------------ */
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *d = malloc(n > 0 ? (size_t)n : 1);
-    if (d && fread(d, 1, (size_t)n, f) != (size_t)n) {
-        free(d);
-        d = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return d;
-}
-
-static int spit(const char *path, const uint8_t *d, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    size_t w = fwrite(d, 1, len, f);
-    return fclose(f) == 0 && w == len ? 0 : -1;
-}
-
 static long long fsize(const char *path)
 {
     struct stat st;
@@ -136,7 +109,7 @@ static int manifest_durable(uint64_t *seg, uint64_t *off)
     if (!best[0])
         return -1;
     size_t len;
-    uint8_t *d = slurp(test_path(best), &len);
+    uint8_t *d = tfile_read(test_path(best), &len);
     if (!d || len < 56) {
         free(d);
         return -1;
@@ -196,7 +169,7 @@ static int keys_present(sop_db *db)
 /* The TXN records of the newest segment: offsets into *img (caller frees). */
 static size_t newest_txns(uint8_t **img, size_t *len, size_t *offs, size_t cap)
 {
-    *img = slurp(seg_path(newest_seg()), len);
+    *img = tfile_read(seg_path(newest_seg()), len);
     return *img ? records(*img, *len, 4, offs, cap) : 0;
 }
 
@@ -217,7 +190,7 @@ TEST(test_damage__bit_flip_mid_newest_segment_is_corrupt)
     size_t at = offs[NCOMMITS / 2] + 24 + 10; /* payload of the 51st commit */
     img[at] ^= 0x10;
     const char *path = seg_path(newest_seg());
-    CHECK(spit(path, img, len) == 0);
+    CHECK(tfile_write(path, img, len) == 0);
     free(img);
     CHECK_RC(SOP_CORRUPT, sop_db_open(&db, test_dir(), NULL));
     CHECK(strstr(sop_errmsg(), "segment") != NULL);
@@ -236,7 +209,7 @@ TEST(test_damage__zeroed_range_mid_newest_segment_is_corrupt)
     CHECK_EQ_U64(n, NCOMMITS);
     memset(img + offs[30], 0, offs[40] - offs[30]);
     const char *path = seg_path(newest_seg());
-    CHECK(spit(path, img, len) == 0);
+    CHECK(tfile_write(path, img, len) == 0);
     free(img);
     CHECK_RC(SOP_CORRUPT, sop_db_open(&db, test_dir(), NULL));
     CHECK_EQ_U64(fsize(path), len);
@@ -253,7 +226,7 @@ TEST(test_damage__damaged_last_record_is_a_torn_tail)
     size_t n = newest_txns(&img, &len, offs, NCOMMITS + 8);
     CHECK_EQ_U64(n, NCOMMITS);
     img[offs[NCOMMITS - 1] + 30] ^= 0x01;
-    CHECK(spit(seg_path(newest_seg()), img, len) == 0);
+    CHECK(tfile_write(seg_path(newest_seg()), img, len) == 0);
     uint64_t cut_at = offs[NCOMMITS - 1];
     uint64_t id = newest_seg();
     free(img);
@@ -277,7 +250,7 @@ TEST(test_damage__unsynced_records_after_a_bad_one_are_a_torn_tail)
     CHECK_EQ_U64(n, NCOMMITS);
     img[offs[NCOMMITS / 2] + 24 + 10] ^= 0x10;
     uint64_t id = newest_seg();
-    CHECK(spit(seg_path(id), img, len) == 0);
+    CHECK(tfile_write(seg_path(id), img, len) == 0);
     free(img);
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK_EQ_U64(keys_present(db), NCOMMITS / 2);
@@ -299,7 +272,7 @@ static int save_folder(saved *sv)
     memset(sv, 0, sizeof *sv);
     for (int i = 0; i < 2; i++) {
         snprintf(sv->name[sv->n], 64, "%s", names[i]);
-        if (!(sv->data[sv->n] = slurp(test_path(names[i]), &sv->len[sv->n])))
+        if (!(sv->data[sv->n] = tfile_read(test_path(names[i]), &sv->len[sv->n])))
             return -1;
         sv->n++;
     }
@@ -307,7 +280,7 @@ static int save_folder(saved *sv)
     size_t n = seg_ids(ids, 4);
     for (size_t i = 0; i < n && sv->n < 8; i++) {
         snprintf(sv->name[sv->n], 64, "seg/%016" PRIx64 ".seg", ids[i]);
-        if (!(sv->data[sv->n] = slurp(seg_path(ids[i]), &sv->len[sv->n])))
+        if (!(sv->data[sv->n] = tfile_read(seg_path(ids[i]), &sv->len[sv->n])))
             return -1;
         sv->n++;
     }
@@ -321,7 +294,7 @@ static int restore_folder(const saved *sv)
     if (mkdir(test_path("seg"), 0755) != 0)
         return -1;
     for (int i = 0; i < sv->n; i++)
-        if (spit(test_path(sv->name[i]), sv->data[i], sv->len[i]) != 0)
+        if (tfile_write(test_path(sv->name[i]), sv->data[i], sv->len[i]) != 0)
             return -1;
     return 0;
 }
@@ -406,7 +379,7 @@ TEST(test_damage__truncation_below_the_durable_position_is_corrupt)
     uint64_t dseg, doff;
     CHECK(manifest_durable(&dseg, &doff) == 0);
     size_t len, offs[8];
-    uint8_t *img = slurp(seg_path(dseg), &len);
+    uint8_t *img = tfile_read(seg_path(dseg), &len);
     CHECK(img != NULL);
     size_t n = records(img, len, 2, offs, 8); /* the checkpoint's NODE records */
     free(img);
@@ -445,7 +418,7 @@ TEST(test_damage__missing_segment_after_the_checkpoint_is_corrupt)
     CHECK(n >= 3);
     /* a middle segment: value blobs only */
     size_t len, offs[4];
-    uint8_t *img = slurp(seg_path(ids[1]), &len);
+    uint8_t *img = tfile_read(seg_path(ids[1]), &len);
     CHECK(img != NULL);
     CHECK_EQ_U64(records(img, len, 4, offs, 4), 0);
     free(img);
@@ -673,11 +646,11 @@ TEST(test_damage__check_verifies_records_the_checkpoint_covers)
     CHECK_OK(sop_db_close(db)); /* checkpoint: the records are covered */
     uint64_t id = 1;
     size_t len, offs[32];
-    uint8_t *img = slurp(seg_path(id), &len);
+    uint8_t *img = tfile_read(seg_path(id), &len);
     CHECK(img != NULL);
     CHECK(records(img, len, 4, offs, 32) == 10);
     img[offs[3] + 24 + 4] ^= 0x20;
-    CHECK(spit(seg_path(id), img, len) == 0);
+    CHECK(tfile_write(seg_path(id), img, len) == 0);
     free(img);
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     uint64_t nf = 0;
@@ -724,10 +697,10 @@ TEST(test_damage__damaged_header_of_a_durable_segment_is_not_deleted)
     CHECK_EQ_U64(ids[n - 1], dseg); /* the newest segment holds the durable position */
     /* its first record must be at offset 0 of a scan: not the replay segment */
     size_t len;
-    uint8_t *img = slurp(seg_path(dseg), &len);
+    uint8_t *img = tfile_read(seg_path(dseg), &len);
     CHECK(img != NULL && len > 64);
     img[20] ^= 0xff; /* the SEGHDR record's lsn field: its CRC no longer matches */
-    CHECK(spit(seg_path(dseg), img, len) == 0);
+    CHECK(tfile_write(seg_path(dseg), img, len) == 0);
     free(img);
     CHECK_RC(SOP_CORRUPT, sop_db_open(&db, test_dir(), &o));
     CHECK_EQ_U64(fsize(seg_path(dseg)), len); /* still there, untouched */
@@ -743,7 +716,7 @@ TEST(test_damage__interrupted_segment_creation_is_removed)
     sop_store *s;
     CHECK_OK(build_commits(SOP_SYNC_NORMAL)); /* segment 1 ends at its last record */
     uint64_t id = newest_seg() + 1;
-    CHECK(spit(seg_path(id), (const uint8_t *)"SOPR\x01garbage", 12) == 0);
+    CHECK(tfile_write(seg_path(id), (const uint8_t *)"SOPR\x01garbage", 12) == 0);
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK_EQ_U64(keys_present(db), NCOMMITS);
     CHECK_OK(sop_txn_begin(&t, db, 0));

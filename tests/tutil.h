@@ -1,10 +1,14 @@
 /*
  * tutil.h - small helpers shared by the engine tests: C-string keys and
- * values, and a simulated crash (drop the handle without a checkpoint).
+ * values, a simulated crash (drop the handle without a checkpoint), whole
+ * files read and written, and a reference CRC-32C for forging checksums.
  */
 #ifndef SOP_TUTIL_H
 #define SOP_TUTIL_H
 
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sop.h"
@@ -79,5 +83,47 @@ static inline int crash_close(sop_db *db)
     return sop_db__crash_close(db);
 }
 #define forget_txn(t) ((void)(t))
+
+/* The whole file at path (malloc'd, *len its size), or NULL. */
+static inline uint8_t *tfile_read(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *d = malloc(n > 0 ? (size_t)n : 1);
+    if (d && fread(d, 1, (size_t)n, f) != (size_t)n) {
+        free(d);
+        d = NULL;
+    }
+    fclose(f);
+    *len = n > 0 ? (size_t)n : 0;
+    return d;
+}
+
+/* Replace the file at path with len bytes of d: 0, or -1. */
+static inline int tfile_write(const char *path, const uint8_t *d, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    int rc = fwrite(d, 1, len, f) == len ? 0 : -1;
+    return fclose(f) == 0 ? rc : -1;
+}
+
+/* CRC-32C (Castagnoli, reflected) continued from crc, bit by bit: tests
+ * forge checksums without the engine's code. */
+static inline uint32_t tcrc32c(uint32_t crc, const uint8_t *p, size_t n)
+{
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
 
 #endif
