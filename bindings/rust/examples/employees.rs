@@ -36,19 +36,8 @@ fn main() -> sop::Result<()> {
         ("US", "Eng", 3, "Ada", 120),
         ("UK", "Eng", 5, "Alan", 110),
     ] {
-        let key = EmployeeKey {
-            region: region.into(),
-            dept: dept.into(),
-            id: Desc(id),
-        };
-        staff.upsert(
-            &ctx,
-            key,
-            Employee {
-                name: name.into(),
-                salary,
-            },
-        )?;
+        let key = EmployeeKey { region: region.into(), dept: dept.into(), id: Desc(id) };
+        staff.upsert(&ctx, key, Employee { name: name.into(), salary })?;
     }
     trans.commit(&ctx)?;
 

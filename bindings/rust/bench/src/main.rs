@@ -432,7 +432,7 @@ fn main() {
         put_order: order(n, 0x1234),
         get_order: order(n, 0x9876),
     };
-    println!("N = {n} keys (16 B) x values ({VLEN} B), batches of {BATCH}, best of {runs} runs, no fsync");
+    println!("N = {n} keys (16 B) x values ({VLEN} B), batches of {BATCH}, median of {runs} runs, no fsync");
     println!(
         "{:<20} {:>14} {:>14} {:>14}",
         "engine", "fillrandom", "readrandom", "scan"
@@ -442,14 +442,14 @@ fn main() {
         "", "(ops/s)", "(ops/s)", "(items/s)"
     );
     // Engines take turns run by run (not all runs of one, then the next), so
-    // a change in machine load hits all of them alike; best of `runs`.
+    // a change in machine load hits all of them alike; median of `runs`.
     let only: Option<usize> = std::env::var("SOP_BENCH_ONLY")
         .ok()
         .map(|v| v.parse().unwrap());
     // SOP_BENCH_STOP=1: fill only, 2: fill and read (for instruction counts
     // per phase with `perf stat`, which machine load does not disturb).
     let stop: u32 = std::env::var("SOP_BENCH_STOP").map_or(3, |v| v.parse().unwrap());
-    let mut best = [[0f64; 3]; 6];
+    let mut all: Vec<[Vec<f64>; 3]> = (0..6).map(|_| Default::default()).collect();
     let mut names = [""; 6];
     for run in 0..runs {
         for e in 0..6 {
@@ -485,13 +485,27 @@ fn main() {
                 assert_eq!(eng.scan(&w), n as u64);
             }
             let scan = (SCAN_PASSES * n) as f64 / t.elapsed().as_secs_f64();
-            for (b, x) in best[e].iter_mut().zip([fill, read, scan]) {
-                *b = b.max(x);
+            for (a, x) in all[e].iter_mut().zip([fill, read, scan]) {
+                a.push(x);
             }
             drop(eng);
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    // median of the runs (the middle one, or the mean of the middle two)
+    let median = |v: &Vec<f64>| {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let best: Vec<[f64; 3]> = all
+        .iter()
+        .map(|a| [median(&a[0]), median(&a[1]), median(&a[2])])
+        .collect();
     let mut results: Vec<(&'static str, [f64; 3])> = Vec::new();
     for e in 0..6 {
         println!(
