@@ -11,6 +11,7 @@
  *   handle      made by            ended by                 threads
  *   sop_db      sop_db_open        sop_db_close             any number at once
  *   sop_txn     sop_txn_begin      sop_txn_commit / _abort  one at a time
+ *                                  (either, whatever it returns)
  *   sop_store   sop_store_open     sop_db_close (or removal) any
  *   sop_cursor  sop_cursor_open    sop_cursor_close         its txn's thread
  *
@@ -26,10 +27,12 @@
  *     says how long they stay valid. Copy them to keep them.
  *   - Ending a transaction invalidates its cursors (later use returns
  *     SOP_BADSTATE); only sop_cursor_close frees a cursor.
- *   - A transaction handle is ended (freed) by sop_txn_abort and by every
- *     return of sop_txn_commit except SOP_BUSY. The pointer is dangling
- *     afterwards: do not pass it to any call again, not even
+ *   - A transaction handle is ended (freed) by sop_txn_abort and by
+ *     sop_txn_commit, whatever either returns (SOP_BUSY too). The pointer
+ *     is dangling afterwards: do not pass it to any call again, not even
  *     sop_txn_abort (set it to NULL: sop_txn_abort(NULL) does nothing).
+ *     So a retry loop is always: begin, work, commit; on a retryable code
+ *     (sop_rc_is_retryable) begin again.
  *     Builds of libsop with assertions (no NDEBUG) detect such a use and
  *     abort the program with a message on stderr.
  */
@@ -335,21 +338,28 @@ SOP_API int sop_txn_begin(sop_txn **txn_out, sop_db *db, unsigned flags);
  *
  * On a prepared transaction this is phase 2: it commits for sure.
  *
- * The txn is freed on every return except SOP_BUSY (a prepared transaction
- * of someone else holds a key this one touches: the txn stays active; retry
- * the commit later or abort it). Its cursors become invalid.
+ * The txn is freed on every return, whatever the code: the pointer must not
+ * be used again (not even for sop_txn_abort). Its cursors become invalid
+ * (close them with sop_cursor_close).
  *
  * Retrying: on SOP_CONFLICT begin a new transaction at once and redo its
  * reads and writes. The call returns only once the commit it lost to is
  * visible (with SOP_SYNC_FULL: durable), so the new transaction sees that
  * commit and never loses to it again; no back-off is needed. On SOP_BUSY
- * call sop_txn_commit again later (after the prepared transaction's phase
- * 2 it commits, or fails with SOP_CONFLICT if that one changed what this
- * one read or wrote) or abort it.
+ * (a prepared transaction of someone else holds a key this one touches)
+ * do the same after a back-off: the new transaction gets SOP_BUSY again
+ * until the prepared one's phase 2.
+ *
+ * On a prepared transaction (phase 2) a failure (SOP_IOERR, SOP_NOSPC,
+ * SOP_NOMEM) frees the handle but leaves the transaction prepared: commit
+ * it by id (sop_db_prepared_commit). SOP_NOTFOUND: it had already been
+ * resolved by id (sop_db_prepared_commit/rollback from another thread).
  *
  * @retval SOP_OK        Committed (durable per the sync mode).
  * @retval SOP_CONFLICT  Not committed; retry the whole transaction (above).
- * @retval SOP_BUSY      Not committed; txn still active (see above).
+ * @retval SOP_BUSY      Not committed; retry the whole transaction after a
+ *                       back-off (above).
+ * @retval SOP_NOTFOUND  Prepared transaction already resolved by id.
  * @retval SOP_TIMEOUT   Older than the time limit (read-only txns too); not
  *                       committed; freed.
  * @retval SOP_BADSTATE  The txn had failed earlier; not committed; freed.
@@ -363,11 +373,22 @@ SOP_API int sop_txn_begin(sop_txn **txn_out, sop_db *db, unsigned flags);
  */
 SOP_API int sop_txn_commit(sop_txn *txn);
 
-/** @brief End the transaction without committing and free it. NULL is a
- *  no-op. On a prepared transaction this is phase 2 "rollback". Only for
- *  a live handle: never after sop_txn_commit returned anything but
- *  SOP_BUSY (the handle is already freed then), never twice. */
-SOP_API void sop_txn_abort(sop_txn *txn);
+/**
+ * @brief End the transaction without committing and free it.
+ *
+ * The handle is freed whatever the result. NULL is a no-op (SOP_OK). Only
+ * for a live handle: never after sop_txn_commit (the handle is freed then),
+ * never twice. Its cursors become invalid.
+ *
+ * On a prepared transaction this is phase 2 "rollback": it writes a durable
+ * ABORT_PREPARED record, which can fail; the transaction then stays
+ * prepared (sop_db_prepared_list) and can be rolled back by id later.
+ * @retval SOP_OK        Rolled back (always for a transaction not prepared).
+ * @retval SOP_NOTFOUND  Prepared, but already resolved by id meanwhile.
+ * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC  Prepared: the rollback
+ *                       record could not be written; still prepared.
+ */
+SOP_API int sop_txn_abort(sop_txn *txn);
 
 /**
  * @brief Two-phase commit, phase 1: validate and make the transaction durable

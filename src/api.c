@@ -67,21 +67,33 @@ int sop_txn_commit(sop_txn *t)
             return rc;
         }
     }
-    rc = sop_err_lost_file(sop_txn__commit(t));
-    if (rc == SOP_BUSY && t->state == SOP_TXN_ACTIVE)
-        return rc; /* documented: the txn stays active */
+    /* Every result ends the handle, SOP_BUSY too (sop.h): a retry loop
+     * then needs no special case, and a prepared transaction whose phase
+     * 2 failed stays prepared, to be resolved by id. */
+    int prepared = t->state == SOP_TXN_PREPARED;
+    rc = sop_txn__commit(t);
+    if (!prepared) /* phase 2 maps a lost file itself: NOTFOUND = resolved by id */
+        rc = sop_err_lost_file(rc);
     sop_txn__free(t);
     return sop_done(rc);
 }
 
-void sop_txn_abort(sop_txn *t)
+int sop_txn_abort(sop_txn *t)
 {
+    sop_err_clear();
     if (!t)
-        return;
+        return SOP_OK;
     SOP_TXN_CHECK(t, "sop_txn_abort");
-    if (t->state == SOP_TXN_PREPARED && !sop_db__check_panic(t->db))
-        sop_txn__resolve_prepared(t->db, t->id, 0);
+    int rc = SOP_OK;
+    if (t->state == SOP_TXN_PREPARED) {
+        /* Phase 2 rollback writes a durable record, which can fail; the
+         * transaction then stays prepared (sop_db_prepared_list). */
+        rc = sop_db__check_panic(t->db);
+        if (rc == SOP_OK)
+            rc = sop_txn__resolve_prepared(t->db, t->id, 0);
+    }
     sop_txn__free(t);
+    return sop_done(rc);
 }
 
 int sop_txn_prepare(sop_txn *t, const sop_val *xid)

@@ -159,7 +159,7 @@ struct sop_cursor {
     sop_val range_lo;
 };
 
-/* Handle rule (sop.h): sop_txn_commit (except on SOP_BUSY) and
+/* Handle rule (sop.h): sop_txn_commit (whatever it returns) and
  * sop_txn_abort end the handle; the pointer is dangling afterwards. In
  * builds with assertions (no NDEBUG) every entry point checks the magic
  * word and a dead or foreign handle stops the program with a message

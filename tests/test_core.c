@@ -419,9 +419,8 @@ TEST(test_core__prepared_survives_reopen)
     sop_txn *t2;
     CHECK_OK(sop_txn_begin(&t2, db, 0));
     CHECK_OK(put_s(t2, s, "x", "other"));
-    CHECK_RC(SOP_BUSY, sop_txn_commit(t2));
-    sop_txn_abort(t2); /* BUSY left it active */
-    sop_txn_abort(t);  /* phase 2 rollback */
+    CHECK_RC(SOP_BUSY, sop_txn_commit(t2)); /* and t2 ended */
+    CHECK_OK(sop_txn_abort(t));             /* phase 2 rollback */
     size_t n;
     sop_prepared_info info[4];
     CHECK_OK(sop_db_prepared_list(info, 4, &n, db));

@@ -68,19 +68,10 @@ static int read_s(char *out, size_t cap, sop_db *db, sop_store *s, const char *k
     return rc;
 }
 
-/* Commit t, retrying while it is SOP_BUSY (it stays active then); the
- * final code. *busy counts the SOP_BUSY answers. */
-static int commit_until_not_busy(sop_txn *t, int *busy)
-{
-    int rc;
-    while ((rc = sop_txn_commit(t)) == SOP_BUSY)
-        (*busy)++;
-    return rc;
-}
-
 /* Issue 10 defect 2, first history: T1 and T2 read x = 0 and write x + 1;
- * T1 prepares; T2's commit says BUSY; T1 commits; T2's retry must not
- * succeed (it did: x = 1 with two increments acknowledged). */
+ * T1 prepares; T2's commit says BUSY (or CONFLICT) and ends T2; T1
+ * commits; x is 1 (one increment acknowledged), and T2 redone from the
+ * start reads 1 and commits 2. */
 TEST(test_prepared__busy_retry_after_commit_prepared_conflicts)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
@@ -100,10 +91,13 @@ TEST(test_prepared__busy_retry_after_commit_prepared_conflicts)
     int rc = sop_txn_commit(t2);
     CHECK(rc == SOP_BUSY || rc == SOP_CONFLICT);
     CHECK_OK(sop_txn_commit(t1)); /* phase 2 */
-    if (rc == SOP_BUSY)
-        CHECK_RC(SOP_CONFLICT, sop_txn_commit(t2)); /* the retry */
     CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
     CHECK(strcmp(buf, "1") == 0);
+    CHECK_OK(sop_txn_begin(&t2, db, 0)); /* the retry: a new transaction */
+    CHECK_OK(incr(t2, s, "x"));
+    CHECK_OK(sop_txn_commit(t2));
+    CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
+    CHECK(strcmp(buf, "2") == 0);
     CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_db_close(db));
 }
@@ -130,8 +124,9 @@ TEST(test_prepared__commit_after_commit_prepared_conflicts)
 }
 
 /* Two blind writers of one key: first committer (here: first preparer)
- * wins, the second gets SOP_CONFLICT (after SOP_BUSY retries at most),
- * whether phase 2 commits by handle or by id. */
+ * wins, the second gets SOP_BUSY or SOP_CONFLICT, whether phase 2 commits
+ * by handle or by id; a handle whose prepared txn was committed by id
+ * aborts with SOP_NOTFOUND. */
 TEST(test_prepared__blind_writer_after_prepare_conflicts)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
@@ -141,7 +136,6 @@ TEST(test_prepared__blind_writer_after_prepare_conflicts)
     CHECK_OK(make_store(db, "s", &s));
     for (int by_id = 0; by_id < 2; by_id++) {
         sop_txn *t1, *t2;
-        int busy = 0;
         CHECK_OK(sop_txn_begin(&t1, db, 0));
         CHECK_OK(sop_txn_begin(&t2, db, 0));
         CHECK_OK(put_s(t1, s, "k", by_id ? "t1-by-id" : "t1"));
@@ -151,12 +145,10 @@ TEST(test_prepared__blind_writer_after_prepare_conflicts)
         CHECK(rc == SOP_BUSY || rc == SOP_CONFLICT);
         if (by_id) {
             CHECK_OK(sop_db_prepared_commit(db, sop_txn_id(t1)));
-            sop_txn_abort(t1); /* the handle: its prepared txn is resolved */
+            CHECK_RC(SOP_NOTFOUND, sop_txn_abort(t1)); /* resolved by id already */
         } else {
             CHECK_OK(sop_txn_commit(t1));
         }
-        if (rc == SOP_BUSY)
-            CHECK_RC(SOP_CONFLICT, commit_until_not_busy(t2, &busy));
         CHECK_OK(read_s(buf, sizeof buf, db, s, "k"));
         CHECK(strcmp(buf, by_id ? "t1-by-id" : "t1") == 0);
     }
@@ -165,8 +157,8 @@ TEST(test_prepared__blind_writer_after_prepare_conflicts)
 
 /* A transaction that began after the prepare (it reads the old value,
  * since a prepared write is not visible) gets SOP_BUSY while the prepared
- * one holds the key, and SOP_CONFLICT once that one committed. After a
- * rollback the same retry commits. */
+ * one holds the key; redone after phase 2 it reads the outcome (t1's
+ * increment, or none after a rollback) and commits its own. */
 TEST(test_prepared__snapshot_between_prepare_and_commit)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
@@ -183,20 +175,24 @@ TEST(test_prepared__snapshot_between_prepare_and_commit)
         CHECK_OK(incr(t3, s, "x"));
         CHECK_RC(SOP_BUSY, sop_txn_commit(t3));
         if (rollback)
-            sop_txn_abort(t1);
+            CHECK_OK(sop_txn_abort(t1));
         else
             CHECK_OK(sop_txn_commit(t1));
-        CHECK_RC(rollback ? SOP_OK : SOP_CONFLICT, sop_txn_commit(t3));
         CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
-        CHECK(strcmp(buf, "1") == 0 || rollback);  /* t1's increment, not t3's */
-        CHECK(strcmp(buf, "2") == 0 || !rollback); /* then t3's */
+        /* round 0: t1's increment; round 1: none (2 from round 0) */
+        CHECK(strcmp(buf, rollback ? "2" : "1") == 0);
+        CHECK_OK(sop_txn_begin(&t3, db, 0));
+        CHECK_OK(incr(t3, s, "x"));
+        CHECK_OK(sop_txn_commit(t3));
+        CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
+        CHECK(strcmp(buf, rollback ? "3" : "2") == 0); /* then t3's */
     }
     CHECK_OK(sop_db_close(db));
 }
 
 /* A transaction prepared before a crash, committed by id after recovery:
- * a transaction that read the old value and got SOP_BUSY gets
- * SOP_CONFLICT on its retry. */
+ * a transaction that read the old value gets SOP_BUSY; redone, it reads
+ * the prepared one's value. */
 TEST(test_prepared__recovered_prepared_commit_conflicts_with_reader)
 {
     sop_db *db = open_db(SOP_SYNC_NORMAL);
@@ -220,9 +216,13 @@ TEST(test_prepared__recovered_prepared_commit_conflicts_with_reader)
     CHECK_OK(incr(t2, s, "x")); /* reads 5 */
     CHECK_RC(SOP_BUSY, sop_txn_commit(t2));
     CHECK_OK(sop_db_prepared_commit(db, id));
-    CHECK_RC(SOP_CONFLICT, sop_txn_commit(t2));
     CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
     CHECK(strcmp(buf, "6") == 0);
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(incr(t2, s, "x")); /* reads 6 */
+    CHECK_OK(sop_txn_commit(t2));
+    CHECK_OK(read_s(buf, sizeof buf, db, s, "x"));
+    CHECK(strcmp(buf, "7") == 0);
     CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_db_close(db));
 }
@@ -352,16 +352,12 @@ static void *hist_thread(void *arg)
                 w->committed++;
                 break;
             }
-            /* A plain commit; on SOP_BUSY retry the commit a few times
-             * (the documented use), then give up and redo it. */
-            int tries = 0;
-            while ((rc = sop_txn_commit(t)) == SOP_BUSY && ++tries < 4) {
-                w->busy++;
-                sched_yield();
-            }
+            /* A plain commit; on SOP_BUSY redo it after a yield (the
+             * handle is ended whatever commit returns). */
+            rc = sop_txn_commit(t);
             if (rc == SOP_BUSY) {
                 w->busy++;
-                sop_txn_abort(t);
+                sched_yield();
                 continue;
             }
             if (rc == SOP_CONFLICT) {

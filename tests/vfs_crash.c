@@ -1915,8 +1915,6 @@ commit:
     w->st->commits++;
     if (rc == SOP_CONFLICT || rc == SOP_BUSY) {
         fprintf(stderr, "workload: a lone committer got %s\n", sop_strerror(rc));
-        if (rc == SOP_BUSY)
-            sop_txn_abort(t);
         crash_model_end(w->m, rc, 0);
         return CRASH_WL_BAD_RULE;
     }

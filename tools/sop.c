@@ -574,13 +574,10 @@ static int txn_begin(sop_txn **t, cli *c, unsigned flags)
 static int txn_commit(sop_txn **t)
 {
     int rc = sop_txn_commit(*t);
-    if (rc == SOP_BUSY) { /* still active: a prepared transaction holds a key */
-        sop_txn_abort(*t);
-        *t = NULL;
+    *t = NULL; /* freed whatever commit returned */
+    if (rc == SOP_BUSY)
         return fail(EXIT_DBERR, "commit: busy: a prepared transaction holds a key this one "
                                 "touches (resolve it: see `recover`)");
-    }
-    *t = NULL; /* freed on every other return */
     return rc ? fail_rc(rc, "commit") : 0;
 }
 

@@ -208,7 +208,7 @@ extern "C" {
 
     pub fn sop_txn_begin(txn_out: *mut *mut sop_txn, db: *mut sop_db, flags: c_uint) -> c_int;
     pub fn sop_txn_commit(txn: *mut sop_txn) -> c_int;
-    pub fn sop_txn_abort(txn: *mut sop_txn);
+    pub fn sop_txn_abort(txn: *mut sop_txn) -> c_int;
     pub fn sop_txn_prepare(txn: *mut sop_txn, xid: *const sop_val) -> c_int;
     pub fn sop_txn_id(txn: *const sop_txn) -> u64;
     pub fn sop_db_prepared_list(
