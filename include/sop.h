@@ -107,6 +107,7 @@ typedef struct sop_val {
 #define SOP_VERSION         -13 /**< file format newer than this library */
 #define SOP_UNKNOWN_OUTCOME -14 /**< commit sent, outcome unknown (clustered mode) */
 #define SOP_PANIC           -15 /**< an earlier fatal error (fsync) poisoned the db */
+#define SOP_MISMATCH        -16 /**< options contradict the stored ones; nothing changed */
 
 /** Constant English text for a return code ("unknown error" if not one). */
 SOP_API const char *sop_strerror(int rc);
@@ -494,9 +495,12 @@ SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
  *                        (non-zero) must equal the stored one.
  * @retval SOP_OK
  * @retval SOP_NOTFOUND  No such store in txn's snapshot and no CREATE.
- * @retval SOP_INVAL     Bad name (too long, or not UTF-8) or options, or
- *                       options contradict the store (sop_errmsg() names the
- *                       field), or an unregistered comparator.
+ * @retval SOP_INVAL     Bad name (too long, or not UTF-8) or options (an
+ *                       unknown version or flag, a value out of range), or
+ *                       an unregistered comparator.
+ * @retval SOP_MISMATCH  The store exists and a field given in @p opts
+ *                       contradicts its stored options (sop_errmsg() names
+ *                       the field and both values); the txn stays usable.
  * @retval SOP_READONLY  CREATE of a missing store in a read-only txn.
  * @retval SOP_TIMEOUT, SOP_BADSTATE, SOP_NOMEM, SOP_IOERR, SOP_CORRUPT, SOP_PANIC
  */

@@ -239,20 +239,21 @@ static int check_opts_match(const sop_store *s, const sop_store_options *o)
     if (o->version != SOP_STORE_OPTIONS_VERSION)
         return sop_err(SOP_INVAL, "unknown sop_store_options version %u", o->version);
     if (o->flags && o->flags != s->flags)
-        return sop_err(SOP_INVAL, "store '%s' exists with flags 0x%x, opened with 0x%x", s->name,
+        return sop_err(SOP_MISMATCH, "store '%s' exists with flags 0x%x, opened with 0x%x", s->name,
                        s->flags, o->flags);
     if (o->slot_length && o->slot_length != s->slot_length)
-        return sop_err(SOP_INVAL, "store '%s' exists with slot_length %u, opened with %u", s->name,
-                       s->slot_length, o->slot_length);
+        return sop_err(SOP_MISMATCH, "store '%s' exists with slot_length %u, opened with %u",
+                       s->name, s->slot_length, o->slot_length);
     if (o->max_inline_value && o->max_inline_value != s->max_inline)
-        return sop_err(SOP_INVAL, "store '%s' exists with max_inline_value %u, opened with %u",
+        return sop_err(SOP_MISMATCH, "store '%s' exists with max_inline_value %u, opened with %u",
                        s->name, s->max_inline, o->max_inline_value);
     if (o->comparator && (!s->comparator || strcmp(o->comparator, s->comparator) != 0))
-        return sop_err(SOP_INVAL, "store '%s' exists with comparator '%s', opened with '%s'",
+        return sop_err(SOP_MISMATCH, "store '%s' exists with comparator '%s', opened with '%s'",
                        s->name, s->comparator ? s->comparator : "(bytewise)", o->comparator);
     if (o->key_spec_len && (o->key_spec_len != s->key_spec_len ||
                             memcmp(o->key_spec, s->key_spec, s->key_spec_len) != 0))
-        return sop_err(SOP_INVAL, "store '%s' exists with a different key specification", s->name);
+        return sop_err(SOP_MISMATCH, "store '%s' exists with a different key specification",
+                       s->name);
     return SOP_OK;
 }
 

@@ -241,6 +241,64 @@ TEST(test_api__duplicate_comparator_names_refused)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Issue 11: options that contradict a store's stored ones were SOP_INVAL,
+ * like a bad argument; only the message told them apart. Every field
+ * gives SOP_MISMATCH now (message naming it), after a reopen too (the
+ * stored options), and the txn stays usable; a bad argument on an
+ * existing store is still SOP_INVAL. */
+TEST(test_api__contradicting_store_options_are_mismatch)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_comparator cmps[2] = {{"rev", reverse_cmp, NULL}, {"fwd", other_cmp, NULL}};
+    sop_db_options dopts = SOP_DB_OPTIONS_INIT;
+    dopts.comparators = cmps;
+    dopts.comparator_count = 2;
+    CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.slot_length = 32;
+    o.max_inline_value = 100;
+    o.comparator = "rev";
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, &o));
+    CHECK_OK(put_s(t, s, "k", "v"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK(strcmp(sop_strerror(SOP_MISMATCH), "options contradict the stored ones") == 0);
+    for (int reopen = 0; reopen < 2; reopen++) {
+        if (reopen) {
+            CHECK_OK(sop_db_close(db));
+            CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
+        }
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        sop_store_options m = o; /* each field in turn contradicts */
+        m.slot_length = 64;
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &m));
+        CHECK(strstr(sop_errmsg(), "slot_length 32, opened with 64") != NULL);
+        m = o, m.max_inline_value = 200;
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", SOP_STORE_CREATE, &m));
+        CHECK(strstr(sop_errmsg(), "max_inline_value") != NULL);
+        m = o, m.flags = SOP_STORE_DUPLICATES;
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &m));
+        CHECK(strstr(sop_errmsg(), "flags") != NULL);
+        m = o, m.comparator = "fwd";
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &m));
+        CHECK(strstr(sop_errmsg(), "comparator 'rev', opened with 'fwd'") != NULL);
+        m = o, m.comparator = NULL, m.key_spec = "\x01", m.key_spec_len = 1;
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &m));
+        CHECK(strstr(sop_errmsg(), "key specification") != NULL);
+        m = o, m.version = 99; /* a bad argument, not a contradiction */
+        CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &m));
+        CHECK_OK(sop_store_open(&s, t, "s", 0, &o)); /* the same options: fine */
+        sop_val v;
+        CHECK_OK(get_s(&v, t, s, "k")); /* the txn stayed usable */
+        CHECK_VAL(v, "v");
+        CHECK_OK(put_s(t, s, "k2", "w"));
+        CHECK_OK(sop_txn_commit(t));
+    }
+    CHECK_OK(sop_db_close(db));
+}
+
 /* Issue 10 #8: sop_errmsg() after a successful call is "", whatever
  * happened inside it (open of an existing folder tolerates EEXIST). */
 TEST(test_api__errmsg_empty_after_success)
@@ -741,4 +799,5 @@ TEST_MAIN(T(test_api__time_limit_enforced_at_every_call), T(test_api__store_name
           T(test_api__folder_deleted_under_handle_is_ioerr),
           T(test_api__oversized_commit_record_refused), T(test_api__dropped_stores_are_freed),
           T(test_api__many_stores_in_one_txn), T(test_api__catalog_churn_threads),
-          T(test_api__prepared_create_frees_pending_object))
+          T(test_api__prepared_create_frees_pending_object),
+          T(test_api__contradicting_store_options_are_mismatch))

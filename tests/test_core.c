@@ -96,12 +96,12 @@ TEST(test_core__error_codes)
     sop_store_options o = SOP_STORE_OPTIONS_INIT;
     o.slot_length = SOP_SLOT_LENGTH_DEFAULT / 2; /* "s" has the default */
     CHECK_OK(sop_txn_begin(&t, db, 0));
-    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &o));
+    CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &o));
     o.slot_length = 2;
     CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "bad", SOP_STORE_CREATE, &o));
     o.slot_length = 0;
     o.flags = SOP_STORE_DUPLICATES;
-    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &o));
+    CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &o));
     o.flags = 0;
     o.comparator = "unregistered";
     CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "c", SOP_STORE_CREATE, &o));

@@ -132,7 +132,7 @@ where
                 }
                 // SAFETY: live txn; options read during the call.
                 let rc = unsafe { ffi::sop_store_open(&mut store, txn, cname.as_ptr(), 0, &so) };
-                if rc == ffi::SOP_INVAL {
+                if rc == ffi::SOP_MISMATCH {
                     return Err(mismatch(name, Error::from_rc(rc).message().to_string()));
                 }
                 check(rc)?;

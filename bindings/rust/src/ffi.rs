@@ -72,6 +72,7 @@ pub const SOP_CORRUPT: c_int = -12;
 pub const SOP_VERSION: c_int = -13;
 pub const SOP_UNKNOWN_OUTCOME: c_int = -14;
 pub const SOP_PANIC: c_int = -15;
+pub const SOP_MISMATCH: c_int = -16;
 
 pub const SOP_MAX_KEY_LEN: usize = 4096;
 pub const SOP_MAX_XID_LEN: usize = 128;
