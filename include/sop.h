@@ -11,7 +11,9 @@
  *   handle      made by            ended by                 threads
  *   sop_db      sop_db_open        sop_db_close             any number at once
  *   sop_txn     sop_txn_begin      sop_txn_commit / _abort  one at a time
- *                                  (either, whatever it returns)
+ *                                  (either, whatever it returns);
+ *                                  a prepared one also by sop_txn_release
+ *                                  or sop_db_close (left prepared)
  *   sop_store   sop_store_open     sop_db_close (or removal) any
  *   sop_cursor  sop_cursor_open    sop_cursor_close         its txn's thread
  *
@@ -221,10 +223,17 @@ SOP_API int sop_db_open(sop_db **db_out, const char *path, const sop_db_options 
 /**
  * @brief Close a database: checkpoint, sync (except SOP_SYNC_OFF), free.
  *
- * Every transaction must have ended first; otherwise SOP_BADSTATE is returned
- * and the handle stays open. On any other return the handle is freed (a
- * failed final checkpoint loses nothing: the log still holds every commit).
- * NULL is accepted and returns SOP_OK. Store handles die with the db.
+ * Every transaction that is not prepared must have ended first; otherwise
+ * SOP_BADSTATE is returned and the handle (and every transaction) stays
+ * open. Handles of prepared transactions are released as sop_txn_release
+ * does: the transactions stay prepared, durable, and the next open lists
+ * them (sop_db_prepared_list) for phase 2 by id; the pointers dangle.
+ * On any return but SOP_BADSTATE the handle is freed (a failed final
+ * checkpoint loses nothing: the log still holds every commit and prepare).
+ * NULL is accepted and returns SOP_OK. Store handles and cursors' stores
+ * die with the db (close cursors before or after: sop_cursor_close only
+ * frees the cursor). No other call on @p db or its transactions may run
+ * concurrently with close or follow it.
  * @retval SOP_OK, SOP_BADSTATE, SOP_NOSPC, SOP_PANIC
  * @retval SOP_IOERR  Also when the folder was deleted or renamed while the
  *                    handle was open (sop_os_errno() is then ENOENT); every
@@ -407,7 +416,8 @@ SOP_API int sop_txn_abort(sop_txn *txn);
  *
  * @param[in] xid  Optional external id (0..SOP_MAX_XID_LEN bytes) stored with
  *                 the prepared txn for a coordinator; NULL for none.
- * @retval SOP_OK        Prepared; only sop_txn_commit/abort are allowed now.
+ * @retval SOP_OK        Prepared; only sop_txn_commit/abort/release are
+ *                       allowed now.
  * @retval SOP_CONFLICT  Validation failed; the txn has failed (abort it).
  * @retval SOP_BUSY      Another prepared txn holds a key; txn still active.
  * @retval SOP_READONLY  Read-only transactions cannot be prepared.
@@ -416,6 +426,21 @@ SOP_API int sop_txn_abort(sop_txn *txn);
  * @retval SOP_TIMEOUT, SOP_BADSTATE, SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC
  */
 SOP_API int sop_txn_prepare(sop_txn *txn, const sop_val *xid);
+
+/**
+ * @brief Release the handle of a prepared transaction and leave it prepared.
+ *
+ * For a coordinator that decides phase 2 later, possibly after a restart:
+ * the handle is freed (the pointer dangles), the transaction stays prepared
+ * and durable, and is resolved by id with sop_db_prepared_commit or
+ * sop_db_prepared_rollback, in this process or after a reopen.
+ * sop_db_close does the same for every prepared handle still open.
+ * @retval SOP_OK        Released.
+ * @retval SOP_BADSTATE  Not prepared: nothing happened, the handle is still
+ *                       yours (commit or abort it).
+ * @retval SOP_INVAL     NULL.
+ */
+SOP_API int sop_txn_release(sop_txn *txn);
 
 /** The id of a prepared transaction (0 before sop_txn_prepare succeeded). */
 SOP_API uint64_t sop_txn_id(const sop_txn *txn);

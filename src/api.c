@@ -96,6 +96,21 @@ int sop_txn_abort(sop_txn *t)
     return sop_done(rc);
 }
 
+int sop_txn_release(sop_txn *t)
+{
+    sop_err_clear();
+    if (!t)
+        return sop_err(SOP_INVAL, "txn is NULL");
+    SOP_TXN_CHECK(t, "sop_txn_release");
+    if (t->state != SOP_TXN_PREPARED)
+        return sop_err(SOP_BADSTATE, "only a prepared transaction can be released; commit or "
+                                     "abort this one");
+    /* The prepared entry (db->prepared) is the transaction; the handle
+     * only names it, so freeing the handle leaves it prepared. */
+    sop_txn__free(t);
+    return SOP_OK;
+}
+
 int sop_txn_prepare(sop_txn *t, const sop_val *xid)
 {
     sop_err_clear();

@@ -14,6 +14,8 @@
 
 #include "txn.h" /* white-box: sop_txn__replay, db->applied_lsn */
 
+#define CHECK_MSG_HAS(needle) CHECK(strstr(sop_errmsg(), (needle)) != NULL)
+
 static sop_db *open_db(sop_sync_mode sync)
 {
     sop_db *db = NULL;
@@ -672,6 +674,90 @@ TEST(test_prepared__many_prepared_are_recovered_in_linear_time)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Issue 11: a prepared transaction could not survive a clean shutdown:
+ * sop_db_close refused with SOP_BADSTATE while it was open and
+ * sop_txn_abort rolled it back. Now sop_txn_release (a) and sop_db_close
+ * itself (b) leave it prepared; after the reopen it is listed with its
+ * xid, holds its keys (SOP_BUSY), and phase 2 by id commits (round 0) or
+ * rolls back (round 1) its writes, checked by value after another clean
+ * reopen. A plain open transaction still makes close SOP_BADSTATE, and
+ * then nothing is released. */
+TEST(test_prepared__prepared_survives_clean_close)
+{
+    for (int rollback = 0; rollback < 2; rollback++) {
+        sop_db *db = open_db(SOP_SYNC_NORMAL);
+        sop_store *s;
+        sop_txn *a, *b, *plain;
+        char buf[32];
+        CHECK(db);
+        CHECK_OK(make_store(db, rollback ? "r" : "c", &s));
+        CHECK_OK(sop_txn_begin(&a, db, 0));
+        CHECK_OK(put_s(a, s, "a", "from-a"));
+        CHECK_OK(sop_txn_prepare(a, &(sop_val)S("xid-a")));
+        CHECK_OK(sop_txn_begin(&b, db, 0));
+        CHECK_OK(put_s(b, s, "b", "from-b"));
+        CHECK_OK(sop_txn_prepare(b, &(sop_val)S("xid-b")));
+        uint64_t ida = sop_txn_id(a), idb = sop_txn_id(b);
+        CHECK(ida != 0 && idb != 0 && ida != idb);
+        CHECK_OK(sop_txn_begin(&plain, db, 0));
+        CHECK_RC(SOP_BADSTATE, sop_txn_release(plain)); /* not prepared: still live */
+        CHECK_OK(put_s(plain, s, "p", "plain"));
+        CHECK_RC(SOP_BADSTATE, sop_db_close(db)); /* plain is open */
+        CHECK_MSG_HAS("1 transaction(s) still open");
+        CHECK_OK(sop_txn_commit(plain));
+        CHECK_OK(sop_txn_release(a)); /* (a) */
+        CHECK_OK(sop_db_close(db));   /* (b): releases b */
+        forget_txn(a);
+        forget_txn(b);
+
+        CHECK((db = open_db(SOP_SYNC_NORMAL)) != NULL);
+        sop_prepared_info info[4];
+        size_t n;
+        CHECK_OK(sop_db_prepared_list(info, 4, &n, db));
+        CHECK_EQ_U64(n, 2);
+        CHECK_EQ_U64(info[0].id, ida);
+        CHECK_EQ_U64(info[1].id, idb);
+        CHECK(info[0].xid_len == 5 && memcmp(info[0].xid, "xid-a", 5) == 0);
+        CHECK(info[1].xid_len == 5 && memcmp(info[1].xid, "xid-b", 5) == 0);
+        CHECK_OK(sop_txn_begin(&plain, db, 0));
+        CHECK_OK(sop_store_open(&s, plain, rollback ? "r" : "c", 0, NULL));
+        CHECK_OK(put_s(plain, s, "a", "blocked"));
+        CHECK_RC(SOP_BUSY, sop_txn_commit(plain));                   /* a still holds its key */
+        CHECK_RC(SOP_NOTFOUND, read_s(buf, sizeof buf, db, s, "a")); /* not visible yet */
+        CHECK_OK(read_s(buf, sizeof buf, db, s, "p"));
+        CHECK(strcmp(buf, "plain") == 0);
+        for (size_t i = 0; i < 2; i++)
+            CHECK_OK(rollback ? sop_db_prepared_rollback(db, info[i].id)
+                              : sop_db_prepared_commit(db, info[i].id));
+        CHECK_RC(SOP_NOTFOUND, sop_db_prepared_commit(db, ida)); /* resolved once */
+        CHECK_OK(sop_db_close(db));
+
+        CHECK((db = open_db(SOP_SYNC_NORMAL)) != NULL);
+        CHECK_OK(sop_db_prepared_list(info, 4, &n, db));
+        CHECK_EQ_U64(n, 0);
+        CHECK_OK(sop_txn_begin(&plain, db, SOP_TXN_READONLY));
+        CHECK_OK(sop_store_open(&s, plain, rollback ? "r" : "c", 0, NULL));
+        CHECK_OK(sop_txn_abort(plain));
+        const char *keys[2] = {"a", "b"}, *vals[2] = {"from-a", "from-b"};
+        for (int i = 0; i < 2; i++) {
+            int rc = read_s(buf, sizeof buf, db, s, keys[i]);
+            if (rollback) {
+                CHECK_RC(SOP_NOTFOUND, rc);
+            } else {
+                CHECK_OK(rc);
+                CHECK(strcmp(buf, vals[i]) == 0);
+            }
+        }
+        uint64_t count;
+        CHECK_OK(sop_txn_begin(&plain, db, SOP_TXN_READONLY));
+        CHECK_OK(sop_count(&count, plain, s));
+        CHECK_EQ_U64(count, rollback ? 1 : 3);
+        CHECK_OK(sop_txn_abort(plain));
+        CHECK_EQ_U64(check_db(db), 0);
+        CHECK_OK(sop_db_close(db));
+    }
+}
+
 TEST_MAIN(T(test_prepared__busy_retry_after_commit_prepared_conflicts),
           T(test_prepared__commit_after_commit_prepared_conflicts),
           T(test_prepared__blind_writer_after_prepare_conflicts),
@@ -679,4 +765,5 @@ TEST_MAIN(T(test_prepared__busy_retry_after_commit_prepared_conflicts),
           T(test_prepared__recovered_prepared_commit_conflicts_with_reader),
           T(test_prepared__bank_and_list_append_with_prepare),
           T(test_prepared__recovered_prepared_commit_under_small_cache),
-          T(test_prepared__many_prepared_are_recovered_in_linear_time))
+          T(test_prepared__many_prepared_are_recovered_in_linear_time),
+          T(test_prepared__prepared_survives_clean_close))
