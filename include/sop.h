@@ -638,8 +638,12 @@ SOP_API int sop_remove(sop_txn *txn, sop_store *store, const sop_val *key);
  */
 SOP_API int sop_get(sop_val *value_out, sop_txn *txn, sop_store *store, const sop_val *key);
 
-/** Number of items in @p txn's view of the store, own changes included.
- *  In a read-write txn this reads the whole store (validated at commit). */
+/** Number of items in @p txn's view of the store, own changes included:
+ *  the count stored with the snapshot plus the transaction's own delta
+ *  (its write set's keys are looked up; the store is not walked). In a
+ *  read-write txn the count is a read validated at commit like any other:
+ *  it covers every key of the store, so a commit since the snapshot that
+ *  wrote any key of it makes this txn's commit SOP_CONFLICT. */
 SOP_API int sop_count(uint64_t *count_out, sop_txn *txn, sop_store *store);
 
 /* ------------------------------------------------------------------------ */

@@ -872,6 +872,88 @@ TEST(test_txn__retry_loop_needs_no_busy_case)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Issue 11: sop_count in a read-write transaction is the stored count
+ * at its snapshot plus its own delta (new keys added, present keys
+ * removed; updates, removals of absent keys and put-then-remove of a new
+ * key count nothing), without walking the store: the call looks up only
+ * the write set's keys (node reads from disk after a reopen bounded far
+ * below the store's 300+ leaves). It is a read of the whole store for validation: a concurrent
+ * committed insert makes the counting transaction conflict; a commit to
+ * another store does not. */
+TEST(test_txn__count_in_rw_txn_is_stored_plus_delta)
+{
+    enum { N = 20000 };
+    sop_db *db = open_db();
+    sop_store *s, *other;
+    sop_txn *t, *b;
+    char k[16];
+    uint64_t n;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(make_store(db, "other", &other));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    for (int i = 0; i < N; i++) {
+        snprintf(k, sizeof k, "k%06d", i * 2);
+        CHECK_OK(put_s(t, s, k, "v"));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db)); /* reopen: no node in memory, each one read counts */
+    CHECK((db = open_db()) != NULL);
+
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, NULL));
+    CHECK_OK(sop_store_open(&other, t, "other", 0, NULL));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N);
+    CHECK_OK(put_s(t, s, "k000001", "new"));        /* +1 */
+    CHECK_OK(put_s(t, s, "k000003", "new"));        /* +1 */
+    CHECK_OK(put_s(t, s, "k999999", "new"));        /* +1 */
+    CHECK_OK(put_s(t, s, "k000002", "upd"));        /* update: 0 */
+    CHECK_OK(put_s(t, s, "k000004", "upd"));        /* update: 0 */
+    CHECK_OK(del_s(t, s, "k000006"));               /* -1 */
+    CHECK_OK(del_s(t, s, "k000008"));               /* -1 */
+    CHECK_RC(SOP_NOTFOUND, del_s(t, s, "k000005")); /* absent: 0 */
+    CHECK_OK(put_s(t, s, "k000007", "tmp"));
+    CHECK_OK(del_s(t, s, "k000007")); /* new then removed: 0 */
+    sop_db_stat_info st0, st1;
+    CHECK_OK(sop_db_stat(&st0, db));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_OK(sop_db_stat(&st1, db));
+    CHECK_EQ_U64(n, N + 1);
+    uint64_t loads = st1.node_loads - st0.node_loads;
+    printf("    sop_count over %d keys with 10 pending writes: %" PRIu64 " node loads\n", N, loads);
+    CHECK(loads <= 32); /* the write set's paths; a walk reads 300+ leaves */
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N + 1); /* the stored count agrees after the commit */
+    CHECK_OK(sop_txn_abort(t));
+
+    /* A concurrent committed insert: the counting txn conflicts. */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N + 1);
+    CHECK_OK(put_s(t, other, "summary", "N+1")); /* the write that depends on it */
+    CHECK_OK(sop_txn_begin(&b, db, 0));
+    CHECK_OK(put_s(b, s, "k000009", "concurrent"));
+    CHECK_OK(sop_txn_commit(b));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N + 1); /* its snapshot */
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(t));
+
+    /* A commit to another store only: no conflict. */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N + 2);
+    CHECK_OK(put_s(t, other, "summary", "N+2"));
+    CHECK_OK(sop_txn_begin(&b, db, 0));
+    CHECK_OK(put_s(b, other, "unrelated", "x"));
+    CHECK_OK(sop_txn_commit(b));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
 /* A second process opening the same folder is refused with SOP_BUSY. */
 TEST(test_txn__second_process_is_refused)
 {
@@ -909,4 +991,5 @@ TEST_MAIN(T(test_txn__write_set_mixed_order_iterates_sorted),
           T(test_txn__eight_threads_fill_empty_store),
           T(test_txn__same_key_threads_exactly_one_wins),
           T(test_txn__conflict_retry_does_not_lose_twice_to_one_commit),
-          T(test_txn__ended_handle_use_fails_loudly), T(test_txn__retry_loop_needs_no_busy_case))
+          T(test_txn__ended_handle_use_fails_loudly), T(test_txn__retry_loop_needs_no_busy_case),
+          T(test_txn__count_in_rw_txn_is_stored_plus_delta))
