@@ -684,6 +684,38 @@ SOP_API void sop_cursor_close(sop_cursor *cursor);
 SOP_API int sop_cursor_get(sop_val *key_out, sop_val *value_out, sop_cursor *cursor,
                            sop_cursor_op op, const sop_val *key);
 
+/** sop_cursor_set_range flags. */
+#define SOP_RANGE_LO_EXCLUSIVE 0x1u /**< lo itself is outside the range */
+#define SOP_RANGE_HI_EXCLUSIVE 0x2u /**< hi itself is outside the range */
+
+/**
+ * @brief Bound the cursor to the keys from @p lo to @p hi.
+ *
+ * Afterwards the cursor sees only items inside the bounds, as if the store
+ * held nothing else: SOP_FIRST / SOP_LAST give the first / last item inside
+ * them; SOP_NEXT / SOP_PREV return SOP_NOTFOUND at a bound (staying on the
+ * item, as at the store's end); SOP_SEEK of a key outside them and
+ * SOP_SEEK_GE that finds nothing inside them give SOP_NOTFOUND; SOP_SEEK_GE
+ * of a key below @p lo starts at @p lo. So a range scan needs no "past the
+ * end" check: SOP_NEXT (or SOP_PREV for reverse order) until SOP_NOTFOUND.
+ * Bounds compare with the store's order (its comparator) and are inclusive
+ * unless a SOP_RANGE_*_EXCLUSIVE flag says otherwise; lo above hi gives an
+ * empty range. A prefix scan: lo = prefix, hi = sop_key_prefix_end(prefix),
+ * SOP_RANGE_HI_EXCLUSIVE. In a read-write txn only what the cursor visits
+ * joins the read set (plus at most the first item past a bound).
+ *
+ * @param[in] lo, hi  NULL = unbounded on that side; copied (1..SOP_MAX_KEY_LEN
+ *                    bytes). Both NULL removes the bounds.
+ * @param[in] flags   0 or SOP_RANGE_LO_EXCLUSIVE | SOP_RANGE_HI_EXCLUSIVE.
+ * The cursor becomes unpositioned; the bounds last until the next call.
+ * @retval SOP_OK
+ * @retval SOP_INVAL     Bad key length or flag (nothing changed).
+ * @retval SOP_BADSTATE  The cursor's txn has ended (or has failed).
+ * @retval SOP_NOMEM, SOP_TIMEOUT
+ */
+SOP_API int sop_cursor_set_range(sop_cursor *cursor, const sop_val *lo, const sop_val *hi,
+                                 unsigned flags);
+
 /** Remove the item at the cursor (read-write txn). The cursor stays between
  *  its neighbours: NEXT/PREV move to them. SOP_INVAL if unpositioned. */
 SOP_API int sop_cursor_remove(sop_cursor *cursor);

@@ -890,6 +890,29 @@ int sop_cursor_get(sop_val *key_out, sop_val *value_out, sop_cursor *c, sop_curs
     return sop_done(cursor_get_impl(key_out, value_out, c, op, key));
 }
 
+static int cursor_set_range_impl(sop_cursor *c, const sop_val *lo, const sop_val *hi,
+                                 unsigned flags)
+{
+    sop_err_clear();
+    if (!c)
+        return sop_err(SOP_INVAL, "cursor is NULL");
+    if (flags & ~(SOP_RANGE_LO_EXCLUSIVE | SOP_RANGE_HI_EXCLUSIVE))
+        return sop_err(SOP_INVAL, "unknown range flags 0x%x", flags);
+    int rc;
+    if ((lo && (rc = check_kv(lo, NULL)) != SOP_OK) || (hi && (rc = check_kv(hi, NULL)) != SOP_OK))
+        return rc;
+    if (!c->txn)
+        return sop_err(SOP_BADSTATE, "the cursor's transaction has ended");
+    if ((rc = sop_txn__check_usable(c->txn, 0)) != SOP_OK)
+        return rc;
+    return sop_cursor__set_range(c, lo, hi, flags);
+}
+
+int sop_cursor_set_range(sop_cursor *c, const sop_val *lo, const sop_val *hi, unsigned flags)
+{
+    return sop_done(cursor_set_range_impl(c, lo, hi, flags));
+}
+
 static int cursor_remove_impl(sop_cursor *c)
 {
     sop_err_clear();

@@ -157,7 +157,14 @@ struct sop_cursor {
     int range_open;
     int range_lo_open;
     sop_val range_lo;
+    /* bounds (sop_cursor_set_range): keys point into bound_buf */
+    int has_lo, has_hi, lo_excl, hi_excl;
+    sop_val lo, hi;
+    uint8_t *bound_buf;
 };
+/* Set the cursor's bounds (NULL = unbounded; flags SOP_RANGE_*) and
+ * unposition it. Keys already checked. */
+int sop_cursor__set_range(sop_cursor *c, const sop_val *lo, const sop_val *hi, unsigned flags);
 
 /* Handle rule (sop.h): sop_txn_commit (whatever it returns) and
  * sop_txn_abort end the handle; the pointer is dangling afterwards. In
