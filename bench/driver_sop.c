@@ -233,7 +233,7 @@ static int so_scan(void *conn, bench_scan_fn fn, void *ctx)
 static int so_syncs(void *db, uint64_t *out)
 {
     so_db *d = db;
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     int rc = sop_db_stat(&st, d->db);
     if (rc != SOP_OK)
         return so_fail("sop_db_stat", rc);

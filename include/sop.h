@@ -23,8 +23,13 @@
  *     of the last failure on the calling thread ("" after a call that
  *     returned SOP_OK).
  *   - Out-parameters come first, then the handle, then inputs.
- *   - Option structs carry a version field; zero means "default" for every
- *     other field; initialise them with the *_INIT macro or *_init().
+ *   - Every public struct carries a version field and only ever grows at
+ *     its end. Option structs: zero means "default" for every other field;
+ *     initialise them with the *_INIT macro or *_init(). Structs libsop
+ *     fills (stat, info): set the version (the *_INIT macro does) and the
+ *     call writes only the fields that version has, so a program built
+ *     against an older header keeps working with a newer libsop; an
+ *     unknown version (0, or newer than the library) is SOP_INVAL.
  *   - Bytes handed back as sop_val are borrowed: the comment of each call
  *     says how long they stay valid. Copy them to keep them.
  *   - Ending a transaction invalidates its cursors (later use returns
@@ -252,6 +257,7 @@ SOP_API int sop_db_checkpoint(sop_db *db);
 
 /** Counters of a database handle (sop_db_stat). */
 typedef struct sop_db_stat_info {
+    uint32_t version;         /**< in: SOP_DB_STAT_VERSION (or an older one) */
     uint64_t last_lsn;        /**< newest committed log sequence number */
     uint64_t checkpoint_lsn;  /**< newest durable checkpoint covers up to here */
     uint64_t commits;         /**< read-write commits since open */
@@ -266,9 +272,24 @@ typedef struct sop_db_stat_info {
     uint64_t live_bytes;      /**< of which still referenced */
     uint64_t segments;        /**< segment files */
     uint64_t prepared;        /**< prepared transactions awaiting resolution */
+    /* version 1 ends here */
+    uint64_t active_txns;     /**< transaction handles open now (version 2) */
 } sop_db_stat_info;
 
-/** Fill *out with the handle's counters. */
+#define SOP_DB_STAT_VERSION 2
+/** Every field, in order (see SOP_DB_OPTIONS_INIT). */
+#define SOP_DB_STAT_INIT {SOP_DB_STAT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+/**
+ * @brief Fill *out with the handle's counters.
+ *
+ * Writes the fields of out->version only (version 1: up to prepared). The
+ * counters are read one by one, not as one atomic snapshot: with commits
+ * running they may be from slightly different moments.
+ * @retval SOP_OK
+ * @retval SOP_INVAL  NULL argument or unknown out->version (nothing written).
+ * @par Threads  Any, concurrently with every call on @p db except close.
+ */
 SOP_API int sop_db_stat(sop_db_stat_info *out, sop_db *db);
 
 /** Receives one integrity finding: a one-line description naming the store,
@@ -548,17 +569,36 @@ SOP_API int sop_store_list(char ***names_out, size_t *count_out, sop_txn *txn);
 SOP_API void sop_store_list_free(char **names, size_t count);
 
 typedef struct sop_store_info {
+    uint32_t version;           /**< in: SOP_STORE_INFO_VERSION */
     uint64_t count;             /**< items in txn's view (own changes included) */
     sop_store_options options;  /**< stored options; pointers borrowed from the
                                  *   store handle, valid until sop_db_close */
     uint64_t id;                /**< internal store id */
-} sop_store_info;
+} sop_store_info; /* version 1 ends here */
 
-/** Fill *out for @p store as seen by @p txn. */
+#define SOP_STORE_INFO_VERSION 1
+/** Every field, in order (see SOP_DB_OPTIONS_INIT). */
+#define SOP_STORE_INFO_INIT {SOP_STORE_INFO_VERSION, 0, SOP_STORE_OPTIONS_INIT, 0}
+
+/**
+ * @brief Fill *out for @p store as seen by @p txn.
+ *
+ * count is sop_count()'s (in a read-write txn it is a read: see there);
+ * options is the store's stored options (options.version is
+ * SOP_STORE_OPTIONS_VERSION). Writes the fields of out->version only.
+ * @retval SOP_OK
+ * @retval SOP_INVAL     NULL argument, unknown out->version, or a store of
+ *                       another database.
+ * @retval SOP_BADSTATE  Store not visible in @p txn, or @p txn unusable.
+ * @retval SOP_TIMEOUT, SOP_IOERR, SOP_CORRUPT, SOP_NOMEM, SOP_PANIC  As for
+ *                       sop_count (the txn has failed).
+ * @par Threads  As any read of @p txn.
+ */
 SOP_API int sop_store_info_get(sop_store_info *out, sop_txn *txn, sop_store *store);
 /** Shape and size of one store's tree (sop_store_stat). Fill factors are
  *  leaf_items / leaf_capacity and branch_children / branch_capacity. */
 typedef struct sop_store_stat_info {
+    uint32_t version;         /**< in: SOP_STORE_STAT_VERSION */
     uint32_t depth;           /**< levels; 1 = the root is a leaf */
     uint32_t slot_length;     /**< the store's items (children) per node */
     uint64_t leaf_nodes;      /**< leaves */
@@ -572,7 +612,11 @@ typedef struct sop_store_stat_info {
     uint64_t inline_value_bytes; /**< bytes of values stored inside leaves */
     uint64_t value_blobs;     /**< values stored apart from their leaf */
     uint64_t value_blob_bytes;   /**< their bytes */
-} sop_store_stat_info;
+} sop_store_stat_info; /* version 1 ends here */
+
+#define SOP_STORE_STAT_VERSION 1
+/** Every field, in order (see SOP_DB_OPTIONS_INIT). */
+#define SOP_STORE_STAT_INIT {SOP_STORE_STAT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Walk @p store's tree at @p txn's snapshot and describe its shape.
@@ -582,9 +626,11 @@ typedef struct sop_store_stat_info {
  * transaction's own uncommitted changes are not included, and the walk is
  * not part of a read-write transaction's read set: it is a statistic, not
  * a serializable read. A store created inside @p txn reports all zeros.
- * @param[out] out  Filled on SOP_OK; zeroed on error.
+ * @param[in,out] out  out->version in; the fields of that version filled on
+ *                     SOP_OK, zeroed on other errors.
  * @retval SOP_OK
- * @retval SOP_INVAL     NULL argument, or a store of another database.
+ * @retval SOP_INVAL     NULL argument, unknown out->version (nothing
+ *                       written), or a store of another database.
  * @retval SOP_BADSTATE  Store not visible in @p txn, or @p txn unusable.
  * @retval SOP_CORRUPT   A node could not be decoded.
  * @retval SOP_IOERR, SOP_NOMEM, SOP_PANIC

@@ -7,6 +7,7 @@
 #include "keys.h"
 #include "txn.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 /* ---- transactions ---------------------------------------------------------- */
@@ -174,6 +175,56 @@ int sop_db_prepared_rollback(sop_db *db, uint64_t id)
         return sop_err(SOP_INVAL, "db is NULL");
     int rc = sop_db__check_panic(db);
     return rc ? rc : sop_done(sop_txn__resolve_prepared(db, id, 0));
+}
+
+/* ---- versioned structs the library fills ----------------------------------------- */
+
+/* Bytes of a struct libsop fills that version @p v of it has; 0 for an
+ * unknown version. Fields are only appended (sop.h), so an older version
+ * is a prefix of the current struct. */
+static size_t db_stat_size(uint32_t v)
+{
+    return v == 1 ? offsetof(sop_db_stat_info, active_txns)
+                  : v == SOP_DB_STAT_VERSION ? sizeof(sop_db_stat_info) : 0;
+}
+
+static size_t store_info_size(uint32_t v)
+{
+    return v == SOP_STORE_INFO_VERSION ? sizeof(sop_store_info) : 0;
+}
+
+static size_t store_stat_size(uint32_t v)
+{
+    return v == SOP_STORE_STAT_VERSION ? sizeof(sop_store_stat_info) : 0;
+}
+
+/* Copy the first @p n bytes of the full struct @p full to the caller's
+ * @p out, keeping the caller's version field (the first member). */
+static void copy_versioned(void *out, const void *full, size_t n)
+{
+    uint32_t v;
+    memcpy(&v, out, sizeof v);
+    memcpy(out, full, n);
+    memcpy(out, &v, sizeof v);
+}
+
+int sop_db_stat(sop_db_stat_info *out, sop_db *db)
+{
+    sop_err_clear();
+    if (!out || !db)
+        return sop_err(SOP_INVAL, "NULL argument");
+    size_t n = db_stat_size(out->version);
+    if (!n)
+        return sop_err(SOP_INVAL, "unknown sop_db_stat_info version %u", out->version);
+    sop_db_stat_info full;
+    int rc = sop_db__stat(&full, db);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&db->snap_mu);
+    full.active_txns = db->active_count;
+    pthread_mutex_unlock(&db->snap_mu);
+    copy_versioned(out, &full, n);
+    return sop_done(SOP_OK);
 }
 
 /* ---- stores ------------------------------------------------------------------ */
@@ -756,18 +807,23 @@ static int store_info_get_impl(sop_store_info *out, sop_txn *t, sop_store *s)
     sop_err_clear();
     if (!out || !t)
         return sop_err(SOP_INVAL, "NULL argument");
-    memset(out, 0, sizeof *out);
-    int rc = sop_count(&out->count, t, s);
+    size_t n = store_info_size(out->version);
+    if (!n)
+        return sop_err(SOP_INVAL, "unknown sop_store_info version %u", out->version);
+    sop_store_info full;
+    memset(&full, 0, sizeof full);
+    int rc = sop_count(&full.count, t, s);
     if (rc)
         return rc;
-    out->options.version = SOP_STORE_OPTIONS_VERSION;
-    out->options.flags = s->flags;
-    out->options.slot_length = s->slot_length;
-    out->options.max_inline_value = s->max_inline;
-    out->options.comparator = s->comparator;
-    out->options.key_spec = s->key_spec;
-    out->options.key_spec_len = s->key_spec_len;
-    out->id = s->id;
+    full.options.version = SOP_STORE_OPTIONS_VERSION;
+    full.options.flags = s->flags;
+    full.options.slot_length = s->slot_length;
+    full.options.max_inline_value = s->max_inline;
+    full.options.comparator = s->comparator;
+    full.options.key_spec = s->key_spec;
+    full.options.key_spec_len = s->key_spec_len;
+    full.id = s->id;
+    copy_versioned(out, &full, n);
     return SOP_OK;
 }
 
@@ -781,16 +837,20 @@ static int store_stat_impl(sop_store_stat_info *out, sop_txn *t, sop_store *s)
     sop_err_clear();
     if (!out || !t)
         return sop_err(SOP_INVAL, "NULL argument");
-    memset(out, 0, sizeof *out);
+    size_t n = store_stat_size(out->version);
+    if (!n)
+        return sop_err(SOP_INVAL, "unknown sop_store_stat_info version %u", out->version);
+    sop_store_stat_info full;
+    memset(&full, 0, sizeof full);
+    copy_versioned(out, &full, n); /* zeroed on error */
     int rc = sop_txn__check_usable(t, 0);
     if (rc || (rc = check_store(t, s)) != SOP_OK)
         return rc;
     if (atomic_load(&s->created_lsn) > t->snap)
         return SOP_OK; /* created by this transaction: nothing committed yet */
-    if ((rc = sop_btree__stat(out, t->db, s, t->snap)) != SOP_OK) {
-        memset(out, 0, sizeof *out);
+    if ((rc = sop_btree__stat(&full, t->db, s, t->snap)) != SOP_OK)
         return sop_txn__fail(t, rc);
-    }
+    copy_versioned(out, &full, n);
     return SOP_OK;
 }
 

@@ -1112,7 +1112,7 @@ int sop_db_checkpoint(sop_db *db)
     return rc ? rc : sop_done(sop_err_lost_file(sop_ckpt__run(db)));
 }
 
-int sop_db_stat(sop_db_stat_info *out, sop_db *db)
+int sop_db__stat(sop_db_stat_info *out, sop_db *db)
 {
     sop_err_clear();
     if (!out || !db)

@@ -13,6 +13,7 @@
 #include "txn.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -65,8 +66,8 @@ static int expired_call(sop_txn *t, sop_store *s, sop_cursor *c, int kind, int *
     char **names;
     size_t count;
     sop_store *s2;
-    sop_store_info info;
-    sop_store_stat_info st;
+    sop_store_info info = SOP_STORE_INFO_INIT;
+    sop_store_stat_info st = SOP_STORE_STAT_INIT;
     sop_cursor *c2;
     switch (kind) {
     case K_GET_RO:
@@ -299,6 +300,83 @@ TEST(test_api__contradicting_store_options_are_mismatch)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Issue 11: the stat and info structs had no version field, so a field
+ * appended later would be written past the end of an older program's
+ * struct. Each has one now and the call writes only that version's
+ * fields: a version-1 sop_db_stat_info (as a program built against the
+ * version-1 header declares it) is filled up to `prepared` and the bytes
+ * after it are untouched; version 2 adds active_txns; unknown versions
+ * are SOP_INVAL with nothing written. */
+TEST(test_api__older_version_stat_struct_still_works)
+{
+    struct db_stat_v1 { /* sop.h's sop_db_stat_info of version 1 */
+        uint32_t version;
+        uint64_t last_lsn, checkpoint_lsn, commits, conflicts, merges, syncs, node_loads, node_hits,
+            cache_bytes, dirty_bytes, disk_bytes, live_bytes, segments, prepared;
+    };
+    struct {
+        struct db_stat_v1 st;
+        uint64_t canary[4];
+    } old;
+    sop_db *db;
+    sop_txn *p, *t;
+    sop_store *s;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "k", "v"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&p, db, 0));
+    CHECK_OK(put_s(p, s, "p", "v"));
+    CHECK_OK(sop_txn_prepare(p, NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+
+    memset(&old, 0xAB, sizeof old);
+    old.st.version = 1;
+    CHECK_OK(sop_db_stat((sop_db_stat_info *)&old, db));
+    CHECK_EQ_U64(old.st.version, 1);
+    CHECK_EQ_U64(old.st.commits, 1);
+    CHECK_EQ_U64(old.st.prepared, 1);
+    CHECK(old.st.last_lsn >= 2);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_U64(old.canary[i], 0xABABABABABABABABull); /* nothing past v1 */
+    CHECK(sizeof(struct db_stat_v1) == offsetof(sop_db_stat_info, active_txns));
+
+    sop_db_stat_info cur = SOP_DB_STAT_INIT;
+    CHECK_OK(sop_db_stat(&cur, db));
+    CHECK_EQ_U64(cur.version, SOP_DB_STAT_VERSION);
+    CHECK_EQ_U64(cur.prepared, 1);
+    CHECK_EQ_U64(cur.active_txns, 2); /* p (prepared) and t */
+    CHECK_EQ_U64(cur.commits, old.st.commits);
+
+    for (uint32_t bad = 0; bad < 2; bad++) { /* version 0 and a newer one */
+        memset(&old, 0xAB, sizeof old);
+        old.st.version = bad ? SOP_DB_STAT_VERSION + 1 : 0;
+        CHECK_RC(SOP_INVAL, sop_db_stat((sop_db_stat_info *)&old, db));
+        CHECK_EQ_U64(old.st.commits, 0xABABABABABABABABull);
+        sop_store_info info = SOP_STORE_INFO_INIT;
+        info.version = old.st.version;
+        CHECK_RC(SOP_INVAL, sop_store_info_get(&info, t, s));
+        sop_store_stat_info ss = SOP_STORE_STAT_INIT;
+        ss.version = old.st.version;
+        CHECK_RC(SOP_INVAL, sop_store_stat(&ss, t, s));
+    }
+    sop_store_info info = SOP_STORE_INFO_INIT;
+    CHECK_OK(sop_store_info_get(&info, t, s));
+    CHECK_EQ_U64(info.version, SOP_STORE_INFO_VERSION);
+    CHECK_EQ_U64(info.count, 1);
+    CHECK_EQ_U64(info.options.version, SOP_STORE_OPTIONS_VERSION);
+    CHECK_EQ_U64(info.options.slot_length, SOP_SLOT_LENGTH_DEFAULT);
+    sop_store_stat_info ss = SOP_STORE_STAT_INIT;
+    CHECK_OK(sop_store_stat(&ss, t, s));
+    CHECK_EQ_U64(ss.version, SOP_STORE_STAT_VERSION);
+    CHECK_EQ_U64(ss.leaf_items, 1);
+    CHECK_EQ_U64(ss.depth, 1);
+    CHECK_OK(sop_txn_abort(t));
+    CHECK_OK(sop_txn_abort(p));
+    CHECK_OK(sop_db_close(db));
+}
+
 /* Issue 10 #8: sop_errmsg() after a successful call is "", whatever
  * happened inside it (open of an existing folder tolerates EEXIST). */
 TEST(test_api__errmsg_empty_after_success)
@@ -414,7 +492,7 @@ TEST(test_api__oversized_commit_record_refused)
     sop_db *db;
     sop_txn *t;
     sop_store *s;
-    sop_db_stat_info before, after;
+    sop_db_stat_info before = SOP_DB_STAT_INIT, after = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK(db->wal.max_record >= (1ull << 32) - 64 && db->wal.max_record < (1ull << 32));
     CHECK_OK(sop_txn_begin(&t, db, 0));
@@ -800,4 +878,5 @@ TEST_MAIN(T(test_api__time_limit_enforced_at_every_call), T(test_api__store_name
           T(test_api__oversized_commit_record_refused), T(test_api__dropped_stores_are_freed),
           T(test_api__many_stores_in_one_txn), T(test_api__catalog_churn_threads),
           T(test_api__prepared_create_frees_pending_object),
-          T(test_api__contradicting_store_options_are_mismatch))
+          T(test_api__contradicting_store_options_are_mismatch),
+          T(test_api__older_version_stat_struct_still_works))

@@ -160,7 +160,7 @@ TEST(test_core__store_lifecycle)
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK_OK(sop_txn_begin(&t, db, 0));
     CHECK_OK(sop_store_open(&a, t, "alpha", 0, NULL)); /* stored options used */
-    sop_store_info info;
+    sop_store_info info = SOP_STORE_INFO_INIT;
     CHECK_OK(sop_store_info_get(&info, t, a));
     CHECK_EQ_U64(info.options.slot_length, 16);
     CHECK_EQ_U64(info.options.flags, SOP_STORE_DUPLICATES);
@@ -511,7 +511,7 @@ TEST(test_core__space_reclaimed_under_churn)
     dopts.sync = SOP_SYNC_OFF;
     dopts.segment_bytes = 1 << 20;
     CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     uint64_t max_disk = 0, live = 0;
     for (int r = 0; r <= ROUNDS; r++) {
         CHECK_OK(sop_txn_begin(&t, db, 0));
@@ -778,7 +778,7 @@ TEST(test_core__store_stat_describes_the_tree)
     sop_db *db;
     sop_txn *t;
     sop_store *s, *b, *e;
-    sop_store_stat_info st, st2, sb;
+    sop_store_stat_info st = SOP_STORE_STAT_INIT, st2 = SOP_STORE_STAT_INIT, sb = SOP_STORE_STAT_INIT;
     char key[16], val[VLEN + 1];
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK_OK(sop_txn_begin(&t, db, 0));

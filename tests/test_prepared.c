@@ -587,7 +587,7 @@ TEST(test_prepared__recovered_prepared_commit_under_small_cache)
         CHECK_VAL(v, vb);
     }
     sop_txn_abort(t);
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     CHECK(st.node_loads > 100); /* it really ran through the small cache */
     CHECK_EQ_U64(check_db(db), 0);

@@ -52,7 +52,7 @@ TEST(test_txn__same_key_second_committer_gets_conflict)
     CHECK_OK(get_s(&v, a, s, "k"));
     CHECK_VAL(v, "from-b"); /* the winner's value */
     sop_txn_abort(a);
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     CHECK_EQ_U64(st.conflicts, 1);
     CHECK_OK(sop_db_close(db));
@@ -72,7 +72,7 @@ TEST(test_txn__different_keys_in_one_node_both_commit)
     CHECK_OK(put_s(b, s, "b1", "B"));
     CHECK_OK(sop_txn_commit(a));
     CHECK_OK(sop_txn_commit(b)); /* same root leaf: merged */
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     CHECK(st.merges >= 1);
     CHECK_OK(sop_txn_begin(&a, db, SOP_TXN_READONLY));
@@ -516,7 +516,7 @@ TEST(test_txn__small_cache_evicts_under_concurrent_readers)
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
     CHECK_EQ_U64(ra[0].errors + ra[1].errors, 0);
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     printf("    node memory %" PRIu64 " bytes (budget %u), %" PRIu64 " loads\n", st.cache_bytes,
            1u << 20, st.node_loads);
@@ -551,7 +551,7 @@ TEST(test_txn__group_commit_shares_fdatasync)
 {
     sop_db *db;
     sop_store *s;
-    sop_db_stat_info st0, st1;
+    sop_db_stat_info st0 = SOP_DB_STAT_INIT, st1 = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_open(&db, test_dir(), NULL)); /* SOP_SYNC_FULL */
     CHECK_OK(make_store(db, "s", &s));
     CHECK_OK(sop_db_stat(&st0, db));
@@ -571,7 +571,7 @@ TEST(test_txn__group_commit_shares_fdatasync)
         pthread_join(th[i], NULL);
         CHECK_EQ_U64(y[i].errors, 0);
     }
-    sop_db_stat_info st2;
+    sop_db_stat_info st2 = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st2, db));
     uint64_t syncs = st2.syncs - st1.syncs;
     printf("    %d concurrent durable commits took %" PRIu64 " fdatasyncs\n", THREADS * PER, syncs);
@@ -593,7 +593,7 @@ struct transferer {
 
 static uint64_t stat_commits(sop_db *db)
 {
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     return sop_db_stat(&st, db) == SOP_OK ? st.commits : 0;
 }
 
@@ -915,7 +915,7 @@ TEST(test_txn__count_in_rw_txn_is_stored_plus_delta)
     CHECK_RC(SOP_NOTFOUND, del_s(t, s, "k000005")); /* absent: 0 */
     CHECK_OK(put_s(t, s, "k000007", "tmp"));
     CHECK_OK(del_s(t, s, "k000007")); /* new then removed: 0 */
-    sop_db_stat_info st0, st1;
+    sop_db_stat_info st0 = SOP_DB_STAT_INIT, st1 = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st0, db));
     CHECK_OK(sop_count(&n, t, s));
     CHECK_OK(sop_db_stat(&st1, db));

@@ -607,6 +607,7 @@ static void store_view_dispose(store_view *v)
 
 static int store_view_fill(store_view *v, sop_txn *t)
 {
+    v->info.version = SOP_STORE_INFO_VERSION;
     int rc = sop_store_info_get(&v->info, t, v->store);
     if (rc) {
         char what[300];
@@ -1572,6 +1573,7 @@ static void json_tree_fields(FILE *out, const sop_store_stat_info *t)
 /* Walk one store's tree (sop_store_stat). */
 static int tree_stat(sop_store_stat_info *out, sop_txn *t, const store_view *v)
 {
+    out->version = SOP_STORE_STAT_VERSION;
     int rc = sop_store_stat(out, t, v->store);
     if (rc) {
         char what[300];
@@ -1638,8 +1640,8 @@ static void print_store_rows(const tree_row *rows, size_t count, int json)
 
 static int cmd_stat(cli *c)
 {
-    sop_db_stat_info s;
-    sop_store_stat_info tree;
+    sop_db_stat_info s = SOP_DB_STAT_INIT;
+    sop_store_stat_info tree = SOP_STORE_STAT_INIT;
     sop_txn *t = NULL;
     store_view v = {0};
     tree_row *rows = NULL;

@@ -117,6 +117,7 @@ pub const SOP_STORE_OPTIONS_VERSION: u32 = 1;
 
 #[repr(C)]
 pub struct sop_store_info {
+    pub version: u32,
     pub count: u64,
     pub options: sop_store_options,
     pub id: u64,
@@ -133,6 +134,7 @@ pub struct sop_prepared_info {
 #[repr(C)]
 #[derive(Default)]
 pub struct sop_db_stat_info {
+    pub version: u32,
     pub last_lsn: u64,
     pub checkpoint_lsn: u64,
     pub commits: u64,
@@ -147,7 +149,11 @@ pub struct sop_db_stat_info {
     pub live_bytes: u64,
     pub segments: u64,
     pub prepared: u64,
+    pub active_txns: u64,
 }
+
+pub const SOP_STORE_INFO_VERSION: u32 = 1;
+pub const SOP_DB_STAT_VERSION: u32 = 2;
 
 pub type sop_cursor_op = c_uint;
 pub const SOP_FIRST: sop_cursor_op = 0;
