@@ -184,8 +184,9 @@ int sop_db_prepared_rollback(sop_db *db, uint64_t id)
  * is a prefix of the current struct. */
 static size_t db_stat_size(uint32_t v)
 {
-    return v == 1 ? offsetof(sop_db_stat_info, active_txns)
-                  : v == SOP_DB_STAT_VERSION ? sizeof(sop_db_stat_info) : 0;
+    if (v == 1)
+        return offsetof(sop_db_stat_info, active_txns);
+    return v == SOP_DB_STAT_VERSION ? sizeof(sop_db_stat_info) : 0;
 }
 
 static size_t store_info_size(uint32_t v)

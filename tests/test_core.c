@@ -778,7 +778,8 @@ TEST(test_core__store_stat_describes_the_tree)
     sop_db *db;
     sop_txn *t;
     sop_store *s, *b, *e;
-    sop_store_stat_info st = SOP_STORE_STAT_INIT, st2 = SOP_STORE_STAT_INIT, sb = SOP_STORE_STAT_INIT;
+    sop_store_stat_info st = SOP_STORE_STAT_INIT, st2 = SOP_STORE_STAT_INIT,
+                        sb = SOP_STORE_STAT_INIT;
     char key[16], val[VLEN + 1];
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK_OK(sop_txn_begin(&t, db, 0));
