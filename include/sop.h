@@ -474,14 +474,44 @@ typedef struct sop_prepared_info {
     uint8_t xid[SOP_MAX_XID_LEN];   /**< as given to sop_txn_prepare */
 } sop_prepared_info;
 
-/** List up to @p cap prepared transactions into @p out (oldest first);
- *  *count_out gets the total number, which may exceed cap. */
+/**
+ * @brief List the prepared transactions awaiting phase 2, oldest first.
+ *
+ * Those prepared through a handle still open are listed too. The entries
+ * are copies (owned by the caller); the list is one consistent moment.
+ * @param[out] out        Room for @p cap entries; may be NULL when cap is 0
+ *                        (to ask for the number only).
+ * @param[out] count_out  The total number, which may exceed @p cap.
+ * @retval SOP_OK, SOP_INVAL (NULL db or count_out, or out NULL with cap > 0)
+ * @par Threads  Any, concurrently with every call on @p db except close.
+ */
 SOP_API int sop_db_prepared_list(sop_prepared_info *out, size_t cap, size_t *count_out,
                                  sop_db *db);
-/** Phase 2 by id (e.g. after a crash): commit the prepared transaction.
- *  SOP_NOTFOUND if no such prepared transaction. */
+/**
+ * @brief Phase 2 by id: commit the prepared transaction @p id.
+ *
+ * For a coordinator that kept only the id: after a crash or a clean close
+ * (sop_txn_release, sop_db_close), or from another thread than the one
+ * holding the handle. It commits for sure (no SOP_CONFLICT, no SOP_BUSY).
+ * A transaction is resolved once: when this call and a phase 2 on the same
+ * transaction (sop_txn_commit / sop_txn_abort of its handle, or the other
+ * by-id call) race, exactly one of them resolves it and its outcome stands;
+ * the others return SOP_NOTFOUND and change nothing. A handle whose
+ * transaction was resolved by id must still be ended (sop_txn_commit and
+ * sop_txn_abort then return SOP_NOTFOUND; sop_txn_release returns SOP_OK).
+ * @retval SOP_OK        Committed (durable per the sync mode).
+ * @retval SOP_NOTFOUND  No prepared transaction @p id (never was, or
+ *                       already resolved).
+ * @retval SOP_INVAL     NULL db.
+ * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM  Not committed; still prepared.
+ * @retval SOP_CORRUPT   A value it wrote cannot be read back; still prepared.
+ * @retval SOP_PANIC     fdatasync failed (see sop_txn_commit).
+ * @par Threads  Any, concurrently with every call on @p db except close.
+ */
 SOP_API int sop_db_prepared_commit(sop_db *db, uint64_t id);
-/** Phase 2 by id: roll the prepared transaction back. SOP_NOTFOUND if none. */
+/** @brief Phase 2 by id: roll the prepared transaction @p id back (writes a
+ *  durable record). Same rules and codes as sop_db_prepared_commit, with
+ * "rolled back" for "committed". */
 SOP_API int sop_db_prepared_rollback(sop_db *db, uint64_t id);
 
 /* ------------------------------------------------------------------------ */
@@ -511,6 +541,13 @@ typedef struct sop_store_options {
 #define SOP_STORE_OPTIONS_VERSION 1
 /** Every field, in order (see SOP_DB_OPTIONS_INIT). */
 #define SOP_STORE_OPTIONS_INIT    {SOP_STORE_OPTIONS_VERSION, 0, 0, 0, 0, 0, 0}
+/** @brief Fill *opts with the defaults of @p version (every field 0: see
+ *  each field) and set opts->version; the same as SOP_STORE_OPTIONS_INIT
+ *  for the current version. The caller owns *opts; nothing is allocated.
+ *  @retval SOP_OK
+ *  @retval SOP_INVAL  NULL opts or a version this library does not know
+ *                     (only SOP_STORE_OPTIONS_VERSION today); *opts unchanged.
+ *  @par Threads  Any. */
 SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
 
 /** sop_store_open flags. */
@@ -553,19 +590,54 @@ SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
 SOP_API int sop_store_open(sop_store **store_out, sop_txn *txn, const char *name,
                            unsigned flags, const sop_store_options *opts);
 
-/** @brief Remove a store and all its items (transactional). Its handle
- *  stays usable by transactions that began before the removal committed;
- *  when the last of them has ended, the handle is freed (see sop_store_open).
- *  @retval SOP_OK, SOP_NOTFOUND, SOP_READONLY, SOP_INVAL, SOP_BADSTATE,
- *          SOP_TIMEOUT */
+/**
+ * @brief Remove a store and all its items (transactional).
+ *
+ * The removal becomes visible when @p txn commits; until then other
+ * transactions use the store as before, and an abort keeps it. Its fate:
+ *   - in @p txn, at once: every call on the store (items, cursors,
+ *     sop_store_info_get, sop_store_stat) returns SOP_BADSTATE, also
+ *     through cursors opened before; sop_store_open without CREATE gives
+ *     SOP_NOTFOUND. (Re-creating the name in the same txn is not
+ *     supported yet: its commit fails with SOP_CONFLICT; remove and create
+ *     in two transactions.) A store created in @p txn itself just never
+ *     existed.
+ *   - after the commit: transactions that began before it keep seeing the
+ *     store through the same handle (their snapshot); those that begin
+ *     later do not (SOP_BADSTATE / SOP_NOTFOUND).
+ *   - the handle is freed once the removal has committed and the last
+ *     transaction that began before it has ended; a cursor on it may still
+ *     be closed (sop_cursor_close never reads the store), nothing else.
+ * Conflicts: a concurrent commit that writes the store, or removes it
+ * too, makes the later committer SOP_CONFLICT; a prepared transaction
+ * holding keys of it makes the commit SOP_BUSY.
+ * @retval SOP_OK
+ * @retval SOP_NOTFOUND  No such store in txn's view.
+ * @retval SOP_READONLY  Read-only txn (txn usable).
+ * @retval SOP_INVAL     Bad name.
+ * @retval SOP_BADSTATE  txn ended, failed or prepared.
+ * @retval SOP_TIMEOUT, SOP_NOMEM  The txn has failed.
+ * @par Threads  As any write of @p txn.
+ */
 SOP_API int sop_store_remove(sop_txn *txn, const char *name);
 
 /**
  * @brief Names of the stores visible to @p txn, sorted bytewise.
- * @param[out] names_out  Array of NUL-terminated names; free with
- *                        sop_store_list_free(names, count).
+ *
+ * txn's view: its snapshot plus the stores it created, minus those it
+ * removed. Not part of a read-write txn's read set (a store created
+ * concurrently does not make it conflict).
+ * @param[out] names_out  Array of *count_out NUL-terminated names, owned by
+ *                        the caller (independent of txn and db): free with
+ *                        sop_store_list_free(names, count). NULL (and count
+ *                        0) on error; may be non-NULL with count 0.
+ * @retval SOP_OK, SOP_INVAL (NULL argument), SOP_BADSTATE, SOP_TIMEOUT,
+ *         SOP_NOMEM (nothing to free then)
+ * @par Threads  As any read of @p txn.
  */
 SOP_API int sop_store_list(char ***names_out, size_t *count_out, sop_txn *txn);
+/** @brief Free what sop_store_list returned: @p count must be the count it
+ *  gave. NULL is a no-op. Any thread; the db may be closed already. */
 SOP_API void sop_store_list_free(char **names, size_t count);
 
 typedef struct sop_store_info {

@@ -377,6 +377,60 @@ TEST(test_api__older_version_stat_struct_still_works)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Issue 11: what sop.h says of sop_store_remove, checked: in the removing
+ * txn every call on the store and its cursors is SOP_BADSTATE and the name
+ * is gone (list, open); others see it until the commit, transactions that
+ * began before keep their snapshot through the same handle after it, and
+ * an abort keeps the store. */
+TEST(test_api__store_remove_contract)
+{
+    sop_db *db;
+    sop_txn *t, *old, *rm;
+    sop_store *s, *s2;
+    sop_cursor *c, *oc;
+    sop_val v, k;
+    char **names;
+    size_t n;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "gone", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "k", "v"));
+    CHECK_OK(sop_txn_commit(t));
+    for (int abort_it = 1; abort_it >= 0; abort_it--) {
+        CHECK_OK(sop_txn_begin(&old, db, SOP_TXN_READONLY));
+        CHECK_OK(sop_cursor_open(&oc, old, s));
+        CHECK_OK(sop_txn_begin(&rm, db, 0));
+        CHECK_OK(sop_cursor_open(&c, rm, s));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_FIRST, NULL));
+        CHECK_OK(sop_store_remove(rm, "gone"));
+        CHECK_RC(SOP_BADSTATE, get_s(&v, rm, s, "k"));
+        CHECK_RC(SOP_BADSTATE, put_s(rm, s, "k2", "v"));
+        CHECK_RC(SOP_BADSTATE, sop_cursor_get(&k, NULL, c, SOP_CURRENT, NULL));
+        CHECK_RC(SOP_NOTFOUND, sop_store_open(&s2, rm, "gone", 0, NULL));
+        CHECK_RC(SOP_NOTFOUND, sop_store_remove(rm, "gone"));
+        CHECK_OK(sop_store_list(&names, &n, rm));
+        CHECK_EQ_U64(n, 0);
+        sop_store_list_free(names, n);
+        CHECK_OK(get_s(&v, old, s, "k")); /* others: unchanged until the commit */
+        CHECK_VAL(v, "v");
+        CHECK_OK(abort_it ? sop_txn_abort(rm) : sop_txn_commit(rm));
+        CHECK_RC(SOP_BADSTATE, sop_cursor_get(&k, NULL, c, SOP_NEXT, NULL)); /* txn ended */
+        sop_cursor_close(c);
+        CHECK_OK(get_s(&v, old, s, "k")); /* its snapshot, the same handle */
+        CHECK_VAL(v, "v");
+        CHECK_OK(sop_cursor_get(&k, NULL, oc, SOP_FIRST, NULL));
+        CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+        CHECK_RC(abort_it ? SOP_OK : SOP_NOTFOUND, sop_store_open(&s2, t, "gone", 0, NULL));
+        CHECK(!abort_it || s2 == s);
+        if (!abort_it)
+            CHECK_RC(SOP_BADSTATE, get_s(&v, t, s, "k")); /* began after the removal */
+        CHECK_OK(sop_txn_abort(t));
+        CHECK_OK(sop_txn_abort(old));
+        sop_cursor_close(oc); /* after the handle may be freed: only the cursor is freed */
+    }
+    CHECK_OK(sop_db_close(db));
+}
+
 /* Issue 10 #8: sop_errmsg() after a successful call is "", whatever
  * happened inside it (open of an existing folder tolerates EEXIST). */
 TEST(test_api__errmsg_empty_after_success)
@@ -879,4 +933,4 @@ TEST_MAIN(T(test_api__time_limit_enforced_at_every_call), T(test_api__store_name
           T(test_api__many_stores_in_one_txn), T(test_api__catalog_churn_threads),
           T(test_api__prepared_create_frees_pending_object),
           T(test_api__contradicting_store_options_are_mismatch),
-          T(test_api__older_version_stat_struct_still_works))
+          T(test_api__older_version_stat_struct_still_works), T(test_api__store_remove_contract))
