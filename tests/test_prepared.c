@@ -8,6 +8,7 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 
 #include "harness.h"
 #include "tutil.h"
@@ -758,6 +759,65 @@ TEST(test_prepared__prepared_survives_clean_close)
     }
 }
 
+/* Phase 2 of one prepared transaction from two threads at once: the
+ * handle's sop_txn_commit and sop_db_prepared_rollback by id (sop.h: one
+ * resolves it, the other gets SOP_NOTFOUND, the winner's outcome stands). */
+struct race_arg {
+    sop_db *db;
+    uint64_t id;
+    _Atomic int *go, *ready;
+    int rc;
+};
+
+static void *race_rollback(void *arg)
+{
+    struct race_arg *r = arg;
+    atomic_store(r->ready, 1);
+    while (!atomic_load(r->go))
+        ;
+    r->rc = sop_db_prepared_rollback(r->db, r->id);
+    return NULL;
+}
+
+TEST(test_prepared__phase2_by_handle_and_by_id_race)
+{
+    sop_db *db = open_db(SOP_SYNC_NORMAL);
+    sop_store *s;
+    char key[16], buf[32];
+    int commits = 0, rollbacks = 0;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    for (int i = 0; i < 40; i++) {
+        sop_txn *t;
+        _Atomic int go = 0, ready = 0;
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        CHECK_OK(put_s(t, s, key, "v"));
+        CHECK_OK(sop_txn_prepare(t, NULL));
+        struct race_arg r = {db, sop_txn_id(t), &go, &ready, 0};
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, race_rollback, &r) == 0);
+        while (!atomic_load(&ready))
+            ;
+        atomic_store(&go, 1);
+        for (volatile int spin = 0; spin < i % 4 * 20000; spin++) /* vary who starts first */
+            ;
+        int rc = sop_txn_commit(t);
+        pthread_join(th, NULL);
+        CHECK((rc == SOP_OK && r.rc == SOP_NOTFOUND) || (rc == SOP_NOTFOUND && r.rc == SOP_OK));
+        int got = read_s(buf, sizeof buf, db, s, key);
+        CHECK_RC(rc == SOP_OK ? SOP_OK : SOP_NOTFOUND, got);
+        rc == SOP_OK ? commits++ : rollbacks++;
+    }
+    size_t n;
+    CHECK_OK(sop_db_prepared_list(NULL, 0, &n, db));
+    CHECK_EQ_U64(n, 0);
+    printf("    40 races: %d won by the handle's commit, %d by the rollback by id\n", commits,
+           rollbacks);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
 TEST_MAIN(T(test_prepared__busy_retry_after_commit_prepared_conflicts),
           T(test_prepared__commit_after_commit_prepared_conflicts),
           T(test_prepared__blind_writer_after_prepare_conflicts),
@@ -766,4 +826,5 @@ TEST_MAIN(T(test_prepared__busy_retry_after_commit_prepared_conflicts),
           T(test_prepared__bank_and_list_append_with_prepare),
           T(test_prepared__recovered_prepared_commit_under_small_cache),
           T(test_prepared__many_prepared_are_recovered_in_linear_time),
-          T(test_prepared__prepared_survives_clean_close))
+          T(test_prepared__prepared_survives_clean_close),
+          T(test_prepared__phase2_by_handle_and_by_id_race))
