@@ -291,6 +291,23 @@ static int same_key(const sop_cursor *c, const sop_val *a, const sop_val *b)
     return kcmp(c->store, a, 0, b, 0) == 0;
 }
 
+/* Bounds of sop_cursor_set_range (none: both 0). */
+static int below_lo(const sop_cursor *c, const sop_val *k)
+{
+    if (!c->has_lo)
+        return 0;
+    int cmp = kcmp(c->store, k, 0, &c->lo, 0);
+    return cmp < 0 || (cmp == 0 && c->lo_excl);
+}
+
+static int above_hi(const sop_cursor *c, const sop_val *k)
+{
+    if (!c->has_hi)
+        return 0;
+    int cmp = kcmp(c->store, k, 0, &c->hi, 0);
+    return cmp > 0 || (cmp == 0 && c->hi_excl);
+}
+
 static int plain_set_current(sop_cursor *c)
 {
     sop_tcur__item(&c->tc, &c->key, &c->seq, &c->val);
@@ -402,10 +419,22 @@ static int move_inner(sop_cursor *c, sop_cursor_op op, const sop_val *key)
         } else {
             rc = merged_seek(c, w ? w : sop_txn__ws(t, c->store, 1), dir, &prev_key, prev_seq, 0);
         }
+        /* Past a bound (sop_cursor_set_range) is as past the end, except
+         * that what was seen ends at the item beyond the bound, not at the
+         * end of the store. (DUP moves stay on one key, inside them.) */
+        int past = rc == SOP_OK && (op == SOP_NEXT || op == SOP_PREV) &&
+                   (dir > 0 ? above_hi(c, &c->key) : below_lo(c, &c->key));
+        if (past) {
+            if ((rc = rs_extend(c, &c->key, dir)) != SOP_OK) {
+                c->positioned = 0;
+                return rc;
+            }
+            rc = SOP_NOTFOUND;
+        }
         if (rc == SOP_NOTFOUND) {
             c->key = prev_key;
             c->seq = prev_seq;
-            if (op == SOP_NEXT || op == SOP_PREV)
+            if ((op == SOP_NEXT || op == SOP_PREV) && !past)
                 rs_extend(c, NULL, dir);
             /* re-establish the tree position on the current item */
             if (plain) {
@@ -496,22 +525,6 @@ int sop_cursor__set_range(sop_cursor *c, const sop_val *lo, const sop_val *hi, u
     return SOP_OK;
 }
 
-static int below_lo(const sop_cursor *c, const sop_val *k)
-{
-    if (!c->has_lo)
-        return 0;
-    int cmp = kcmp(c->store, k, 0, &c->lo, 0);
-    return cmp < 0 || (cmp == 0 && c->lo_excl);
-}
-
-static int above_hi(const sop_cursor *c, const sop_val *k)
-{
-    if (!c->has_hi)
-        return 0;
-    int cmp = kcmp(c->store, k, 0, &c->hi, 0);
-    return cmp > 0 || (cmp == 0 && c->hi_excl);
-}
-
 /* rc, unpositioning the cursor unless it is SOP_OK (FIRST/LAST/SEEK rule). */
 static int settle(sop_cursor *c, int rc)
 {
@@ -580,18 +593,11 @@ static int bounded_move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
         rc = step(c, op, key);
         return settle(c, rc == SOP_OK && above_hi(c, &c->key) ? SOP_NOTFOUND : rc);
     case SOP_NEXT:
-    case SOP_PREV: {
+    case SOP_PREV:
         if (!c->positioned)
             return op == SOP_NEXT ? bounded_first(c) : bounded_last(c);
-        if ((rc = step(c, op, NULL)) != SOP_OK)
-            return rc;
-        if (op == SOP_NEXT ? !above_hi(c, &c->key) : !below_lo(c, &c->key))
-            return SOP_OK;
-        /* Past the bound: back onto the item it was on. */
-        rc = step(c, op == SOP_NEXT ? SOP_PREV : SOP_NEXT, NULL);
-        return rc == SOP_OK ? SOP_NOTFOUND : rc;
-    }
-    default: /* CURRENT and the DUP moves stay on one key, inside the bounds */
+        return step(c, op, NULL); /* stops at a bound itself (move_inner) */
+    default:                      /* CURRENT and the DUP moves stay on one key, inside the bounds */
         return step(c, op, key);
     }
 }

@@ -1008,6 +1008,29 @@ TEST(test_core__cursor_range_bounds)
         CHECK_RC(SOP_BADSTATE, sop_cursor_set_range(c, NULL, NULL, 0));
         sop_cursor_close(c);
     }
+    /* Removing at a bound through the cursor: the next step stops at the
+     * bound, never outside it (k11, below the second range, stays unseen). */
+    {
+        sop_val k;
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        CHECK_OK(sop_cursor_open(&c, t, s));
+        CHECK_OK(sop_cursor_set_range(c, &(sop_val)S("k12"), &(sop_val)S("k16"), 0));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_LAST, NULL));
+        CHECK_EQ_U64(key_num(&k), 16);
+        CHECK_OK(sop_cursor_remove(c));
+        CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, NULL, c, SOP_NEXT, NULL));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_PREV, NULL));
+        CHECK_EQ_U64(key_num(&k), 14);
+        CHECK_OK(sop_cursor_set_range(c, &(sop_val)S("k12"), &(sop_val)S("k12"), 0));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_FIRST, NULL));
+        CHECK_EQ_U64(key_num(&k), 12);
+        CHECK_OK(sop_cursor_remove(c));
+        CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, NULL, c, SOP_NEXT, NULL));
+        CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, NULL, c, SOP_PREV, NULL));
+        CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, NULL, c, SOP_FIRST, NULL));
+        sop_cursor_close(c);
+        CHECK_OK(sop_txn_abort(t));
+    }
     /* In a read-write txn a bounded scan reads its range: an insert into
      * it by a concurrent commit conflicts, one far past the bound not. */
     static const char *const inserts[2] = {"k33", "k15"};
