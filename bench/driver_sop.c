@@ -14,9 +14,9 @@
  *     (SOP_NOTFOUND), get = sop_get() whose bytes live until the next call on
  *     the txn; a scan is SOP_FIRST then SOP_NEXT until SOP_NOTFOUND;
  *   - a read-only txn is ended with sop_txn_abort() (nothing to commit);
- *   - sop_txn_commit() frees the txn on every return except SOP_BUSY, where
- *     the txn stays active: we abort it and report BENCH_RETRY, as for every
- *     sop_rc_is_retryable() code, and the harness redoes the whole txn;
+ *   - sop_txn_commit() frees the txn whatever it returns; on every
+ *     sop_rc_is_retryable() code we report BENCH_RETRY and the harness
+ *     redoes the whole txn;
  *   - sop_db_stat().syncs counts every fdatasync the handle issued.
  */
 #ifndef _GNU_SOURCE
@@ -160,9 +160,7 @@ static int so_commit(void *conn)
     }
     sop_cursor_close(c->cursor);
     c->cursor = NULL;
-    rc = sop_txn_commit(c->txn);
-    if (rc == SOP_BUSY) /* the only code that leaves the txn active */
-        sop_txn_abort(c->txn);
+    rc = sop_txn_commit(c->txn); /* frees the txn whatever it returns */
     c->txn = NULL;
     if (rc == SOP_OK)
         return BENCH_OK;
@@ -235,7 +233,7 @@ static int so_scan(void *conn, bench_scan_fn fn, void *ctx)
 static int so_syncs(void *db, uint64_t *out)
 {
     so_db *d = db;
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     int rc = sop_db_stat(&st, d->db);
     if (rc != SOP_OK)
         return so_fail("sop_db_stat", rc);

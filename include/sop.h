@@ -11,6 +11,9 @@
  *   handle      made by            ended by                 threads
  *   sop_db      sop_db_open        sop_db_close             any number at once
  *   sop_txn     sop_txn_begin      sop_txn_commit / _abort  one at a time
+ *                                  (either, whatever it returns);
+ *                                  a prepared one also by sop_txn_release
+ *                                  or sop_db_close (left prepared)
  *   sop_store   sop_store_open     sop_db_close (or removal) any
  *   sop_cursor  sop_cursor_open    sop_cursor_close         its txn's thread
  *
@@ -20,16 +23,23 @@
  *     of the last failure on the calling thread ("" after a call that
  *     returned SOP_OK).
  *   - Out-parameters come first, then the handle, then inputs.
- *   - Option structs carry a version field; zero means "default" for every
- *     other field; initialise them with the *_INIT macro or *_init().
+ *   - Every public struct carries a version field and only ever grows at
+ *     its end. Option structs: zero means "default" for every other field;
+ *     initialise them with the *_INIT macro or *_init(). Structs libsop
+ *     fills (stat, info): set the version (the *_INIT macro does) and the
+ *     call writes only the fields that version has, so a program built
+ *     against an older header keeps working with a newer libsop; an
+ *     unknown version (0, or newer than the library) is SOP_INVAL.
  *   - Bytes handed back as sop_val are borrowed: the comment of each call
  *     says how long they stay valid. Copy them to keep them.
  *   - Ending a transaction invalidates its cursors (later use returns
  *     SOP_BADSTATE); only sop_cursor_close frees a cursor.
- *   - A transaction handle is ended (freed) by sop_txn_abort and by every
- *     return of sop_txn_commit except SOP_BUSY. The pointer is dangling
- *     afterwards: do not pass it to any call again, not even
+ *   - A transaction handle is ended (freed) by sop_txn_abort and by
+ *     sop_txn_commit, whatever either returns (SOP_BUSY too). The pointer
+ *     is dangling afterwards: do not pass it to any call again, not even
  *     sop_txn_abort (set it to NULL: sop_txn_abort(NULL) does nothing).
+ *     So a retry loop is always: begin, work, commit; on a retryable code
+ *     (sop_rc_is_retryable) begin again.
  *     Builds of libsop with assertions (no NDEBUG) detect such a use and
  *     abort the program with a message on stderr.
  */
@@ -104,6 +114,7 @@ typedef struct sop_val {
 #define SOP_VERSION         -13 /**< file format newer than this library */
 #define SOP_UNKNOWN_OUTCOME -14 /**< commit sent, outcome unknown (clustered mode) */
 #define SOP_PANIC           -15 /**< an earlier fatal error (fsync) poisoned the db */
+#define SOP_MISMATCH        -16 /**< options contradict the stored ones; nothing changed */
 
 /** Constant English text for a return code ("unknown error" if not one). */
 SOP_API const char *sop_strerror(int rc);
@@ -217,10 +228,17 @@ SOP_API int sop_db_open(sop_db **db_out, const char *path, const sop_db_options 
 /**
  * @brief Close a database: checkpoint, sync (except SOP_SYNC_OFF), free.
  *
- * Every transaction must have ended first; otherwise SOP_BADSTATE is returned
- * and the handle stays open. On any other return the handle is freed (a
- * failed final checkpoint loses nothing: the log still holds every commit).
- * NULL is accepted and returns SOP_OK. Store handles die with the db.
+ * Every transaction that is not prepared must have ended first; otherwise
+ * SOP_BADSTATE is returned and the handle (and every transaction) stays
+ * open. Handles of prepared transactions are released as sop_txn_release
+ * does: the transactions stay prepared, durable, and the next open lists
+ * them (sop_db_prepared_list) for phase 2 by id; the pointers dangle.
+ * On any return but SOP_BADSTATE the handle is freed (a failed final
+ * checkpoint loses nothing: the log still holds every commit and prepare).
+ * NULL is accepted and returns SOP_OK. Store handles and cursors' stores
+ * die with the db (close cursors before or after: sop_cursor_close only
+ * frees the cursor). No other call on @p db or its transactions may run
+ * concurrently with close or follow it.
  * @retval SOP_OK, SOP_BADSTATE, SOP_NOSPC, SOP_PANIC
  * @retval SOP_IOERR  Also when the folder was deleted or renamed while the
  *                    handle was open (sop_os_errno() is then ENOENT); every
@@ -239,6 +257,7 @@ SOP_API int sop_db_checkpoint(sop_db *db);
 
 /** Counters of a database handle (sop_db_stat). */
 typedef struct sop_db_stat_info {
+    uint32_t version;         /**< in: SOP_DB_STAT_VERSION (or an older one) */
     uint64_t last_lsn;        /**< newest committed log sequence number */
     uint64_t checkpoint_lsn;  /**< newest durable checkpoint covers up to here */
     uint64_t commits;         /**< read-write commits since open */
@@ -253,9 +272,24 @@ typedef struct sop_db_stat_info {
     uint64_t live_bytes;      /**< of which still referenced */
     uint64_t segments;        /**< segment files */
     uint64_t prepared;        /**< prepared transactions awaiting resolution */
+    /* version 1 ends here */
+    uint64_t active_txns;     /**< transaction handles open now (version 2) */
 } sop_db_stat_info;
 
-/** Fill *out with the handle's counters. */
+#define SOP_DB_STAT_VERSION 2
+/** Every field, in order (see SOP_DB_OPTIONS_INIT). */
+#define SOP_DB_STAT_INIT {SOP_DB_STAT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+/**
+ * @brief Fill *out with the handle's counters.
+ *
+ * Writes the fields of out->version only (version 1: up to prepared). The
+ * counters are read one by one, not as one atomic snapshot: with commits
+ * running they may be from slightly different moments.
+ * @retval SOP_OK
+ * @retval SOP_INVAL  NULL argument or unknown out->version (nothing written).
+ * @par Threads  Any, concurrently with every call on @p db except close.
+ */
 SOP_API int sop_db_stat(sop_db_stat_info *out, sop_db *db);
 
 /** Receives one integrity finding: a one-line description naming the store,
@@ -335,21 +369,28 @@ SOP_API int sop_txn_begin(sop_txn **txn_out, sop_db *db, unsigned flags);
  *
  * On a prepared transaction this is phase 2: it commits for sure.
  *
- * The txn is freed on every return except SOP_BUSY (a prepared transaction
- * of someone else holds a key this one touches: the txn stays active; retry
- * the commit later or abort it). Its cursors become invalid.
+ * The txn is freed on every return, whatever the code: the pointer must not
+ * be used again (not even for sop_txn_abort). Its cursors become invalid
+ * (close them with sop_cursor_close).
  *
  * Retrying: on SOP_CONFLICT begin a new transaction at once and redo its
  * reads and writes. The call returns only once the commit it lost to is
  * visible (with SOP_SYNC_FULL: durable), so the new transaction sees that
  * commit and never loses to it again; no back-off is needed. On SOP_BUSY
- * call sop_txn_commit again later (after the prepared transaction's phase
- * 2 it commits, or fails with SOP_CONFLICT if that one changed what this
- * one read or wrote) or abort it.
+ * (a prepared transaction of someone else holds a key this one touches)
+ * do the same after a back-off: the new transaction gets SOP_BUSY again
+ * until the prepared one's phase 2.
+ *
+ * On a prepared transaction (phase 2) a failure (SOP_IOERR, SOP_NOSPC,
+ * SOP_NOMEM) frees the handle but leaves the transaction prepared: commit
+ * it by id (sop_db_prepared_commit). SOP_NOTFOUND: it had already been
+ * resolved by id (sop_db_prepared_commit/rollback from another thread).
  *
  * @retval SOP_OK        Committed (durable per the sync mode).
  * @retval SOP_CONFLICT  Not committed; retry the whole transaction (above).
- * @retval SOP_BUSY      Not committed; txn still active (see above).
+ * @retval SOP_BUSY      Not committed; retry the whole transaction after a
+ *                       back-off (above).
+ * @retval SOP_NOTFOUND  Prepared transaction already resolved by id.
  * @retval SOP_TIMEOUT   Older than the time limit (read-only txns too); not
  *                       committed; freed.
  * @retval SOP_BADSTATE  The txn had failed earlier; not committed; freed.
@@ -363,11 +404,22 @@ SOP_API int sop_txn_begin(sop_txn **txn_out, sop_db *db, unsigned flags);
  */
 SOP_API int sop_txn_commit(sop_txn *txn);
 
-/** @brief End the transaction without committing and free it. NULL is a
- *  no-op. On a prepared transaction this is phase 2 "rollback". Only for
- *  a live handle: never after sop_txn_commit returned anything but
- *  SOP_BUSY (the handle is already freed then), never twice. */
-SOP_API void sop_txn_abort(sop_txn *txn);
+/**
+ * @brief End the transaction without committing and free it.
+ *
+ * The handle is freed whatever the result. NULL is a no-op (SOP_OK). Only
+ * for a live handle: never after sop_txn_commit (the handle is freed then),
+ * never twice. Its cursors become invalid.
+ *
+ * On a prepared transaction this is phase 2 "rollback": it writes a durable
+ * ABORT_PREPARED record, which can fail; the transaction then stays
+ * prepared (sop_db_prepared_list) and can be rolled back by id later.
+ * @retval SOP_OK        Rolled back (always for a transaction not prepared).
+ * @retval SOP_NOTFOUND  Prepared, but already resolved by id meanwhile.
+ * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC  Prepared: the rollback
+ *                       record could not be written; still prepared.
+ */
+SOP_API int sop_txn_abort(sop_txn *txn);
 
 /**
  * @brief Two-phase commit, phase 1: validate and make the transaction durable
@@ -385,7 +437,8 @@ SOP_API void sop_txn_abort(sop_txn *txn);
  *
  * @param[in] xid  Optional external id (0..SOP_MAX_XID_LEN bytes) stored with
  *                 the prepared txn for a coordinator; NULL for none.
- * @retval SOP_OK        Prepared; only sop_txn_commit/abort are allowed now.
+ * @retval SOP_OK        Prepared; only sop_txn_commit/abort/release are
+ *                       allowed now.
  * @retval SOP_CONFLICT  Validation failed; the txn has failed (abort it).
  * @retval SOP_BUSY      Another prepared txn holds a key; txn still active.
  * @retval SOP_READONLY  Read-only transactions cannot be prepared.
@@ -394,6 +447,21 @@ SOP_API void sop_txn_abort(sop_txn *txn);
  * @retval SOP_TIMEOUT, SOP_BADSTATE, SOP_IOERR, SOP_NOSPC, SOP_NOMEM, SOP_PANIC
  */
 SOP_API int sop_txn_prepare(sop_txn *txn, const sop_val *xid);
+
+/**
+ * @brief Release the handle of a prepared transaction and leave it prepared.
+ *
+ * For a coordinator that decides phase 2 later, possibly after a restart:
+ * the handle is freed (the pointer dangles), the transaction stays prepared
+ * and durable, and is resolved by id with sop_db_prepared_commit or
+ * sop_db_prepared_rollback, in this process or after a reopen.
+ * sop_db_close does the same for every prepared handle still open.
+ * @retval SOP_OK        Released.
+ * @retval SOP_BADSTATE  Not prepared: nothing happened, the handle is still
+ *                       yours (commit or abort it).
+ * @retval SOP_INVAL     NULL.
+ */
+SOP_API int sop_txn_release(sop_txn *txn);
 
 /** The id of a prepared transaction (0 before sop_txn_prepare succeeded). */
 SOP_API uint64_t sop_txn_id(const sop_txn *txn);
@@ -406,14 +474,44 @@ typedef struct sop_prepared_info {
     uint8_t xid[SOP_MAX_XID_LEN];   /**< as given to sop_txn_prepare */
 } sop_prepared_info;
 
-/** List up to @p cap prepared transactions into @p out (oldest first);
- *  *count_out gets the total number, which may exceed cap. */
+/**
+ * @brief List the prepared transactions awaiting phase 2, oldest first.
+ *
+ * Those prepared through a handle still open are listed too. The entries
+ * are copies (owned by the caller); the list is one consistent moment.
+ * @param[out] out        Room for @p cap entries; may be NULL when cap is 0
+ *                        (to ask for the number only).
+ * @param[out] count_out  The total number, which may exceed @p cap.
+ * @retval SOP_OK, SOP_INVAL (NULL db or count_out, or out NULL with cap > 0)
+ * @par Threads  Any, concurrently with every call on @p db except close.
+ */
 SOP_API int sop_db_prepared_list(sop_prepared_info *out, size_t cap, size_t *count_out,
                                  sop_db *db);
-/** Phase 2 by id (e.g. after a crash): commit the prepared transaction.
- *  SOP_NOTFOUND if no such prepared transaction. */
+/**
+ * @brief Phase 2 by id: commit the prepared transaction @p id.
+ *
+ * For a coordinator that kept only the id: after a crash or a clean close
+ * (sop_txn_release, sop_db_close), or from another thread than the one
+ * holding the handle. It commits for sure (no SOP_CONFLICT, no SOP_BUSY).
+ * A transaction is resolved once: when this call and a phase 2 on the same
+ * transaction (sop_txn_commit / sop_txn_abort of its handle, or the other
+ * by-id call) race, exactly one of them resolves it and its outcome stands;
+ * the others return SOP_NOTFOUND and change nothing. A handle whose
+ * transaction was resolved by id must still be ended (sop_txn_commit and
+ * sop_txn_abort then return SOP_NOTFOUND; sop_txn_release returns SOP_OK).
+ * @retval SOP_OK        Committed (durable per the sync mode).
+ * @retval SOP_NOTFOUND  No prepared transaction @p id (never was, or
+ *                       already resolved).
+ * @retval SOP_INVAL     NULL db.
+ * @retval SOP_IOERR, SOP_NOSPC, SOP_NOMEM  Not committed; still prepared.
+ * @retval SOP_CORRUPT   A value it wrote cannot be read back; still prepared.
+ * @retval SOP_PANIC     fdatasync failed (see sop_txn_commit).
+ * @par Threads  Any, concurrently with every call on @p db except close.
+ */
 SOP_API int sop_db_prepared_commit(sop_db *db, uint64_t id);
-/** Phase 2 by id: roll the prepared transaction back. SOP_NOTFOUND if none. */
+/** @brief Phase 2 by id: roll the prepared transaction @p id back (writes a
+ *  durable record). Same rules and codes as sop_db_prepared_commit, with
+ * "rolled back" for "committed". */
 SOP_API int sop_db_prepared_rollback(sop_db *db, uint64_t id);
 
 /* ------------------------------------------------------------------------ */
@@ -443,6 +541,13 @@ typedef struct sop_store_options {
 #define SOP_STORE_OPTIONS_VERSION 1
 /** Every field, in order (see SOP_DB_OPTIONS_INIT). */
 #define SOP_STORE_OPTIONS_INIT    {SOP_STORE_OPTIONS_VERSION, 0, 0, 0, 0, 0, 0}
+/** @brief Fill *opts with the defaults of @p version (every field 0: see
+ *  each field) and set opts->version; the same as SOP_STORE_OPTIONS_INIT
+ *  for the current version. The caller owns *opts; nothing is allocated.
+ *  @retval SOP_OK
+ *  @retval SOP_INVAL  NULL opts or a version this library does not know
+ *                     (only SOP_STORE_OPTIONS_VERSION today); *opts unchanged.
+ *  @par Threads  Any. */
 SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
 
 /** sop_store_open flags. */
@@ -473,42 +578,99 @@ SOP_API int sop_store_options_init(sop_store_options *opts, uint32_t version);
  *                        (non-zero) must equal the stored one.
  * @retval SOP_OK
  * @retval SOP_NOTFOUND  No such store in txn's snapshot and no CREATE.
- * @retval SOP_INVAL     Bad name (too long, or not UTF-8) or options, or
- *                       options contradict the store (sop_errmsg() names the
- *                       field), or an unregistered comparator.
+ * @retval SOP_INVAL     Bad name (too long, or not UTF-8) or options (an
+ *                       unknown version or flag, a value out of range), or
+ *                       an unregistered comparator.
+ * @retval SOP_MISMATCH  The store exists and a field given in @p opts
+ *                       contradicts its stored options (sop_errmsg() names
+ *                       the field and both values); the txn stays usable.
  * @retval SOP_READONLY  CREATE of a missing store in a read-only txn.
  * @retval SOP_TIMEOUT, SOP_BADSTATE, SOP_NOMEM, SOP_IOERR, SOP_CORRUPT, SOP_PANIC
  */
 SOP_API int sop_store_open(sop_store **store_out, sop_txn *txn, const char *name,
                            unsigned flags, const sop_store_options *opts);
 
-/** @brief Remove a store and all its items (transactional). Its handle
- *  stays usable by transactions that began before the removal committed;
- *  when the last of them has ended, the handle is freed (see sop_store_open).
- *  @retval SOP_OK, SOP_NOTFOUND, SOP_READONLY, SOP_INVAL, SOP_BADSTATE,
- *          SOP_TIMEOUT */
+/**
+ * @brief Remove a store and all its items (transactional).
+ *
+ * The removal becomes visible when @p txn commits; until then other
+ * transactions use the store as before, and an abort keeps it. Its fate:
+ *   - in @p txn, at once: every call on the store (items, cursors,
+ *     sop_store_info_get, sop_store_stat) returns SOP_BADSTATE, also
+ *     through cursors opened before; sop_store_open without CREATE gives
+ *     SOP_NOTFOUND. (Re-creating the name in the same txn is not
+ *     supported yet: its commit fails with SOP_CONFLICT; remove and create
+ *     in two transactions.) A store created in @p txn itself just never
+ *     existed.
+ *   - after the commit: transactions that began before it keep seeing the
+ *     store through the same handle (their snapshot); those that begin
+ *     later do not (SOP_BADSTATE / SOP_NOTFOUND).
+ *   - the handle is freed once the removal has committed and the last
+ *     transaction that began before it has ended; a cursor on it may still
+ *     be closed (sop_cursor_close never reads the store), nothing else.
+ * Conflicts: a concurrent commit that writes the store, or removes it
+ * too, makes the later committer SOP_CONFLICT; a prepared transaction
+ * holding keys of it makes the commit SOP_BUSY.
+ * @retval SOP_OK
+ * @retval SOP_NOTFOUND  No such store in txn's view.
+ * @retval SOP_READONLY  Read-only txn (txn usable).
+ * @retval SOP_INVAL     Bad name.
+ * @retval SOP_BADSTATE  txn ended, failed or prepared.
+ * @retval SOP_TIMEOUT, SOP_NOMEM  The txn has failed.
+ * @par Threads  As any write of @p txn.
+ */
 SOP_API int sop_store_remove(sop_txn *txn, const char *name);
 
 /**
  * @brief Names of the stores visible to @p txn, sorted bytewise.
- * @param[out] names_out  Array of NUL-terminated names; free with
- *                        sop_store_list_free(names, count).
+ *
+ * txn's view: its snapshot plus the stores it created, minus those it
+ * removed. Not part of a read-write txn's read set (a store created
+ * concurrently does not make it conflict).
+ * @param[out] names_out  Array of *count_out NUL-terminated names, owned by
+ *                        the caller (independent of txn and db): free with
+ *                        sop_store_list_free(names, count). NULL (and count
+ *                        0) on error; may be non-NULL with count 0.
+ * @retval SOP_OK, SOP_INVAL (NULL argument), SOP_BADSTATE, SOP_TIMEOUT,
+ *         SOP_NOMEM (nothing to free then)
+ * @par Threads  As any read of @p txn.
  */
 SOP_API int sop_store_list(char ***names_out, size_t *count_out, sop_txn *txn);
+/** @brief Free what sop_store_list returned: @p count must be the count it
+ *  gave. NULL is a no-op. Any thread; the db may be closed already. */
 SOP_API void sop_store_list_free(char **names, size_t count);
 
 typedef struct sop_store_info {
+    uint32_t version;           /**< in: SOP_STORE_INFO_VERSION */
     uint64_t count;             /**< items in txn's view (own changes included) */
     sop_store_options options;  /**< stored options; pointers borrowed from the
                                  *   store handle, valid until sop_db_close */
     uint64_t id;                /**< internal store id */
-} sop_store_info;
+} sop_store_info; /* version 1 ends here */
 
-/** Fill *out for @p store as seen by @p txn. */
+#define SOP_STORE_INFO_VERSION 1
+/** Every field, in order (see SOP_DB_OPTIONS_INIT). */
+#define SOP_STORE_INFO_INIT {SOP_STORE_INFO_VERSION, 0, SOP_STORE_OPTIONS_INIT, 0}
+
+/**
+ * @brief Fill *out for @p store as seen by @p txn.
+ *
+ * count is sop_count()'s (in a read-write txn it is a read: see there);
+ * options is the store's stored options (options.version is
+ * SOP_STORE_OPTIONS_VERSION). Writes the fields of out->version only.
+ * @retval SOP_OK
+ * @retval SOP_INVAL     NULL argument, unknown out->version, or a store of
+ *                       another database.
+ * @retval SOP_BADSTATE  Store not visible in @p txn, or @p txn unusable.
+ * @retval SOP_TIMEOUT, SOP_IOERR, SOP_CORRUPT, SOP_NOMEM, SOP_PANIC  As for
+ *                       sop_count (the txn has failed).
+ * @par Threads  As any read of @p txn.
+ */
 SOP_API int sop_store_info_get(sop_store_info *out, sop_txn *txn, sop_store *store);
 /** Shape and size of one store's tree (sop_store_stat). Fill factors are
  *  leaf_items / leaf_capacity and branch_children / branch_capacity. */
 typedef struct sop_store_stat_info {
+    uint32_t version;         /**< in: SOP_STORE_STAT_VERSION */
     uint32_t depth;           /**< levels; 1 = the root is a leaf */
     uint32_t slot_length;     /**< the store's items (children) per node */
     uint64_t leaf_nodes;      /**< leaves */
@@ -522,7 +684,11 @@ typedef struct sop_store_stat_info {
     uint64_t inline_value_bytes; /**< bytes of values stored inside leaves */
     uint64_t value_blobs;     /**< values stored apart from their leaf */
     uint64_t value_blob_bytes;   /**< their bytes */
-} sop_store_stat_info;
+} sop_store_stat_info; /* version 1 ends here */
+
+#define SOP_STORE_STAT_VERSION 1
+/** Every field, in order (see SOP_DB_OPTIONS_INIT). */
+#define SOP_STORE_STAT_INIT {SOP_STORE_STAT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Walk @p store's tree at @p txn's snapshot and describe its shape.
@@ -532,9 +698,11 @@ typedef struct sop_store_stat_info {
  * transaction's own uncommitted changes are not included, and the walk is
  * not part of a read-write transaction's read set: it is a statistic, not
  * a serializable read. A store created inside @p txn reports all zeros.
- * @param[out] out  Filled on SOP_OK; zeroed on error.
+ * @param[in,out] out  out->version in; the fields of that version filled on
+ *                     SOP_OK, zeroed on other errors.
  * @retval SOP_OK
- * @retval SOP_INVAL     NULL argument, or a store of another database.
+ * @retval SOP_INVAL     NULL argument, unknown out->version (nothing
+ *                       written), or a store of another database.
  * @retval SOP_BADSTATE  Store not visible in @p txn, or @p txn unusable.
  * @retval SOP_CORRUPT   A node could not be decoded.
  * @retval SOP_IOERR, SOP_NOMEM, SOP_PANIC
@@ -588,8 +756,12 @@ SOP_API int sop_remove(sop_txn *txn, sop_store *store, const sop_val *key);
  */
 SOP_API int sop_get(sop_val *value_out, sop_txn *txn, sop_store *store, const sop_val *key);
 
-/** Number of items in @p txn's view of the store, own changes included.
- *  In a read-write txn this reads the whole store (validated at commit). */
+/** Number of items in @p txn's view of the store, own changes included:
+ *  the count stored with the snapshot plus the transaction's own delta
+ *  (its write set's keys are looked up; the store is not walked). In a
+ *  read-write txn the count is a read validated at commit like any other:
+ *  it covers every key of the store, so a commit since the snapshot that
+ *  wrote any key of it makes this txn's commit SOP_CONFLICT. */
 SOP_API int sop_count(uint64_t *count_out, sop_txn *txn, sop_store *store);
 
 /* ------------------------------------------------------------------------ */
@@ -629,6 +801,38 @@ SOP_API void sop_cursor_close(sop_cursor *cursor);
  */
 SOP_API int sop_cursor_get(sop_val *key_out, sop_val *value_out, sop_cursor *cursor,
                            sop_cursor_op op, const sop_val *key);
+
+/** sop_cursor_set_range flags. */
+#define SOP_RANGE_LO_EXCLUSIVE 0x1u /**< lo itself is outside the range */
+#define SOP_RANGE_HI_EXCLUSIVE 0x2u /**< hi itself is outside the range */
+
+/**
+ * @brief Bound the cursor to the keys from @p lo to @p hi.
+ *
+ * Afterwards the cursor sees only items inside the bounds, as if the store
+ * held nothing else: SOP_FIRST / SOP_LAST give the first / last item inside
+ * them; SOP_NEXT / SOP_PREV return SOP_NOTFOUND at a bound (staying on the
+ * item, as at the store's end); SOP_SEEK of a key outside them and
+ * SOP_SEEK_GE that finds nothing inside them give SOP_NOTFOUND; SOP_SEEK_GE
+ * of a key below @p lo starts at @p lo. So a range scan needs no "past the
+ * end" check: SOP_NEXT (or SOP_PREV for reverse order) until SOP_NOTFOUND.
+ * Bounds compare with the store's order (its comparator) and are inclusive
+ * unless a SOP_RANGE_*_EXCLUSIVE flag says otherwise; lo above hi gives an
+ * empty range. A prefix scan: lo = prefix, hi = sop_key_prefix_end(prefix),
+ * SOP_RANGE_HI_EXCLUSIVE. In a read-write txn only what the cursor visits
+ * joins the read set (plus at most the first item past a bound).
+ *
+ * @param[in] lo, hi  NULL = unbounded on that side; copied (1..SOP_MAX_KEY_LEN
+ *                    bytes). Both NULL removes the bounds.
+ * @param[in] flags   0 or SOP_RANGE_LO_EXCLUSIVE | SOP_RANGE_HI_EXCLUSIVE.
+ * The cursor becomes unpositioned; the bounds last until the next call.
+ * @retval SOP_OK
+ * @retval SOP_INVAL     Bad key length or flag (nothing changed).
+ * @retval SOP_BADSTATE  The cursor's txn has ended (or has failed).
+ * @retval SOP_NOMEM, SOP_TIMEOUT
+ */
+SOP_API int sop_cursor_set_range(sop_cursor *cursor, const sop_val *lo, const sop_val *hi,
+                                 unsigned flags);
 
 /** Remove the item at the cursor (read-write txn). The cursor stays between
  *  its neighbours: NEXT/PREV move to them. SOP_INVAL if unpositioned. */

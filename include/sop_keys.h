@@ -7,8 +7,9 @@
  * ("US", "Sales", 42) with the last field descending - into such a byte
  * string so that the byte order IS the tuple order. Nothing in the engine
  * needs to know about types: a store of encoded tuples uses the default
- * bytewise order, and a range scan over a tuple prefix is a plain
- * SOP_SEEK_GE plus a stop key (sop_key_prefix_end).
+ * bytewise order, and a range scan over a tuple prefix is a cursor bounded
+ * by sop_cursor_set_range(c, prefix, prefix end, SOP_RANGE_HI_EXCLUSIVE),
+ * the end from sop_key_prefix_end.
  *
  * Guarantees (each one is tested in tests/test_keys.c and fuzzed by
  * fuzz/fuzz_keys.c):

@@ -4,7 +4,9 @@
  * Every file-system call, clock read and random byte libsop uses goes
  * through a sop_vfs, so tests can fail the Nth call, drop unsynced writes
  * (power loss) or run on an in-memory file system. Implementations return
- * SOP_* codes (never errno) and record detail with sop_vfs_set_error().
+ * SOP_* codes (never errno) and record detail with sop_vfs_set_error();
+ * the whole contract is (V1)-(V8) below, every method is described in
+ * struct sop_vfs.
  */
 #ifndef SOP_SYS_H
 #define SOP_SYS_H
@@ -33,47 +35,132 @@ typedef struct sop_file {
 #define SOP_VFS_LOCK_EXCL   2
 #define SOP_VFS_UNLOCK      0
 
-struct sop_vfs {
-    uint32_t version; /**< SOP_VFS_VERSION */
-    const char *name;
-    void *ctx;        /**< implementation data */
+/*
+ * The contract of every sop_vfs implementation (sop_vfs_posix() is the
+ * reference; tests/test_os.c checks it). libsop's durability promises hold
+ * only if a VFS keeps it.
+ *
+ *   (V1) A method returns a SOP_* code, never an errno, and records a
+ *        one-line detail naming the path (and offset) with
+ *        sop_vfs_set_error(), with the OS errno for sop_os_errno(). Mapping:
+ *        ENOSPC, EDQUOT -> SOP_NOSPC; ENOENT -> SOP_NOTFOUND; ENOMEM ->
+ *        SOP_NOMEM; EEXIST on open(CREATE|EXCL), mkdir and symlink ->
+ *        SOP_KEYEXIST; a conflicting lock -> SOP_BUSY; not a regular file ->
+ *        SOP_CORRUPT (V6); anything else -> SOP_IOERR. Bad flags -> SOP_INVAL.
+ *   (V2) pread loops over short reads and EINTR; it stops short only at end
+ *        of file, with SOP_OK and *got_out < len. pwrite writes all bytes or
+ *        fails.
+ *   (V3) sync is called once per failure: a failed fsync is never retried
+ *        (the kernel may have dropped the dirty pages and a second call can
+ *        report success without the data). libsop then panics the handle
+ *        (SOP_PANIC). A sync that returns SOP_OK has made durable every
+ *        byte written to the file before the call began.
+ *   (V4) lock is whole-file, advisory, non-blocking and owned by the open
+ *        file (POSIX: an OFD lock), not the process: two sop_files of the
+ *        same path conflict even in one process, and closing one sop_file
+ *        never drops a lock held through another. SOP_VFS_LOCK_EXCL needs a
+ *        file opened with SOP_VFS_WRITE. Closing a file releases its lock.
+ *   (V5) readlink writes the target plus a terminating NUL into buf and sets
+ *        *len_out to the target's length; a target that does not fit in
+ *        cap - 1 bytes gives SOP_INVAL. stat follows symlinks; size_out and
+ *        is_dir_out may be NULL.
+ *   (V6) Files are opened close-on-exec; open refuses a directory
+ *        (SOP_IOERR, EISDIR) and anything else that is not a regular file,
+ *        symlinks followed (a FIFO, a device, a socket: SOP_CORRUPT, the
+ *        message naming the path and what it is), without blocking on a
+ *        FIFO. So every sop_file is a regular file: libsop creates no
+ *        other kind, and one of its names holding another is damage.
+ *   (V7) Threads: the table and its ctx are shared by every thread of
+ *        every sop_db using it. On one sop_file libsop calls pread from
+ *        several threads at once, also while another thread pwrites
+ *        elsewhere in the file (appends) or syncs it; it never reads bytes
+ *        that a write in progress covers. close, truncate and lock of a
+ *        file never run concurrently with another call on that file. The
+ *        path methods may run concurrently with anything.
+ *   (V8) Paths are NUL-terminated, absolute or relative to the process's
+ *        working directory as given to sop_db_open, and are only read
+ *        during the call. libsop passes only names it created (or the
+ *        folder's own entries from list_dir).
+ */
 
-    /** Open @p path. SOP_NOTFOUND if missing and not CREATE. */
+struct sop_vfs {
+    uint32_t version; /**< SOP_VFS_VERSION; methods are only ever appended,
+                       *   and a libsop calls only those the version has */
+    const char *name; /**< for messages; NUL-terminated, static */
+    void *ctx;        /**< implementation data, for the methods only */
+
+    /** Open @p path with SOP_VFS_* flags (READ or WRITE, optionally CREATE,
+     *  EXCL). On SOP_OK *file_out is a file whose first member is a sop_file
+     *  with vfs set to @p vfs; on failure *file_out is untouched or NULL.
+     *  SOP_NOTFOUND if missing and not CREATE; SOP_KEYEXIST for CREATE|EXCL
+     *  of an existing file; (V6) for anything but a regular file. A file
+     *  created here need not be durable until sync_dir of its folder. */
     int (*open)(sop_file **file_out, const sop_vfs *vfs, const char *path, unsigned flags);
-    /** Close; the return value reports a failed close (the file is gone either way). */
+    /** Close and free @p file (never NULL), releasing its lock (V4). The
+     *  file is gone whatever the result; a failure only reports that the
+     *  OS close failed (libsop has synced what it needs before). */
     int (*close)(sop_file *file);
-    /** Read up to len bytes at off; *got_out < len only at end of file. */
+    /** Read up to @p len bytes at @p off into @p buf; *got_out gets the
+     *  number read, < len only at end of file (V2). A read past the end is
+     *  SOP_OK with *got_out 0. */
     int (*pread)(sop_file *file, void *buf, size_t len, uint64_t off, size_t *got_out);
-    /** Write all len bytes at off (loops over short writes) or fail. */
+    /** Write all @p len bytes at @p off (extending the file, holes read as
+     *  zeros) or fail; after a failure the bytes in the range are
+     *  unspecified. Durable only after sync. */
     int (*pwrite)(sop_file *file, const void *buf, size_t len, uint64_t off);
-    /** fdatasync (data_only) or fsync. A failure must be treated as fatal. */
+    /** Make the file's written bytes durable: fdatasync when @p data_only
+     *  (the size too, if it grew), else fsync (metadata as well). Called
+     *  once per failure, never retried (V3); SOP_OK covers every write that
+     *  returned before the call. */
     int (*sync)(sop_file *file, int data_only);
+    /** Set the file's size to @p size (shrink, or grow with zeros). Durable
+     *  after sync. */
     int (*truncate)(sop_file *file, uint64_t size);
+    /** The file's current size in bytes, writes that returned included. */
     int (*size)(sop_file *file, uint64_t *size_out);
-    /** Non-blocking lock; SOP_BUSY when another holder conflicts. */
+    /** Take (SOP_VFS_LOCK_SHARED / _EXCL) or drop (SOP_VFS_UNLOCK) the
+     *  file's lock, without blocking: SOP_BUSY when another open file holds
+     *  a conflicting one (V4). libsop locks LOCK in the database folder to
+     *  keep one handle per folder across processes. */
     int (*lock)(sop_file *file, int mode);
 
+    /** Remove the name @p path (a file). SOP_NOTFOUND if missing. Durable
+     *  after sync_dir of its folder. */
     int (*unlink)(const sop_vfs *vfs, const char *path);
-    /** Atomic rename, replacing @p to. */
+    /** Rename @p from to @p to atomically, replacing @p to: any later
+     *  reader sees either the old or the new file under @p to, never none
+     *  or a mix (checkpoint manifests and FORMAT rely on it). Durable after
+     *  sync_dir of the folder. */
     int (*rename)(const sop_vfs *vfs, const char *from, const char *to);
-    /** SOP_KEYEXIST if it already exists. */
+    /** Create the folder @p path (parents must exist). SOP_KEYEXIST if it
+     *  already exists; SOP_NOTFOUND if a parent is missing. */
     int (*mkdir)(const sop_vfs *vfs, const char *path);
-    /** fsync a directory so entries created/renamed/removed in it are durable. */
+    /** fsync the folder @p path, so that entries created, renamed or removed
+     *  in it before the call are durable. (V3) applies. */
     int (*sync_dir)(const sop_vfs *vfs, const char *path);
-    /** Call cb for every entry of the directory except "." and ".."; a
-     *  non-zero cb return stops the walk and is returned. */
+    /** Call cb for every entry of the folder except "." and "..", in any
+     *  order; a non-zero cb return stops the walk and is returned. The name
+     *  passed to cb is valid during the callback only. */
     int (*list_dir)(const sop_vfs *vfs, const char *path,
                     int (*cb)(const char *name, void *cb_ctx), void *cb_ctx);
-    /** SOP_NOTFOUND if missing; *is_dir_out set otherwise. */
+    /** Whether @p path exists, following symlinks (V5): SOP_NOTFOUND if not;
+     *  else *is_dir_out (1 for a folder) and *size_out, each unless NULL. */
     int (*stat)(const sop_vfs *vfs, const char *path, int *is_dir_out, uint64_t *size_out);
-    /** Create a symbolic link (exclusive: SOP_KEYEXIST) - for clustered mode. */
+    /** Create the symbolic link @p link_path pointing at @p target,
+     *  exclusively (SOP_KEYEXIST if the name exists): the commit point of
+     *  clustered mode. Not called in standalone mode. */
     int (*symlink)(const sop_vfs *vfs, const char *target, const char *link_path);
+    /** Read the target of the link @p link_path into @p buf (cap bytes, NUL
+     *  included; see V5). Not called in standalone mode. */
     int (*readlink)(const sop_vfs *vfs, const char *link_path, char *buf, size_t cap,
                     size_t *len_out);
 
-    /** Monotonic clock in nanoseconds. */
+    /** A monotonic clock in nanoseconds (never goes back; any origin): the
+     *  transaction time limit. Cannot fail. */
     uint64_t (*monotonic_ns)(const sop_vfs *vfs);
-    /** Fill buf with random bytes (db ids). */
+    /** Fill @p buf with @p len random bytes (the database's id, written at
+     *  creation): unpredictability is not needed, uniqueness across
+     *  databases is. */
     int (*random)(const sop_vfs *vfs, void *buf, size_t len);
 };
 

@@ -7,6 +7,7 @@
 #include "keys.h"
 #include "txn.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 /* ---- transactions ---------------------------------------------------------- */
@@ -67,21 +68,48 @@ int sop_txn_commit(sop_txn *t)
             return rc;
         }
     }
-    rc = sop_err_lost_file(sop_txn__commit(t));
-    if (rc == SOP_BUSY && t->state == SOP_TXN_ACTIVE)
-        return rc; /* documented: the txn stays active */
+    /* Every result ends the handle, SOP_BUSY too (sop.h): a retry loop
+     * then needs no special case, and a prepared transaction whose phase
+     * 2 failed stays prepared, to be resolved by id. */
+    int prepared = t->state == SOP_TXN_PREPARED;
+    rc = sop_txn__commit(t);
+    if (!prepared) /* phase 2 maps a lost file itself: NOTFOUND = resolved by id */
+        rc = sop_err_lost_file(rc);
     sop_txn__free(t);
     return sop_done(rc);
 }
 
-void sop_txn_abort(sop_txn *t)
+int sop_txn_abort(sop_txn *t)
 {
+    sop_err_clear();
     if (!t)
-        return;
+        return SOP_OK;
     SOP_TXN_CHECK(t, "sop_txn_abort");
-    if (t->state == SOP_TXN_PREPARED && !sop_db__check_panic(t->db))
-        sop_txn__resolve_prepared(t->db, t->id, 0);
+    int rc = SOP_OK;
+    if (t->state == SOP_TXN_PREPARED) {
+        /* Phase 2 rollback writes a durable record, which can fail; the
+         * transaction then stays prepared (sop_db_prepared_list). */
+        rc = sop_db__check_panic(t->db);
+        if (rc == SOP_OK)
+            rc = sop_txn__resolve_prepared(t->db, t->id, 0);
+    }
     sop_txn__free(t);
+    return sop_done(rc);
+}
+
+int sop_txn_release(sop_txn *t)
+{
+    sop_err_clear();
+    if (!t)
+        return sop_err(SOP_INVAL, "txn is NULL");
+    SOP_TXN_CHECK(t, "sop_txn_release");
+    if (t->state != SOP_TXN_PREPARED)
+        return sop_err(SOP_BADSTATE, "only a prepared transaction can be released; commit or "
+                                     "abort this one");
+    /* The prepared entry (db->prepared) is the transaction; the handle
+     * only names it, so freeing the handle leaves it prepared. */
+    sop_txn__free(t);
+    return SOP_OK;
 }
 
 int sop_txn_prepare(sop_txn *t, const sop_val *xid)
@@ -147,6 +175,57 @@ int sop_db_prepared_rollback(sop_db *db, uint64_t id)
         return sop_err(SOP_INVAL, "db is NULL");
     int rc = sop_db__check_panic(db);
     return rc ? rc : sop_done(sop_txn__resolve_prepared(db, id, 0));
+}
+
+/* ---- versioned structs the library fills ----------------------------------------- */
+
+/* Bytes of a struct libsop fills that version @p v of it has; 0 for an
+ * unknown version. Fields are only appended (sop.h), so an older version
+ * is a prefix of the current struct. */
+static size_t db_stat_size(uint32_t v)
+{
+    if (v == 1)
+        return offsetof(sop_db_stat_info, active_txns);
+    return v == SOP_DB_STAT_VERSION ? sizeof(sop_db_stat_info) : 0;
+}
+
+static size_t store_info_size(uint32_t v)
+{
+    return v == SOP_STORE_INFO_VERSION ? sizeof(sop_store_info) : 0;
+}
+
+static size_t store_stat_size(uint32_t v)
+{
+    return v == SOP_STORE_STAT_VERSION ? sizeof(sop_store_stat_info) : 0;
+}
+
+/* Copy the first @p n bytes of the full struct @p full to the caller's
+ * @p out, keeping the caller's version field (the first member). */
+static void copy_versioned(void *out, const void *full, size_t n)
+{
+    uint32_t v;
+    memcpy(&v, out, sizeof v);
+    memcpy(out, full, n);
+    memcpy(out, &v, sizeof v);
+}
+
+int sop_db_stat(sop_db_stat_info *out, sop_db *db)
+{
+    sop_err_clear();
+    if (!out || !db)
+        return sop_err(SOP_INVAL, "NULL argument");
+    size_t n = db_stat_size(out->version);
+    if (!n)
+        return sop_err(SOP_INVAL, "unknown sop_db_stat_info version %u", out->version);
+    sop_db_stat_info full;
+    int rc = sop_db__stat(&full, db);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&db->snap_mu);
+    full.active_txns = db->active_count;
+    pthread_mutex_unlock(&db->snap_mu);
+    copy_versioned(out, &full, n);
+    return sop_done(SOP_OK);
 }
 
 /* ---- stores ------------------------------------------------------------------ */
@@ -227,20 +306,21 @@ static int check_opts_match(const sop_store *s, const sop_store_options *o)
     if (o->version != SOP_STORE_OPTIONS_VERSION)
         return sop_err(SOP_INVAL, "unknown sop_store_options version %u", o->version);
     if (o->flags && o->flags != s->flags)
-        return sop_err(SOP_INVAL, "store '%s' exists with flags 0x%x, opened with 0x%x", s->name,
+        return sop_err(SOP_MISMATCH, "store '%s' exists with flags 0x%x, opened with 0x%x", s->name,
                        s->flags, o->flags);
     if (o->slot_length && o->slot_length != s->slot_length)
-        return sop_err(SOP_INVAL, "store '%s' exists with slot_length %u, opened with %u", s->name,
-                       s->slot_length, o->slot_length);
+        return sop_err(SOP_MISMATCH, "store '%s' exists with slot_length %u, opened with %u",
+                       s->name, s->slot_length, o->slot_length);
     if (o->max_inline_value && o->max_inline_value != s->max_inline)
-        return sop_err(SOP_INVAL, "store '%s' exists with max_inline_value %u, opened with %u",
+        return sop_err(SOP_MISMATCH, "store '%s' exists with max_inline_value %u, opened with %u",
                        s->name, s->max_inline, o->max_inline_value);
     if (o->comparator && (!s->comparator || strcmp(o->comparator, s->comparator) != 0))
-        return sop_err(SOP_INVAL, "store '%s' exists with comparator '%s', opened with '%s'",
+        return sop_err(SOP_MISMATCH, "store '%s' exists with comparator '%s', opened with '%s'",
                        s->name, s->comparator ? s->comparator : "(bytewise)", o->comparator);
     if (o->key_spec_len && (o->key_spec_len != s->key_spec_len ||
                             memcmp(o->key_spec, s->key_spec, s->key_spec_len) != 0))
-        return sop_err(SOP_INVAL, "store '%s' exists with a different key specification", s->name);
+        return sop_err(SOP_MISMATCH, "store '%s' exists with a different key specification",
+                       s->name);
     return SOP_OK;
 }
 
@@ -728,18 +808,23 @@ static int store_info_get_impl(sop_store_info *out, sop_txn *t, sop_store *s)
     sop_err_clear();
     if (!out || !t)
         return sop_err(SOP_INVAL, "NULL argument");
-    memset(out, 0, sizeof *out);
-    int rc = sop_count(&out->count, t, s);
+    size_t n = store_info_size(out->version);
+    if (!n)
+        return sop_err(SOP_INVAL, "unknown sop_store_info version %u", out->version);
+    sop_store_info full;
+    memset(&full, 0, sizeof full);
+    int rc = sop_count(&full.count, t, s);
     if (rc)
         return rc;
-    out->options.version = SOP_STORE_OPTIONS_VERSION;
-    out->options.flags = s->flags;
-    out->options.slot_length = s->slot_length;
-    out->options.max_inline_value = s->max_inline;
-    out->options.comparator = s->comparator;
-    out->options.key_spec = s->key_spec;
-    out->options.key_spec_len = s->key_spec_len;
-    out->id = s->id;
+    full.options.version = SOP_STORE_OPTIONS_VERSION;
+    full.options.flags = s->flags;
+    full.options.slot_length = s->slot_length;
+    full.options.max_inline_value = s->max_inline;
+    full.options.comparator = s->comparator;
+    full.options.key_spec = s->key_spec;
+    full.options.key_spec_len = s->key_spec_len;
+    full.id = s->id;
+    copy_versioned(out, &full, n);
     return SOP_OK;
 }
 
@@ -753,16 +838,20 @@ static int store_stat_impl(sop_store_stat_info *out, sop_txn *t, sop_store *s)
     sop_err_clear();
     if (!out || !t)
         return sop_err(SOP_INVAL, "NULL argument");
-    memset(out, 0, sizeof *out);
+    size_t n = store_stat_size(out->version);
+    if (!n)
+        return sop_err(SOP_INVAL, "unknown sop_store_stat_info version %u", out->version);
+    sop_store_stat_info full;
+    memset(&full, 0, sizeof full);
+    copy_versioned(out, &full, n); /* zeroed on error */
     int rc = sop_txn__check_usable(t, 0);
     if (rc || (rc = check_store(t, s)) != SOP_OK)
         return rc;
     if (atomic_load(&s->created_lsn) > t->snap)
         return SOP_OK; /* created by this transaction: nothing committed yet */
-    if ((rc = sop_btree__stat(out, t->db, s, t->snap)) != SOP_OK) {
-        memset(out, 0, sizeof *out);
+    if ((rc = sop_btree__stat(&full, t->db, s, t->snap)) != SOP_OK)
         return sop_txn__fail(t, rc);
-    }
+    copy_versioned(out, &full, n);
     return SOP_OK;
 }
 
@@ -860,6 +949,29 @@ int sop_cursor_get(sop_val *key_out, sop_val *value_out, sop_cursor *c, sop_curs
                    const sop_val *key)
 {
     return sop_done(cursor_get_impl(key_out, value_out, c, op, key));
+}
+
+static int cursor_set_range_impl(sop_cursor *c, const sop_val *lo, const sop_val *hi,
+                                 unsigned flags)
+{
+    sop_err_clear();
+    if (!c)
+        return sop_err(SOP_INVAL, "cursor is NULL");
+    if (flags & ~(SOP_RANGE_LO_EXCLUSIVE | SOP_RANGE_HI_EXCLUSIVE))
+        return sop_err(SOP_INVAL, "unknown range flags 0x%x", flags);
+    int rc;
+    if ((lo && (rc = check_kv(lo, NULL)) != SOP_OK) || (hi && (rc = check_kv(hi, NULL)) != SOP_OK))
+        return rc;
+    if (!c->txn)
+        return sop_err(SOP_BADSTATE, "the cursor's transaction has ended");
+    if ((rc = sop_txn__check_usable(c->txn, 0)) != SOP_OK)
+        return rc;
+    return sop_cursor__set_range(c, lo, hi, flags);
+}
+
+int sop_cursor_set_range(sop_cursor *c, const sop_val *lo, const sop_val *hi, unsigned flags)
+{
+    return sop_done(cursor_set_range_impl(c, lo, hi, flags));
 }
 
 static int cursor_remove_impl(sop_cursor *c)

@@ -152,6 +152,9 @@ void sop_cursor__free_ext(sop_cursor *c)
     sop_free(c->keybuf);
     c->keybuf = NULL;
     c->keybuf_cap = 0;
+    sop_free(c->bound_buf);
+    c->bound_buf = NULL;
+    c->has_lo = c->has_hi = 0;
 }
 
 int sop_cursor__init_ext(sop_cursor *c)
@@ -288,6 +291,23 @@ static int same_key(const sop_cursor *c, const sop_val *a, const sop_val *b)
     return kcmp(c->store, a, 0, b, 0) == 0;
 }
 
+/* Bounds of sop_cursor_set_range (none: both 0). */
+static int below_lo(const sop_cursor *c, const sop_val *k)
+{
+    if (!c->has_lo)
+        return 0;
+    int cmp = kcmp(c->store, k, 0, &c->lo, 0);
+    return cmp < 0 || (cmp == 0 && c->lo_excl);
+}
+
+static int above_hi(const sop_cursor *c, const sop_val *k)
+{
+    if (!c->has_hi)
+        return 0;
+    int cmp = kcmp(c->store, k, 0, &c->hi, 0);
+    return cmp > 0 || (cmp == 0 && c->hi_excl);
+}
+
 static int plain_set_current(sop_cursor *c)
 {
     sop_tcur__item(&c->tc, &c->key, &c->seq, &c->val);
@@ -399,10 +419,22 @@ static int move_inner(sop_cursor *c, sop_cursor_op op, const sop_val *key)
         } else {
             rc = merged_seek(c, w ? w : sop_txn__ws(t, c->store, 1), dir, &prev_key, prev_seq, 0);
         }
+        /* Past a bound (sop_cursor_set_range) is as past the end, except
+         * that what was seen ends at the item beyond the bound, not at the
+         * end of the store. (DUP moves stay on one key, inside them.) */
+        int past = rc == SOP_OK && (op == SOP_NEXT || op == SOP_PREV) &&
+                   (dir > 0 ? above_hi(c, &c->key) : below_lo(c, &c->key));
+        if (past) {
+            if ((rc = rs_extend(c, &c->key, dir)) != SOP_OK) {
+                c->positioned = 0;
+                return rc;
+            }
+            rc = SOP_NOTFOUND;
+        }
         if (rc == SOP_NOTFOUND) {
             c->key = prev_key;
             c->seq = prev_seq;
-            if (op == SOP_NEXT || op == SOP_PREV)
+            if ((op == SOP_NEXT || op == SOP_PREV) && !past)
                 rs_extend(c, NULL, dir);
             /* re-establish the tree position on the current item */
             if (plain) {
@@ -459,9 +491,120 @@ static int keep_key(sop_cursor *c)
     return SOP_OK;
 }
 
-int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
+static int step(sop_cursor *c, sop_cursor_op op, const sop_val *key)
 {
     int rc = move_inner(c, op, key);
     int krc = keep_key(c);
     return rc == SOP_OK ? krc : rc;
+}
+
+/* ---- bounds (sop_cursor_set_range) ------------------------------------------ */
+
+int sop_cursor__set_range(sop_cursor *c, const sop_val *lo, const sop_val *hi, unsigned flags)
+{
+    size_t n = (lo ? lo->len : 0) + (hi ? hi->len : 0);
+    uint8_t *b = n ? sop_malloc(n) : NULL;
+    if (n && !b)
+        return sop_err(SOP_NOMEM, "cursor bounds");
+    sop_free(c->bound_buf);
+    c->bound_buf = b;
+    c->has_lo = lo != NULL;
+    c->has_hi = hi != NULL;
+    c->lo_excl = (flags & SOP_RANGE_LO_EXCLUSIVE) != 0;
+    c->hi_excl = (flags & SOP_RANGE_HI_EXCLUSIVE) != 0;
+    c->lo = c->hi = (sop_val){NULL, 0};
+    if (lo) {
+        memcpy(b, lo->data, lo->len);
+        c->lo = (sop_val){b, lo->len};
+    }
+    if (hi) {
+        memcpy(b + c->lo.len, hi->data, hi->len);
+        c->hi = (sop_val){b + c->lo.len, hi->len};
+    }
+    c->positioned = 0;
+    return SOP_OK;
+}
+
+/* rc, unpositioning the cursor unless it is SOP_OK (FIRST/LAST/SEEK rule). */
+static int settle(sop_cursor *c, int rc)
+{
+    if (rc != SOP_OK)
+        c->positioned = 0;
+    return rc;
+}
+
+/* The first item inside the bounds. */
+static int bounded_first(sop_cursor *c)
+{
+    int rc;
+    if (!c->has_lo)
+        rc = step(c, SOP_FIRST, NULL);
+    else {
+        rc = step(c, SOP_SEEK_GE, &c->lo);
+        while (rc == SOP_OK && below_lo(c, &c->key)) /* exclusive: skip every item at lo */
+            rc = step(c, SOP_NEXT, NULL);
+    }
+    if (rc == SOP_OK && above_hi(c, &c->key))
+        rc = SOP_NOTFOUND;
+    return settle(c, rc);
+}
+
+/* The last item inside the bounds: the last one not above hi. */
+static int bounded_last(sop_cursor *c)
+{
+    int rc;
+    if (!c->has_hi) {
+        rc = step(c, SOP_LAST, NULL);
+    } else {
+        rc = step(c, SOP_SEEK_GE, &c->hi);
+        if (rc == SOP_NOTFOUND) {
+            rc = step(c, SOP_LAST, NULL); /* every item is below hi */
+        } else if (rc == SOP_OK && above_hi(c, &c->key)) {
+            rc = step(c, SOP_PREV, NULL);
+        } else if (rc == SOP_OK) { /* at hi, inclusive: its last duplicate */
+            while ((rc = step(c, SOP_NEXT_DUP, NULL)) == SOP_OK)
+                ;
+            if (rc == SOP_NOTFOUND)
+                rc = SOP_OK;
+        }
+    }
+    if (rc == SOP_OK && below_lo(c, &c->key))
+        rc = SOP_NOTFOUND;
+    return settle(c, rc);
+}
+
+/* Outside the bounds there is nothing: FIRST/LAST/SEEK_GE start at a bound,
+ * NEXT/PREV stop at one (SOP_NOTFOUND, staying on the item as at an end). */
+static int bounded_move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
+{
+    int rc;
+    switch (op) {
+    case SOP_FIRST:
+        return bounded_first(c);
+    case SOP_LAST:
+        return bounded_last(c);
+    case SOP_SEEK:
+        if (below_lo(c, key) || above_hi(c, key))
+            return settle(c, SOP_NOTFOUND);
+        return step(c, op, key);
+    case SOP_SEEK_GE:
+        if (below_lo(c, key))
+            return bounded_first(c);
+        rc = step(c, op, key);
+        return settle(c, rc == SOP_OK && above_hi(c, &c->key) ? SOP_NOTFOUND : rc);
+    case SOP_NEXT:
+    case SOP_PREV:
+        if (!c->positioned)
+            return op == SOP_NEXT ? bounded_first(c) : bounded_last(c);
+        return step(c, op, NULL); /* stops at a bound itself (move_inner) */
+    default:                      /* CURRENT and the DUP moves stay on one key, inside the bounds */
+        return step(c, op, key);
+    }
+}
+
+int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key)
+{
+    if (c->has_lo || c->has_hi)
+        return bounded_move(c, op, key);
+    return step(c, op, key);
 }

@@ -1068,11 +1068,26 @@ int sop_db_close(sop_db *db)
         return SOP_OK;
     sop_err_clear();
     pthread_mutex_lock(&db->snap_mu);
-    size_t live = db->active_count;
+    size_t live = 0;
+    for (sop_txn *t = db->active; t; t = t->next_active)
+        live += t->state != SOP_TXN_PREPARED;
     pthread_mutex_unlock(&db->snap_mu);
     if (live)
-        return sop_err(SOP_BADSTATE, "%zu transaction(s) still open; end them before closing",
+        return sop_err(SOP_BADSTATE,
+                       "%zu transaction(s) still open; end them before closing (prepared "
+                       "ones may stay)",
                        live);
+    /* Prepared handles are released as sop_txn_release does: their
+     * transactions stay prepared (the checkpoint below writes them to the
+     * manifest) for a coordinator to resolve by id after the next open. */
+    for (;;) {
+        pthread_mutex_lock(&db->snap_mu);
+        sop_txn *t = db->active;
+        pthread_mutex_unlock(&db->snap_mu);
+        if (!t)
+            break;
+        sop_txn__free(t);
+    }
     if (!atomic_load(&db->panicked) && !atomic_load(&db->wal.panicked)) {
         rc = sop_ckpt__run(db);
         if (rc == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
@@ -1097,7 +1112,7 @@ int sop_db_checkpoint(sop_db *db)
     return rc ? rc : sop_done(sop_err_lost_file(sop_ckpt__run(db)));
 }
 
-int sop_db_stat(sop_db_stat_info *out, sop_db *db)
+int sop_db__stat(sop_db_stat_info *out, sop_db *db)
 {
     sop_err_clear();
     if (!out || !db)

@@ -185,6 +185,9 @@ struct sop_db {
 /* Panic the handle (fsync failure etc.): every later call gets SOP_PANIC. */
 int sop_db__panic(sop_db *db, int rc);
 int sop_db__check_panic(sop_db *db);
+/* Every counter of the current sop_db_stat_info version (api.c copies the
+ * caller's version out of it). */
+int sop_db__stat(sop_db_stat_info *out, sop_db *db);
 
 /* The image of version v of lid (loading it if needed); cmp for validation. */
 int sop_db__node(const uint8_t **img_out, sop_db *db, sop_version *v, uint64_t lid,

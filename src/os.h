@@ -1,37 +1,9 @@
 /*
  * os.h - the engine's side of the VFS: short call-throughs to a sop_file's
- * methods, and the rules every sop_vfs implementation (os_posix.c, test
- * VFS layers) follows beyond the comments in include/sop_sys.h.
+ * methods.
  *
- * Contract of a VFS method (os_posix.c is the reference):
- *   (V1) It returns a SOP_* code, never an errno, and records a one-line
- *        detail naming the path (and offset) with sop_vfs_set_error(), with
- *        the OS errno for sop_os_errno(). Mapping: ENOSPC, EDQUOT ->
- *        SOP_NOSPC; ENOENT -> SOP_NOTFOUND; ENOMEM -> SOP_NOMEM; EEXIST on
- *        open(CREATE|EXCL), mkdir and symlink -> SOP_KEYEXIST; a conflicting
- *        lock -> SOP_BUSY; not a regular file -> SOP_CORRUPT (V6); anything
- *        else -> SOP_IOERR. Bad flags -> SOP_INVAL.
- *   (V2) pread loops over short reads and EINTR; it stops short only at end
- *        of file, with SOP_OK and *got_out < len. pwrite writes all bytes or
- *        fails.
- *   (V3) sync is called once per failure: a failed fsync is never retried
- *        (the kernel may have dropped the dirty pages and a second call can
- *        report success without the data). The caller panics the handle.
- *   (V4) lock is whole-file, advisory, non-blocking and owned by the open
- *        file (POSIX: an OFD lock), not the process: two sop_files of the
- *        same path conflict even in one process, and closing one sop_file
- *        never drops a lock held through another. SOP_VFS_LOCK_EXCL needs a
- *        file opened with SOP_VFS_WRITE. Closing a file releases its lock.
- *   (V5) readlink writes the target plus a terminating NUL into buf and sets
- *        *len_out to the target's length; a target that does not fit in
- *        cap - 1 bytes gives SOP_INVAL. stat follows symlinks; size_out and
- *        is_dir_out may be NULL.
- *   (V6) Files are opened close-on-exec; open refuses a directory
- *        (SOP_IOERR, EISDIR) and anything else that is not a regular file,
- *        symlinks followed (a FIFO, a device, a socket: SOP_CORRUPT, the
- *        message naming the path and what it is), without blocking on a
- *        FIFO. So every sop_file is a regular file: libsop creates no
- *        other kind, and one of its names holding another is damage.
+ * The contract of a VFS method, (V1)-(V8), is in include/sop_sys.h, for
+ * whoever implements one; os_posix.c is the reference implementation.
  */
 #ifndef SOP_OS_H
 #define SOP_OS_H

@@ -2,7 +2,7 @@
  * os_posix.c - the default VFS (sop_vfs_posix): POSIX file calls, open file
  * description locks, CLOCK_MONOTONIC and getrandom.
  *
- * It follows the VFS contract (V1)-(V6) in os.h. In particular:
+ * It follows the VFS contract (V1)-(V8) in include/sop_sys.h. In particular:
  *   - every failure returns a SOP_* code and records "<call> <path>[ at
  *     <off>]: <strerror>" plus the errno (sop_errmsg/sop_os_errno);
  *   - pread/pwrite loop over short transfers and EINTR, at most 1 GiB per

@@ -107,7 +107,7 @@ void sop_txn__misuse(const sop_txn *t, const char *fn)
 {
     fprintf(stderr,
             "libsop: %s(%p): not a live transaction (%s): a handle is ended by "
-            "sop_txn_commit (except on SOP_BUSY) and by sop_txn_abort; do not use it again\n",
+            "sop_txn_commit (whatever it returns) and by sop_txn_abort; do not use it again\n",
             fn, (const void *)t, t->magic == SOP_TXN_DEAD ? "already ended" : "bad magic word");
     abort();
 }
@@ -1878,7 +1878,9 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
      * the images it is merging into must stay allocated (cache.h L2). The
      * caller may hold no transaction (phase 2 by id after recovery). */
     sop_cache__enter(db, &db->resolve_epoch);
-    int rc = resolve_locked(db, p, commit, lsn, &token, 0);
+    /* SOP_NOTFOUND means "no such prepared transaction" to the caller: a
+     * file gone under the handle is an I/O error (sop_err_lost_file). */
+    int rc = sop_err_lost_file(resolve_locked(db, p, commit, lsn, &token, 0));
     sop_cache__leave(&db->resolve_epoch);
     if (rc == SOP_OK && db->opts.sync != SOP_SYNC_FULL)
         set_visible(db, lsn);

@@ -157,9 +157,16 @@ struct sop_cursor {
     int range_open;
     int range_lo_open;
     sop_val range_lo;
+    /* bounds (sop_cursor_set_range): keys point into bound_buf */
+    int has_lo, has_hi, lo_excl, hi_excl;
+    sop_val lo, hi;
+    uint8_t *bound_buf;
 };
+/* Set the cursor's bounds (NULL = unbounded; flags SOP_RANGE_*) and
+ * unposition it. Keys already checked. */
+int sop_cursor__set_range(sop_cursor *c, const sop_val *lo, const sop_val *hi, unsigned flags);
 
-/* Handle rule (sop.h): sop_txn_commit (except on SOP_BUSY) and
+/* Handle rule (sop.h): sop_txn_commit (whatever it returns) and
  * sop_txn_abort end the handle; the pointer is dangling afterwards. In
  * builds with assertions (no NDEBUG) every entry point checks the magic
  * word and a dead or foreign handle stops the program with a message

@@ -465,7 +465,7 @@ TEST(test_accounting__manifest_with_many_prepared_loads)
     double t0 = now_s();
     CHECK_OK(sop_db_open(&db, test_dir(), &o));
     double took = now_s() - t0;
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     CHECK_EQ_U64(st.prepared, n);
     printf("    open with %u prepared transactions in the manifest: %.3f s\n", n, took);

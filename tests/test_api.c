@@ -13,6 +13,7 @@
 #include "txn.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -65,8 +66,8 @@ static int expired_call(sop_txn *t, sop_store *s, sop_cursor *c, int kind, int *
     char **names;
     size_t count;
     sop_store *s2;
-    sop_store_info info;
-    sop_store_stat_info st;
+    sop_store_info info = SOP_STORE_INFO_INIT;
+    sop_store_stat_info st = SOP_STORE_STAT_INIT;
     sop_cursor *c2;
     switch (kind) {
     case K_GET_RO:
@@ -241,6 +242,195 @@ TEST(test_api__duplicate_comparator_names_refused)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Issue 11: options that contradict a store's stored ones were SOP_INVAL,
+ * like a bad argument; only the message told them apart. Every field
+ * gives SOP_MISMATCH now (message naming it), after a reopen too (the
+ * stored options), and the txn stays usable; a bad argument on an
+ * existing store is still SOP_INVAL. */
+TEST(test_api__contradicting_store_options_are_mismatch)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_comparator cmps[2] = {{"rev", reverse_cmp, NULL}, {"fwd", other_cmp, NULL}};
+    sop_db_options dopts = SOP_DB_OPTIONS_INIT;
+    dopts.comparators = cmps;
+    dopts.comparator_count = 2;
+    CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.slot_length = 32;
+    o.max_inline_value = 100;
+    o.comparator = "rev";
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, &o));
+    CHECK_OK(put_s(t, s, "k", "v"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK(strcmp(sop_strerror(SOP_MISMATCH), "options contradict the stored ones") == 0);
+    for (int reopen = 0; reopen < 2; reopen++) {
+        if (reopen) {
+            CHECK_OK(sop_db_close(db));
+            CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
+        }
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        sop_store_options m = o; /* each field in turn contradicts */
+        m.slot_length = 64;
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &m));
+        CHECK(strstr(sop_errmsg(), "slot_length 32, opened with 64") != NULL);
+        m = o, m.max_inline_value = 200;
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", SOP_STORE_CREATE, &m));
+        CHECK(strstr(sop_errmsg(), "max_inline_value") != NULL);
+        m = o, m.flags = SOP_STORE_DUPLICATES;
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &m));
+        CHECK(strstr(sop_errmsg(), "flags") != NULL);
+        m = o, m.comparator = "fwd";
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &m));
+        CHECK(strstr(sop_errmsg(), "comparator 'rev', opened with 'fwd'") != NULL);
+        m = o, m.comparator = NULL, m.key_spec = "\x01", m.key_spec_len = 1;
+        CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &m));
+        CHECK(strstr(sop_errmsg(), "key specification") != NULL);
+        m = o, m.version = 99; /* a bad argument, not a contradiction */
+        CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &m));
+        CHECK_OK(sop_store_open(&s, t, "s", 0, &o)); /* the same options: fine */
+        sop_val v;
+        CHECK_OK(get_s(&v, t, s, "k")); /* the txn stayed usable */
+        CHECK_VAL(v, "v");
+        CHECK_OK(put_s(t, s, "k2", "w"));
+        CHECK_OK(sop_txn_commit(t));
+    }
+    CHECK_OK(sop_db_close(db));
+}
+
+/* Issue 11: the stat and info structs had no version field, so a field
+ * appended later would be written past the end of an older program's
+ * struct. Each has one now and the call writes only that version's
+ * fields: a version-1 sop_db_stat_info (as a program built against the
+ * version-1 header declares it) is filled up to `prepared` and the bytes
+ * after it are untouched; version 2 adds active_txns; unknown versions
+ * are SOP_INVAL with nothing written. */
+TEST(test_api__older_version_stat_struct_still_works)
+{
+    struct db_stat_v1 { /* sop.h's sop_db_stat_info of version 1 */
+        uint32_t version;
+        uint64_t last_lsn, checkpoint_lsn, commits, conflicts, merges, syncs, node_loads, node_hits,
+            cache_bytes, dirty_bytes, disk_bytes, live_bytes, segments, prepared;
+    };
+    struct {
+        struct db_stat_v1 st;
+        uint64_t canary[4];
+    } old;
+    sop_db *db;
+    sop_txn *p, *t;
+    sop_store *s;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "k", "v"));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&p, db, 0));
+    CHECK_OK(put_s(p, s, "p", "v"));
+    CHECK_OK(sop_txn_prepare(p, NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+
+    memset(&old, 0xAB, sizeof old);
+    old.st.version = 1;
+    CHECK_OK(sop_db_stat((sop_db_stat_info *)&old, db));
+    CHECK_EQ_U64(old.st.version, 1);
+    CHECK_EQ_U64(old.st.commits, 1);
+    CHECK_EQ_U64(old.st.prepared, 1);
+    CHECK(old.st.last_lsn >= 2);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_U64(old.canary[i], 0xABABABABABABABABull); /* nothing past v1 */
+    CHECK(sizeof(struct db_stat_v1) == offsetof(sop_db_stat_info, active_txns));
+
+    sop_db_stat_info cur = SOP_DB_STAT_INIT;
+    CHECK_OK(sop_db_stat(&cur, db));
+    CHECK_EQ_U64(cur.version, SOP_DB_STAT_VERSION);
+    CHECK_EQ_U64(cur.prepared, 1);
+    CHECK_EQ_U64(cur.active_txns, 2); /* p (prepared) and t */
+    CHECK_EQ_U64(cur.commits, old.st.commits);
+
+    for (uint32_t bad = 0; bad < 2; bad++) { /* version 0 and a newer one */
+        memset(&old, 0xAB, sizeof old);
+        old.st.version = bad ? SOP_DB_STAT_VERSION + 1 : 0;
+        CHECK_RC(SOP_INVAL, sop_db_stat((sop_db_stat_info *)&old, db));
+        CHECK_EQ_U64(old.st.commits, 0xABABABABABABABABull);
+        sop_store_info info = SOP_STORE_INFO_INIT;
+        info.version = old.st.version;
+        CHECK_RC(SOP_INVAL, sop_store_info_get(&info, t, s));
+        sop_store_stat_info ss = SOP_STORE_STAT_INIT;
+        ss.version = old.st.version;
+        CHECK_RC(SOP_INVAL, sop_store_stat(&ss, t, s));
+    }
+    sop_store_info info = SOP_STORE_INFO_INIT;
+    CHECK_OK(sop_store_info_get(&info, t, s));
+    CHECK_EQ_U64(info.version, SOP_STORE_INFO_VERSION);
+    CHECK_EQ_U64(info.count, 1);
+    CHECK_EQ_U64(info.options.version, SOP_STORE_OPTIONS_VERSION);
+    CHECK_EQ_U64(info.options.slot_length, SOP_SLOT_LENGTH_DEFAULT);
+    sop_store_stat_info ss = SOP_STORE_STAT_INIT;
+    CHECK_OK(sop_store_stat(&ss, t, s));
+    CHECK_EQ_U64(ss.version, SOP_STORE_STAT_VERSION);
+    CHECK_EQ_U64(ss.leaf_items, 1);
+    CHECK_EQ_U64(ss.depth, 1);
+    CHECK_OK(sop_txn_abort(t));
+    CHECK_OK(sop_txn_abort(p));
+    CHECK_OK(sop_db_close(db));
+}
+
+/* Issue 11: what sop.h says of sop_store_remove, checked: in the removing
+ * txn every call on the store and its cursors is SOP_BADSTATE and the name
+ * is gone (list, open); others see it until the commit, transactions that
+ * began before keep their snapshot through the same handle after it, and
+ * an abort keeps the store. */
+TEST(test_api__store_remove_contract)
+{
+    sop_db *db;
+    sop_txn *t, *old, *rm;
+    sop_store *s, *s2;
+    sop_cursor *c, *oc;
+    sop_val v, k;
+    char **names;
+    size_t n;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "gone", SOP_STORE_CREATE, NULL));
+    CHECK_OK(put_s(t, s, "k", "v"));
+    CHECK_OK(sop_txn_commit(t));
+    for (int abort_it = 1; abort_it >= 0; abort_it--) {
+        CHECK_OK(sop_txn_begin(&old, db, SOP_TXN_READONLY));
+        CHECK_OK(sop_cursor_open(&oc, old, s));
+        CHECK_OK(sop_txn_begin(&rm, db, 0));
+        CHECK_OK(sop_cursor_open(&c, rm, s));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_FIRST, NULL));
+        CHECK_OK(sop_store_remove(rm, "gone"));
+        CHECK_RC(SOP_BADSTATE, get_s(&v, rm, s, "k"));
+        CHECK_RC(SOP_BADSTATE, put_s(rm, s, "k2", "v"));
+        CHECK_RC(SOP_BADSTATE, sop_cursor_get(&k, NULL, c, SOP_CURRENT, NULL));
+        CHECK_RC(SOP_NOTFOUND, sop_store_open(&s2, rm, "gone", 0, NULL));
+        CHECK_RC(SOP_NOTFOUND, sop_store_remove(rm, "gone"));
+        CHECK_OK(sop_store_list(&names, &n, rm));
+        CHECK_EQ_U64(n, 0);
+        sop_store_list_free(names, n);
+        CHECK_OK(get_s(&v, old, s, "k")); /* others: unchanged until the commit */
+        CHECK_VAL(v, "v");
+        CHECK_OK(abort_it ? sop_txn_abort(rm) : sop_txn_commit(rm));
+        CHECK_RC(SOP_BADSTATE, sop_cursor_get(&k, NULL, c, SOP_NEXT, NULL)); /* txn ended */
+        sop_cursor_close(c);
+        CHECK_OK(get_s(&v, old, s, "k")); /* its snapshot, the same handle */
+        CHECK_VAL(v, "v");
+        CHECK_OK(sop_cursor_get(&k, NULL, oc, SOP_FIRST, NULL));
+        CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+        CHECK_RC(abort_it ? SOP_OK : SOP_NOTFOUND, sop_store_open(&s2, t, "gone", 0, NULL));
+        CHECK(!abort_it || s2 == s);
+        if (!abort_it)
+            CHECK_RC(SOP_BADSTATE, get_s(&v, t, s, "k")); /* began after the removal */
+        CHECK_OK(sop_txn_abort(t));
+        CHECK_OK(sop_txn_abort(old));
+        sop_cursor_close(oc); /* after the handle may be freed: only the cursor is freed */
+    }
+    CHECK_OK(sop_db_close(db));
+}
+
 /* Issue 10 #8: sop_errmsg() after a successful call is "", whatever
  * happened inside it (open of an existing folder tolerates EEXIST). */
 TEST(test_api__errmsg_empty_after_success)
@@ -356,7 +546,7 @@ TEST(test_api__oversized_commit_record_refused)
     sop_db *db;
     sop_txn *t;
     sop_store *s;
-    sop_db_stat_info before, after;
+    sop_db_stat_info before = SOP_DB_STAT_INIT, after = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK(db->wal.max_record >= (1ull << 32) - 64 && db->wal.max_record < (1ull << 32));
     CHECK_OK(sop_txn_begin(&t, db, 0));
@@ -741,4 +931,6 @@ TEST_MAIN(T(test_api__time_limit_enforced_at_every_call), T(test_api__store_name
           T(test_api__folder_deleted_under_handle_is_ioerr),
           T(test_api__oversized_commit_record_refused), T(test_api__dropped_stores_are_freed),
           T(test_api__many_stores_in_one_txn), T(test_api__catalog_churn_threads),
-          T(test_api__prepared_create_frees_pending_object))
+          T(test_api__prepared_create_frees_pending_object),
+          T(test_api__contradicting_store_options_are_mismatch),
+          T(test_api__older_version_stat_struct_still_works), T(test_api__store_remove_contract))

@@ -201,10 +201,7 @@ static int write_commit(bw_writer *wr, uint32_t j, int *at_commit)
         return rc;
     }
     *at_commit = 1;
-    rc = sop_txn_commit(t);
-    if (rc == SOP_BUSY)
-        sop_txn_abort(t);
-    return rc;
+    return sop_txn_commit(t); /* ends t, whatever it returns */
 }
 
 static void *writer_main(void *arg)

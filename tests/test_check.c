@@ -300,14 +300,14 @@ TEST(test_check__memory_stays_within_the_cache_budget)
     CHECK_OK(fill(db, 60000, 100, 5000)); /* about 8 MiB of leaves */
     CHECK_OK(sop_db_close(db));
     CHECK_OK(sop_db_open(&db, test_path("db"), &o));
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     uint64_t before = fault_alloc_live_bytes();
     struct mem_watch m = {before};
     uint64_t findings = 99;
     CHECK_OK(sop_db_check(&findings, db, print_finding, progress_mem, &m));
     CHECK_EQ_U64(findings, 0);
-    sop_db_stat_info st2;
+    sop_db_stat_info st2 = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st2, db));
     printf("    before %" PRIu64 " KiB, peak %" PRIu64 " KiB (+%" PRIu64
            " KiB), cache budget %" PRIu64 " KiB, disk %" PRIu64 " KiB\n",

@@ -96,12 +96,12 @@ TEST(test_core__error_codes)
     sop_store_options o = SOP_STORE_OPTIONS_INIT;
     o.slot_length = SOP_SLOT_LENGTH_DEFAULT / 2; /* "s" has the default */
     CHECK_OK(sop_txn_begin(&t, db, 0));
-    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &o));
+    CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &o));
     o.slot_length = 2;
     CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "bad", SOP_STORE_CREATE, &o));
     o.slot_length = 0;
     o.flags = SOP_STORE_DUPLICATES;
-    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "s", 0, &o));
+    CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "s", 0, &o));
     o.flags = 0;
     o.comparator = "unregistered";
     CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "c", SOP_STORE_CREATE, &o));
@@ -160,7 +160,7 @@ TEST(test_core__store_lifecycle)
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK_OK(sop_txn_begin(&t, db, 0));
     CHECK_OK(sop_store_open(&a, t, "alpha", 0, NULL)); /* stored options used */
-    sop_store_info info;
+    sop_store_info info = SOP_STORE_INFO_INIT;
     CHECK_OK(sop_store_info_get(&info, t, a));
     CHECK_EQ_U64(info.options.slot_length, 16);
     CHECK_EQ_U64(info.options.flags, SOP_STORE_DUPLICATES);
@@ -419,9 +419,8 @@ TEST(test_core__prepared_survives_reopen)
     sop_txn *t2;
     CHECK_OK(sop_txn_begin(&t2, db, 0));
     CHECK_OK(put_s(t2, s, "x", "other"));
-    CHECK_RC(SOP_BUSY, sop_txn_commit(t2));
-    sop_txn_abort(t2); /* BUSY left it active */
-    sop_txn_abort(t);  /* phase 2 rollback */
+    CHECK_RC(SOP_BUSY, sop_txn_commit(t2)); /* and t2 ended */
+    CHECK_OK(sop_txn_abort(t));             /* phase 2 rollback */
     size_t n;
     sop_prepared_info info[4];
     CHECK_OK(sop_db_prepared_list(info, 4, &n, db));
@@ -512,7 +511,7 @@ TEST(test_core__space_reclaimed_under_churn)
     dopts.sync = SOP_SYNC_OFF;
     dopts.segment_bytes = 1 << 20;
     CHECK_OK(sop_db_open(&db, test_dir(), &dopts));
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     uint64_t max_disk = 0, live = 0;
     for (int r = 0; r <= ROUNDS; r++) {
         CHECK_OK(sop_txn_begin(&t, db, 0));
@@ -779,7 +778,8 @@ TEST(test_core__store_stat_describes_the_tree)
     sop_db *db;
     sop_txn *t;
     sop_store *s, *b, *e;
-    sop_store_stat_info st, st2, sb;
+    sop_store_stat_info st = SOP_STORE_STAT_INIT, st2 = SOP_STORE_STAT_INIT,
+                        sb = SOP_STORE_STAT_INIT;
     char key[16], val[VLEN + 1];
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
     CHECK_OK(sop_txn_begin(&t, db, 0));
@@ -847,6 +847,214 @@ TEST(test_core__store_stat_describes_the_tree)
     CHECK_OK(sop_db_close(db));
 }
 
+/* ---- cursor bounds (sop_cursor_set_range) ---------------------------------- */
+
+/* Oracle: the items of @p keys (sorted, each @p dups times) inside the
+ * bounds, forward; their count. lo/hi < 0: unbounded. */
+static int range_oracle(int *out, const int *keys, int n, int dups, int lo, int hi, unsigned f)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int k = keys[i];
+        if (lo >= 0 && (k < lo || (k == lo && (f & SOP_RANGE_LO_EXCLUSIVE))))
+            continue;
+        if (hi >= 0 && (k > hi || (k == hi && (f & SOP_RANGE_HI_EXCLUSIVE))))
+            continue;
+        for (int d = 0; d < dups; d++)
+            out[m++] = k;
+    }
+    return m;
+}
+
+static int key_num(const sop_val *k)
+{
+    char b[8];
+    snprintf(b, sizeof b, "%.*s", (int)k->len, (const char *)k->data);
+    return atoi(b + 1);
+}
+
+/* Scan @p c within the bounds both ways and compare with the oracle; also
+ * the stop at each bound (NOTFOUND, still on the edge item) and SEEK /
+ * SEEK_GE of every key 0..41. Returns 0 if all agree. */
+static int check_bounded(sop_cursor *c, const int *keys, int n, int dups, int lo, int hi,
+                         unsigned f)
+{
+    int want[128], m = range_oracle(want, keys, n, dups, lo, hi, f);
+    char lb[16], hb[16];
+    snprintf(lb, sizeof lb, "k%02d", lo);
+    snprintf(hb, sizeof hb, "k%02d", hi);
+    sop_val lv = tv(lb), hv = tv(hb), k;
+    if (sop_cursor_set_range(c, lo >= 0 ? &lv : NULL, hi >= 0 ? &hv : NULL, f) != SOP_OK)
+        return -1;
+    for (int dir = 1; dir >= -1; dir -= 2) {
+        int got = 0, rc;
+        sop_cursor_op first = dir > 0 ? SOP_FIRST : SOP_LAST, next = dir > 0 ? SOP_NEXT : SOP_PREV;
+        for (rc = sop_cursor_get(&k, NULL, c, first, NULL); rc == SOP_OK;
+             rc = sop_cursor_get(&k, NULL, c, next, NULL)) {
+            int want_k = dir > 0 ? want[got] : want[m - 1 - got];
+            if (got >= m || key_num(&k) != want_k)
+                return 1;
+            got++;
+        }
+        if (rc != SOP_NOTFOUND || got != m)
+            return 2;
+        if (m) { /* stopped at the bound, still on the edge item */
+            if (sop_cursor_get(&k, NULL, c, SOP_CURRENT, NULL) != SOP_OK ||
+                key_num(&k) != (dir > 0 ? want[m - 1] : want[0]))
+                return 3;
+            if (sop_cursor_get(&k, NULL, c, next, NULL) != SOP_NOTFOUND)
+                return 4;
+        }
+        /* NEXT/PREV from unpositioned = FIRST/LAST inside the bounds */
+        if (sop_cursor_set_range(c, lo >= 0 ? &lv : NULL, hi >= 0 ? &hv : NULL, f) != SOP_OK)
+            return -1;
+        rc = sop_cursor_get(&k, NULL, c, next, NULL);
+        if (m ? rc != SOP_OK || key_num(&k) != (dir > 0 ? want[0] : want[m - 1])
+              : rc != SOP_NOTFOUND)
+            return 5;
+    }
+    for (int x = 0; x <= 41; x++) {
+        char xb[16];
+        snprintf(xb, sizeof xb, "k%02d", x);
+        sop_val xv = tv(xb);
+        int present = 0, ge = -1;
+        for (int i = 0; i < m; i++) {
+            present |= want[i] == x;
+            if (ge < 0 && want[i] >= x)
+                ge = want[i];
+        }
+        int rc = sop_cursor_get(&k, NULL, c, SOP_SEEK, &xv);
+        if (present ? rc != SOP_OK || key_num(&k) != x : rc != SOP_NOTFOUND)
+            return 6;
+        rc = sop_cursor_get(&k, NULL, c, SOP_SEEK_GE, &xv);
+        if (ge >= 0 ? rc != SOP_OK || key_num(&k) != ge : rc != SOP_NOTFOUND)
+            return 7;
+    }
+    return 0;
+}
+
+/* Issue 11: a cursor had no upper bound; every range scan wrote its own
+ * past-the-end check. With sop_cursor_set_range a scan is FIRST/NEXT (or
+ * LAST/PREV) until SOP_NOTFOUND. Checked against an oracle for bounds on
+ * present and absent keys, inclusive and exclusive, one side or none,
+ * empty ranges, forward and reverse, SEEK/SEEK_GE of every key: in a
+ * read-only txn (plain tree cursor), in a read-write txn with its own
+ * writes inside and at the bounds (merged cursor), and in a duplicate
+ * store (both items of a bound key are in or out together). */
+TEST(test_core__cursor_range_bounds)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s, *d;
+    sop_cursor *c;
+    char kb[16];
+    int keys[32], n = 0;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "u", SOP_STORE_CREATE, NULL));
+    sop_store_options o = SOP_STORE_OPTIONS_INIT;
+    o.flags = SOP_STORE_DUPLICATES;
+    o.slot_length = 4; /* several leaves: bounds fall across nodes */
+    CHECK_OK(sop_store_open(&d, t, "d", SOP_STORE_CREATE, &o));
+    for (int i = 0; i <= 38; i += 2) {
+        snprintf(kb, sizeof kb, "k%02d", i);
+        keys[n++] = i;
+        CHECK_OK(put_s(t, s, kb, "v"));
+        sop_val kv = tv(kb);
+        CHECK_OK(sop_add(t, d, &kv, &(sop_val)S("1")));
+        CHECK_OK(sop_add(t, d, &kv, &(sop_val)S("2")));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    static const int bounds[] = {-1, 0, 1, 10, 11, 20, 38, 39, 41};
+    const int nb = (int)(sizeof bounds / sizeof bounds[0]);
+    for (int mode = 0; mode < 3; mode++) {
+        int mk[32], mn = 0;
+        CHECK_OK(sop_txn_begin(&t, db, mode == 1 ? 0 : SOP_TXN_READONLY));
+        if (mode == 1) { /* own writes: add k11 and k39, remove k10 and k20 */
+            CHECK_OK(put_s(t, s, "k11", "new"));
+            CHECK_OK(put_s(t, s, "k39", "new"));
+            CHECK_OK(del_s(t, s, "k10"));
+            CHECK_OK(del_s(t, s, "k20"));
+            for (int i = 0; i < n; i++) {
+                if (keys[i] != 10 && keys[i] != 20)
+                    mk[mn++] = keys[i];
+                if (keys[i] == 10)
+                    mk[mn++] = 11;
+            }
+            mk[mn++] = 39;
+        } else {
+            memcpy(mk, keys, sizeof keys);
+            mn = n;
+        }
+        CHECK_OK(sop_cursor_open(&c, t, mode == 2 ? d : s));
+        for (int a = 0; a < nb; a++)
+            for (int b = 0; b < nb; b++)
+                for (unsigned f = 0; f < 4; f++) {
+                    int r = check_bounded(c, mk, mn, mode == 2 ? 2 : 1, bounds[a], bounds[b], f);
+                    if (r)
+                        fprintf(stderr, "    mode %d lo %d hi %d flags %u: check %d\n", mode,
+                                bounds[a], bounds[b], f, r);
+                    CHECK_EQ_U64(r, 0);
+                }
+        /* Both NULL removes the bounds; bad arguments change nothing. */
+        CHECK_OK(sop_cursor_set_range(c, NULL, NULL, 0));
+        sop_val k;
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_LAST, NULL));
+        CHECK_EQ_U64(key_num(&k), mode == 1 ? 39 : 38);
+        CHECK_RC(SOP_INVAL, sop_cursor_set_range(c, &(sop_val){"", 0}, NULL, 0));
+        CHECK_RC(SOP_INVAL, sop_cursor_set_range(c, NULL, NULL, 4));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_CURRENT, NULL)); /* still positioned */
+        CHECK_OK(mode == 1 ? sop_txn_commit(t) : sop_txn_abort(t));
+        CHECK_RC(SOP_BADSTATE, sop_cursor_set_range(c, NULL, NULL, 0));
+        sop_cursor_close(c);
+    }
+    /* Removing at a bound through the cursor: the next step stops at the
+     * bound, never outside it (k11, below the second range, stays unseen). */
+    {
+        sop_val k;
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        CHECK_OK(sop_cursor_open(&c, t, s));
+        CHECK_OK(sop_cursor_set_range(c, &(sop_val)S("k12"), &(sop_val)S("k16"), 0));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_LAST, NULL));
+        CHECK_EQ_U64(key_num(&k), 16);
+        CHECK_OK(sop_cursor_remove(c));
+        CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, NULL, c, SOP_NEXT, NULL));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_PREV, NULL));
+        CHECK_EQ_U64(key_num(&k), 14);
+        CHECK_OK(sop_cursor_set_range(c, &(sop_val)S("k12"), &(sop_val)S("k12"), 0));
+        CHECK_OK(sop_cursor_get(&k, NULL, c, SOP_FIRST, NULL));
+        CHECK_EQ_U64(key_num(&k), 12);
+        CHECK_OK(sop_cursor_remove(c));
+        CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, NULL, c, SOP_NEXT, NULL));
+        CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, NULL, c, SOP_PREV, NULL));
+        CHECK_RC(SOP_NOTFOUND, sop_cursor_get(&k, NULL, c, SOP_FIRST, NULL));
+        sop_cursor_close(c);
+        CHECK_OK(sop_txn_abort(t));
+    }
+    /* In a read-write txn a bounded scan reads its range: an insert into
+     * it by a concurrent commit conflicts, one far past the bound not. */
+    static const char *const inserts[2] = {"k33", "k15"};
+    for (int i = 0; i < 2; i++) {
+        sop_txn *other;
+        sop_val k;
+        int items = 0, rc;
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        CHECK_OK(sop_cursor_open(&c, t, s));
+        CHECK_OK(sop_cursor_set_range(c, &(sop_val)S("k12"), &(sop_val)S("k18"), 0));
+        while ((rc = sop_cursor_get(&k, NULL, c, SOP_NEXT, NULL)) == SOP_OK)
+            items++;
+        CHECK_RC(SOP_NOTFOUND, rc);
+        CHECK_EQ_U64(items, 4); /* k12 k14 k16 k18 */
+        CHECK_OK(put_s(t, s, "sum", "4"));
+        CHECK_OK(sop_txn_begin(&other, db, 0));
+        CHECK_OK(put_s(other, s, inserts[i], "x"));
+        CHECK_OK(sop_txn_commit(other));
+        CHECK_RC(i ? SOP_CONFLICT : SOP_OK, sop_txn_commit(t));
+        sop_cursor_close(c);
+    }
+    CHECK_OK(sop_db_close(db));
+}
+
 TEST_MAIN(T(test_core__damage_below_checkpoint_is_corrupt),
           T(test_core__idle_open_close_leaves_no_files), T(test_core__torn_tail_and_corruption),
           T(test_core__space_reclaimed_under_churn), T(test_core__crud_roundtrip_across_reopen),
@@ -854,4 +1062,4 @@ TEST_MAIN(T(test_core__damage_below_checkpoint_is_corrupt),
           T(test_core__deep_tree_navigation), T(test_core__separate_values),
           T(test_core__prepared_survives_reopen), T(test_core__custom_comparator),
           T(test_core__store_stat_describes_the_tree),
-          T(test_core__log_zeros_ahead_of_tail_are_cut))
+          T(test_core__log_zeros_ahead_of_tail_are_cut), T(test_core__cursor_range_bounds))

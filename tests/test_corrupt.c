@@ -932,7 +932,6 @@ TEST(test_corrupt__prepared_store_create_holds_its_name)
     CHECK_OK(put_s(b, s, "b", "2"));
     CHECK_RC(SOP_BUSY, sop_txn_commit(b));
     CHECK_MSG("creates store 'x'");
-    sop_txn_abort(b);
     /* The same after a crash, when only the record knows the name. */
     CHECK_OK(crash_close(db));
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
@@ -940,7 +939,6 @@ TEST(test_corrupt__prepared_store_create_holds_its_name)
     CHECK_OK(sop_store_open(&s, b, "x", SOP_STORE_CREATE, NULL));
     CHECK_OK(put_s(b, s, "b", "2"));
     CHECK_RC(SOP_BUSY, sop_txn_commit(b));
-    sop_txn_abort(b);
     CHECK_OK(sop_db_prepared_list(info, 1, &np, db));
     CHECK_EQ_U64(np, 1);
     CHECK_OK(sop_db_prepared_commit(db, info[0].id));

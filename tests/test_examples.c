@@ -108,12 +108,12 @@ TEST(test_examples__key_spec_rules)
     CHECK_OK(sop_txn_begin(&t, db, 0));
     o.key_spec = b;
     o.key_spec_len = blen;
-    CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "cities", 0, &o)); /* contradicting spec */
+    CHECK_RC(SOP_MISMATCH, sop_store_open(&s, t, "cities", 0, &o)); /* contradicting spec */
     o.key_spec = "garbage";
     o.key_spec_len = 7;
     CHECK_RC(SOP_INVAL, sop_store_open(&s, t, "new", SOP_STORE_CREATE, &o));
     CHECK_OK(sop_store_open(&s, t, "cities", 0, NULL));
-    sop_store_info info;
+    sop_store_info info = SOP_STORE_INFO_INIT;
     CHECK_OK(sop_store_info_get(&info, t, s));
     CHECK(info.options.key_spec_len == alen && memcmp(info.options.key_spec, a, alen) == 0);
     sop_val v;

@@ -1,6 +1,6 @@
 /*
  * test_os.c - every method of the POSIX VFS (src/os_posix.c) against the
- * contract (V1)-(V6) in src/os.h: return codes and errno mapping, messages
+ * contract (V1)-(V8) in include/sop_sys.h: return codes and errno mapping, messages
  * that name the path, short reads only at end of file, 64-bit offsets, OFD
  * lock semantics (including across fork and across closing another
  * descriptor of the same file), symlinks, the clock and the RNG.

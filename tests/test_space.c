@@ -115,7 +115,7 @@ static int sync_script(const sop_vfs *vfs, sop_sync_mode mode, uint64_t *rotatio
     for (int session = 0; session < 3; session++) {
         sop_db *db;
         sop_store *s;
-        sop_db_stat_info st;
+        sop_db_stat_info st = SOP_DB_STAT_INIT;
         CHECK_OK_RET(sop_db_open(&db, dir, &o));
         CHECK_OK_RET(open_store(&s, db));
         CHECK_OK_RET(put_range(db, s, 0, 40000, 20000, 500, (uint32_t)session));
@@ -319,7 +319,7 @@ static void mem_child(const char *dir, struct mem_result *r)
             sop_txn_abort(t);
         r->data_bytes += 1000 * 116;
     }
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     sop_db_stat(&st, db);
     r->ckpts = st.checkpoint_lsn > 0;
     r->end_alloc = fault_alloc_live_bytes();
@@ -402,7 +402,7 @@ static int rotation_case(fault_vfs *fv, uint64_t n, fault_mode mode, uint64_t *o
         fprintf(stderr, "setup failed: %s\n", sop_errmsg());
         return -1;
     }
-    sop_db_stat_info before;
+    sop_db_stat_info before = SOP_DB_STAT_INIT;
     sop_db_stat(&before, db);
     if (n)
         fault_vfs_arm(fv, FAULT_ANY, n, mode, FAULT_ERROR, SOP_IOERR);

@@ -52,7 +52,7 @@ TEST(test_txn__same_key_second_committer_gets_conflict)
     CHECK_OK(get_s(&v, a, s, "k"));
     CHECK_VAL(v, "from-b"); /* the winner's value */
     sop_txn_abort(a);
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     CHECK_EQ_U64(st.conflicts, 1);
     CHECK_OK(sop_db_close(db));
@@ -72,7 +72,7 @@ TEST(test_txn__different_keys_in_one_node_both_commit)
     CHECK_OK(put_s(b, s, "b1", "B"));
     CHECK_OK(sop_txn_commit(a));
     CHECK_OK(sop_txn_commit(b)); /* same root leaf: merged */
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     CHECK(st.merges >= 1);
     CHECK_OK(sop_txn_begin(&a, db, SOP_TXN_READONLY));
@@ -516,7 +516,7 @@ TEST(test_txn__small_cache_evicts_under_concurrent_readers)
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
     CHECK_EQ_U64(ra[0].errors + ra[1].errors, 0);
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st, db));
     printf("    node memory %" PRIu64 " bytes (budget %u), %" PRIu64 " loads\n", st.cache_bytes,
            1u << 20, st.node_loads);
@@ -551,7 +551,7 @@ TEST(test_txn__group_commit_shares_fdatasync)
 {
     sop_db *db;
     sop_store *s;
-    sop_db_stat_info st0, st1;
+    sop_db_stat_info st0 = SOP_DB_STAT_INIT, st1 = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_open(&db, test_dir(), NULL)); /* SOP_SYNC_FULL */
     CHECK_OK(make_store(db, "s", &s));
     CHECK_OK(sop_db_stat(&st0, db));
@@ -571,7 +571,7 @@ TEST(test_txn__group_commit_shares_fdatasync)
         pthread_join(th[i], NULL);
         CHECK_EQ_U64(y[i].errors, 0);
     }
-    sop_db_stat_info st2;
+    sop_db_stat_info st2 = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_stat(&st2, db));
     uint64_t syncs = st2.syncs - st1.syncs;
     printf("    %d concurrent durable commits took %" PRIu64 " fdatasyncs\n", THREADS * PER, syncs);
@@ -593,7 +593,7 @@ struct transferer {
 
 static uint64_t stat_commits(sop_db *db)
 {
-    sop_db_stat_info st;
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
     return sop_db_stat(&st, db) == SOP_OK ? st.commits : 0;
 }
 
@@ -796,6 +796,17 @@ static void abort_twice(sop_db *db, sop_store *s)
     sop_txn_abort(t);
 }
 
+/* Issue 11: SOP_BUSY used to leave the handle live; now it ends it like
+ * every other result of sop_txn_commit, so an abort after it is misuse. */
+static void abort_after_busy(sop_db *db, sop_store *s)
+{
+    sop_txn *p, *t;
+    if (sop_txn_begin(&p, db, 0) || put_s(p, s, "k", "p") || sop_txn_prepare(p, NULL) ||
+        sop_txn_begin(&t, db, 0) || put_s(t, s, "k", "t") || sop_txn_commit(t) != SOP_BUSY)
+        _exit(3);
+    sop_txn_abort(t); /* SOP_BUSY already freed it */
+}
+
 static void put_after_commit(sop_db *db, sop_store *s)
 {
     sop_txn *t;
@@ -813,22 +824,133 @@ TEST(test_txn__ended_handle_use_fails_loudly)
     CHECK(misuse_aborts("m2", abort_after_conflict, "sop_txn_abort"));
     CHECK(misuse_aborts("m3", abort_twice, "sop_txn_abort"));
     CHECK(misuse_aborts("m4", put_after_commit, "sop_txn"));
+    CHECK(misuse_aborts("m5", abort_after_busy, "sop_txn_abort"));
+}
+
+/* Issue 11: the handle rule is uniform -- sop_txn_commit ends the handle
+ * whatever it returns -- so the plain retry loop below, which never
+ * special-cases SOP_BUSY, neither leaks a transaction nor frees one twice
+ * (run under ASan/valgrind: before, every SOP_BUSY round leaked the txn
+ * and its write set). A prepared transaction holds "k"; after some BUSY
+ * rounds the loop itself commits it (phase 2); the next round commits
+ * k = prepared + "!" and sop_txn_abort of a plain txn returns SOP_OK. */
+TEST(test_txn__retry_loop_needs_no_busy_case)
+{
     sop_db *db;
     sop_store *s;
+    sop_txn *p, *t;
+    sop_val v;
     CHECK_OK(sop_db_open(&db, test_path("main"), NULL));
     CHECK_OK(make_store(db, "s", &s));
-    /* The handle rule the other way round: after SOP_BUSY the txn is live. */
-    sop_txn *p, *t;
     CHECK_OK(sop_txn_begin(&p, db, 0));
     CHECK_OK(put_s(p, s, "k", "prepared"));
     CHECK_OK(sop_txn_prepare(p, NULL));
+    int rounds = 0, busy = 0, rc;
+    do {
+        if (++rounds == 4)
+            CHECK_OK(sop_txn_commit(p)); /* phase 2 of the holder */
+        CHECK_OK(sop_txn_begin(&t, db, 0));
+        char buf[64] = "";
+        rc = get_s(&v, t, s, "k");
+        CHECK(rc == SOP_OK || rc == SOP_NOTFOUND);
+        if (rc == SOP_OK)
+            snprintf(buf, sizeof buf, "%.*s", (int)v.len, (const char *)v.data);
+        strcat(buf, "!");
+        CHECK_OK(put_s(t, s, "k", buf));
+        rc = sop_txn_commit(t); /* ends t, whatever it returns */
+        busy += rc == SOP_BUSY;
+    } while (sop_rc_is_retryable(rc));
+    CHECK_OK(rc);
+    CHECK_EQ_U64(rounds, 4);
+    CHECK_EQ_U64(busy, 3);
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(get_s(&v, t, s, "k"));
+    CHECK_EQ_U64(v.len, strlen("prepared!"));
+    CHECK(memcmp(v.data, "prepared!", v.len) == 0);
+    CHECK_OK(sop_txn_abort(t));
+    CHECK_OK(sop_txn_abort(NULL));
+    CHECK_OK(sop_db_close(db));
+}
+
+/* Issue 11: sop_count in a read-write transaction is the stored count
+ * at its snapshot plus its own delta (new keys added, present keys
+ * removed; updates, removals of absent keys and put-then-remove of a new
+ * key count nothing), without walking the store: the call looks up only
+ * the write set's keys (node reads from disk after a reopen bounded far
+ * below the store's 300+ leaves). It is a read of the whole store for validation: a concurrent
+ * committed insert makes the counting transaction conflict; a commit to
+ * another store does not. */
+TEST(test_txn__count_in_rw_txn_is_stored_plus_delta)
+{
+    enum { N = 20000 };
+    sop_db *db = open_db();
+    sop_store *s, *other;
+    sop_txn *t, *b;
+    char k[16];
+    uint64_t n;
+    CHECK(db);
+    CHECK_OK(make_store(db, "s", &s));
+    CHECK_OK(make_store(db, "other", &other));
     CHECK_OK(sop_txn_begin(&t, db, 0));
-    CHECK_OK(put_s(t, s, "other", "1"));
-    CHECK_OK(put_s(t, s, "k", "blocked"));
-    CHECK_RC(SOP_BUSY, sop_txn_commit(t));
-    CHECK_OK(del_s(t, s, "other")); /* still usable */
-    sop_txn_abort(t);
-    CHECK_OK(sop_txn_commit(p));
+    for (int i = 0; i < N; i++) {
+        snprintf(k, sizeof k, "k%06d", i * 2);
+        CHECK_OK(put_s(t, s, k, "v"));
+    }
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_db_close(db)); /* reopen: no node in memory, each one read counts */
+    CHECK((db = open_db()) != NULL);
+
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, NULL));
+    CHECK_OK(sop_store_open(&other, t, "other", 0, NULL));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N);
+    CHECK_OK(put_s(t, s, "k000001", "new"));        /* +1 */
+    CHECK_OK(put_s(t, s, "k000003", "new"));        /* +1 */
+    CHECK_OK(put_s(t, s, "k999999", "new"));        /* +1 */
+    CHECK_OK(put_s(t, s, "k000002", "upd"));        /* update: 0 */
+    CHECK_OK(put_s(t, s, "k000004", "upd"));        /* update: 0 */
+    CHECK_OK(del_s(t, s, "k000006"));               /* -1 */
+    CHECK_OK(del_s(t, s, "k000008"));               /* -1 */
+    CHECK_RC(SOP_NOTFOUND, del_s(t, s, "k000005")); /* absent: 0 */
+    CHECK_OK(put_s(t, s, "k000007", "tmp"));
+    CHECK_OK(del_s(t, s, "k000007")); /* new then removed: 0 */
+    sop_db_stat_info st0 = SOP_DB_STAT_INIT, st1 = SOP_DB_STAT_INIT;
+    CHECK_OK(sop_db_stat(&st0, db));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_OK(sop_db_stat(&st1, db));
+    CHECK_EQ_U64(n, N + 1);
+    uint64_t loads = st1.node_loads - st0.node_loads;
+    printf("    sop_count over %d keys with 10 pending writes: %" PRIu64 " node loads\n", N, loads);
+    CHECK(loads <= 32); /* the write set's paths; a walk reads 300+ leaves */
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N + 1); /* the stored count agrees after the commit */
+    CHECK_OK(sop_txn_abort(t));
+
+    /* A concurrent committed insert: the counting txn conflicts. */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N + 1);
+    CHECK_OK(put_s(t, other, "summary", "N+1")); /* the write that depends on it */
+    CHECK_OK(sop_txn_begin(&b, db, 0));
+    CHECK_OK(put_s(b, s, "k000009", "concurrent"));
+    CHECK_OK(sop_txn_commit(b));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N + 1); /* its snapshot */
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(t));
+
+    /* A commit to another store only: no conflict. */
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, N + 2);
+    CHECK_OK(put_s(t, other, "summary", "N+2"));
+    CHECK_OK(sop_txn_begin(&b, db, 0));
+    CHECK_OK(put_s(b, other, "unrelated", "x"));
+    CHECK_OK(sop_txn_commit(b));
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_EQ_U64(check_db(db), 0);
     CHECK_OK(sop_db_close(db));
 }
 
@@ -869,4 +991,5 @@ TEST_MAIN(T(test_txn__write_set_mixed_order_iterates_sorted),
           T(test_txn__eight_threads_fill_empty_store),
           T(test_txn__same_key_threads_exactly_one_wins),
           T(test_txn__conflict_retry_does_not_lose_twice_to_one_commit),
-          T(test_txn__ended_handle_use_fails_loudly))
+          T(test_txn__ended_handle_use_fails_loudly), T(test_txn__retry_loop_needs_no_busy_case),
+          T(test_txn__count_in_rw_txn_is_stored_plus_delta))

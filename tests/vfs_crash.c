@@ -1502,7 +1502,7 @@ static int read_db(mstate *out, sop_db *db, const char *what, int *rc_out, int r
         sop_cursor_close(c);
         c = NULL;
         uint64_t count = 0;
-        sop_store_info info;
+        sop_store_info info = SOP_STORE_INFO_INIT;
         if ((rc = sop_count(&count, t, s)) != SOP_OK ||
             (rc = sop_store_info_get(&info, t, s)) != SOP_OK)
             goto out;
@@ -1915,8 +1915,6 @@ commit:
     w->st->commits++;
     if (rc == SOP_CONFLICT || rc == SOP_BUSY) {
         fprintf(stderr, "workload: a lone committer got %s\n", sop_strerror(rc));
-        if (rc == SOP_BUSY)
-            sop_txn_abort(t);
         crash_model_end(w->m, rc, 0);
         return CRASH_WL_BAD_RULE;
     }

@@ -574,13 +574,10 @@ static int txn_begin(sop_txn **t, cli *c, unsigned flags)
 static int txn_commit(sop_txn **t)
 {
     int rc = sop_txn_commit(*t);
-    if (rc == SOP_BUSY) { /* still active: a prepared transaction holds a key */
-        sop_txn_abort(*t);
-        *t = NULL;
+    *t = NULL; /* freed whatever commit returned */
+    if (rc == SOP_BUSY)
         return fail(EXIT_DBERR, "commit: busy: a prepared transaction holds a key this one "
                                 "touches (resolve it: see `recover`)");
-    }
-    *t = NULL; /* freed on every other return */
     return rc ? fail_rc(rc, "commit") : 0;
 }
 
@@ -610,6 +607,7 @@ static void store_view_dispose(store_view *v)
 
 static int store_view_fill(store_view *v, sop_txn *t)
 {
+    v->info.version = SOP_STORE_INFO_VERSION;
     int rc = sop_store_info_get(&v->info, t, v->store);
     if (rc) {
         char what[300];
@@ -1575,6 +1573,7 @@ static void json_tree_fields(FILE *out, const sop_store_stat_info *t)
 /* Walk one store's tree (sop_store_stat). */
 static int tree_stat(sop_store_stat_info *out, sop_txn *t, const store_view *v)
 {
+    out->version = SOP_STORE_STAT_VERSION;
     int rc = sop_store_stat(out, t, v->store);
     if (rc) {
         char what[300];
@@ -1641,8 +1640,8 @@ static void print_store_rows(const tree_row *rows, size_t count, int json)
 
 static int cmd_stat(cli *c)
 {
-    sop_db_stat_info s;
-    sop_store_stat_info tree;
+    sop_db_stat_info s = SOP_DB_STAT_INIT;
+    sop_store_stat_info tree = SOP_STORE_STAT_INIT;
     sop_txn *t = NULL;
     store_view v = {0};
     tree_row *rows = NULL;

@@ -132,7 +132,7 @@ where
                 }
                 // SAFETY: live txn; options read during the call.
                 let rc = unsafe { ffi::sop_store_open(&mut store, txn, cname.as_ptr(), 0, &so) };
-                if rc == ffi::SOP_INVAL {
+                if rc == ffi::SOP_MISMATCH {
                     return Err(mismatch(name, Error::from_rc(rc).message().to_string()));
                 }
                 check(rc)?;
@@ -1033,6 +1033,7 @@ fn stored_options(
         ffi::sop_txn_begin(&mut ro, trans.database().raw_db(), ffi::SOP_TXN_READONLY)
     })?;
     let mut info: ffi::sop_store_info = unsafe { std::mem::zeroed() };
+    info.version = ffi::SOP_STORE_INFO_VERSION;
     // SAFETY: live txn and store handle; info is plain data whose pointers
     // belong to the store handle (valid until the db closes).
     let rc = unsafe { ffi::sop_store_info_get(&mut info, ro, store) };

@@ -539,7 +539,8 @@ impl<'db> Transaction<'db> {
     /// written and the transaction is gone; run it again (see
     /// [`Database::run_in_transaction`]). On a prepared transaction this is
     /// phase 2. A [`ErrorKind::Busy`] commit (a prepared transaction of
-    /// someone else holds a key) is rolled back too, and is retryable.
+    /// someone else holds a key) has ended the transaction too, and is
+    /// retryable.
     pub fn commit(self, ctx: &Context) -> Result<()> {
         ctx.check()?; // self is dropped: rolled back
         self.commit_now()
@@ -547,19 +548,23 @@ impl<'db> Transaction<'db> {
 
     fn commit_now(self) -> Result<()> {
         let raw = self.raw()?;
-        // SAFETY: live txn; freed by commit except on SOP_BUSY.
+        // SAFETY: live txn; freed by commit whatever it returns.
         let rc = unsafe { ffi::sop_txn_commit(raw) };
-        if rc != ffi::SOP_BUSY {
-            self.raw.set(std::ptr::null_mut());
-        }
-        check(rc) // on BUSY, Drop aborts it
+        self.raw.set(std::ptr::null_mut());
+        check(rc)
     }
 
-    /// Roll back (the same as dropping the transaction, but explicit).
+    /// Roll back (the same as dropping the transaction, but explicit and
+    /// with the result: the rollback of a prepared transaction writes a
+    /// durable record, which can fail; it then stays prepared).
     pub fn rollback(self, ctx: &Context) -> Result<()> {
         let _ = ctx;
-        drop(self);
-        Ok(())
+        let raw = self.raw.replace(std::ptr::null_mut());
+        if raw.is_null() {
+            return Ok(());
+        }
+        // SAFETY: live txn, ended here whatever abort returns.
+        check(unsafe { ffi::sop_txn_abort(raw) })
     }
 
     /// Two-phase commit, phase 1: validate and make the transaction durable

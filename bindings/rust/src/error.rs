@@ -42,6 +42,8 @@ pub enum ErrorKind {
     UnknownOutcome,
     /// `SOP_PANIC`: an earlier fatal error poisoned the database; reopen it.
     Panic,
+    /// `SOP_MISMATCH`: store options contradict the stored ones; nothing changed.
+    Mismatch,
     /// A libsop code this binding does not know yet (the number is in [`Error::code`]).
     Other,
     /// The [`Context`](crate::Context) was cancelled.
@@ -71,6 +73,7 @@ impl ErrorKind {
             ffi::SOP_VERSION => ErrorKind::Version,
             ffi::SOP_UNKNOWN_OUTCOME => ErrorKind::UnknownOutcome,
             ffi::SOP_PANIC => ErrorKind::Panic,
+            ffi::SOP_MISMATCH => ErrorKind::Mismatch,
             _ => ErrorKind::Other,
         }
     }
@@ -93,6 +96,7 @@ impl ErrorKind {
             ErrorKind::Version => ffi::SOP_VERSION,
             ErrorKind::UnknownOutcome => ffi::SOP_UNKNOWN_OUTCOME,
             ErrorKind::Panic => ffi::SOP_PANIC,
+            ErrorKind::Mismatch => ffi::SOP_MISMATCH,
             _ => 0,
         }
     }

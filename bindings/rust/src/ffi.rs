@@ -72,6 +72,7 @@ pub const SOP_CORRUPT: c_int = -12;
 pub const SOP_VERSION: c_int = -13;
 pub const SOP_UNKNOWN_OUTCOME: c_int = -14;
 pub const SOP_PANIC: c_int = -15;
+pub const SOP_MISMATCH: c_int = -16;
 
 pub const SOP_MAX_KEY_LEN: usize = 4096;
 pub const SOP_MAX_XID_LEN: usize = 128;
@@ -116,6 +117,7 @@ pub const SOP_STORE_OPTIONS_VERSION: u32 = 1;
 
 #[repr(C)]
 pub struct sop_store_info {
+    pub version: u32,
     pub count: u64,
     pub options: sop_store_options,
     pub id: u64,
@@ -132,6 +134,7 @@ pub struct sop_prepared_info {
 #[repr(C)]
 #[derive(Default)]
 pub struct sop_db_stat_info {
+    pub version: u32,
     pub last_lsn: u64,
     pub checkpoint_lsn: u64,
     pub commits: u64,
@@ -146,7 +149,11 @@ pub struct sop_db_stat_info {
     pub live_bytes: u64,
     pub segments: u64,
     pub prepared: u64,
+    pub active_txns: u64,
 }
+
+pub const SOP_STORE_INFO_VERSION: u32 = 1;
+pub const SOP_DB_STAT_VERSION: u32 = 2;
 
 pub type sop_cursor_op = c_uint;
 pub const SOP_FIRST: sop_cursor_op = 0;
@@ -208,7 +215,7 @@ extern "C" {
 
     pub fn sop_txn_begin(txn_out: *mut *mut sop_txn, db: *mut sop_db, flags: c_uint) -> c_int;
     pub fn sop_txn_commit(txn: *mut sop_txn) -> c_int;
-    pub fn sop_txn_abort(txn: *mut sop_txn);
+    pub fn sop_txn_abort(txn: *mut sop_txn) -> c_int;
     pub fn sop_txn_prepare(txn: *mut sop_txn, xid: *const sop_val) -> c_int;
     pub fn sop_txn_id(txn: *const sop_txn) -> u64;
     pub fn sop_db_prepared_list(
