@@ -47,6 +47,23 @@ static int fill(sop_db *db, int n, size_t value_len, int batch)
     return SOP_OK;
 }
 
+/* Commit key = "v" into store "s" in a transaction of its own, as a
+ * callback of the running check does. */
+static int commit_key(sop_db *db, const char *key)
+{
+    sop_txn *t;
+    sop_store *s;
+    int rc = sop_txn_begin(&t, db, 0);
+    if (rc != SOP_OK)
+        return rc;
+    if ((rc = sop_store_open(&s, t, "s", 0, NULL)) != SOP_OK ||
+        (rc = put_s(t, s, key, "v")) != SOP_OK) {
+        sop_txn_abort(t);
+        return rc;
+    }
+    return sop_txn_commit(t); /* ends t whatever it returns */
+}
+
 struct commit_cb {
     sop_db *db;
     int calls, commits;
@@ -61,18 +78,9 @@ static void progress_commits(uint64_t done, uint64_t total, void *ctx)
     c->calls++;
     if (c->commits >= 3 || c->rc)
         return;
-    sop_txn *t;
-    sop_store *s;
     char key[32];
     snprintf(key, sizeof key, "from-callback-%d", c->commits);
-    int rc = sop_txn_begin(&t, c->db, 0);
-    if (rc == SOP_OK && (rc = sop_store_open(&s, t, "s", 0, NULL)) == SOP_OK &&
-        (rc = put_s(t, s, key, "v")) == SOP_OK) {
-        rc = sop_txn_commit(t);
-        t = NULL;
-    }
-    if (t)
-        sop_txn_abort(t);
+    int rc = commit_key(c->db, key);
     if (rc)
         c->rc = rc;
     else
@@ -120,16 +128,7 @@ static void finding_commits(const char *f, void *ctx)
     struct finding_cb *c = ctx;
     fprintf(stderr, "    check: %s\n", f);
     c->findings++;
-    sop_txn *t;
-    sop_store *s;
-    int rc = sop_txn_begin(&t, c->db, 0);
-    if (rc == SOP_OK && (rc = sop_store_open(&s, t, "s", 0, NULL)) == SOP_OK &&
-        (rc = put_s(t, s, "from-finding", "v")) == SOP_OK) {
-        rc = sop_txn_commit(t);
-        t = NULL;
-    }
-    if (t)
-        sop_txn_abort(t);
+    int rc = commit_key(c->db, "from-finding");
     if (rc)
         c->rc = rc;
     else
