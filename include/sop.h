@@ -25,10 +25,12 @@
  *   - Out-parameters come first, then the handle, then inputs.
  *   - Every public struct carries a version field and only ever grows at
  *     its end. Option structs: zero means "default" for every other field;
- *     initialise them with the *_INIT macro or *_init(). Structs libsop
- *     fills (stat, info): set the version (the *_INIT macro does) and the
- *     call writes only the fields that version has, so a program built
- *     against an older header keeps working with a newer libsop; an
+ *     initialise them with the *_INIT macro or *_init(); libsop reads only
+ *     the fields the struct's version has (later ones take their
+ *     defaults) and keeps no pointer to the struct after the call. Structs
+ *     libsop fills (stat, info): set the version (the *_INIT macro does)
+ *     and the call writes only the fields that version has. So a program
+ *     built against an older header keeps working with a newer libsop; an
  *     unknown version (0, or newer than the library) is SOP_INVAL.
  *   - Bytes handed back as sop_val are borrowed: the comment of each call
  *     says how long they stay valid. Copy them to keep them.

@@ -230,13 +230,37 @@ int sop_db_stat(sop_db_stat_info *out, sop_db *db)
 
 /* ---- stores ------------------------------------------------------------------ */
 
+/* Bytes of sop_store_options a caller of @p version has; 0 if unknown
+ * (see db.c db_options_size: only that prefix may be read). */
+static size_t store_options_size(uint32_t version)
+{
+    _Static_assert(SOP_STORE_OPTIONS_VERSION == 1, "a new version needs its size here");
+    return version == 1 ? offsetof(sop_store_options, key_spec_len) + sizeof(size_t) : 0;
+}
+
 int sop_store_options_init(sop_store_options *opts, uint32_t version)
 {
-    if (!opts || version != SOP_STORE_OPTIONS_VERSION)
+    size_t n = store_options_size(version);
+    if (!opts || n == 0)
         return sop_err(SOP_INVAL, "unknown sop_store_options version %u", version);
-    memset(opts, 0, sizeof *opts);
+    memset(opts, 0, n);
     opts->version = version;
     return sop_done(SOP_OK);
+}
+
+/* *out = the caller's options @p in (NULL: the defaults), read up to the
+ * end of in->version's fields; the rest keep their defaults. */
+static int store_options_read(sop_store_options *out, const sop_store_options *in)
+{
+    memset(out, 0, sizeof *out);
+    out->version = SOP_STORE_OPTIONS_VERSION;
+    if (!in)
+        return SOP_OK;
+    size_t n = store_options_size(in->version);
+    if (n == 0)
+        return sop_err(SOP_INVAL, "unknown sop_store_options version %u", in->version);
+    memcpy(out, in, n);
+    return SOP_OK;
 }
 
 /* Offset of the first byte of p[0..n) that does not belong to a
@@ -299,12 +323,15 @@ static sop_store *find_store(sop_txn *t, const char *name)
     return sop_db__store_for_txn(t->db, name, t);
 }
 
-static int check_opts_match(const sop_store *s, const sop_store_options *o)
+static int check_opts_match(const sop_store *s, const sop_store_options *in)
 {
-    if (!o)
+    sop_store_options oo;
+    const sop_store_options *o = &oo;
+    if (!in)
         return SOP_OK;
-    if (o->version != SOP_STORE_OPTIONS_VERSION)
-        return sop_err(SOP_INVAL, "unknown sop_store_options version %u", o->version);
+    int rc = store_options_read(&oo, in);
+    if (rc)
+        return rc;
     if (o->flags && o->flags != s->flags)
         return sop_err(SOP_MISMATCH, "store '%s' exists with flags 0x%x, opened with 0x%x", s->name,
                        s->flags, o->flags);
@@ -328,11 +355,10 @@ static int new_store(sop_store **out, sop_txn *t, const char *name, const sop_st
 {
     sop_db *db = t->db;
     sop_store_options d;
-    sop_store_options_init(&d, SOP_STORE_OPTIONS_VERSION);
-    if (!o)
-        o = &d;
-    if (o->version != SOP_STORE_OPTIONS_VERSION)
-        return sop_err(SOP_INVAL, "unknown sop_store_options version %u", o->version);
+    int rc = store_options_read(&d, o);
+    if (rc)
+        return rc;
+    o = &d;
     if (o->flags & ~(SOP_STORE_DUPLICATES | SOP_STORE_VALUES_SEPARATE))
         return sop_err(SOP_INVAL, "unknown store flags 0x%x", o->flags);
     uint32_t slot = o->slot_length ? o->slot_length : SOP_SLOT_LENGTH_DEFAULT;

@@ -777,11 +777,23 @@ out:
 
 /* ---- open / close -------------------------------------------------------- */
 
+/* Bytes of sop_db_options that a caller of @p version has (DESIGN-NOTES
+ * "Versioned structs"): a program built against an older sop.h passes a
+ * shorter struct, so only that prefix may be read; the fields it lacks
+ * keep their defaults (0). 0 for an unknown version. Version 1 is the
+ * oldest; each new version adds its line here, ending at its last field. */
+static size_t db_options_size(uint32_t version)
+{
+    _Static_assert(SOP_DB_OPTIONS_VERSION == 1, "a new version needs its size here");
+    return version == 1 ? offsetof(sop_db_options, vfs) + sizeof(const struct sop_vfs *) : 0;
+}
+
 int sop_db_options_init(sop_db_options *opts, uint32_t version)
 {
-    if (!opts || version != SOP_DB_OPTIONS_VERSION)
+    size_t n = db_options_size(version);
+    if (!opts || n == 0)
         return sop_err(SOP_INVAL, "unknown sop_db_options version %u", version);
-    memset(opts, 0, sizeof *opts);
+    memset(opts, 0, n);
     opts->version = version;
     return sop_done(SOP_OK);
 }
@@ -791,9 +803,10 @@ static int copy_options(sop_db *db, const sop_db_options *in)
     sop_db_options o;
     memset(&o, 0, sizeof o);
     if (in) {
-        if (in->version != SOP_DB_OPTIONS_VERSION)
+        size_t n = db_options_size(in->version);
+        if (n == 0)
             return sop_err(SOP_INVAL, "unknown sop_db_options version %u", in->version);
-        o = *in;
+        memcpy(&o, in, n);
     }
     if (o.flags & ~SOP_DB_NOCREATE)
         return sop_err(SOP_INVAL, "unknown sop_db_options flags 0x%x", o.flags);

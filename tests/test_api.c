@@ -377,6 +377,69 @@ TEST(test_api__older_version_stat_struct_still_works)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Issue 11: option structs were copied whole (o = *in) and only the
+ * current version was accepted, so a program built against an older
+ * sop.h would have had bytes past its struct read as options. Now only
+ * the caller's version's fields are read. Version 1 is the oldest: each
+ * struct is handed over in a heap block of exactly its version-1 size,
+ * so a read past it is a heap overflow under ASan (make asan), and its
+ * fields must take effect. Unknown versions are SOP_INVAL. */
+TEST(test_api__options_read_only_the_callers_version)
+{
+    size_t dn = offsetof(sop_db_options, vfs) + sizeof(void *);
+    size_t sn = offsetof(sop_store_options, key_spec_len) + sizeof(size_t);
+    sop_db_options *dbo = malloc(dn);
+    sop_store_options *so = malloc(sn);
+    CHECK(dbo && so);
+    memset(dbo, 0, dn);
+    dbo->version = 1;
+    dbo->sync = SOP_SYNC_OFF;
+    dbo->cache_bytes = 3u << 20;
+    memset(so, 0, sn);
+    so->version = 1;
+    so->slot_length = 8;
+    so->flags = SOP_STORE_DUPLICATES;
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    CHECK_OK(sop_db_open(&db, test_dir(), dbo));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, so));
+    CHECK_OK(put_s(t, s, "k", "1"));
+    CHECK_OK(sop_add(t, s, &(sop_val){"k", 1}, &(sop_val){"2", 1})); /* duplicates took effect */
+    CHECK_OK(sop_txn_commit(t));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "s", 0, so)); /* the match check reads v1 only too */
+    sop_store_info info = SOP_STORE_INFO_INIT;
+    CHECK_OK(sop_store_info_get(&info, t, s));
+    CHECK_EQ_U64(info.options.slot_length, 8);
+    CHECK_EQ_U64(info.options.flags, SOP_STORE_DUPLICATES);
+    CHECK_EQ_U64(info.count, 2);
+    sop_db_stat_info st = SOP_DB_STAT_INIT;
+    CHECK_OK(sop_db_stat(&st, db));
+    CHECK_EQ_U64(st.syncs, 0); /* SOP_SYNC_OFF took effect */
+
+    for (uint32_t bad = 0; bad < 2; bad++) {
+        uint32_t v = bad ? SOP_STORE_OPTIONS_VERSION + 1 : 0;
+        so->version = v;
+        sop_store *s2;
+        CHECK_RC(SOP_INVAL, sop_store_open(&s2, t, "s", 0, so));
+        CHECK(strstr(sop_errmsg(), "sop_store_options version") != NULL);
+        sop_store_options o2;
+        CHECK_RC(SOP_INVAL, sop_store_options_init(&o2, v));
+        sop_db_options d2;
+        CHECK_RC(SOP_INVAL, sop_db_options_init(&d2, bad ? SOP_DB_OPTIONS_VERSION + 1 : 0));
+        dbo->version = bad ? SOP_DB_OPTIONS_VERSION + 1 : 0;
+        sop_db *db2;
+        CHECK_RC(SOP_INVAL, sop_db_open(&db2, test_path("other"), dbo));
+        CHECK(strstr(sop_errmsg(), "sop_db_options version") != NULL);
+    }
+    CHECK_OK(sop_txn_abort(t));
+    CHECK_OK(sop_db_close(db));
+    free(dbo);
+    free(so);
+}
+
 /* Issue 11: what sop.h says of sop_store_remove, checked: in the removing
  * txn every call on the store and its cursors is SOP_BADSTATE and the name
  * is gone (list, open); others see it until the commit, transactions that
@@ -933,4 +996,5 @@ TEST_MAIN(T(test_api__time_limit_enforced_at_every_call), T(test_api__store_name
           T(test_api__many_stores_in_one_txn), T(test_api__catalog_churn_threads),
           T(test_api__prepared_create_frees_pending_object),
           T(test_api__contradicting_store_options_are_mismatch),
-          T(test_api__older_version_stat_struct_still_works), T(test_api__store_remove_contract))
+          T(test_api__older_version_stat_struct_still_works), T(test_api__store_remove_contract),
+          T(test_api__options_read_only_the_callers_version))
