@@ -852,7 +852,8 @@ static int apply_file(crash_vfs *cv, cnode *n, crash_mode mode, crash_stats *st)
                 memcpy(v->bytes, w.data + from, w.len - from < SECTOR ? w.len - from : SECTOR);
         }
     }
-    qsort(sv, sv_count, sizeof *sv, cmp_sector_ver);
+    if (sv_count > 1) /* sv is NULL when no op touched a sector (qsort's argument is nonnull) */
+        qsort(sv, sv_count, sizeof *sv, cmp_sector_ver);
     /* 3. Choose. */
     size_t nops = n->op_count;
     size_t upto = nops;     /* PREFIX: ops fully applied */
