@@ -26,6 +26,8 @@ layers='
 1 os_posix.c
 2 keys.h
 2 keys.c
+2 txnrec.h
+2 txnrec.c
 3 wal.h
 3 wal.c
 4 registry.h

@@ -375,38 +375,20 @@ static int new_store(sop_store **out, sop_txn *t, const char *name, const sop_st
                        "key_spec is not a valid index specification (sop_keyspec_encode)");
     if (o->key_spec_len && o->comparator)
         return sop_err(SOP_INVAL, "a store takes a key_spec or a comparator, not both");
-    sop_keycmp cmp = {NULL, NULL};
-    if (o->comparator) {
-        for (size_t k = 0; k < db->comparator_count; k++)
-            if (strcmp(db->comparators[k].name, o->comparator) == 0) {
-                cmp.fn = db->comparators[k].compare;
-                cmp.ctx = db->comparators[k].ctx;
-            }
-        if (!cmp.fn)
-            return sop_err(SOP_INVAL, "comparator '%s' is not registered in sop_db_options",
-                           o->comparator);
-    }
-    sop_store *s = sop_calloc(1, sizeof *s);
-    if (!s)
-        return sop_err(SOP_NOMEM, "store");
-    s->db = db;
-    s->name = sop_strdup(name);
-    s->flags = o->flags;
-    s->slot_length = slot;
-    s->max_inline = maxin;
-    s->cmp = cmp;
-    s->comparator = o->comparator ? sop_strdup(o->comparator) : NULL;
-    s->key_spec_len = o->key_spec_len;
-    s->key_spec = o->key_spec_len ? sop_memdup(o->key_spec, o->key_spec_len) : NULL;
-    s->next_seq = 1;
-    atomic_init(&s->created_lsn, SOP_NEVER);
-    atomic_init(&s->dropped_lsn, SOP_NEVER);
-    atomic_init(&s->pending_owner, t);
-    atomic_init(&s->counts, NULL);
-    if (!s->name || (o->comparator && !s->comparator) || (o->key_spec_len && !s->key_spec)) {
-        sop_store__free(s);
-        return sop_err(SOP_NOMEM, "store");
-    }
+    sop_store_def def = {
+        .name = {name, strlen(name)},
+        .comparator = {o->comparator, o->comparator ? strlen(o->comparator) : 0},
+        .key_spec = {o->key_spec, o->key_spec_len},
+        .flags = o->flags,
+        .slot_length = slot,
+        .max_inline = maxin,
+        .next_seq = 1,
+        .created_lsn = SOP_NEVER,
+        .pending_owner = t,
+    };
+    sop_store *s;
+    if ((rc = sop_store__new(&s, db, &def)) != SOP_OK)
+        return rc;
     sop_ws *w = sop_txn__ws(t, s, 1);
     if (!w) {
         sop_store__free(s);

@@ -267,8 +267,7 @@ int sop_btree__get(sop_db *db, sop_store *store, uint64_t snap, const sop_val *k
     sop_val k;
     uint64_t s;
     sop_tcur__item(&c, &k, &s, val_out);
-    int cmp = store->cmp.fn ? store->cmp.fn(&k, key, store->cmp.ctx)
-                            : sop_memcmp_keys(k.data, k.len, key->data, key->len);
+    int cmp = sop_keycmp__keys(&store->cmp, &k, key);
     if (cmp != 0 || (!seq_any && s != seq))
         return SOP_NOTFOUND;
     if (key_out)

@@ -162,9 +162,7 @@ static int ensure_buf(chk *c, size_t n)
 
 static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b, uint64_t bs)
 {
-    int r =
-        s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx) : sop_memcmp_keys(a->data, a->len, b->data, b->len);
-    return r ? r : (as > bs) - (as < bs);
+    return sop_keycmp__items(&s->cmp, a, as, b, bs);
 }
 
 /* On-disk copy of a node: checksum, and same bytes as the image. */

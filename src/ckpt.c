@@ -1046,42 +1046,28 @@ int sop_ckpt__load(sop_db *db, int *found_out)
     db->next_txn_id = sop_rd_u64(&r);
     uint32_t nst = sop_rd_u32(&r);
     for (uint32_t i = 0; i < nst && !r.bad; i++) {
-        sop_store *s = sop_calloc(1, sizeof *s);
-        if (!s) {
-            rc = sop_err(SOP_NOMEM, "store");
-            goto out;
-        }
-        s->db = db;
-        s->id = sop_rd_u64(&r);
-        s->root_lid = sop_rd_u64(&r);
+        sop_store_def def = {.created_lsn = 0};
+        def.id = sop_rd_u64(&r);
+        def.root_lid = sop_rd_u64(&r);
         uint64_t count = sop_rd_u64(&r);
-        s->next_seq = sop_rd_u64(&r);
-        uint64_t created = sop_rd_u64(&r);
-        uint16_t nl = sop_rd_u16(&r);
-        const uint8_t *name = sop_rd_take(&r, nl);
-        s->flags = sop_rd_u32(&r);
-        s->slot_length = sop_rd_u32(&r);
-        s->max_inline = sop_rd_u32(&r);
-        uint16_t cl = sop_rd_u16(&r);
-        const uint8_t *cmpn = sop_rd_take(&r, cl);
-        uint32_t sl = sop_rd_u32(&r);
-        const uint8_t *spec = sop_rd_take(&r, sl);
-        if (r.bad) { /* before nl, cl and sl size allocations: they are from disk */
-            sop_free(s);
+        def.next_seq = sop_rd_u64(&r);
+        def.created_lsn = sop_rd_u64(&r);
+        def.name = sop_rd_val16(&r);
+        def.flags = sop_rd_u32(&r);
+        def.slot_length = sop_rd_u32(&r);
+        def.max_inline = sop_rd_u32(&r);
+        def.comparator = sop_rd_val16(&r);
+        def.key_spec.len = sop_rd_u32(&r);
+        def.key_spec.data = sop_rd_take(&r, def.key_spec.len);
+        if (r.bad) { /* before the lengths size allocations: they are from disk */
             rc = SOP_CORRUPT_BKPT("%s: store entry", path);
             goto out;
         }
+        sop_store *s;
+        if ((rc = sop_store__new(&s, db, &def)) != SOP_OK)
+            goto out;
         sop_countver *cv = sop_calloc(1, sizeof *cv);
-        s->name = sop_malloc(nl + 1u);
-        if (cl)
-            s->comparator = sop_malloc(cl + 1u);
-        if (sl)
-            s->key_spec = sop_malloc(sl);
-        atomic_init(&s->created_lsn, created);
-        atomic_init(&s->dropped_lsn, SOP_NEVER);
-        atomic_init(&s->pending_owner, NULL);
-        atomic_init(&s->counts, cv);
-        if (!cv || !s->name || (cl && !s->comparator) || (sl && !s->key_spec)) {
+        if (!cv) {
             sop_store__free(s);
             rc = sop_err(SOP_NOMEM, "store");
             goto out;
@@ -1089,28 +1075,7 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         cv->lsn = 0;
         cv->count = count;
         atomic_init(&cv->older, NULL);
-        memcpy(s->name, name, nl);
-        s->name[nl] = 0;
-        if (cl) {
-            memcpy(s->comparator, cmpn, cl);
-            s->comparator[cl] = 0;
-            for (size_t k = 0; k < db->comparator_count; k++)
-                if (strcmp(db->comparators[k].name, s->comparator) == 0) {
-                    s->cmp.fn = db->comparators[k].compare;
-                    s->cmp.ctx = db->comparators[k].ctx;
-                }
-            if (!s->cmp.fn) {
-                rc = sop_err(SOP_INVAL,
-                             "store '%s' needs comparator '%s', which is not registered in "
-                             "sop_db_options.comparators",
-                             s->name, s->comparator);
-                sop_store__free(s);
-                goto out;
-            }
-        }
-        if (sl)
-            memcpy(s->key_spec, spec, sl);
-        s->key_spec_len = sl;
+        atomic_init(&s->counts, cv);
         sop_db__store_link(db, s);
     }
     uint32_t npr = sop_rd_u32(&r);

@@ -19,11 +19,7 @@
 
 static int kcmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b, uint64_t bs)
 {
-    int c =
-        s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx) : sop_memcmp_keys(a->data, a->len, b->data, b->len);
-    if (c)
-        return c;
-    return (as > bs) - (as < bs);
+    return sop_keycmp__items(&s->cmp, a, as, b, bs);
 }
 
 /* ---- read-set coverage (M3) ------------------------------------------------ */

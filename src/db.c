@@ -357,6 +357,68 @@ sop_store *sop_db__store_by_id(sop_db *db, uint64_t id)
     return found;
 }
 
+int sop_db__comparator(sop_keycmp *out, const sop_db *db, const void *name, size_t len)
+{
+    for (size_t k = 0; k < db->comparator_count; k++) {
+        const char *n = db->comparators[k].name;
+        if (strlen(n) == len && memcmp(n, name, len) == 0) {
+            out->fn = db->comparators[k].compare;
+            out->ctx = db->comparators[k].ctx;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static char *dup_cstr(sop_val v)
+{
+    char *c = sop_malloc(v.len + 1);
+    if (c) {
+        if (v.len)
+            memcpy(c, v.data, v.len);
+        c[v.len] = 0;
+    }
+    return c;
+}
+
+int sop_store__new(sop_store **out, sop_db *db, const sop_store_def *def)
+{
+    *out = NULL;
+    sop_keycmp cmp = {NULL, NULL};
+    if (def->comparator.len && !sop_db__comparator(&cmp, db, def->comparator.data, def->comparator.len))
+        return sop_err(SOP_INVAL,
+                       "store '%.*s' needs comparator '%.*s', which is not registered in "
+                       "sop_db_options.comparators",
+                       (int)def->name.len, (const char *)def->name.data, (int)def->comparator.len,
+                       (const char *)def->comparator.data);
+    sop_store *s = sop_calloc(1, sizeof *s);
+    if (!s)
+        return sop_err(SOP_NOMEM, "store");
+    s->db = db;
+    s->id = def->id;
+    s->root_lid = def->root_lid;
+    s->flags = def->flags;
+    s->slot_length = def->slot_length;
+    s->max_inline = def->max_inline;
+    s->next_seq = def->next_seq;
+    s->cmp = cmp;
+    s->name = dup_cstr(def->name);
+    s->comparator = def->comparator.len ? dup_cstr(def->comparator) : NULL;
+    s->key_spec_len = def->key_spec.len;
+    s->key_spec = def->key_spec.len ? sop_memdup(def->key_spec.data, def->key_spec.len) : NULL;
+    atomic_init(&s->created_lsn, def->created_lsn);
+    atomic_init(&s->dropped_lsn, SOP_NEVER);
+    atomic_init(&s->pending_owner, def->pending_owner);
+    atomic_init(&s->counts, NULL);
+    if (!s->name || (def->comparator.len && !s->comparator) ||
+        (def->key_spec.len && !s->key_spec)) {
+        sop_store__free(s);
+        return sop_err(SOP_NOMEM, "store");
+    }
+    *out = s;
+    return SOP_OK;
+}
+
 void sop_store__free(sop_store *s)
 {
     if (!s)
@@ -563,8 +625,11 @@ static int replay_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len,
         return SOP_OK;
     if (lsn > r->seg->max_lsn)
         r->seg->max_lsn = lsn;
-    if (len > 24 && (payload[0] == 1 || payload[0] == 2) &&
-        sop_txn__body_blobs(payload + 24, len - 24, claim_blob, r) != SOP_OK)
+    sop_txnrec_head h;
+    const uint8_t *body;
+    size_t blen;
+    if (sop_txnrec__get_head(&h, &body, &blen, payload, len) != SOP_OK ||
+        (sop_txnrec__has_body(h.kind) && sop_txn__body_blobs(body, blen, claim_blob, r) != SOP_OK))
         return SOP_CORRUPT_BKPT("transaction record at lsn %" PRIu64, lsn);
     int rc = sop_txn__replay(r->db, lsn, payload, len);
     if (rc == SOP_OK)

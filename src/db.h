@@ -198,6 +198,26 @@ uint64_t sop_store__count_at(const sop_store *s, uint64_t snap);
 /* Is store visible to a transaction at snap (and owner for pending creates)? */
 int sop_store__visible(const sop_store *s, uint64_t snap, const sop_txn *txn);
 sop_store *sop_db__store_by_id(sop_db *db, uint64_t id);
+
+/* What a store is made from: sop_store_open's options, a commit record's
+ * catalog entry, a manifest's store entry. Lengths are checked by the
+ * caller; the bytes are copied. */
+typedef struct sop_store_def {
+    uint64_t id, root_lid;              /* 0 for a create not yet committed */
+    sop_val name, comparator, key_spec; /* comparator len 0: bytewise */
+    uint32_t flags, slot_length, max_inline;
+    uint64_t next_seq;
+    uint64_t created_lsn;   /* SOP_NEVER until its create is published */
+    sop_txn *pending_owner; /* the creating txn, or NULL */
+} sop_store_def;
+
+/* The one store constructor: a new unlinked store object (no count
+ * versions yet). SOP_NOMEM; SOP_INVAL (message names the store) if its
+ * comparator is not registered in this open. */
+int sop_store__new(sop_store **out, sop_db *db, const sop_store_def *def);
+/* The comparator registered under name (len bytes) in this open: 1 and
+ * *out set, else 0. The one comparator resolver. */
+int sop_db__comparator(sop_keycmp *out, const sop_db *db, const void *name, size_t len);
 void sop_store__free(sop_store *s);
 
 /* The catalog (D3). Callers hold commit_mu except where said. */

@@ -193,16 +193,8 @@ static size_t slot_len(const uint8_t *img, uint32_t idx)
 static int compare_key_seq(const sop_keycmp *cmp, const void *a, size_t a_len, uint64_t a_seq,
                            const void *b, size_t b_len, uint64_t b_seq)
 {
-    int c;
-    if (cmp && cmp->fn) {
-        sop_val va = {a, a_len}, vb = {b, b_len};
-        c = cmp->fn(&va, &vb, cmp->ctx);
-    } else {
-        c = sop_memcmp_keys(a, a_len, b, b_len);
-    }
-    if (c)
-        return c;
-    return (a_seq > b_seq) - (a_seq < b_seq);
+    sop_val va = {a, a_len}, vb = {b, b_len};
+    return sop_keycmp__items(cmp, &va, a_seq, &vb, b_seq);
 }
 
 /* Bytes a leaf slot takes for this key and value. */

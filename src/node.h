@@ -121,6 +121,21 @@ typedef struct sop_keycmp {
     void *ctx; /* passed to fn */
 } sop_keycmp;
 
+/* The one key compare: a against b under cmp (NULL, or fn NULL: bytewise). */
+static inline int sop_keycmp__keys(const sop_keycmp *cmp, const sop_val *a, const sop_val *b)
+{
+    return cmp && cmp->fn ? cmp->fn(a, b, cmp->ctx)
+                          : sop_memcmp_keys(a->data, a->len, b->data, b->len);
+}
+
+/* Items: (key, seq) pairs, by key, then seq (duplicates keep insertion order). */
+static inline int sop_keycmp__items(const sop_keycmp *cmp, const sop_val *a, uint64_t a_seq,
+                                    const sop_val *b, uint64_t b_seq)
+{
+    int c = sop_keycmp__keys(cmp, a, b);
+    return c ? c : (a_seq > b_seq) - (a_seq < b_seq);
+}
+
 /* A leaf item's value. Inline: the bytes are in the node (inline_val;
  * value_len == inline_val.len when read back). Blob: the value lives in a
  * separate blob at loc and has value_len bytes (inline_val is {NULL, 0}). */

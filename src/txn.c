@@ -9,6 +9,7 @@
  */
 #include "cache.h"
 #include "txn.h"
+#include "txnrec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,11 +150,7 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
 
 static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_val *b, uint64_t bs)
 {
-    int c =
-        s->cmp.fn ? s->cmp.fn(a, b, s->cmp.ctx) : sop_memcmp_keys(a->data, a->len, b->data, b->len);
-    if (c)
-        return c;
-    return (as > bs) - (as < bs);
+    return sop_keycmp__items(&s->cmp, a, as, b, bs);
 }
 
 sop_ws *sop_txn__ws(sop_txn *t, sop_store *s, int create)
@@ -520,45 +517,18 @@ static int check_prepared(sop_txn *t)
     return SOP_OK;
 }
 
-/* One catalog entry of a transaction body (docs/FORMAT.md): op and store
- * id, and for a create (op 1) its root lid and name; the rest of a create
- * (flags, slot_length, max_inline, comparator, key spec) is skipped. Used
- * by the walks that need only these; apply_body reads every field. */
-typedef struct cat_entry {
-    uint8_t op;
-    uint64_t id, root;
-    sop_val name;
-} cat_entry;
-
-static void rd_cat_entry(sop_rd *r, cat_entry *e)
-{
-    e->op = sop_rd_u8(r);
-    e->id = sop_rd_u64(r);
-    e->root = 0;
-    e->name = (sop_val){NULL, 0};
-    if (e->op != 1)
-        return;
-    e->root = sop_rd_u64(r);
-    e->name = sop_rd_val16(r);
-    sop_rd_u32(r), sop_rd_u32(r), sop_rd_u32(r);
-    sop_rd_val16(r);
-    uint32_t sl = sop_rd_u32(r);
-    sop_rd_take(r, sl);
-}
-
 /* Does prepared p's body create a store named name? */
 static int prepared_creates(const sop_prepared *p, const char *name)
 {
-    sop_rd r = {p->body, p->body + p->body_len, 0};
+    sop_txnrec_rd d;
+    sop_txnrec_cat e;
+    sop_val xid;
     size_t nlen = strlen(name);
-    cat_entry e;
-    sop_rd_val16(&r); /* xid */
-    uint32_t ncat = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < ncat && !r.bad; i++) {
-        rd_cat_entry(&r, &e);
-        if (!r.bad && e.op == 1 && e.name.len == nlen && memcmp(e.name.data, name, nlen) == 0)
+    if (sop_txnrec__open(&d, &xid, p->body, p->body_len, SOP_MAX_NAME_LEN, SOP_MAX_KEY_LEN))
+        return 0; /* decoded when it was prepared: only damage in memory gets here */
+    while (sop_txnrec__next_cat(&d, &e) == 1)
+        if (e.op == SOP_TXNREC_CREATE && e.name.len == nlen && memcmp(e.name.data, name, nlen) == 0)
             return 1;
-    }
     return 0;
 }
 
@@ -625,12 +595,7 @@ static int encode_txn(sop_buf *b, sop_txn *t, int kind, uint64_t txn_id, const s
     sop_db *db = t->db;
     sop_buf_reset(b);
     sop_buf_extend(b, SOP_REC_HDR_LEN);
-    sop_buf_append_u8(b, (uint8_t)kind);
-    sop_buf_append_u8(b, 1);
-    sop_buf_append_le16(b, 0);
-    sop_buf_append_le32(b, 0);
-    sop_buf_append_le64(b, txn_id);
-    sop_buf_append_le64(b, t->snap);
+    sop_txnrec__put_head(b, &(sop_txnrec_head){(uint8_t)kind, txn_id, t->snap});
     buf_val16(b, xid ? xid->data : NULL, xid ? xid->len : 0);
     /* catalog */
     uint32_t ncat = 0;
@@ -788,35 +753,26 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
                       size_t *nch_out, int check)
 {
     sop_db *db = a->db;
-    sop_rd r = {body, body + len, 0};
+    sop_txnrec_rd d;
+    sop_val xid;
     cat_change *ch = NULL;
     size_t nch = 0;
     ch_index chx = {SOP_U64MAP_INIT, SOP_U64MAP_INIT};
-    int rc = SOP_OK;
-    sop_rd_val16(&r); /* xid */
-    uint32_t ncat = sop_rd_u32(&r);
-    if (r.bad || ncat > len)
-        return SOP_CORRUPT_BKPT("commit record catalog");
-    uint32_t cap = ncat + 64;
+    int rc = sop_txnrec__open(&d, &xid, body, len, SOP_MAX_NAME_LEN, SOP_MAX_KEY_LEN);
+    if (rc)
+        return rc;
+    uint32_t cap = d.left + 64; /* catalog entries, bounded by len (txnrec.h) */
     /* encode_txn wrote owner's creates in write-set order: found in one pass */
     sop_ws *next_created = owner ? owner->ws : NULL;
     ch = sop_calloc(cap, sizeof *ch);
     if (!ch)
         return sop_err(SOP_NOMEM, "catalog changes");
-    for (uint32_t i = 0; i < ncat; i++) {
-        uint8_t op = sop_rd_u8(&r);
-        uint64_t id = sop_rd_u64(&r);
-        if (op == 1) {
-            uint64_t root = sop_rd_u64(&r);
-            sop_val name = sop_rd_val16(&r);
-            uint32_t flags = sop_rd_u32(&r), slot = sop_rd_u32(&r), maxin = sop_rd_u32(&r);
-            sop_val cmpname = sop_rd_val16(&r);
-            uint32_t spec_len = sop_rd_u32(&r);
-            const uint8_t *spec = sop_rd_take(&r, spec_len);
-            if (r.bad || name.len == 0 || name.len > SOP_MAX_NAME_LEN) {
-                rc = SOP_CORRUPT_BKPT("commit record store create");
-                goto out;
-            }
+    sop_txnrec_cat e;
+    while ((rc = sop_txnrec__next_cat(&d, &e)) == 1) {
+        uint64_t id = e.store_id;
+        if (e.op == SOP_TXNREC_CREATE) {
+            uint64_t root = e.root_lid;
+            sop_val name = e.name;
             sop_store *s = NULL;
             while (next_created && !next_created->created)
                 next_created = next_created->next;
@@ -842,56 +798,19 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
                     goto out;
                 }
                 /* Replay: build the store object (published at the end). */
-                s = sop_calloc(1, sizeof *s);
-                if (!s) {
-                    rc = sop_err(SOP_NOMEM, "store");
+                sop_store_def def = {
+                    .id = id,
+                    .root_lid = root,
+                    .name = name,
+                    .comparator = e.comparator,
+                    .key_spec = e.key_spec,
+                    .flags = e.flags,
+                    .slot_length = e.slot_length,
+                    .max_inline = e.max_inline,
+                    .created_lsn = SOP_NEVER,
+                };
+                if ((rc = sop_store__new(&s, db, &def)) != SOP_OK)
                     goto out;
-                }
-                s->db = db;
-                s->id = id;
-                s->root_lid = root;
-                s->flags = flags;
-                s->slot_length = slot;
-                s->max_inline = maxin;
-                s->name = sop_malloc(name.len + 1);
-                if (s->name) {
-                    memcpy(s->name, name.data, name.len);
-                    s->name[name.len] = 0;
-                }
-                if (cmpname.len) {
-                    s->comparator = sop_malloc(cmpname.len + 1);
-                    if (s->comparator) {
-                        memcpy(s->comparator, cmpname.data, cmpname.len);
-                        s->comparator[cmpname.len] = 0;
-                    }
-                }
-                s->key_spec_len = spec_len;
-                s->key_spec = spec_len ? sop_memdup(spec, spec_len) : NULL;
-                atomic_init(&s->created_lsn, SOP_NEVER);
-                atomic_init(&s->dropped_lsn, SOP_NEVER);
-                atomic_init(&s->pending_owner, NULL);
-                atomic_init(&s->counts, NULL);
-                if (!s->name || (cmpname.len && !s->comparator) || (spec_len && !s->key_spec)) {
-                    sop_store__free(s);
-                    rc = sop_err(SOP_NOMEM, "store");
-                    goto out;
-                }
-                if (s->comparator) {
-                    for (size_t k = 0; k < db->comparator_count; k++)
-                        if (strcmp(db->comparators[k].name, s->comparator) == 0) {
-                            s->cmp.fn = db->comparators[k].compare;
-                            s->cmp.ctx = db->comparators[k].ctx;
-                        }
-                    if (!s->cmp.fn) {
-                        sop_store__free(s);
-                        rc =
-                            sop_err(SOP_INVAL,
-                                    "store '%.*s' needs comparator '%.*s', which is not registered",
-                                    (int)name.len, (const char *)name.data, (int)cmpname.len,
-                                    (const char *)cmpname.data);
-                        goto out;
-                    }
-                }
                 ch[nch].created = 2; /* replay-made object */
             } else {
                 ch[nch].created = 1;
@@ -909,10 +828,11 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
             if (db->next_store_id <= id)
                 db->next_store_id = id + 1;
             SOP_TRY(sop_apply__create_root(a, s));
-        } else if (op == 2) {
+        } else {
+            assert(e.op == SOP_TXNREC_DROP);
             size_t k = ch_by_id(&chx, id); /* 1 + its index, or 0 */
             sop_store *s = k ? ch[k - 1].store : sop_db__store_by_id(db, id);
-            if (r.bad || !s) {
+            if (!s) {
                 rc = SOP_CORRUPT_BKPT("commit record drops unknown store %" PRIu64, id);
                 goto out;
             }
@@ -927,16 +847,12 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
             }
             ch[k].dropped = 1;
             SOP_TRY(sop_apply__drop_tree(a, s));
-        } else {
-            rc = SOP_CORRUPT_BKPT("commit record catalog op %u", op);
-            goto out;
         }
     }
-    uint32_t nst = sop_rd_u32(&r);
-    if (r.bad || nst > len) {
-        rc = SOP_CORRUPT_BKPT("commit record store count");
+    sop_txnrec_store st;
+    if (rc < 0 || (rc = sop_txnrec__next_store(&d, &st)) < 0)
         goto out;
-    }
+    uint32_t nst = d.left + (rc == 1); /* store sections, bounded by len */
     if (nch + nst > cap) {
         cat_change *n = sop_realloc(ch, (nch + nst) * sizeof *ch);
         if (!n) {
@@ -946,15 +862,9 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
         ch = n;
         memset(ch + nch, 0, nst * sizeof *ch);
     }
-    for (uint32_t i = 0; i < nst; i++) {
-        uint64_t id = sop_rd_u64(&r);
-        uint8_t *delta_p = (uint8_t *)sop_rd_take(&r, 8);
-        uint64_t next_seq = sop_rd_u64(&r);
-        uint32_t nops = sop_rd_u32(&r);
-        if (r.bad) {
-            rc = SOP_CORRUPT_BKPT("commit record store section");
-            goto out;
-        }
+    for (; rc == 1; rc = sop_txnrec__next_store(&d, &st)) {
+        uint64_t id = st.store_id;
+        uint8_t *delta_p = body + st.count_delta_off; /* commit patches it in place */
         size_t k = ch_by_id(&chx, id);
         if (k) {
             k--;
@@ -971,35 +881,23 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
         }
         sop_store *s = ch[k].store;
         ch[k].has_ops = 1;
-        ch[k].next_seq = next_seq;
+        ch[k].next_seq = st.next_seq;
         a->delta = 0;
-        for (uint32_t j = 0; j < nops; j++) {
-            uint8_t op = sop_rd_u8(&r), vkind = sop_rd_u8(&r);
-            sop_val key = sop_rd_val16(&r);
-            uint64_t seq = sop_rd_u64(&r);
+        sop_txnrec_op o;
+        while ((rc = sop_txnrec__next_op(&d, &o)) == 1) {
             sop_leafval v;
             memset(&v, 0, sizeof v);
-            if (op == SOP_OP_PUT) {
-                v.value_len = sop_rd_u32(&r);
-                if (vkind == 1) {
-                    v.is_blob = 1;
-                    v.loc.seg = sop_rd_u64(&r);
-                    v.loc.off = sop_rd_u64(&r);
-                    v.loc.len = sop_rd_u32(&r);
-                    v.loc.crc = sop_rd_u32(&r);
-                } else {
-                    v.inline_val.len = v.value_len;
-                    v.inline_val.data = sop_rd_take(&r, v.value_len);
-                }
-            }
-            if (r.bad || (op != SOP_OP_PUT && op != SOP_OP_DEL) || key.len == 0 ||
-                key.len > SOP_MAX_KEY_LEN) {
-                rc = SOP_CORRUPT_BKPT("commit record operation %u of store %" PRIu64, j, id);
-                goto out;
+            if (o.kind == SOP_TXNREC_PUT) {
+                v.value_len = o.value_len;
+                v.is_blob = o.is_blob;
+                v.loc = o.loc;
+                v.inline_val = o.value;
             }
             int existed;
-            SOP_TRY(sop_apply__op(a, s, op, &key, seq, &v, &existed));
+            SOP_TRY(sop_apply__op(a, s, o.kind, &o.key, o.seq, &v, &existed));
         }
+        if (rc < 0)
+            goto out;
         if (check) {
             if ((int64_t)sop_get_le64(delta_p) != a->delta) {
                 rc = SOP_CORRUPT_BKPT("store %" PRIu64 ": replay count delta %" PRId64
@@ -1012,6 +910,8 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
         }
         ch[k].delta += a->delta;
     }
+    if (rc == 0)
+        rc = sop_txnrec__finish(&d);
 out:
     sop_u64map_dispose(&chx.ids);
     sop_u64map_dispose(&chx.names);
@@ -1397,8 +1297,9 @@ int sop_txn__commit(sop_txn *t)
     sop_apply__init(&a, db, lsn, t->snap);
     if ((rc = encode_txn(rec, t, SOP_REC_COMMIT, 0, NULL)) != SOP_OK)
         goto fail;
-    if ((rc = apply_body(&a, rec->data + SOP_REC_HDR_LEN + 24, rec->len - SOP_REC_HDR_LEN - 24, t,
-                         &ch, &nch, 0)) != SOP_OK)
+    if ((rc = apply_body(&a, rec->data + SOP_REC_HDR_LEN + SOP_TXNREC_HEAD_LEN,
+                         rec->len - SOP_REC_HDR_LEN - SOP_TXNREC_HEAD_LEN, t, &ch, &nch, 0)) !=
+        SOP_OK)
         goto fail;
     if (!(hist = hist_of_txn(db, t, lsn))) {
         rc = sop_err(SOP_NOMEM, "history");
@@ -1459,10 +1360,13 @@ void sop_prepared__free(sop_prepared *p)
 /* Decode the keys a prepared body writes and reads (its locks). */
 int sop_prepared__decode(sop_prepared *p)
 {
-    sop_rd r = {p->body, p->body + p->body_len, 0};
-    sop_val xid = sop_rd_val16(&r);
-    if (r.bad || xid.len > SOP_MAX_XID_LEN)
-        return SOP_CORRUPT_BKPT("prepared record xid");
+    sop_txnrec_rd d;
+    sop_val xid;
+    int rc = sop_txnrec__open(&d, &xid, p->body, p->body_len, SOP_MAX_NAME_LEN, SOP_MAX_KEY_LEN);
+    if (rc)
+        return rc;
+    if (xid.len > SOP_MAX_XID_LEN)
+        return SOP_CORRUPT_BKPT("prepared record xid of %zu bytes", xid.len);
     p->info.xid_len = xid.len;
     if (xid.len)
         memcpy(p->info.xid, xid.data, xid.len);
@@ -1482,52 +1386,37 @@ int sop_prepared__decode(sop_prepared *p)
         }                                                                                          \
         keys[n++] = (struct sop_pkey){__VA_ARGS__};                                                \
     } while (0)
-    uint32_t ncat = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < ncat && !r.bad; i++) {
-        cat_entry e;
-        rd_cat_entry(&r, &e);
-        if (e.op == 1) {
-            if (e.id > p->create_max_id)
-                p->create_max_id = e.id;
-            if (e.root > p->create_max_lid)
-                p->create_max_lid = e.root;
+    sop_txnrec_cat e;
+    while ((rc = sop_txnrec__next_cat(&d, &e)) == 1) {
+        if (e.op == SOP_TXNREC_CREATE) {
+            if (e.store_id > p->create_max_id)
+                p->create_max_id = e.store_id;
+            if (e.root_lid > p->create_max_lid)
+                p->create_max_lid = e.root_lid;
         }
         /* a whole-store lock */
-        PUSH_KEY(e.id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0}, e.op);
+        PUSH_KEY(e.store_id, 1, 1, 1, 1, {NULL, 0}, {NULL, 0}, e.op);
     }
-    uint32_t nst = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < nst && !r.bad; i++) {
-        uint64_t id = sop_rd_u64(&r);
-        sop_rd_u64(&r), sop_rd_u64(&r);
-        uint32_t nops = sop_rd_u32(&r);
-        for (uint32_t j = 0; j < nops && !r.bad; j++) {
-            uint8_t op = sop_rd_u8(&r), vk = sop_rd_u8(&r);
-            sop_val key = sop_rd_val16(&r);
-            sop_rd_u64(&r);
-            if (op == SOP_OP_PUT) {
-                uint32_t vl = sop_rd_u32(&r);
-                sop_rd_take(&r, vk ? 24 : vl);
-            }
-            PUSH_KEY(id, 0, 0, 0, 1, key, {NULL, 0}, 0);
-        }
-    }
-    uint32_t nr = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < nr && !r.bad; i++) {
-        uint64_t id = sop_rd_u64(&r);
-        uint8_t kind = sop_rd_u8(&r);
-        if (kind == 1) {
-            sop_val k = sop_rd_val16(&r);
-            PUSH_KEY(id, 0, 0, 0, 0, k, {NULL, 0}, 0);
-        } else {
-            uint8_t fl = sop_rd_u8(&r);
-            sop_val lo = sop_rd_val16(&r), hi = sop_rd_val16(&r);
-            PUSH_KEY(id, 1, fl & 1, (fl & 2) != 0, 0, lo, hi, 0);
-        }
+    sop_txnrec_store st;
+    sop_txnrec_op o;
+    while (rc == 0 && (rc = sop_txnrec__next_store(&d, &st)) == 1)
+        while ((rc = sop_txnrec__next_op(&d, &o)) == 1)
+            PUSH_KEY(st.store_id, 0, 0, 0, 1, o.key, {NULL, 0}, 0);
+    sop_txnrec_read r;
+    while (rc == 0 && (rc = sop_txnrec__next_read(&d, &r)) == 1) {
+        if (r.kind == SOP_TXNREC_POINT)
+            PUSH_KEY(r.store_id, 0, 0, 0, 0, r.lo, {NULL, 0}, 0);
+        else
+            PUSH_KEY(r.store_id, 1, (r.flags & SOP_TXNREC_LO_OPEN) != 0,
+                     (r.flags & SOP_TXNREC_HI_OPEN) != 0, 0, r.lo, r.hi, 0);
+        rc = 0; /* entry taken: read the next */
     }
 #undef PUSH_KEY
-    if (r.bad) {
+    if (rc == 0)
+        rc = sop_txnrec__finish(&d);
+    if (rc) {
         sop_free(keys);
-        return SOP_CORRUPT_BKPT("prepared record body");
+        return rc;
     }
     p->keys = keys;
     p->key_count = n;
@@ -1645,7 +1534,8 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
         rc = sop_err(SOP_NOMEM, "history");
         goto fail;
     }
-    if ((rc = add_prepared(db, id, lsn, rec.data + SOP_REC_HDR_LEN + 24, plen - 24)) != SOP_OK)
+    if ((rc = add_prepared(db, id, lsn, rec.data + SOP_REC_HDR_LEN + SOP_TXNREC_HEAD_LEN,
+                           plen - SOP_TXNREC_HEAD_LEN)) != SOP_OK)
         goto fail;
     sop_rec__header(rec.data, SOP_REC_TXN, rec.data + SOP_REC_HDR_LEN, plen, lsn);
     sop_loc loc;
@@ -1708,37 +1598,16 @@ int sop_txn__body_blobs(const uint8_t *body, size_t len, void (*fn)(const sop_lo
 int sop_txn__body_values(const uint8_t *body, size_t len,
                          void (*fn)(const sop_loc *, uint32_t value_len, void *), void *ctx)
 {
-    sop_rd r = {body, body + len, 0};
-    sop_rd_val16(&r); /* xid */
-    uint32_t ncat = sop_rd_u32(&r);
-    cat_entry e;
-    for (uint32_t i = 0; i < ncat && !r.bad; i++)
-        rd_cat_entry(&r, &e);
-    uint32_t nst = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < nst && !r.bad; i++) {
-        sop_rd_u64(&r), sop_rd_u64(&r), sop_rd_u64(&r);
-        uint32_t nops = sop_rd_u32(&r);
-        for (uint32_t j = 0; j < nops && !r.bad; j++) {
-            uint8_t op = sop_rd_u8(&r), vk = sop_rd_u8(&r);
-            sop_rd_val16(&r);
-            sop_rd_u64(&r);
-            if (op != SOP_OP_PUT)
-                continue;
-            uint32_t vl = sop_rd_u32(&r);
-            if (!vk) {
-                sop_rd_take(&r, vl);
-                continue;
-            }
-            sop_loc loc;
-            loc.seg = sop_rd_u64(&r);
-            loc.off = sop_rd_u64(&r);
-            loc.len = sop_rd_u32(&r);
-            loc.crc = sop_rd_u32(&r);
-            if (!r.bad)
-                fn(&loc, vl, ctx);
-        }
-    }
-    return r.bad ? SOP_CORRUPT_BKPT("transaction body") : SOP_OK;
+    sop_txnrec_rd d;
+    sop_val xid;
+    sop_txnrec_store st;
+    sop_txnrec_op o;
+    int rc = sop_txnrec__open(&d, &xid, body, len, SOP_MAX_NAME_LEN, SOP_MAX_KEY_LEN);
+    while (rc == 0 && (rc = sop_txnrec__next_store(&d, &st)) == 1)
+        while ((rc = sop_txnrec__next_op(&d, &o)) == 1)
+            if (o.kind == SOP_TXNREC_PUT && o.is_blob)
+                fn(&o.loc, o.value_len, ctx);
+    return rc == 0 ? sop_txnrec__finish(&d) : rc;
 }
 
 struct death_ctx {
@@ -1811,12 +1680,9 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
     uint64_t saved_lid = db->reg.next_lid;
     if (!replay) {
         sop_buf_extend(&rec, SOP_REC_HDR_LEN);
-        sop_buf_append_u8(&rec, commit ? SOP_REC_COMMIT_PREPARED : SOP_REC_ABORT_PREPARED);
-        sop_buf_append_u8(&rec, 1);
-        sop_buf_append_le16(&rec, 0);
-        sop_buf_append_le32(&rec, 0);
-        sop_buf_append_le64(&rec, p->id);
-        sop_buf_append_le64(&rec, 0);
+        sop_txnrec__put_head(
+            &rec, &(sop_txnrec_head){commit ? SOP_REC_COMMIT_PREPARED : SOP_REC_ABORT_PREPARED,
+                                     p->id, 0});
         if ((rc = sop_buf_status(&rec)) != SOP_OK)
             goto out;
     }
@@ -1903,15 +1769,16 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
 
 int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len)
 {
-    sop_rd r = {payload, payload + len, 0};
-    uint8_t kind = sop_rd_u8(&r);
-    uint8_t ver = sop_rd_u8(&r);
-    sop_rd_u16(&r);
-    sop_rd_u32(&r);
-    uint64_t id = sop_rd_u64(&r);
-    sop_rd_u64(&r); /* snapshot */
-    if (r.bad || ver != 1)
-        return SOP_CORRUPT_BKPT("transaction record at lsn %" PRIu64, lsn);
+    sop_txnrec_head h;
+    const uint8_t *body;
+    size_t blen;
+    if (sop_txnrec__get_head(&h, &body, &blen, payload, len) != SOP_OK) {
+        char why[200];
+        snprintf(why, sizeof why, "%s", sop_errmsg());
+        return SOP_CORRUPT_BKPT("at lsn %" PRIu64 ": %s", lsn, why);
+    }
+    uint8_t kind = h.kind;
+    uint64_t id = h.txn_id;
     if (lsn != db->applied_lsn + 1)
         return SOP_CORRUPT_BKPT("log jumps from lsn %" PRIu64 " to %" PRIu64, db->applied_lsn, lsn);
     int rc = SOP_OK;
@@ -1919,23 +1786,23 @@ int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len
         sop_apply a;
         cat_change *ch = NULL;
         size_t nch = 0;
-        uint8_t *body = sop_memdup(payload + 24, len - 24);
-        if (!body && len > 24)
+        uint8_t *copy = sop_memdup(body, blen); /* apply_body may patch it (it does not here) */
+        if (!copy && blen)
             return sop_err(SOP_NOMEM, "replay");
         sop_apply__init(&a, db, lsn, 0);
-        rc = apply_body(&a, body, len - 24, NULL, &ch, &nch, 1);
+        rc = apply_body(&a, copy, blen, NULL, &ch, &nch, 1);
         if (rc == SOP_OK && (rc = sop_apply__reserve(&a)) == SOP_OK) {
             sop_apply__publish(&a);
             rc = publish_catalog(db, ch, nch, lsn);
         }
         free_changes(ch, nch, rc != SOP_OK);
         sop_apply__dispose(&a);
-        sop_free(body);
+        sop_free(copy);
         if (rc)
             return rc;
         db->applied_lsn = lsn;
     } else if (kind == SOP_REC_PREPARE) {
-        if ((rc = add_prepared(db, id, lsn, payload + 24, len - 24)) != SOP_OK)
+        if ((rc = add_prepared(db, id, lsn, body, blen)) != SOP_OK)
             return rc;
         /* reserved dup seqs */
         db->applied_lsn = lsn;

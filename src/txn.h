@@ -26,35 +26,24 @@
  *        and the read set, so it can be validated and replayed without the
  *        writer (DESIGN D2, D6). Replay uses the same apply code (B5).
  *
- * Commit record payload (SOP_REC_TXN), little-endian:
- *   u8 kind (1 COMMIT, 2 PREPARE, 3 COMMIT_PREPARED, 4 ABORT_PREPARED)
- *   u8 version (1), u16 0, u32 0, u64 txn_id, u64 snapshot
- *   kinds 1 and 2 continue with the body:
- *   u16 xid_len, xid
- *   u32 catalog_count, each: u8 op (1 create, 2 drop), u64 store_id,
- *       create only: u64 root_lid, u16 name_len, name, u32 flags,
- *       u32 slot_length, u32 max_inline, u16 cmp_len, cmp, u32 spec_len, spec
- *   u32 store_count, each: u64 store_id, i64 count_delta, u64 next_seq,
- *       u32 op_count, ops: u8 kind (1 put, 2 del), u8 vkind (0 inline,
- *       1 blob), u16 key_len, key, u64 seq, put only: u32 value_len, then
- *       value bytes (inline) or a 24-byte sop_loc (blob)
- *   u32 read_count, each: u64 store_id, u8 kind (1 point, 2 range),
- *       point: u16 len, key; range: u8 flags (1 lo open-ended, 2 hi
- *       open-ended), u16 lo_len, lo, u16 hi_len, hi   (bounds inclusive)
+ * Commit record payload (SOP_REC_TXN): txnrec.h, its one codec.
  */
 #ifndef SOP_TXN_H
 #define SOP_TXN_H
 
 #include "btree.h"
+#include "txnrec.h"
 
 #define SOP_TXN_ACTIVE   1
 #define SOP_TXN_PREPARED 2
 #define SOP_TXN_FAILED   3
 
-#define SOP_REC_COMMIT          1
-#define SOP_REC_PREPARE         2
-#define SOP_REC_COMMIT_PREPARED 3
-#define SOP_REC_ABORT_PREPARED  4
+#define SOP_REC_COMMIT          SOP_TXNREC_COMMIT
+#define SOP_REC_PREPARE         SOP_TXNREC_PREPARE
+#define SOP_REC_COMMIT_PREPARED SOP_TXNREC_COMMIT_PREPARED
+#define SOP_REC_ABORT_PREPARED  SOP_TXNREC_ABORT_PREPARED
+_Static_assert(SOP_TXNREC_PUT == SOP_OP_PUT && SOP_TXNREC_DEL == SOP_OP_DEL,
+               "the record's operation kinds are btree.h's");
 
 #define SOP_WS_MAX_HEIGHT 20
 #define SOP_WS_LIST_MAX   8 /* write sets searched in the list before ws_index */
