@@ -842,8 +842,8 @@ out:
 
 /* ---- open / close -------------------------------------------------------- */
 
-/* Bytes of sop_db_options that a caller of @p version has (DESIGN-NOTES
- * "Versioned structs"): a program built against an older sop.h passes a
+/* Bytes of sop_db_options that a caller of @p version has (sop.h
+ * "Conventions"): a program built against an older sop.h passes a
  * shorter struct, so only that prefix may be read; the fields it lacks
  * keep their defaults (0). 0 for an unknown version. Version 1 is the
  * oldest; each new version adds its line here, ending at its last field. */

@@ -747,11 +747,14 @@ static int ch_add(ch_index *x, const cat_change *ch, size_t k)
 
 /* Apply a COMMIT/PREPARE body (from the xid field on) at a->lsn. When
  * owner is not NULL (live commit), created stores are the owner's pending
- * handles; in replay new store objects are made. deltas are checked
- * against the record when check is set, else patched into it. */
-static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, cat_change **ch_out,
-                      size_t *nch_out, int check)
+ * handles; in replay new store objects are made. patch: the body itself,
+ * writable, to have the count deltas written into it (a commit encodes
+ * them as 0); NULL to check them against the record instead (replay, which
+ * reads the log's bytes in place). */
+static int apply_body(sop_apply *a, const uint8_t *body, size_t len, sop_txn *owner,
+                      cat_change **ch_out, size_t *nch_out, uint8_t *patch)
 {
+    assert(!patch || patch == body);
     sop_db *db = a->db;
     sop_txnrec_rd d;
     sop_val xid;
@@ -864,7 +867,7 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
     }
     for (; rc == 1; rc = sop_txnrec__next_store(&d, &st)) {
         uint64_t id = st.store_id;
-        uint8_t *delta_p = body + st.count_delta_off; /* commit patches it in place */
+        size_t delta_off = st.count_delta_off;
         size_t k = ch_by_id(&chx, id);
         if (k) {
             k--;
@@ -898,15 +901,13 @@ static int apply_body(sop_apply *a, uint8_t *body, size_t len, sop_txn *owner, c
         }
         if (rc < 0)
             goto out;
-        if (check) {
-            if ((int64_t)sop_get_le64(delta_p) != a->delta) {
-                rc = SOP_CORRUPT_BKPT("store %" PRIu64 ": replay count delta %" PRId64
-                                      " differs from the record's %" PRId64,
-                                      id, a->delta, (int64_t)sop_get_le64(delta_p));
-                goto out;
-            }
-        } else {
-            sop_put_le64(delta_p, (uint64_t)a->delta);
+        if (patch) {
+            sop_put_le64(patch + delta_off, (uint64_t)a->delta);
+        } else if (st.count_delta != a->delta) {
+            rc = SOP_CORRUPT_BKPT("store %" PRIu64 ": replay count delta %" PRId64
+                                  " differs from the record's %" PRId64,
+                                  id, a->delta, st.count_delta);
+            goto out;
         }
         ch[k].delta += a->delta;
     }
@@ -1297,9 +1298,9 @@ int sop_txn__commit(sop_txn *t)
     sop_apply__init(&a, db, lsn, t->snap);
     if ((rc = encode_txn(rec, t, SOP_REC_COMMIT, 0, NULL)) != SOP_OK)
         goto fail;
-    if ((rc = apply_body(&a, rec->data + SOP_REC_HDR_LEN + SOP_TXNREC_HEAD_LEN,
-                         rec->len - SOP_REC_HDR_LEN - SOP_TXNREC_HEAD_LEN, t, &ch, &nch, 0)) !=
-        SOP_OK)
+    uint8_t *body = rec->data + SOP_REC_HDR_LEN + SOP_TXNREC_HEAD_LEN;
+    if ((rc = apply_body(&a, body, rec->len - SOP_REC_HDR_LEN - SOP_TXNREC_HEAD_LEN, t, &ch, &nch,
+                         body)) != SOP_OK)
         goto fail;
     if (!(hist = hist_of_txn(db, t, lsn))) {
         rc = sop_err(SOP_NOMEM, "history");
@@ -1698,7 +1699,7 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
             rc = sop_err(SOP_NOMEM, "history");
             goto out;
         }
-        SOP_TRY(apply_body(&a, p->body, p->body_len, NULL, &ch, &nch, 0));
+        SOP_TRY(apply_body(&a, p->body, p->body_len, NULL, &ch, &nch, p->body));
     } else {
         /* Its value blobs die with it. */
         struct death_ctx dc = {&a, SOP_OK};
@@ -1786,18 +1787,14 @@ int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len
         sop_apply a;
         cat_change *ch = NULL;
         size_t nch = 0;
-        uint8_t *copy = sop_memdup(body, blen); /* apply_body may patch it (it does not here) */
-        if (!copy && blen)
-            return sop_err(SOP_NOMEM, "replay");
         sop_apply__init(&a, db, lsn, 0);
-        rc = apply_body(&a, copy, blen, NULL, &ch, &nch, 1);
+        rc = apply_body(&a, body, blen, NULL, &ch, &nch, NULL);
         if (rc == SOP_OK && (rc = sop_apply__reserve(&a)) == SOP_OK) {
             sop_apply__publish(&a);
             rc = publish_catalog(db, ch, nch, lsn);
         }
         free_changes(ch, nch, rc != SOP_OK);
         sop_apply__dispose(&a);
-        sop_free(copy);
         if (rc)
             return rc;
         db->applied_lsn = lsn;

@@ -406,7 +406,7 @@ TEST(test_api__options_read_only_the_callers_version)
     CHECK_OK(sop_txn_begin(&t, db, 0));
     CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, so));
     CHECK_OK(put_s(t, s, "k", "1"));
-    CHECK_OK(sop_add(t, s, &(sop_val){"k", 1}, &(sop_val){"2", 1})); /* duplicates took effect */
+    CHECK_OK(add_s(t, s, "k", "2")); /* duplicates took effect */
     CHECK_OK(sop_txn_commit(t));
     CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
     CHECK_OK(sop_store_open(&s, t, "s", 0, so)); /* the match check reads v1 only too */

@@ -10,6 +10,7 @@
  */
 #include "harness.h"
 #include "tutil.h"
+#include "txn.h"
 #include "txnrec.h"
 #include "wal.h"
 
@@ -325,6 +326,67 @@ TEST(test_txnrec__engine_writes_the_documented_record)
     free(p);
 }
 
+/* Replay checks each store section's count delta against what applying
+ * its operations did: a record that says +5 for one insert is damage. */
+TEST(test_txnrec__replay_checks_the_count_delta)
+{
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "a", SOP_STORE_CREATE, NULL)); /* store id 1 */
+    CHECK_OK(sop_txn_commit(t));
+    for (int delta = 5; delta >= 1; delta -= 4) {
+        uint64_t lsn = db->applied_lsn + 1;
+        const uint8_t rec[] = {
+            1,
+            1,
+            U16(0),
+            U32(0),
+            U64(0),
+            U64(lsn - 1),
+            U16(0),
+            U32(0),
+            U32(1),
+            U64(1),
+            U64((uint64_t)delta),
+            U64(1),
+            U32(1),
+            1,
+            0,
+            U16(1),
+            'z',
+            U64(0),
+            U32(1),
+            '1',
+            U32(0),
+        };
+        int rc = sop_txn__replay(db, lsn, rec, sizeof rec);
+        if (delta == 5) {
+            CHECK_RC(SOP_CORRUPT, rc);
+            CHECK(strstr(sop_errmsg(), "count delta 1 differs from the record's 5") != NULL);
+        } else {
+            CHECK_OK(rc);
+        }
+    }
+    /* the well-formed record applied: a checkpoint keeps it (it is in no log) */
+    CHECK_OK(sop_db_checkpoint(db));
+    CHECK_OK(sop_db_close(db));
+    CHECK_OK(sop_db_open(&db, test_dir(), NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "a", 0, NULL));
+    sop_val v;
+    CHECK_OK(get_s(&v, t, s, "z"));
+    CHECK(v.len == 1 && memcmp(v.data, "1", 1) == 0);
+    uint64_t n;
+    CHECK_OK(sop_count(&n, t, s));
+    CHECK_EQ_U64(n, 1);
+    CHECK_OK(sop_txn_abort(t));
+    CHECK_OK(sop_db_close(db));
+}
+
 TEST_MAIN(T(test_txnrec__golden_payload_decodes_to_its_fields),
+          T(test_txnrec__replay_checks_the_count_delta),
           T(test_txnrec__damaged_bodies_are_corrupt_never_overread),
           T(test_txnrec__engine_writes_the_documented_record))
