@@ -459,10 +459,20 @@ pub struct Transaction<'db> {
     _not_sync: PhantomData<Cell<()>>,
 }
 
+#[cold]
+#[inline(never)]
+fn in_view_error() -> Error {
+    Error::from_code(
+        ffi::SOP_BADSTATE,
+        "not allowed inside get_with/scan_with: the bytes being viewed belong to libsop",
+    )
+}
+
 /// Clears the view flag when the view's closure returns or panics.
 pub(crate) struct ViewGuard<'a>(&'a Cell<bool>);
 
 impl Drop for ViewGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.set(false);
     }
@@ -481,31 +491,43 @@ impl std::fmt::Debug for Transaction<'_> {
 }
 
 impl<'db> Transaction<'db> {
+    #[inline]
     pub(crate) fn not_in_view(&self) -> Result<()> {
         if self.in_view.get() {
-            return Err(Error::from_code(
-                ffi::SOP_BADSTATE,
-                "not allowed inside get_with/scan_with: the bytes being viewed belong to libsop",
-            ));
+            return Err(in_view_error());
         }
         Ok(())
     }
 
+    /// Inside a zero-copy view's closure.
+    #[inline]
+    pub(crate) fn in_view(&self) -> bool {
+        self.in_view.get()
+    }
+
+    #[inline]
     pub(crate) fn enter_view(&self) -> ViewGuard<'_> {
         self.in_view.set(true);
         ViewGuard(&self.in_view)
     }
 
+    /// The live handle, or `BadState` inside a view or after the end.
+    #[inline]
     pub(crate) fn raw(&self) -> Result<*mut ffi::sop_txn> {
-        self.not_in_view()?;
         let r = self.raw.get();
-        if r.is_null() {
-            Err(Error::from_code(
-                ffi::SOP_BADSTATE,
-                "the transaction has ended",
-            ))
+        if self.in_view.get() || r.is_null() {
+            return Err(self.raw_error());
+        }
+        Ok(r)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn raw_error(&self) -> Error {
+        if self.in_view.get() {
+            in_view_error()
         } else {
-            Ok(r)
+            Error::from_code(ffi::SOP_BADSTATE, "the transaction has ended")
         }
     }
 

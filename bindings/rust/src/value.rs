@@ -57,6 +57,7 @@ pub(crate) fn encode_value<V: Serialize + ?Sized>(
     }
 }
 
+#[inline]
 pub(crate) fn decode_value<V: DeserializeOwned>(mode: ValueMode, bytes: &[u8]) -> Result<V> {
     match mode {
         ValueMode::Text => decode_text(bytes, "value"),
@@ -93,13 +94,13 @@ pub fn decode_binary<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T
     }
 }
 
+/// Text as stored: checked to be UTF-8 on every read, since C programs and
+/// the `sop` tool may have written any bytes under a text store.
+#[inline]
 pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    let s = std::str::from_utf8(bytes).map_err(|_| {
-        Error::encoding(format!(
-            "stored {what} is not UTF-8 text, so it cannot be a {} (another type?)",
-            std::any::type_name::<T>()
-        ))
-    })?;
+    let Ok(s) = std::str::from_utf8(bytes) else {
+        return Err(not_utf8::<T>(what));
+    };
     T::deserialize(RawDe {
         bytes,
         text: Some(s),
@@ -107,10 +108,83 @@ pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Resu
     .map_err(Error::encoding)
 }
 
-/// Accepts exactly one string or byte string (through newtypes) and writes
-/// its bytes.
-pub(crate) struct TextSer<'a> {
-    pub out: &'a mut Vec<u8>,
+/// [`decode_text`] into `place`, reusing its allocation where the type can
+/// (`String`, `Vec<u8>`: serde's `deserialize_in_place`).
+#[inline]
+pub(crate) fn decode_text_in_place<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    place: &mut T,
+) -> Result<()> {
+    let Ok(s) = std::str::from_utf8(bytes) else {
+        return Err(not_utf8::<T>(what));
+    };
+    T::deserialize_in_place(
+        RawDe {
+            bytes,
+            text: Some(s),
+        },
+        place,
+    )
+    .map_err(Error::encoding)
+}
+
+#[cold]
+#[inline(never)]
+fn not_utf8<T>(what: &str) -> Error {
+    Error::encoding(format!(
+        "stored {what} is not UTF-8 text, so it cannot be a {} (another type?)",
+        std::any::type_name::<T>()
+    ))
+}
+
+/// [`decode_value`] into `place`, reusing its allocation for text and byte
+/// values; binary values are decoded anew.
+#[inline]
+pub(crate) fn decode_value_in_place<V: DeserializeOwned>(
+    mode: ValueMode,
+    bytes: &[u8],
+    place: &mut V,
+) -> Result<()> {
+    match mode {
+        ValueMode::Text => decode_text_in_place(bytes, "value", place),
+        ValueMode::Bytes => {
+            V::deserialize_in_place(RawDe { bytes, text: None }, place).map_err(Error::encoding)
+        }
+        ValueMode::Binary => {
+            *place = decode_value(mode, bytes)?;
+            Ok(())
+        }
+    }
+}
+
+/// Accepts exactly one string or byte string (through newtypes) and hands
+/// its bytes to `out`: appends them to a `Vec`, or calls a closure on the
+/// borrowed bytes ([`Call`]), so a text key reaches libsop uncopied.
+pub(crate) struct TextSer<S> {
+    pub out: S,
+}
+
+/// Where [`TextSer`] puts the bytes.
+pub(crate) trait TextSink {
+    fn put(self, bytes: &[u8]);
+}
+
+impl TextSink for &mut Vec<u8> {
+    #[inline]
+    fn put(self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A [`TextSink`] that runs a closure on the borrowed bytes.
+pub(crate) struct Call<F>(pub F);
+
+impl<F: FnOnce(&[u8])> TextSink for Call<F> {
+    #[inline]
+    fn put(self, bytes: &[u8]) {
+        (self.0)(bytes)
+    }
 }
 
 fn not_text() -> KeyError {
@@ -119,7 +193,7 @@ fn not_text() -> KeyError {
 
 type R = std::result::Result<(), KeyError>;
 
-impl ser::Serializer for TextSer<'_> {
+impl<S: TextSink> ser::Serializer for TextSer<S> {
     type Ok = ();
     type Error = KeyError;
     type SerializeSeq = Impossible<(), KeyError>;
@@ -130,12 +204,14 @@ impl ser::Serializer for TextSer<'_> {
     type SerializeStruct = Impossible<(), KeyError>;
     type SerializeStructVariant = Impossible<(), KeyError>;
 
+    #[inline]
     fn serialize_str(self, v: &str) -> R {
-        self.out.extend_from_slice(v.as_bytes());
+        self.out.put(v.as_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_bytes(self, v: &[u8]) -> R {
-        self.out.extend_from_slice(v);
+        self.out.put(v);
         Ok(())
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _n: &'static str, v: &T) -> R {
