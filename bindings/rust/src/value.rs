@@ -98,7 +98,7 @@ pub fn decode_binary<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T
 /// the `sop` tool may have written any bytes under a text store.
 #[inline]
 pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    let Ok(s) = std::str::from_utf8(bytes) else {
+    let Some(s) = utf8(bytes) else {
         return Err(not_utf8::<T>(what));
     };
     T::deserialize(RawDe {
@@ -116,7 +116,7 @@ pub(crate) fn decode_text_in_place<T: DeserializeOwned>(
     what: &str,
     place: &mut T,
 ) -> Result<()> {
-    let Ok(s) = std::str::from_utf8(bytes) else {
+    let Some(s) = utf8(bytes) else {
         return Err(not_utf8::<T>(what));
     };
     T::deserialize_in_place(
@@ -127,6 +127,28 @@ pub(crate) fn decode_text_in_place<T: DeserializeOwned>(
         place,
     )
     .map_err(Error::encoding)
+}
+
+/// `std::str::from_utf8`, with a fast path for ASCII (8 bytes per test,
+/// unaligned): std's validator takes its word-at-a-time path only from an
+/// aligned address, and libsop's node bytes are not aligned. Any byte above
+/// 0x7F sends the whole slice through std's full check, so the result is
+/// exactly std's.
+#[inline]
+pub(crate) fn utf8(b: &[u8]) -> Option<&str> {
+    let mut chunks = b.chunks_exact(16);
+    let mut acc = 0u64;
+    for c in &mut chunks {
+        let (x, y) = c.split_at(8);
+        acc |=
+            u64::from_ne_bytes(x.try_into().unwrap()) | u64::from_ne_bytes(y.try_into().unwrap());
+    }
+    let tail = chunks.remainder().iter().fold(0u8, |a, &c| a | c);
+    if acc & 0x8080_8080_8080_8080 != 0 || tail & 0x80 != 0 {
+        return std::str::from_utf8(b).ok();
+    }
+    // SAFETY: every byte is below 0x80 (ASCII), and ASCII is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(b) })
 }
 
 #[cold]
@@ -345,5 +367,39 @@ impl<'de> de::Deserializer<'de> for RawDe<'de> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf option unit unit_struct seq tuple
         tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utf8_fast_path_agrees_with_std() {
+        let mut cases: Vec<Vec<u8>> = vec![
+            vec![],
+            b"plain ascii text, longer than sixteen bytes".to_vec(),
+            "h\u{e9}llo w\u{f6}rld, \u{65e5}\u{672c} and more text"
+                .as_bytes()
+                .to_vec(),
+        ];
+        // every length and position of a bad byte, a 2-byte sequence and a
+        // truncated one, around the 16-byte blocks
+        for len in 0..40 {
+            for pos in 0..len {
+                let mut v = vec![b'a'; len];
+                v[pos] = 0xFF;
+                cases.push(v.clone());
+                v[pos] = 0xC3;
+                cases.push(v.clone());
+                if pos + 1 < len {
+                    v[pos + 1] = 0xA9;
+                    cases.push(v.clone());
+                }
+                v[pos] = 0x80;
+                cases.push(v);
+            }
+        }
+        for c in &cases {
+            assert_eq!(super::utf8(c), std::str::from_utf8(c).ok(), "{c:02x?}");
+        }
     }
 }
