@@ -68,11 +68,8 @@ fn range_matches_an_oracle_for_every_bound_pair_both_directions() {
             // both ends at once: alternate front and back until they meet
             let mut it = b.range((lo, hi));
             let (mut front, mut back) = (Vec::new(), Vec::new());
-            loop {
-                match it.next() {
-                    Some(r) => front.push(r.unwrap().0),
-                    None => break,
-                }
+            while let Some(r) = it.next() {
+                front.push(r.unwrap().0);
                 match it.next_back() {
                     Some(r) => back.push(r.unwrap().0),
                     None => break,
