@@ -15,20 +15,22 @@ count() { # engine stop
 }
 base=$(count 9 1) # workload generation only
 echo "N = $N; instructions per operation (scan: per item, 10 passes)"
-printf '%-22s %10s %10s %10s\n' engine fillrandom readrandom scan
+printf '%-24s %10s %10s %10s\n' engine fillrandom readrandom scan
 declare -A R
-for e in 0 1 2 5; do
+for e in 0 1 2 5 6; do
   f=$(count $e 1); r=$(count $e 2); s=$(count $e 3)
   R[$e]="$(( (f - base) / N )) $(( (r - f) / N )) $(( (s - r) / (N * 10) ))"
   case $e in 0) name="sop (C API)" ;; 1) name="sop (C API, owned)" ;;
-             2) name="sop (Rust binding)" ;; 5) name="sop (binding, views)" ;; esac
-  printf '%-22s %10s %10s %10s\n' "$name" ${R[$e]}
+             2) name="sop (Rust binding)" ;; 5) name="sop (binding, views)" ;;
+             6) name="sop (binding, next_ref)" ;; esac
+  printf '%-24s %10s %10s %10s\n' "$name" ${R[$e]}
 done
-for pair in "2 0 binding_vs_C_API" "2 1 binding_vs_C_owned" "5 0 views_vs_C_API"; do
+for pair in "2 0 binding_vs_C_API" "2 1 binding_vs_C_owned" "5 0 views_vs_C_API" \
+            "6 0 next_ref_vs_C_API"; do
   read -r b c label <<<"$pair"
   read -r bf br bs <<<"${R[$b]}"
   read -r cf cr cs <<<"${R[$c]}"
   awk -v a="$bf" -v b="$br" -v d="$bs" -v x="$cf" -v y="$cr" -v z="$cs" -v l="$label" 'BEGIN {
     gsub("_", " ", l)
-    printf "%-22s %+9.1f%% %+9.1f%% %+9.1f%%\n", l, (a / x - 1) * 100, (b / y - 1) * 100, (d / z - 1) * 100 }'
+    printf "%-24s %+9.1f%% %+9.1f%% %+9.1f%%\n", l, (a / x - 1) * 100, (b / y - 1) * 100, (d / z - 1) * 100 }'
 done

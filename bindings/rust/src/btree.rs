@@ -14,7 +14,7 @@ use crate::db::{store_name, Transaction};
 use crate::error::{check, Error, ErrorKind, Result};
 use crate::ffi;
 use crate::keys::{KeyCodec, KeyMode};
-use crate::value::{decode_value, encode_value, value_mode, ValueMode};
+use crate::value::{decode_value, decode_value_in_place, encode_value, value_mode, ValueMode};
 
 /// A key and its value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -251,8 +251,13 @@ where
         self.unique
     }
 
-    /// Encode `key` into the key buffer and run `f` on the bytes.
+    /// Run `f` on the encoded `key`: a text key's own bytes (no copy), or
+    /// the compound encoding written into the key buffer.
+    #[inline]
     fn with_key<R>(&self, key: &K, f: impl FnOnce(&ffi::sop_val) -> Result<R>) -> Result<R> {
+        if self.codec.mode == KeyMode::Text {
+            return self.codec.with_text_key(key, |b| f(&ffi::sop_val::of(b)));
+        }
         let mut local;
         let mut guard = self.key_buf.try_borrow_mut();
         let buf: &mut Vec<u8> = match &mut guard {
@@ -716,8 +721,13 @@ fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
 
 /// An iterator over a [`Btree`]'s items (or a range of them), yielding
 /// `Result<(K, V)>`. Double-ended: `.rev()` walks backwards. It has its own
-/// libsop cursors, closed when it is dropped. In a read-write transaction
-/// the range it covers joins the transaction's read set.
+/// libsop cursors, bounded to the range by libsop (`sop_cursor_set_range`)
+/// and closed when it is dropped. In a read-write transaction the range it
+/// covers joins the transaction's read set.
+///
+/// [`next_ref`](Iter::next_ref) / [`next_back_ref`](Iter::next_back_ref)
+/// lend each item instead, decoded into a key and a value the iterator keeps
+/// and reuses (no allocation per item for `String` and byte keys/values).
 ///
 /// It checks its [`Context`] (see [`with_context`](Iter::with_context))
 /// every 64 items and ends with the error when the context is done.
@@ -727,13 +737,18 @@ pub struct Iter<'b, 't, K, V> {
     hi: Bound<Vec<u8>>,
     front: *mut ffi::sop_cursor,
     back: *mut ffi::sop_cursor,
-    /// last key yielded by each end, kept once both ends are in use
+    /// last key yielded by each end, kept while both ends are in use
     front_last: Option<Vec<u8>>,
     back_last: Option<Vec<u8>>,
+    /// the front cursor is positioned and the only one in use, so `next`
+    /// may just step it (libsop checks the bounds)
+    fast: bool,
     done: bool,
     error: Option<Error>,
     ctx: Option<Context>,
     steps: u32,
+    /// the item lent by next_ref / next_back_ref, reused
+    slot: Option<(K, V)>,
 }
 
 impl<'b, 't, K, V> Iter<'b, 't, K, V>
@@ -750,10 +765,12 @@ where
             back: std::ptr::null_mut(),
             front_last: None,
             back_last: None,
+            fast: false,
             done: false,
             error: None,
             ctx: None,
             steps: 0,
+            slot: None,
         }
     }
 
@@ -770,56 +787,259 @@ where
         self
     }
 
+    /// A cursor bounded to the iterator's range by libsop.
     fn open(&self) -> Result<*mut ffi::sop_cursor> {
         let mut c = std::ptr::null_mut();
-        // SAFETY: live txn and store; closed in Drop.
+        // SAFETY: live txn and store; closed in Drop (or below on error).
         check(unsafe { ffi::sop_cursor_open(&mut c, self.btree.trans.raw()?, self.btree.store) })?;
+        let side = |b: &Bound<Vec<u8>>, excl: std::os::raw::c_uint| match b {
+            Bound::Unbounded => (None, 0),
+            Bound::Included(k) => (Some(ffi::sop_val::of(k)), 0),
+            Bound::Excluded(k) => (Some(ffi::sop_val::of(k)), excl),
+        };
+        let (lo, lf) = side(&self.lo, ffi::SOP_RANGE_LO_EXCLUSIVE);
+        let (hi, hf) = side(&self.hi, ffi::SOP_RANGE_HI_EXCLUSIVE);
+        if lo.is_some() || hi.is_some() {
+            let ptr = |v: &Option<ffi::sop_val>| {
+                v.as_ref()
+                    .map_or(std::ptr::null(), |x| x as *const ffi::sop_val)
+            };
+            // SAFETY: live cursor; the bounds are copied by libsop.
+            let rc = unsafe { ffi::sop_cursor_set_range(c, ptr(&lo), ptr(&hi), lf | hf) };
+            if rc != ffi::SOP_OK {
+                let e = Error::from_rc(rc);
+                // SAFETY: ours, not stored anywhere yet.
+                unsafe { ffi::sop_cursor_close(c) };
+                return Err(e);
+            }
+        }
         Ok(c)
     }
 
-    #[inline]
+    /// The checks made on the first step and every 64th.
     fn tick(&mut self) -> Result<()> {
         self.btree.trans.not_in_view()?;
-        self.steps = self.steps.wrapping_add(1);
-        if self.steps % 64 == 1 {
-            if let Some(c) = &self.ctx {
-                c.check()?;
-            }
-            self.btree.trans.raw()?;
+        if let Some(c) = &self.ctx {
+            c.check()?;
         }
+        self.btree.trans.raw()?;
         Ok(())
     }
 
-    fn fail(&mut self, e: Error) -> Option<Result<(K, V)>> {
+    fn fail<T>(&mut self, e: Error) -> Option<Result<T>> {
         self.done = true;
+        self.fast = false;
         Some(Err(e))
     }
 
+    fn finish<T>(&mut self) -> Option<T> {
+        self.done = true;
+        self.fast = false;
+        None
+    }
+
+    #[inline]
     fn decode(&self, k: &[u8], v: &[u8]) -> Result<(K, V)> {
         Ok((
             self.btree.codec.decode(k)?,
             decode_value(self.btree.vmode, v)?,
         ))
     }
-}
 
-/// One cursor step: Ok(Some((key, value))) borrowed until the next call.
-#[inline]
-unsafe fn step<'a>(
-    c: *mut ffi::sop_cursor,
-    op: ffi::sop_cursor_op,
-    key: Option<&[u8]>,
-) -> Result<Option<(&'a [u8], &'a [u8])>> {
-    let mut k = ffi::sop_val::empty();
-    let mut v = ffi::sop_val::empty();
-    let kv = key.map(ffi::sop_val::of);
-    let kp = kv
-        .as_ref()
-        .map_or(std::ptr::null(), |x| x as *const ffi::sop_val);
-    match ffi::sop_cursor_get(&mut k, &mut v, c, op, kp) {
-        ffi::SOP_OK => Ok(Some((k.as_slice(), v.as_slice()))),
-        ffi::SOP_NOTFOUND => Ok(None),
-        rc => Err(Error::from_rc(rc)),
+    /// Decode into the lent slot, reusing its allocations.
+    #[inline]
+    fn decode_slot(&mut self, k: &[u8], v: &[u8]) -> Result<(&K, &V)> {
+        match &mut self.slot {
+            Some((sk, sv)) => {
+                self.btree.codec.decode_in_place(k, sk)?;
+                decode_value_in_place(self.btree.vmode, v, sv)?;
+            }
+            None => {
+                let kv = self.decode(k, v)?;
+                self.slot = Some(kv);
+            }
+        }
+        let (k, v) = self.slot.as_ref().expect("slot filled above");
+        Ok((k, v))
+    }
+
+    /// Lending iteration: the next item, decoded into a key and a value
+    /// that the iterator keeps and reuses from item to item (a `String` key
+    /// or value is overwritten in place: no allocation once it is large
+    /// enough). `None` at the end; the borrow ends before the next call.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let mut options = sop::DatabaseOptions::default();
+    /// # options.stores_folders = Some(vec![dir.path().to_str().unwrap().to_string()]);
+    /// # let ctx = sop::Context::new();
+    /// # let db = sop::Database::new(&ctx, options).unwrap();
+    /// let trans = db.begin_transaction(&ctx).unwrap();
+    /// let b = db.new_btree::<String, String>(&ctx, "t", &trans, None).unwrap();
+    /// for k in ["a", "b", "c"] { b.add(&ctx, k.to_string(), k.repeat(3)).unwrap(); }
+    /// let mut it = b.range("b".to_string()..);
+    /// let mut seen = Vec::new();
+    /// while let Some(r) = it.next_ref() {
+    ///     let (k, v) = r.unwrap();
+    ///     seen.push(format!("{k}={v}"));
+    /// }
+    /// assert_eq!(seen, ["b=bbb", "c=ccc"]);
+    /// ```
+    pub fn next_ref(&mut self) -> Option<Result<(&K, &V)>> {
+        // SAFETY: the bytes are decoded before any other libsop call.
+        match unsafe { self.front_raw() }? {
+            Ok((k, v)) => Some(self.decode_slot(k, v)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// [`next_ref`](Iter::next_ref) from the back end (as `next_back`).
+    pub fn next_back_ref(&mut self) -> Option<Result<(&K, &V)>> {
+        // SAFETY: as in next_ref.
+        match unsafe { self.back_raw() }? {
+            Ok((k, v)) => Some(self.decode_slot(k, v)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The next item's key and value bytes, as libsop holds them.
+    ///
+    /// # Safety
+    /// The slices are valid only until the next libsop call on the
+    /// transaction (any cursor, any store); the caller must be done with
+    /// them before that (the returned lifetime is not checked).
+    #[inline]
+    unsafe fn front_raw<'x>(&mut self) -> Option<Result<(&'x [u8], &'x [u8])>> {
+        self.steps = self.steps.wrapping_add(1);
+        if self.fast && self.steps & 63 != 0 && !self.btree.trans.in_view() {
+            let mut k = ffi::sop_val::empty();
+            let mut v = ffi::sop_val::empty();
+            let rc =
+                ffi::sop_cursor_get(&mut k, &mut v, self.front, ffi::SOP_NEXT, std::ptr::null());
+            if rc == ffi::SOP_OK {
+                return Some(Ok((k.as_slice(), v.as_slice())));
+            }
+            return self.step_failed(rc);
+        }
+        self.front_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn step_failed<T>(&mut self, rc: i32) -> Option<Result<T>> {
+        if rc == ffi::SOP_NOTFOUND {
+            self.finish()
+        } else {
+            self.fail(Error::from_rc(rc))
+        }
+    }
+
+    /// The key at the cursor `c` of the other end, copied (`None` when it is
+    /// not in use or not positioned).
+    unsafe fn current_key_of(c: *mut ffi::sop_cursor) -> Result<Option<Vec<u8>>> {
+        if c.is_null() {
+            return Ok(None);
+        }
+        let mut k = ffi::sop_val::empty();
+        match ffi::sop_cursor_get(
+            &mut k,
+            std::ptr::null_mut(),
+            c,
+            ffi::SOP_CURRENT,
+            std::ptr::null(),
+        ) {
+            ffi::SOP_OK => Ok(Some(k.as_slice().to_vec())),
+            ffi::SOP_NOTFOUND | ffi::SOP_INVAL => Ok(None),
+            rc => Err(Error::from_rc(rc)),
+        }
+    }
+
+    /// `front_raw` on the first step, every 64th, and while both ends are
+    /// in use.
+    #[inline(never)]
+    unsafe fn front_slow<'x>(&mut self) -> Option<Result<(&'x [u8], &'x [u8])>> {
+        self.fast = false;
+        if self.done {
+            return None;
+        }
+        if let Some(e) = self.error.take() {
+            return self.fail(e);
+        }
+        if let Err(e) = self.tick() {
+            return self.fail(e);
+        }
+        let op = if self.front.is_null() {
+            match self.open() {
+                Ok(c) => self.front = c,
+                Err(e) => return self.fail(e),
+            }
+            match Self::current_key_of(self.back) {
+                Ok(b) => self.back_last = b,
+                Err(e) => return self.fail(e),
+            }
+            ffi::SOP_FIRST
+        } else {
+            ffi::SOP_NEXT
+        };
+        let mut k = ffi::sop_val::empty();
+        let mut v = ffi::sop_val::empty();
+        let rc = ffi::sop_cursor_get(&mut k, &mut v, self.front, op, std::ptr::null());
+        if rc != ffi::SOP_OK {
+            return self.step_failed(rc);
+        }
+        let (k, v) = (k.as_slice(), v.as_slice());
+        if self.back.is_null() {
+            self.fast = true;
+        } else {
+            if matches!(&self.back_last, Some(b) if k >= &b[..]) {
+                return self.finish();
+            }
+            self.front_last = Some(k.to_vec());
+        }
+        Some(Ok((k, v)))
+    }
+
+    /// The previous item from the back end (as `front_raw`).
+    unsafe fn back_raw<'x>(&mut self) -> Option<Result<(&'x [u8], &'x [u8])>> {
+        self.fast = false;
+        if self.done {
+            return None;
+        }
+        if let Some(e) = self.error.take() {
+            return self.fail(e);
+        }
+        self.steps = self.steps.wrapping_add(1);
+        if let Err(e) = self.tick() {
+            return self.fail(e);
+        }
+        let op = if self.back.is_null() {
+            match self.open() {
+                Ok(c) => self.back = c,
+                Err(e) => return self.fail(e),
+            }
+            // both ends now in use: remember where the front is
+            match Self::current_key_of(self.front) {
+                Ok(f) => self.front_last = f,
+                Err(e) => return self.fail(e),
+            }
+            ffi::SOP_LAST
+        } else {
+            ffi::SOP_PREV
+        };
+        let mut k = ffi::sop_val::empty();
+        let mut v = ffi::sop_val::empty();
+        let rc = ffi::sop_cursor_get(&mut k, &mut v, self.back, op, std::ptr::null());
+        if rc != ffi::SOP_OK {
+            return self.step_failed(rc);
+        }
+        let (k, v) = (k.as_slice(), v.as_slice());
+        if !self.front.is_null() {
+            if matches!(&self.front_last, Some(f) if k <= &f[..]) {
+                return self.finish();
+            }
+            self.back_last = Some(k.to_vec());
+        }
+        Some(Ok((k, v)))
     }
 }
 
@@ -830,6 +1050,7 @@ where
 {
     type Item = Result<(K, V)>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         // SAFETY: the bytes are decoded before any other libsop call.
         match unsafe { self.front_raw() }? {
@@ -839,153 +1060,17 @@ where
     }
 }
 
-impl<K, V> Iter<'_, '_, K, V>
-where
-    K: Serialize + DeserializeOwned,
-    V: Serialize + DeserializeOwned,
-{
-    /// The next item's key and value bytes, as libsop holds them.
-    ///
-    /// # Safety
-    /// The slices are valid only until the next libsop call on the
-    /// transaction (any cursor, any store); the caller must be done with
-    /// them before that (the returned lifetime is not checked).
-    #[inline]
-    unsafe fn front_raw<'x>(&mut self) -> Option<Result<(&'x [u8], &'x [u8])>> {
-        if self.done {
-            return None;
-        }
-        if self.error.is_some() {
-            self.done = true;
-            return self.error.take().map(Err);
-        }
-        if let Err(e) = self.tick() {
-            self.done = true;
-            return Some(Err(e));
-        }
-        let r = {
-            if self.front.is_null() {
-                match self.open() {
-                    Ok(c) => self.front = c,
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
-                match &self.lo {
-                    Bound::Unbounded => step(self.front, ffi::SOP_FIRST, None),
-                    Bound::Included(k) => step(self.front, ffi::SOP_SEEK_GE, Some(k)),
-                    Bound::Excluded(x) => {
-                        let mut r = step(self.front, ffi::SOP_SEEK_GE, Some(x));
-                        while let Ok(Some((k, _))) = r {
-                            if k != &x[..] {
-                                break;
-                            }
-                            r = step(self.front, ffi::SOP_NEXT, None);
-                        }
-                        r
-                    }
-                }
-            } else {
-                step(self.front, ffi::SOP_NEXT, None)
-            }
-        };
-        let (k, v) = match r {
-            Ok(Some(kv)) => kv,
-            Ok(None) => {
-                self.done = true;
-                return None;
-            }
-            Err(e) => {
-                self.done = true;
-                return Some(Err(e));
-            }
-        };
-        let past = match &self.hi {
-            Bound::Unbounded => false,
-            Bound::Included(h) => k > &h[..],
-            Bound::Excluded(h) => k >= &h[..],
-        };
-        let crossed = matches!(&self.back_last, Some(b) if k >= &b[..]);
-        if past || crossed {
-            self.done = true;
-            return None;
-        }
-        if !self.back.is_null() {
-            self.front_last = Some(k.to_vec());
-        }
-        Some(Ok((k, v)))
-    }
-}
-
 impl<K, V> DoubleEndedIterator for Iter<'_, '_, K, V>
 where
     K: Serialize + DeserializeOwned,
     V: Serialize + DeserializeOwned,
 {
     fn next_back(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.error.take() {
-            return self.fail(e);
-        }
-        if self.done {
-            return None;
-        }
-        if let Err(e) = self.tick() {
-            return self.fail(e);
-        }
         // SAFETY: as in next().
-        let r = unsafe {
-            if self.back.is_null() {
-                match self.open() {
-                    Ok(c) => self.back = c,
-                    Err(e) => return self.fail(e),
-                }
-                if !self.front.is_null() {
-                    // both ends now in use: remember where the front is
-                    match step(self.front, ffi::SOP_CURRENT, None) {
-                        Ok(Some((k, _))) => self.front_last = Some(k.to_vec()),
-                        Ok(None) => {}
-                        Err(e) => return self.fail(e),
-                    }
-                }
-                match &self.hi {
-                    Bound::Unbounded => step(self.back, ffi::SOP_LAST, None),
-                    Bound::Included(h) | Bound::Excluded(h) => {
-                        let incl = matches!(self.hi, Bound::Included(_));
-                        match step(self.back, ffi::SOP_SEEK_GE, Some(h)) {
-                            Ok(Some((k, v))) if incl && k == &h[..] => Ok(Some((k, v))),
-                            Ok(Some(_)) => step(self.back, ffi::SOP_PREV, None),
-                            Ok(None) => step(self.back, ffi::SOP_LAST, None),
-                            Err(e) => Err(e),
-                        }
-                    }
-                }
-            } else {
-                step(self.back, ffi::SOP_PREV, None)
-            }
-        };
-        let (k, v) = match r {
-            Ok(Some(kv)) => kv,
-            Ok(None) => {
-                self.done = true;
-                return None;
-            }
-            Err(e) => return self.fail(e),
-        };
-        let past = match &self.lo {
-            Bound::Unbounded => false,
-            Bound::Included(l) => k < &l[..],
-            Bound::Excluded(l) => k <= &l[..],
-        };
-        let crossed = matches!(&self.front_last, Some(f) if k <= &f[..]);
-        if past || crossed {
-            self.done = true;
-            return None;
+        match unsafe { self.back_raw() }? {
+            Ok((k, v)) => Some(self.decode(k, v)),
+            Err(e) => Some(Err(e)),
         }
-        if !self.front.is_null() {
-            self.back_last = Some(k.to_vec());
-        }
-        Some(self.decode(k, v))
     }
 }
 

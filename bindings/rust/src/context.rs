@@ -61,13 +61,26 @@ impl Context {
     }
 
     /// True once [`cancel`](Context::cancel) was called.
+    #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
 
     /// `Err` with [`ErrorKind::Cancelled`] or [`ErrorKind::Timeout`] when the
     /// context is done, else `Ok`.
+    #[inline]
     pub fn check(&self) -> Result<()> {
+        // Every call of the binding starts here: keep the common case (not
+        // cancelled, no deadline) to a load and two tests, inlined.
+        if !self.is_cancelled() && self.deadline.is_none() {
+            return Ok(());
+        }
+        self.check_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_slow(&self) -> Result<()> {
         if self.is_cancelled() {
             return Err(Error::new(
                 ErrorKind::Cancelled,

@@ -459,10 +459,20 @@ pub struct Transaction<'db> {
     _not_sync: PhantomData<Cell<()>>,
 }
 
+#[cold]
+#[inline(never)]
+fn in_view_error() -> Error {
+    Error::from_code(
+        ffi::SOP_BADSTATE,
+        "not allowed inside get_with/scan_with: the bytes being viewed belong to libsop",
+    )
+}
+
 /// Clears the view flag when the view's closure returns or panics.
 pub(crate) struct ViewGuard<'a>(&'a Cell<bool>);
 
 impl Drop for ViewGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.set(false);
     }
@@ -481,31 +491,43 @@ impl std::fmt::Debug for Transaction<'_> {
 }
 
 impl<'db> Transaction<'db> {
+    #[inline]
     pub(crate) fn not_in_view(&self) -> Result<()> {
         if self.in_view.get() {
-            return Err(Error::from_code(
-                ffi::SOP_BADSTATE,
-                "not allowed inside get_with/scan_with: the bytes being viewed belong to libsop",
-            ));
+            return Err(in_view_error());
         }
         Ok(())
     }
 
+    /// Inside a zero-copy view's closure.
+    #[inline]
+    pub(crate) fn in_view(&self) -> bool {
+        self.in_view.get()
+    }
+
+    #[inline]
     pub(crate) fn enter_view(&self) -> ViewGuard<'_> {
         self.in_view.set(true);
         ViewGuard(&self.in_view)
     }
 
+    /// The live handle, or `BadState` inside a view or after the end.
+    #[inline]
     pub(crate) fn raw(&self) -> Result<*mut ffi::sop_txn> {
-        self.not_in_view()?;
         let r = self.raw.get();
-        if r.is_null() {
-            Err(Error::from_code(
-                ffi::SOP_BADSTATE,
-                "the transaction has ended",
-            ))
+        if self.in_view.get() || r.is_null() {
+            return Err(self.raw_error());
+        }
+        Ok(r)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn raw_error(&self) -> Error {
+        if self.in_view.get() {
+            in_view_error()
         } else {
-            Ok(r)
+            Error::from_code(ffi::SOP_BADSTATE, "the transaction has ended")
         }
     }
 
@@ -599,7 +621,9 @@ impl Drop for Transaction<'_> {
     }
 }
 
-/// A transaction after [`Transaction::prepare`] (2PC phase 1 done).
+/// A transaction after [`Transaction::prepare`] (2PC phase 1 done): commit
+/// it, roll it back, or [`release`](PreparedTransaction::release) it to
+/// resolve it later by id.
 #[derive(Debug)]
 pub struct PreparedTransaction<'db> {
     trans: Transaction<'db>,
@@ -622,5 +646,47 @@ impl PreparedTransaction<'_> {
     /// Phase 2: roll back.
     pub fn rollback(self, ctx: &Context) -> Result<()> {
         self.trans.rollback(ctx)
+    }
+
+    /// Let go of the handle and leave the transaction prepared
+    /// (`sop_txn_release`): for a coordinator that decides phase 2 later,
+    /// possibly after a restart. The transaction stays durable and holds
+    /// its keys; resolve it by the returned id with
+    /// [`Database::commit_prepared`] or [`Database::rollback_prepared`], in
+    /// this process or after reopening the database (it is listed by
+    /// [`Database::prepared`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let mut options = sop::DatabaseOptions::default();
+    /// # options.stores_folders = Some(vec![dir.path().to_str().unwrap().to_string()]);
+    /// # let ctx = sop::Context::new();
+    /// # let db = sop::Database::new(&ctx, options).unwrap();
+    /// let trans = db.begin_transaction(&ctx).unwrap();
+    /// db.new_btree::<u32, String>(&ctx, "t", &trans, None).unwrap()
+    ///     .add(&ctx, 1, "one".to_string()).unwrap();
+    /// let id = trans.prepare(&ctx, Some(b"order-9")).unwrap().release(&ctx).unwrap();
+    /// assert_eq!(db.prepared(&ctx).unwrap()[0].id, id);
+    /// db.commit_prepared(&ctx, id).unwrap();
+    /// ```
+    pub fn release(self, ctx: &Context) -> Result<u64> {
+        let _ = ctx; // as commit: a decision after phase 1 is not cancelled
+        let raw = self.trans.raw.replace(std::ptr::null_mut());
+        if raw.is_null() {
+            return Err(Error::from_code(
+                ffi::SOP_BADSTATE,
+                "the transaction has ended",
+            ));
+        }
+        // SAFETY: live prepared txn; on SOP_OK libsop freed the handle.
+        let rc = unsafe { ffi::sop_txn_release(raw) };
+        if rc != ffi::SOP_OK {
+            // not released: the handle is still ours, and dropping the
+            // transaction ends it
+            let e = Error::from_rc(rc);
+            self.trans.raw.set(raw);
+            return Err(e);
+        }
+        Ok(self.id)
     }
 }

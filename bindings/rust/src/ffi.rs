@@ -33,12 +33,14 @@ pub struct sop_val {
 }
 
 impl sop_val {
+    #[inline]
     pub fn of(b: &[u8]) -> sop_val {
         sop_val {
             data: b.as_ptr() as *const c_void,
             len: b.len(),
         }
     }
+    #[inline]
     pub const fn empty() -> sop_val {
         sop_val {
             data: std::ptr::null(),
@@ -47,6 +49,7 @@ impl sop_val {
     }
     /// # Safety
     /// data must point at len readable bytes for the returned lifetime.
+    #[inline]
     pub unsafe fn as_slice<'a>(&self) -> &'a [u8] {
         if self.len == 0 {
             &[]
@@ -163,6 +166,8 @@ pub const SOP_PREV: sop_cursor_op = 3;
 pub const SOP_SEEK: sop_cursor_op = 4;
 pub const SOP_SEEK_GE: sop_cursor_op = 5;
 pub const SOP_CURRENT: sop_cursor_op = 6;
+pub const SOP_RANGE_LO_EXCLUSIVE: c_uint = 0x1;
+pub const SOP_RANGE_HI_EXCLUSIVE: c_uint = 0x2;
 
 // sop_keys.h
 pub type sop_key_type = c_uint;
@@ -217,6 +222,7 @@ extern "C" {
     pub fn sop_txn_commit(txn: *mut sop_txn) -> c_int;
     pub fn sop_txn_abort(txn: *mut sop_txn) -> c_int;
     pub fn sop_txn_prepare(txn: *mut sop_txn, xid: *const sop_val) -> c_int;
+    pub fn sop_txn_release(txn: *mut sop_txn) -> c_int;
     pub fn sop_txn_id(txn: *const sop_txn) -> u64;
     pub fn sop_db_prepared_list(
         out: *mut sop_prepared_info,
@@ -293,6 +299,13 @@ extern "C" {
         cursor: *mut sop_cursor,
         op: sop_cursor_op,
         key: *const sop_val,
+    ) -> c_int;
+
+    pub fn sop_cursor_set_range(
+        cursor: *mut sop_cursor,
+        lo: *const sop_val,
+        hi: *const sop_val,
+        flags: c_uint,
     ) -> c_int;
 
     pub fn sop_key_free(ptr: *mut c_void);

@@ -57,6 +57,7 @@ pub(crate) fn encode_value<V: Serialize + ?Sized>(
     }
 }
 
+#[inline]
 pub(crate) fn decode_value<V: DeserializeOwned>(mode: ValueMode, bytes: &[u8]) -> Result<V> {
     match mode {
         ValueMode::Text => decode_text(bytes, "value"),
@@ -93,13 +94,13 @@ pub fn decode_binary<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T
     }
 }
 
+/// Text as stored: checked to be UTF-8 on every read, since C programs and
+/// the `sop` tool may have written any bytes under a text store.
+#[inline]
 pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    let s = std::str::from_utf8(bytes).map_err(|_| {
-        Error::encoding(format!(
-            "stored {what} is not UTF-8 text, so it cannot be a {} (another type?)",
-            std::any::type_name::<T>()
-        ))
-    })?;
+    let Some(s) = utf8(bytes) else {
+        return Err(not_utf8::<T>(what));
+    };
     T::deserialize(RawDe {
         bytes,
         text: Some(s),
@@ -107,10 +108,105 @@ pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Resu
     .map_err(Error::encoding)
 }
 
-/// Accepts exactly one string or byte string (through newtypes) and writes
-/// its bytes.
-pub(crate) struct TextSer<'a> {
-    pub out: &'a mut Vec<u8>,
+/// [`decode_text`] into `place`, reusing its allocation where the type can
+/// (`String`, `Vec<u8>`: serde's `deserialize_in_place`).
+#[inline]
+pub(crate) fn decode_text_in_place<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    place: &mut T,
+) -> Result<()> {
+    let Some(s) = utf8(bytes) else {
+        return Err(not_utf8::<T>(what));
+    };
+    T::deserialize_in_place(
+        RawDe {
+            bytes,
+            text: Some(s),
+        },
+        place,
+    )
+    .map_err(Error::encoding)
+}
+
+/// `std::str::from_utf8`, with a fast path for ASCII (8 bytes per test,
+/// unaligned): std's validator takes its word-at-a-time path only from an
+/// aligned address, and libsop's node bytes are not aligned. Any byte above
+/// 0x7F sends the whole slice through std's full check, so the result is
+/// exactly std's.
+#[inline]
+pub(crate) fn utf8(b: &[u8]) -> Option<&str> {
+    let mut chunks = b.chunks_exact(16);
+    let mut acc = 0u64;
+    for c in &mut chunks {
+        let (x, y) = c.split_at(8);
+        acc |=
+            u64::from_ne_bytes(x.try_into().unwrap()) | u64::from_ne_bytes(y.try_into().unwrap());
+    }
+    let tail = chunks.remainder().iter().fold(0u8, |a, &c| a | c);
+    if acc & 0x8080_8080_8080_8080 != 0 || tail & 0x80 != 0 {
+        return std::str::from_utf8(b).ok();
+    }
+    // SAFETY: every byte is below 0x80 (ASCII), and ASCII is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(b) })
+}
+
+#[cold]
+#[inline(never)]
+fn not_utf8<T>(what: &str) -> Error {
+    Error::encoding(format!(
+        "stored {what} is not UTF-8 text, so it cannot be a {} (another type?)",
+        std::any::type_name::<T>()
+    ))
+}
+
+/// [`decode_value`] into `place`, reusing its allocation for text and byte
+/// values; binary values are decoded anew.
+#[inline]
+pub(crate) fn decode_value_in_place<V: DeserializeOwned>(
+    mode: ValueMode,
+    bytes: &[u8],
+    place: &mut V,
+) -> Result<()> {
+    match mode {
+        ValueMode::Text => decode_text_in_place(bytes, "value", place),
+        ValueMode::Bytes => {
+            V::deserialize_in_place(RawDe { bytes, text: None }, place).map_err(Error::encoding)
+        }
+        ValueMode::Binary => {
+            *place = decode_value(mode, bytes)?;
+            Ok(())
+        }
+    }
+}
+
+/// Accepts exactly one string or byte string (through newtypes) and hands
+/// its bytes to `out`: appends them to a `Vec`, or calls a closure on the
+/// borrowed bytes ([`Call`]), so a text key reaches libsop uncopied.
+pub(crate) struct TextSer<S> {
+    pub out: S,
+}
+
+/// Where [`TextSer`] puts the bytes.
+pub(crate) trait TextSink {
+    fn put(self, bytes: &[u8]);
+}
+
+impl TextSink for &mut Vec<u8> {
+    #[inline]
+    fn put(self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A [`TextSink`] that runs a closure on the borrowed bytes.
+pub(crate) struct Call<F>(pub F);
+
+impl<F: FnOnce(&[u8])> TextSink for Call<F> {
+    #[inline]
+    fn put(self, bytes: &[u8]) {
+        (self.0)(bytes)
+    }
 }
 
 fn not_text() -> KeyError {
@@ -119,7 +215,7 @@ fn not_text() -> KeyError {
 
 type R = std::result::Result<(), KeyError>;
 
-impl ser::Serializer for TextSer<'_> {
+impl<S: TextSink> ser::Serializer for TextSer<S> {
     type Ok = ();
     type Error = KeyError;
     type SerializeSeq = Impossible<(), KeyError>;
@@ -130,12 +226,14 @@ impl ser::Serializer for TextSer<'_> {
     type SerializeStruct = Impossible<(), KeyError>;
     type SerializeStructVariant = Impossible<(), KeyError>;
 
+    #[inline]
     fn serialize_str(self, v: &str) -> R {
-        self.out.extend_from_slice(v.as_bytes());
+        self.out.put(v.as_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_bytes(self, v: &[u8]) -> R {
-        self.out.extend_from_slice(v);
+        self.out.put(v);
         Ok(())
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _n: &'static str, v: &T) -> R {
@@ -269,5 +367,39 @@ impl<'de> de::Deserializer<'de> for RawDe<'de> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf option unit unit_struct seq tuple
         tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utf8_fast_path_agrees_with_std() {
+        let mut cases: Vec<Vec<u8>> = vec![
+            vec![],
+            b"plain ascii text, longer than sixteen bytes".to_vec(),
+            "h\u{e9}llo w\u{f6}rld, \u{65e5}\u{672c} and more text"
+                .as_bytes()
+                .to_vec(),
+        ];
+        // every length and position of a bad byte, a 2-byte sequence and a
+        // truncated one, around the 16-byte blocks
+        for len in 0..40 {
+            for pos in 0..len {
+                let mut v = vec![b'a'; len];
+                v[pos] = 0xFF;
+                cases.push(v.clone());
+                v[pos] = 0xC3;
+                cases.push(v.clone());
+                if pos + 1 < len {
+                    v[pos + 1] = 0xA9;
+                    cases.push(v.clone());
+                }
+                v[pos] = 0x80;
+                cases.push(v);
+            }
+        }
+        for c in &cases {
+            assert_eq!(super::utf8(c), std::str::from_utf8(c).ok(), "{c:02x?}");
+        }
     }
 }

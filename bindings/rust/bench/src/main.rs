@@ -18,6 +18,9 @@ use sop::__private::raw as ffi;
 const BATCH: usize = 1000;
 const VLEN: usize = 100;
 const SCAN_PASSES: usize = 10;
+/// engines: 0 C API, 1 C API owned, 2 binding, 3 lmdb, 4 rusqlite,
+/// 5 binding views, 6 binding next_ref
+const ENGINES: usize = 7;
 
 fn key(i: u64) -> String {
     format!(
@@ -67,16 +70,19 @@ struct Binding {
     db: sop::Database,
     /// read through get_with/scan_with (borrowed bytes, no copies)
     zero_copy: bool,
+    /// scan with the lending Iter::next_ref (owned K/V reused item to item)
+    lend: bool,
 }
 
 impl Binding {
-    fn new(dir: &str, zero_copy: bool) -> Self {
+    fn new(dir: &str, zero_copy: bool, lend: bool) -> Self {
         let mut o = sop::DatabaseOptions::default();
         o.stores_folders = Some(vec![dir.to_string()]);
         o.sync_mode = sop::SyncMode::Off;
         Binding {
             db: sop::Database::new(&sop::Context::new(), o).unwrap(),
             zero_copy,
+            lend,
         }
     }
 }
@@ -85,6 +91,8 @@ impl Engine for Binding {
     fn name(&self) -> &'static str {
         if self.zero_copy {
             "sop (binding, views)"
+        } else if self.lend {
+            "sop (binding, next_ref)"
         } else {
             "sop (Rust binding)"
         }
@@ -146,6 +154,15 @@ impl Engine for Binding {
                 .unwrap();
         }
         let mut n = 0;
+        if self.lend {
+            let mut it = b.iter();
+            while let Some(r) = it.next_ref() {
+                let (k, v) = std::hint::black_box(r.unwrap());
+                assert_eq!((k.len(), v.len()), (16, VLEN));
+                n += 1;
+            }
+            return n;
+        }
         for r in b.iter() {
             let (k, v) = std::hint::black_box(r.unwrap());
             assert_eq!((k.len(), v.len()), (16, VLEN));
@@ -434,11 +451,11 @@ fn main() {
     };
     println!("N = {n} keys (16 B) x values ({VLEN} B), batches of {BATCH}, median of {runs} runs, no fsync");
     println!(
-        "{:<20} {:>14} {:>14} {:>14}",
+        "{:<24} {:>14} {:>14} {:>14}",
         "engine", "fillrandom", "readrandom", "scan"
     );
     println!(
-        "{:<20} {:>14} {:>14} {:>14}",
+        "{:<24} {:>14} {:>14} {:>14}",
         "", "(ops/s)", "(ops/s)", "(items/s)"
     );
     // Engines take turns run by run (not all runs of one, then the next), so
@@ -449,10 +466,10 @@ fn main() {
     // SOP_BENCH_STOP=1: fill only, 2: fill and read (for instruction counts
     // per phase with `perf stat`, which machine load does not disturb).
     let stop: u32 = std::env::var("SOP_BENCH_STOP").map_or(3, |v| v.parse().unwrap());
-    let mut all: Vec<[Vec<f64>; 3]> = (0..6).map(|_| Default::default()).collect();
-    let mut names = [""; 6];
+    let mut all: Vec<[Vec<f64>; 3]> = (0..ENGINES).map(|_| Default::default()).collect();
+    let mut names = [""; ENGINES];
     for run in 0..runs {
-        for e in 0..6 {
+        for e in 0..ENGINES {
             if only.is_some_and(|o| o != e) {
                 continue;
             }
@@ -461,8 +478,9 @@ fn main() {
             let mut eng: Box<dyn Engine> = match e {
                 0 => Box::new(CApi::new(&dir, false)),
                 1 => Box::new(CApi::new(&dir, true)),
-                2 => Box::new(Binding::new(&dir, false)),
-                5 => Box::new(Binding::new(&dir, true)),
+                2 => Box::new(Binding::new(&dir, false, false)),
+                5 => Box::new(Binding::new(&dir, true, false)),
+                6 => Box::new(Binding::new(&dir, false, true)),
                 3 => Box::new(Lmdb::new(&dir)),
                 _ => Box::new(Sqlite::new(&dir)),
             };
@@ -507,9 +525,9 @@ fn main() {
         .map(|a| [median(&a[0]), median(&a[1]), median(&a[2])])
         .collect();
     let mut results: Vec<(&'static str, [f64; 3])> = Vec::new();
-    for e in 0..6 {
+    for e in 0..ENGINES {
         println!(
-            "{:<20} {:>14.0} {:>14.0} {:>14.0}",
+            "{:<24} {:>14.0} {:>14.0} {:>14.0}",
             names[e], best[e][0], best[e][1], best[e][2]
         );
         results.push((names[e], best[e]));
@@ -521,9 +539,10 @@ fn main() {
         ("binding / C API", results[2].1, results[0].1),
         ("binding / C owned", results[2].1, results[1].1),
         ("views / C API", results[5].1, results[0].1),
+        ("next_ref / C API", results[6].1, results[0].1),
     ] {
         println!(
-            "{label:<20} {:>13.3}x {:>13.3}x {:>13.3}x   (time {:+.1}% {:+.1}% {:+.1}%)",
+            "{label:<24} {:>13.3}x {:>13.3}x {:>13.3}x   (time {:+.1}% {:+.1}% {:+.1}%)",
             b[0] / c[0],
             b[1] / c[1],
             b[2] / c[2],

@@ -253,34 +253,85 @@ impl KeyCodec {
         out.clear();
         match self.mode {
             KeyMode::Text => key
-                .serialize(crate::value::TextSer { out })
+                .serialize(crate::value::TextSer { out: &mut *out })
                 .map_err(Error::encoding)?,
             KeyMode::Tuple => encode_into(out, key)?,
         }
-        if out.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "an empty key cannot be stored (libsop keys are 1..4096 bytes)",
-            ));
-        }
-        if out.len() > ffi::SOP_MAX_KEY_LEN {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "the key is {} bytes encoded; libsop keys are at most {}",
-                    out.len(),
-                    ffi::SOP_MAX_KEY_LEN
-                ),
-            ));
-        }
-        Ok(())
+        check_key_len(out.len())
     }
 
+    /// Run `f` on the bytes of a text key, borrowed from `key` itself (no
+    /// copy into a buffer). Only for [`KeyMode::Text`].
+    #[inline]
+    pub(crate) fn with_text_key<K: Serialize + ?Sized, R>(
+        &self,
+        key: &K,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        debug_assert_eq!(self.mode, KeyMode::Text);
+        let mut out = None;
+        key.serialize(crate::value::TextSer {
+            out: crate::value::Call(|b: &[u8]| {
+                out = Some(check_key_len(b.len()).and_then(|()| f(b)));
+            }),
+        })
+        .map_err(Error::encoding)?;
+        // A Serialize impl cannot return Ok without calling the serializer
+        // (it cannot make the serializer's Ok value), so out is set.
+        out.unwrap_or_else(|| Err(Error::encoding("the key did not serialize as text")))
+    }
+
+    #[inline]
     pub(crate) fn decode<K: DeserializeOwned>(&self, bytes: &[u8]) -> Result<K> {
         match self.mode {
             KeyMode::Text => crate::value::decode_text(bytes, "key"),
             KeyMode::Tuple => decode(bytes),
         }
+    }
+
+    /// [`decode`](KeyCodec::decode) into `place`, reusing its allocation
+    /// where the type can (`String` keys; compound keys are decoded anew).
+    #[inline]
+    pub(crate) fn decode_in_place<K: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        place: &mut K,
+    ) -> Result<()> {
+        match self.mode {
+            KeyMode::Text => crate::value::decode_text_in_place(bytes, "key", place),
+            KeyMode::Tuple => {
+                *place = decode(bytes)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// libsop keys are 1..=SOP_MAX_KEY_LEN bytes.
+#[inline]
+fn check_key_len(len: usize) -> Result<()> {
+    if len == 0 || len > ffi::SOP_MAX_KEY_LEN {
+        return Err(key_len_error(len));
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn key_len_error(len: usize) -> Error {
+    if len == 0 {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            "an empty key cannot be stored (libsop keys are 1..4096 bytes)",
+        )
+    } else {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "the key is {len} bytes encoded; libsop keys are at most {}",
+                ffi::SOP_MAX_KEY_LEN
+            ),
+        )
     }
 }
 
