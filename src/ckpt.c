@@ -228,10 +228,17 @@ struct reloc {
  * taken by the next checkpoints. */
 static uint64_t relocation_budget(const sop_db *db)
 {
-    uint64_t b = atomic_load(&db->dirty_bytes);
-    if (b < db->opts.cache_bytes / 8)
-        b = db->opts.cache_bytes / 8;
-    return b < (4u << 20) ? (4u << 20) : b;
+    uint64_t dirty = atomic_load(&db->dirty_bytes), cache = db->opts.cache_bytes;
+    uint64_t b = dirty;
+    if (b < cache / 8)
+        b = cache / 8;
+    if (b < (4u << 20))
+        b = 4u << 20;
+    /* The copies are memory on top of the dirty nodes until written: keep
+     * both within the cache budget (docs/SCALE.md §4), at least cache / 8
+     * so cleaning always makes progress. */
+    uint64_t room = dirty < cache - cache / 8 ? cache - dirty : cache / 8;
+    return b < room ? b : room;
 }
 
 static int is_victim(const struct reloc *r, uint64_t seg)
@@ -537,6 +544,10 @@ int sop_ckpt__run(sop_db *db)
      * meanwhile unfreeable (L1): readers loading nodes during a long
      * checkpoint grew memory far past the budget. */
     sop_cache__leave(&db->ckpt_epoch);
+    /* The relocated copies are dirty node bytes now: evict clean images to
+     * make room for them before the writes, not after (with no epoch held,
+     * what is evicted here is freed at once unless a reader still sees it). */
+    sop_cache__evict(db);
     /* 2. Write the nodes visible at C that have no blob yet. */
     size_t batch_max = batch_limit(db);
     for (size_t i = 0; i < nlids; i++) {

@@ -261,7 +261,7 @@ static uint64_t rss_now_kb(void)
 
 struct mem_result {
     int rc;
-    uint64_t budget, data_bytes, peak_alloc, end_alloc, base_rss_kb, peak_rss_kb, ckpts;
+    uint64_t budget, data_bytes, peak_alloc, end_alloc, base_rss_kb, peak_rss_kb, ckpts, disk_bytes;
 };
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -322,6 +322,7 @@ static void mem_child(const char *dir, struct mem_result *r)
     sop_db_stat_info st = SOP_DB_STAT_INIT;
     sop_db_stat(&st, db);
     r->ckpts = st.checkpoint_lsn > 0;
+    r->disk_bytes = st.disk_bytes;
     r->end_alloc = fault_alloc_live_bytes();
     r->peak_alloc = fault_alloc_peak_bytes();
     int crc = sop_db_close(db);
@@ -357,10 +358,10 @@ TEST(test_space__fill_8x_the_cache_stays_near_the_budget)
     fprintf(stderr,
             "    %" PRIu64 " MiB of data, %" PRIu64
             " MiB budget: libsop allocated at most %.1f MiB "
-            "(%.1f at the end); peak RSS %.1f MiB over a %.1f MiB base\n",
+            "(%.1f at the end); peak RSS %.1f MiB over a %.1f MiB base; %.1f MiB on disk\n",
             r.data_bytes >> 20, r.budget >> 20, (double)r.peak_alloc / 1048576.0,
             (double)r.end_alloc / 1048576.0, (double)r.peak_rss_kb / 1024.0,
-            (double)r.base_rss_kb / 1024.0);
+            (double)r.base_rss_kb / 1024.0, (double)r.disk_bytes / 1048576.0);
     CHECK(r.data_bytes >= 8 * (uint64_t)MEM_BUDGET - 4 * 116000);
     CHECK_EQ_U64(r.ckpts, 1);
     /* Issue 12's target: node memory is held to the budget, and on top of
