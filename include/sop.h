@@ -175,7 +175,16 @@ typedef struct sop_db_options {
     uint64_t cache_bytes;        /**< L1 budget for node memory; 0 = 256 MiB;
                                   *   min 1 MiB. Clean nodes beyond it are evicted
                                   *   (CLOCK); a checkpoint runs when dirty nodes
-                                  *   reach half of it. */
+                                  *   reach half of it. It counts a running
+                                  *   commit's node copies and a checkpoint's
+                                  *   relocated nodes. Peak memory is about
+                                  *   max(this, one transaction's changed nodes:
+                                  *   ~6 KB per random put on a big tree) + a
+                                  *   write batch (cache/16, 256 KiB..4 MiB) + ~120
+                                  *   bytes per node (registry, manifest) + open
+                                  *   transactions' write sets: within 8 MiB of
+                                  *   an 8 MiB budget at 64 MiB of data
+                                  *   (docs/SCALE.md §4). */
     uint64_t txn_time_limit_ms;  /**< 0 = 15 minutes; UINT64_MAX = none. A txn
                                   *   older than this fails with SOP_TIMEOUT at
                                   *   its next call, whatever the call (commit

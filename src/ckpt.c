@@ -228,10 +228,17 @@ struct reloc {
  * taken by the next checkpoints. */
 static uint64_t relocation_budget(const sop_db *db)
 {
-    uint64_t b = atomic_load(&db->dirty_bytes);
-    if (b < db->opts.cache_bytes / 8)
-        b = db->opts.cache_bytes / 8;
-    return b < (4u << 20) ? (4u << 20) : b;
+    uint64_t dirty = atomic_load(&db->dirty_bytes), cache = db->opts.cache_bytes;
+    uint64_t b = dirty;
+    if (b < cache / 8)
+        b = cache / 8;
+    if (b < (4u << 20))
+        b = 4u << 20;
+    /* The copies are memory on top of the dirty nodes until written: keep
+     * both within the cache budget (docs/SCALE.md §4), at least cache / 8
+     * so cleaning always makes progress. */
+    uint64_t room = dirty < cache - cache / 8 ? cache - dirty : cache / 8;
+    return b < room ? b : room;
 }
 
 static int is_victim(const struct reloc *r, uint64_t seg)
@@ -454,6 +461,27 @@ static void acct_dead(struct acct_snap *as, const sop_loc *loc, uint64_t lsn)
     }
 }
 
+/* Bytes of node records the checkpoint appends at once. The batch is memory
+ * on top of the cache budget (docs/SCALE.md §4), so it scales with the
+ * budget: cache / 16, at least 256 KiB, at most 4 MiB (bigger batches
+ * gained nothing measurable), and well below the segment size, so
+ * segments (the unit of reclamation) stay near their nominal size. A power
+ * of two: the buffer doubles up to it and not past it. */
+static size_t batch_limit(const sop_db *db)
+{
+    uint64_t want = db->opts.cache_bytes / 16;
+    if (want < (256u << 10))
+        want = 256u << 10;
+    if (want > (4u << 20))
+        want = 4u << 20;
+    if (want > db->opts.segment_bytes / 4)
+        want = db->opts.segment_bytes / 4;
+    size_t p = 4096;
+    while (p * 2 <= want)
+        p *= 2;
+    return p;
+}
+
 int sop_ckpt__run(sop_db *db)
 {
     int rc = SOP_OK;
@@ -516,7 +544,12 @@ int sop_ckpt__run(sop_db *db)
      * meanwhile unfreeable (L1): readers loading nodes during a long
      * checkpoint grew memory far past the budget. */
     sop_cache__leave(&db->ckpt_epoch);
+    /* The relocated copies are dirty node bytes now: evict clean images to
+     * make room for them before the writes, not after (with no epoch held,
+     * what is evicted here is freed at once unless a reader still sees it). */
+    sop_cache__evict(db);
     /* 2. Write the nodes visible at C that have no blob yet. */
+    size_t batch_max = batch_limit(db);
     for (size_t i = 0; i < nlids; i++) {
         sop_version *v = sop_registry__lookup(&db->reg, lids[i], C);
         if (!v || v->loc.seg != 0)
@@ -524,6 +557,22 @@ int sop_ckpt__run(sop_db *db)
         const uint8_t *img = atomic_load(&v->img);
         size_t clen = sop_node__used_bytes(img);
         size_t rlen = sop_rec_len(clen);
+        if (batch.len && batch.len + rlen > batch_max) {
+            /* Appended before it would pass batch_max: the buffer never
+             * grows past it (one record bigger than it goes alone). */
+            sop_loc base;
+            uint64_t token;
+            if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base,
+                                      &token)) != SOP_OK)
+                goto out;
+            for (size_t j = 0; j < wn; j++) {
+                if (w[j].loc.seg == 0) {
+                    w[j].loc.seg = base.seg;
+                    w[j].loc.off += base.off;
+                }
+            }
+            sop_buf_reset(&batch);
+        }
         size_t at = batch.len;
         uint8_t *rec = sop_buf_extend(&batch, rlen);
         if (!rec) {
@@ -551,24 +600,6 @@ int sop_ckpt__run(sop_db *db)
         w[wn].loc.crc = crc;
         w[wn].loc.seg = 0;
         wn++;
-        /* Batches stay well below the segment size, so segments (the unit
-         * of reclamation) stay near their nominal size. */
-        size_t batch_max =
-            db->opts.segment_bytes / 4 < (4u << 20) ? db->opts.segment_bytes / 4 : (4u << 20);
-        if (batch.len >= batch_max || i + 1 == nlids) {
-            sop_loc base;
-            uint64_t token;
-            if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base,
-                                      &token)) != SOP_OK)
-                goto out;
-            for (size_t j = 0; j < wn; j++) {
-                if (w[j].loc.seg == 0) {
-                    w[j].loc.seg = base.seg;
-                    w[j].loc.off += base.off;
-                }
-            }
-            sop_buf_reset(&batch);
-        }
     }
     if (batch.len) {
         sop_loc base;

@@ -745,6 +745,39 @@ static int ch_add(ch_index *x, const cat_change *ch, size_t k)
     return SOP_OK;
 }
 
+/*
+ * Memory of a live commit, between two of its operations (commit_mu held).
+ * A random transaction on a tree bigger than the cache clones a leaf per
+ * put and loads most of them first; without this, its clones were counted
+ * against the budget only once published and every image evicted to load
+ * the next leaf stayed allocated until the commit ended (cache.h L1): a
+ * 1,000-put commit held ~2x its write set over the budget (docs/SCALE.md
+ * §4). Here:
+ *   - the private clones made since the last call are counted in
+ *     node_bytes (*counted, subtracted when apply_body returns, before
+ *     publishing counts them again), so eviction makes room for them;
+ *   - the commit announces a new epoch: it holds no image between
+ *     operations (an operation's path holds lids, its clones are its own,
+ *     its keys and values point into the record), so what it evicted
+ *     before can be freed (L2, as a new call of a transaction would).
+ */
+static void commit_between_ops(sop_apply *a, sop_txn *owner, size_t *seen, uint64_t *counted)
+{
+    sop_db *db = a->db;
+    uint64_t add = 0;
+    for (; *seen < a->lid_count; (*seen)++) {
+        void *p;
+        if (sop_u64map_get(&p, &a->priv, a->lids[*seen]) == SOP_OK && p != SOP_APPLY_TOMB)
+            add += ((sop_node *)p)->alloc_len;
+    }
+    if (add) {
+        atomic_fetch_add_explicit(&db->node_bytes, add, memory_order_relaxed);
+        *counted += add;
+    }
+    sop_cache__enter(db, &owner->epoch);
+    sop_cache__evict(db);
+}
+
 /* Apply a COMMIT/PREPARE body (from the xid field on) at a->lsn. When
  * owner is not NULL (live commit), created stores are the owner's pending
  * handles; in replay new store objects are made. patch: the body itself,
@@ -761,6 +794,8 @@ static int apply_body(sop_apply *a, const uint8_t *body, size_t len, sop_txn *ow
     cat_change *ch = NULL;
     size_t nch = 0;
     ch_index chx = {SOP_U64MAP_INIT, SOP_U64MAP_INIT};
+    size_t clones_seen = 0;
+    uint64_t clones_counted = 0;
     int rc = sop_txnrec__open(&d, &xid, body, len, SOP_MAX_NAME_LEN, SOP_MAX_KEY_LEN);
     if (rc)
         return rc;
@@ -898,6 +933,8 @@ static int apply_body(sop_apply *a, const uint8_t *body, size_t len, sop_txn *ow
             }
             int existed;
             SOP_TRY(sop_apply__op(a, s, o.kind, &o.key, o.seq, &v, &existed));
+            if (owner)
+                commit_between_ops(a, owner, &clones_seen, &clones_counted);
         }
         if (rc < 0)
             goto out;
@@ -914,6 +951,7 @@ static int apply_body(sop_apply *a, const uint8_t *body, size_t len, sop_txn *ow
     if (rc == 0)
         rc = sop_txnrec__finish(&d);
 out:
+    atomic_fetch_sub_explicit(&db->node_bytes, clones_counted, memory_order_relaxed);
     sop_u64map_dispose(&chx.ids);
     sop_u64map_dispose(&chx.names);
     if (rc) {

@@ -11,8 +11,9 @@
  *     bytes, issue 12) takes at most 2x the folder bytes of a fresh load of
  *     the same items after close, and after a reopen; every item reads
  *     back.
- *   - A fill of 8x the cache budget keeps libsop's allocated bytes and the
- *     process's peak RSS near the budget (the target is gated: not met).
+ *   - A fill of 8x the cache budget keeps libsop's allocated bytes within
+ *     the budget + 8 MiB and the process's peak RSS within that + 4 MiB
+ *     (issue 12's target, docs/SCALE.md §4).
  *   - The checkpoint's rotation for cleaning (src/ckpt.c rotate_for_cleaning)
  *     under a fail-Nth-call sweep: every acknowledged put survives.
  */
@@ -261,7 +262,7 @@ static uint64_t rss_now_kb(void)
 
 struct mem_result {
     int rc;
-    uint64_t budget, data_bytes, peak_alloc, end_alloc, base_rss_kb, peak_rss_kb, ckpts;
+    uint64_t budget, data_bytes, peak_alloc, end_alloc, base_rss_kb, peak_rss_kb, ckpts, disk_bytes;
 };
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -322,6 +323,7 @@ static void mem_child(const char *dir, struct mem_result *r)
     sop_db_stat_info st = SOP_DB_STAT_INIT;
     sop_db_stat(&st, db);
     r->ckpts = st.checkpoint_lsn > 0;
+    r->disk_bytes = st.disk_bytes;
     r->end_alloc = fault_alloc_live_bytes();
     r->peak_alloc = fault_alloc_peak_bytes();
     int crc = sop_db_close(db);
@@ -357,28 +359,25 @@ TEST(test_space__fill_8x_the_cache_stays_near_the_budget)
     fprintf(stderr,
             "    %" PRIu64 " MiB of data, %" PRIu64
             " MiB budget: libsop allocated at most %.1f MiB "
-            "(%.1f at the end); peak RSS %.1f MiB over a %.1f MiB base\n",
+            "(%.1f at the end); peak RSS %.1f MiB over a %.1f MiB base; %.1f MiB on disk\n",
             r.data_bytes >> 20, r.budget >> 20, (double)r.peak_alloc / 1048576.0,
             (double)r.end_alloc / 1048576.0, (double)r.peak_rss_kb / 1024.0,
-            (double)r.base_rss_kb / 1024.0);
+            (double)r.base_rss_kb / 1024.0, (double)r.disk_bytes / 1048576.0);
     CHECK(r.data_bytes >= 8 * (uint64_t)MEM_BUDGET - 4 * 116000);
     CHECK_EQ_U64(r.ckpts, 1);
-    /* Issue 12's target: node memory is held to the budget, and on top of
-     * it come the checkpoint's write batch (4 MiB), relocation copies, one
-     * transaction's write set, the registry and the allocator's slack:
-     * MEM_SLACK_BYTES in all (docs/SCALE.md §4). NOT MET today
-     * (34.9 MiB allocated at the peak, 37 MiB of RSS, for an 8 MiB budget):
-     * checked only with SOP_TEST_MEM_TARGET=1. Always checked: today's
-     * figures plus a margin, so that a regression is caught at every
-     * landing. */
+    /* Issue 12's target: node memory (clean and dirty, a running commit's
+     * clones, relocation copies) is held to the budget (dirty nodes pass it
+     * only by a write set bigger than it: one commit here is ~6 MiB of
+     * clones, under the budget), and on top of it
+     * come the checkpoint's write batch (cache / 16 here: 512 KiB), the
+     * registry (~90 bytes per node), the manifest buffer, one
+     * transaction's write set and record, and the allocator's slack:
+     * MEM_SLACK_BYTES in all (docs/SCALE.md §4). Before that accounting
+     * the peak was 34.9 MiB allocated, 37 MiB of RSS; now ~13.5 MiB. */
     if (MEM_SANITIZED)
         return;
-    if (getenv("SOP_TEST_MEM_TARGET")) {
-        CHECK(r.peak_alloc <= r.budget + MEM_SLACK_BYTES);
-        CHECK((r.peak_rss_kb - r.base_rss_kb) * 1024 <= r.budget + MEM_SLACK_BYTES + MEM_RSS_EXTRA);
-    }
-    CHECK(r.peak_alloc <= r.budget * 11 / 2);
-    CHECK((r.peak_rss_kb - r.base_rss_kb) * 1024 <= r.budget * 6);
+    CHECK(r.peak_alloc <= r.budget + MEM_SLACK_BYTES);
+    CHECK((r.peak_rss_kb - r.base_rss_kb) * 1024 <= r.budget + MEM_SLACK_BYTES + MEM_RSS_EXTRA);
 }
 
 /* One case of the rotation sweep: 2,000 acknowledged puts (~260 KB of
