@@ -36,7 +36,7 @@ int sop_db__panic(sop_db *db, int rc)
 int sop_db__check_panic(sop_db *db)
 {
     if (atomic_load_explicit(&db->panicked, memory_order_relaxed) ||
-        atomic_load_explicit(&db->wal.panicked, memory_order_relaxed))
+        sop_wal__panicked(&db->wal))
         return sop_err(SOP_PANIC, "database handle is unusable after a fatal error; reopen it");
     return SOP_OK;
 }
@@ -592,7 +592,6 @@ static int replay_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len,
  */
 static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int newest)
 {
-    char dir[4200], sp[4300];
     int rc = SOP_OK;
     int below_durable = (s->id < db->durable_from.seg && (torn || end == 0)) ||
                         (s->id == db->durable_from.seg && end < db->durable_from.off);
@@ -618,32 +617,15 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
                                 ": the valid record at offset %" PRIu64 " (lsn %" PRIu64
                                 ") was written after the segment was durable up to %" PRIu64,
                                 s->id, end, by, lsn, vouched);
-    if (end == 0 && db->wal.note_id == s->id)
+    if (end == 0 && sop_wal__note_id(&db->wal) == s->id)
         return SOP_CORRUPT_BKPT("segment %" PRIu64 " has a damaged header, though it was "
                                 "durable (LOCK names the segment)",
                                 s->id);
-    snprintf(dir, sizeof dir, "%s/seg", db->path);
     if (end == 0 && !db->readonly) {
         /* No valid header, nothing after it: a creation a crash interrupted
          * (the header is synced before anything else is written). It holds
          * no record; remove it, and let the next segment take its id. */
-        snprintf(sp, sizeof sp, "%s/%016" PRIx64 ".seg", dir, s->id);
-        pthread_mutex_lock(&db->wal.seg_mu);
-        for (size_t k = 0; k < db->wal.seg_count; k++)
-            if (db->wal.segs[k] == s) {
-                memmove(&db->wal.segs[k], &db->wal.segs[k + 1],
-                        (db->wal.seg_count - k - 1) * sizeof *db->wal.segs);
-                db->wal.seg_count--;
-                break;
-            }
-        if (db->wal.next_seg_id == s->id + 1)
-            db->wal.next_seg_id = s->id;
-        pthread_mutex_unlock(&db->wal.seg_mu);
-        db->vfs->close(s->file);
-        sop_free(s);
-        if ((rc = db->vfs->unlink(db->vfs, sp)) != SOP_OK)
-            return rc;
-        return db->opts.sync == SOP_SYNC_OFF ? SOP_OK : db->vfs->sync_dir(db->vfs, dir);
+        return sop_wal__drop_segment(&db->wal, s);
     }
     /* (W9) the note may claim more of it (a zero extension): lower it first */
     if (!db->readonly && (rc = sop_wal__note_cut(&db->wal, s->id, end)) == SOP_OK &&
@@ -695,8 +677,7 @@ static int recover(sop_db *db)
      * is a deleted segment, whose records would otherwise vanish. */
     uint64_t noted, noted_min;
     SOP_TRY(sop_wal__noted_newest(db->vfs, db->lock_file, &noted, &noted_min));
-    db->wal.note_id = noted; /* what LOCK claims: a cut below it lowers it first */
-    db->wal.note_min = noted_min;
+    sop_wal__adopt_note(&db->wal, noted, noted_min); /* a cut below it lowers it first */
     if (noted >= from.seg && noted > (l.n ? l.ids[l.n - 1] : 0)) {
         /* (W9) the log reached it, and a crash cannot undo that. */
         rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is missing: the log reached it "
@@ -754,16 +735,7 @@ static int recover(sop_db *db)
             sop_loc dead = {key >> 40, key & ((1ull << 40) - 1), (uint32_t)(uintptr_t)len, 0};
             sop_wal__blob_dead(&db->wal, &dead, db->applied_lsn);
         }
-        pthread_mutex_lock(&db->wal.seg_mu);
-        for (size_t i = 0; i < db->wal.seg_count; i++) {
-            sop_seg *s = db->wal.segs[i];
-            s->dead_bytes += s->inflight_bytes; /* unclaimed: never committed */
-            if (s->inflight_bytes && db->applied_lsn > s->death_lsn)
-                s->death_lsn = db->applied_lsn;
-            s->inflight_bytes = 0;
-            s->acct_end = 0;
-        }
-        pthread_mutex_unlock(&db->wal.seg_mu);
+        sop_wal__settle(&db->wal, db->applied_lsn); /* unclaimed in flight: never committed */
     }
     atomic_store(&db->visible_lsn, db->applied_lsn);
     sop_db__reap_stores(db, db->applied_lsn); /* replayed drops: no snapshot yet */
@@ -1004,10 +976,11 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     if (rc != SOP_OK && rc != SOP_KEYEXIST)
         goto out;
     SOP_TRY(sop_wal__init(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
-    db->wal.tail_file = db->readonly ? NULL : db->lock_file; /* (W9) */
-    /* (W7) zeros ahead of the tail pay off only when commits fdatasync. */
-    db->wal.prezero = db->opts.sync == SOP_SYNC_FULL && !db->readonly;
-    db->wal.nosync = db->opts.sync == SOP_SYNC_OFF;
+    /* (W9) the note goes to LOCK; (W7) zeros ahead of the tail pay off
+     * only when commits fdatasync. */
+    sop_wal__configure(&db->wal, db->readonly ? NULL : db->lock_file,
+                       db->opts.sync == SOP_SYNC_FULL && !db->readonly,
+                       db->opts.sync == SOP_SYNC_OFF);
     db->arena_debug = sop_arena_debug_env();
     SOP_TRY(recover(db));
     SOP_TRY(sop_wal__start(&db->wal));
@@ -1023,42 +996,9 @@ out:
  * do not pile up files. Its id is not reused (the manifest remembers it). */
 static void drop_empty_segment(sop_db *db)
 {
-    sop_wal *w = &db->wal;
-    char path[4300], dir[4200];
-    pthread_mutex_lock(&w->append_mu);
-    sop_seg *s = w->cur;
-    if (s && w->tail_off == SOP_REC_HDR_LEN + 24 && s->blob_bytes == 0 &&
-        s->id > db->replay_from.seg && s->id > db->durable_from.seg) {
-        snprintf(path, sizeof path, "%s/seg/%016" PRIx64 ".seg", db->path, s->id);
-        snprintf(dir, sizeof dir, "%s/seg", db->path);
-        uint64_t prev = 0, prev_size = 0; /* the newest segment that stays (sealed) */
-        pthread_mutex_lock(&w->seg_mu);
-        for (size_t i = 0; i < w->seg_count; i++)
-            if (w->segs[i]->id < s->id && w->segs[i]->id > prev) {
-                prev = w->segs[i]->id;
-                prev_size = w->segs[i]->size;
-            }
-        pthread_mutex_unlock(&w->seg_mu);
-        /* (W9) no longer the newest before it goes: if the note cannot be
-         * lowered, the empty segment stays (harmless). */
-        if (sop_wal__note_newest(w, prev, prev_size) == SOP_OK &&
-            db->vfs->unlink(db->vfs, path) == SOP_OK) {
-            pthread_mutex_lock(&w->seg_mu);
-            for (size_t i = 0; i < w->seg_count; i++)
-                if (w->segs[i] == s) {
-                    memmove(&w->segs[i], &w->segs[i + 1], (w->seg_count - i - 1) * sizeof *w->segs);
-                    w->seg_count--;
-                    break;
-                }
-            pthread_mutex_unlock(&w->seg_mu);
-            db->vfs->close(s->file);
-            sop_free(s);
-            w->cur = NULL;
-            if (db->opts.sync != SOP_SYNC_OFF)
-                db->vfs->sync_dir(db->vfs, dir); /* best effort: a leftover is harmless */
-        }
-    }
-    pthread_mutex_unlock(&w->append_mu);
+    uint64_t keep = db->replay_from.seg > db->durable_from.seg ? db->replay_from.seg
+                                                               : db->durable_from.seg;
+    sop_wal__drop_empty_tail(&db->wal, keep);
 }
 
 int sop_db_close(sop_db *db)
@@ -1088,7 +1028,7 @@ int sop_db_close(sop_db *db)
             break;
         sop_txn__free(t);
     }
-    if (!atomic_load(&db->panicked) && !atomic_load(&db->wal.panicked)) {
+    if (!atomic_load(&db->panicked) && !sop_wal__panicked(&db->wal)) {
         rc = sop_ckpt__run(db);
         if (rc == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
             rc = sop_wal__sync_all(&db->wal);
@@ -1131,17 +1071,12 @@ int sop_db__stat(sop_db_stat_info *out, sop_db *db)
     out->node_hits = atomic_load(&db->st_hits);
     out->cache_bytes = atomic_load(&db->node_bytes);
     out->dirty_bytes = atomic_load(&db->dirty_bytes);
-    pthread_mutex_lock(&db->wal.sync_mu);
-    out->syncs = db->wal.syncs;
-    pthread_mutex_unlock(&db->wal.sync_mu);
-    pthread_mutex_lock(&db->wal.seg_mu);
-    for (size_t i = 0; i < db->wal.seg_count; i++) {
-        sop_seg *s = db->wal.segs[i];
-        out->disk_bytes += s->size;
-        out->live_bytes += s->blob_bytes - s->dead_bytes;
-        out->segments++;
-    }
-    pthread_mutex_unlock(&db->wal.seg_mu);
+    sop_wal_stats ws;
+    sop_wal__stats(&db->wal, &ws);
+    out->syncs = ws.syncs;
+    out->disk_bytes = ws.disk_bytes;
+    out->live_bytes = ws.live_bytes;
+    out->segments = ws.segments;
     return sop_done(SOP_OK);
 }
 
