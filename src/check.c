@@ -170,7 +170,7 @@ static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_
 /* On-disk copy of a node: checksum, and same bytes as the image. */
 static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uint8_t *img)
 {
-    int rc = sop_wal__read_buf(&c->db->wal, &v->loc, SOP_REC_NODE, &c->buf, &c->buf_cap);
+    int rc = sop_wal__read_buf(c->db->wal, &v->loc, SOP_REC_NODE, &c->buf, &c->buf_cap);
     if (rc != SOP_OK) {
         if (!is_damage(rc))
             return env_failed(c, rc);
@@ -198,7 +198,7 @@ static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uin
 static int check_value_blob(chk *c, const char *what, const sop_loc *loc, uint32_t value_len,
                             int count)
 {
-    int rc = sop_txn__read_value(&c->db->wal, loc, value_len, &c->buf, &c->buf_cap);
+    int rc = sop_txn__read_value(c->db->wal, loc, value_len, &c->buf, &c->buf_cap);
     if (rc != SOP_OK) {
         if (!is_damage(rc))
             return env_failed(c, rc);
@@ -482,7 +482,7 @@ static int check_log(chk *c)
         seg_acct *a = &c->segs[i];
         uint64_t end;
         int torn;
-        rc = sop_wal__scan(&c->db->wal, a->seg, 0, log_cb, &l, &end, &torn);
+        rc = sop_wal__scan(c->db->wal, a->seg, 0, log_cb, &l, &end, &torn);
         if (is_damage(rc)) {
             finding(c, "log: segment %" PRIu64 ": %s", a->id, sop_errmsg());
             rc = SOP_OK;
@@ -621,7 +621,7 @@ static int take_snapshot(chk *c)
     /* The wal walks its table under append_mu and seg_mu: every segment's
      * size and accounting at one instant (value blobs are appended without
      * commit_mu). */
-    if (sop_wal__each_segment(&db->wal, NULL, snap_segment, c) != 0 ||
+    if (sop_wal__each_segment(db->wal, NULL, snap_segment, c) != 0 ||
         (!c->segs && !(c->segs = sop_malloc(sizeof *c->segs))))
         rc = sop_err(SOP_NOMEM, "check");
     c->total += c->seg_count;

@@ -179,14 +179,14 @@ static int rotate_for_cleaning(sop_db *db)
     uint64_t floor = clean_floor(db);
     int want = 0;
     sop_wal_seginfo cur;
-    if (sop_wal__current(&db->wal, &cur)) {
+    if (sop_wal__current(db->wal, &cur)) {
         uint64_t live = cur.dead_bytes < cur.blob_bytes ? cur.blob_bytes - cur.dead_bytes : 0;
         uint64_t dead = cur.size > live ? cur.size - live : 0;
         want = dead >= floor && dead >= live;
     }
     if (!want)
         return 0;
-    int rc = sop_wal__rotate(&db->wal);
+    int rc = sop_wal__rotate(db->wal);
     return rc == SOP_OK ? 1 : rc;
 }
 
@@ -205,7 +205,7 @@ static int seg_work_pending(const sop_wal_seginfo *s, void *ctx)
 static int space_work_pending(sop_db *db)
 {
     struct pending_ctx p = {db->replay_from.seg, clean_floor(db)};
-    return sop_wal__each_segment(&db->wal, NULL, seg_work_pending, &p);
+    return sop_wal__each_segment(db->wal, NULL, seg_work_pending, &p);
 }
 
 struct reloc {
@@ -261,7 +261,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
         }
     } else { /* on disk only: its blob (compact already) becomes the copy,
               * without passing through the cache */
-        if (sop_wal__read(&db->wal, &head->loc, SOP_REC_NODE, &copy, &len) != SOP_OK)
+        if (sop_wal__read(db->wal, &head->loc, SOP_REC_NODE, &copy, &len) != SOP_OK)
             return 0; /* unreadable: leave it where it is; sop_check reports it */
         if (sop_node__validate(copy, len, NULL) != SOP_OK || sop_node__lid(copy) != lid) {
             sop_free(copy);
@@ -345,7 +345,7 @@ static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t repla
 {
     struct reloc r = {db, C, NULL, 0, relocation_budget(db)};
     struct victims vc = {NULL, 0, 0, replay_seg, clean_floor(db)};
-    (void)sop_wal__each_segment(&db->wal, NULL, collect_victim, &vc);
+    (void)sop_wal__each_segment(db->wal, NULL, collect_victim, &vc);
     struct victim *vs = vc.vs;
     size_t nv = vc.nv;
     if (nv && (r.victims = sop_malloc(nv * sizeof *r.victims)) != NULL) {
@@ -512,7 +512,7 @@ int sop_ckpt__run(sop_db *db)
         return SOP_OK; /* nothing new */
     }
     sop_loc replay;
-    rc = acct_take(&as, &db->wal, &replay); /* (C4) at the cut */
+    rc = acct_take(&as, db->wal, &replay); /* (C4) at the cut */
     if (rc != SOP_OK) {
         pthread_mutex_unlock(&db->commit_mu);
         goto out;
@@ -583,7 +583,7 @@ int sop_ckpt__run(sop_db *db)
         if (batch.len >= batch_max || i + 1 == nlids) {
             sop_loc base;
             uint64_t token;
-            if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base,
+            if ((rc = sop_wal__append(db->wal, batch.data, batch.len, 0, batch.len, &base,
                                       &token)) != SOP_OK)
                 goto out;
             for (size_t j = 0; j < wn; j++) {
@@ -598,7 +598,7 @@ int sop_ckpt__run(sop_db *db)
     if (batch.len) {
         sop_loc base;
         uint64_t token;
-        if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base, &token)) !=
+        if ((rc = sop_wal__append(db->wal, batch.data, batch.len, 0, batch.len, &base, &token)) !=
             SOP_OK)
             goto out;
         for (size_t j = 0; j < wn; j++)
@@ -616,12 +616,12 @@ int sop_ckpt__run(sop_db *db)
      * power cut would then look like damage below the durable position. */
     sop_loc durable = replay;
     if (db->opts.sync != SOP_SYNC_OFF) {
-        durable = sop_wal__tail(&db->wal);
+        durable = sop_wal__tail(db->wal);
     }
     /* 3. (C2) blobs and every record <= C durable (not in SOP_SYNC_OFF,
      *    which gives up power-loss safety for speed: see sop.h). The sync
      *    covers everything appended before it starts, so all of the above. */
-    if (db->opts.sync != SOP_SYNC_OFF && (rc = sop_wal__sync_all(&db->wal)) != SOP_OK) {
+    if (db->opts.sync != SOP_SYNC_OFF && (rc = sop_wal__sync_all(db->wal)) != SOP_OK) {
         rc = sop_db__panic(db, rc);
         goto out;
     }
@@ -643,14 +643,14 @@ int sop_ckpt__run(sop_db *db)
             sop_version *n = h;
             while (n && atomic_load(&n->older) != v)
                 n = atomic_load(&n->older);
-            sop_wal__blob_dead(&db->wal, &v->loc, n ? n->lsn : h->lsn);
+            sop_wal__blob_dead(db->wal, &v->loc, n ? n->lsn : h->lsn);
         }
     }
     atomic_fetch_sub(&db->dirty_bytes, written_bytes);
     size_t keep = 0;
     for (size_t i = 0; i < db->death_count; i++) {
         if (db->deaths[i].lsn <= C) {
-            sop_wal__blob_dead(&db->wal, &db->deaths[i].loc, db->deaths[i].lsn);
+            sop_wal__blob_dead(db->wal, &db->deaths[i].loc, db->deaths[i].lsn);
             acct_dead(&as, &db->deaths[i].loc, db->deaths[i].lsn);
         } else
             db->deaths[keep++] = db->deaths[i];
@@ -719,7 +719,7 @@ int sop_ckpt__run(sop_db *db)
         sop_buf_append_le64(&mani, e->dead);
         sop_buf_append_le64(&mani, e->death_lsn);
         sop_buf_append_le64(&mani, e->max_lsn);
-        sop_buf_append_le64(&mani, sop_wal__seg_size(&db->wal, e->id)); /* 0 if gone */
+        sop_buf_append_le64(&mani, sop_wal__seg_size(db->wal, e->id)); /* 0 if gone */
         sop_buf_append_le64(&mani, e->inflight);
     }
     size_t nl_off = mani.len;
@@ -760,14 +760,14 @@ int sop_ckpt__run(sop_db *db)
     db->ckpt_snap = SOP_NEVER;
     pthread_mutex_unlock(&db->snap_mu);
     struct reclaim_ctx rcl = {replay.seg, C, sop_db__snap_min(db, 0)};
-    (void)sop_wal__reclaim(&db->wal, seg_reclaimable, &rcl);
+    (void)sop_wal__reclaim(db->wal, seg_reclaimable, &rcl);
 out:
     if (!placed) {
         /* Failed before the versions got them: nothing will reference the
          * node blobs already appended. */
         for (size_t j = 0; j < wn; j++)
             if (w[j].loc.seg != 0)
-                sop_wal__blob_dead(&db->wal, &w[j].loc, 0);
+                sop_wal__blob_dead(db->wal, &w[j].loc, 0);
     }
     sop_free(as.a);
     pthread_mutex_lock(&db->snap_mu);
@@ -1015,12 +1015,12 @@ int sop_ckpt__load(sop_db *db, int *found_out)
      * after the checkpoint would vanish, and an id of UINT64_MAX would wrap
      * the next segment's id to 0. */
     {
-        sop_seg *rs = sop_wal__segment(&db->wal, db->replay_from.seg);
+        sop_seg *rs = sop_wal__segment(db->wal, db->replay_from.seg);
         if (r.bad) {
             rc = SOP_CORRUPT_BKPT("%s: truncated", path);
             goto out;
         }
-        if (!rs || !sop_wal__segment(&db->wal, db->durable_from.seg) ||
+        if (!rs || !sop_wal__segment(db->wal, db->durable_from.seg) ||
             db->replay_from.seg > db->durable_from.seg ||
             (db->replay_from.seg == db->durable_from.seg &&
              db->replay_from.off > db->durable_from.off) ||
@@ -1034,8 +1034,8 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         }
     }
     /* Segment ids are never reused (W1), even of segments deleted since. */
-    sop_wal__reserve_ids(&db->wal, db->durable_from.seg);
-    sop_wal__reserve_ids(&db->wal, db->replay_from.seg);
+    sop_wal__reserve_ids(db->wal, db->durable_from.seg);
+    sop_wal__reserve_ids(db->wal, db->replay_from.seg);
     db->reg.next_lid = sop_rd_u64(&r);
     db->next_store_id = sop_rd_u64(&r);
     db->next_txn_id = sop_rd_u64(&r);
@@ -1137,7 +1137,7 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         uint64_t blob = sop_rd_u64(&r), dead = sop_rd_u64(&r), dl = sop_rd_u64(&r),
                  ml = sop_rd_u64(&r);
         uint64_t acct_end = sop_rd_u64(&r), inflight = sop_rd_u64(&r);
-        sop_seg *s = sop_wal__segment(&db->wal, id);
+        sop_seg *s = sop_wal__segment(db->wal, id);
         if (s) {
             s->blob_bytes = blob;
             s->dead_bytes = dead;
@@ -1161,7 +1161,7 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         loc.crc = sop_rd_u32(&r);
         if (r.bad)
             break;
-        if (!sop_wal__segment(&db->wal, loc.seg)) {
+        if (!sop_wal__segment(db->wal, loc.seg)) {
             rc = SOP_CORRUPT_BKPT("node %" PRIu64 " lives in missing segment %" PRIu64, lid,
                                   loc.seg);
             goto out;

@@ -11,6 +11,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* The wal's state: nobody outside this file sees it (wal.h). */
+struct sop_wal {
+    const sop_vfs *vfs;
+    char *dir;
+    uint8_t db_uuid[16];
+    uint64_t seg_bytes;
+    uint64_t max_record; /* largest append: SOP_REC_MAX_LEN (tests lower it) */
+
+    pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
+    sop_seg *cur;
+    uint64_t tail_off;
+    uint64_t zero_end;               /* (W7) cur's file holds zeros in [tail_off, zero_end) */
+    int prezero;                     /* (W7) extend cur with zeros ahead of the tail */
+    int nosync;                      /* SOP_SYNC_OFF: no syncs of its own (W5) */
+    _Atomic uint64_t appended_total; /* monotonic byte counter: the group-commit
+                                      * token (written under append_mu) */
+
+    pthread_mutex_t seg_mu; /* the segment table and its accounting */
+    sop_seg **segs;         /* sorted by id */
+    size_t seg_count, seg_cap;
+    uint64_t next_seg_id;
+
+    pthread_mutex_t sync_mu; /* level 5 */
+    /* Group commit: waiters that the running sync covers sleep on
+     * sync_cv[sync_gen & 1], the others on the other one; a finished sync
+     * wakes the first set and one of the second, who leads the next sync
+     * (whose target covers all of that set). Nobody wakes just to sleep. */
+    pthread_cond_t sync_cv[2];
+    unsigned sync_gen;
+    uint64_t sync_target; /* what the running sync covers */
+    int sync_running;
+    uint64_t durable_total;
+    _Atomic int panicked; /* set once (W4); read without locks */
+    uint64_t syncs;
+    sop_file *tail_file; /* (W9) the LOCK file, or NULL */
+    /* (W9) a leaf lock (taken inside append_mu or alone): what the note in
+     * tail_file may claim at most (a note whose write failed may have
+     * landed), and a generation bumped by every cut or new segment, so a
+     * sync leader never raises the note over a cut it did not see. */
+    pthread_mutex_t note_mu;
+    uint64_t note_id, note_min, note_gen;
+};
+
 /* ---- record headers ------------------------------------------------------ */
 
 uint32_t sop_rec__header(uint8_t *hdr, int type, const void *payload, size_t payload_len,
@@ -74,14 +117,19 @@ static uint64_t mark_claim(uint64_t p, uint16_t m)
 
 /* ---- segment table ------------------------------------------------------- */
 
-int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
+int sop_wal__open(sop_wal **out, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
                   uint64_t seg_bytes)
 {
-    memset(w, 0, sizeof *w);
+    *out = NULL;
+    sop_wal *w = sop_calloc(1, sizeof *w);
+    if (!w)
+        return sop_err(SOP_NOMEM, "wal init");
     w->vfs = vfs;
     w->dir = sop_strdup(dir);
-    if (!w->dir)
+    if (!w->dir) {
+        sop_free(w);
         return sop_err(SOP_NOMEM, "wal init");
+    }
     memcpy(w->db_uuid, uuid, 16);
     w->seg_bytes = seg_bytes;
     w->max_record = SOP_REC_MAX_LEN;
@@ -92,11 +140,14 @@ int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t
     pthread_mutex_init(&w->note_mu, NULL);
     pthread_cond_init(&w->sync_cv[0], NULL);
     pthread_cond_init(&w->sync_cv[1], NULL);
+    *out = w;
     return SOP_OK;
 }
 
-void sop_wal__dispose(sop_wal *w)
+void sop_wal__close(sop_wal *w)
 {
+    if (!w)
+        return;
     for (size_t i = 0; i < w->seg_count; i++) {
         if (w->segs[i]->file)
             w->vfs->close(w->segs[i]->file);
@@ -110,7 +161,7 @@ void sop_wal__dispose(sop_wal *w)
     pthread_mutex_destroy(&w->note_mu);
     pthread_cond_destroy(&w->sync_cv[0]);
     pthread_cond_destroy(&w->sync_cv[1]);
-    memset(w, 0, sizeof *w);
+    sop_free(w);
 }
 
 static int seg_insert(sop_wal *w, sop_seg *s)

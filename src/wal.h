@@ -125,51 +125,17 @@ typedef struct sop_seg {
     _Atomic uint64_t synced_off; /* (W8) bytes [0, synced_off) are durable */
 } sop_seg;
 
-typedef struct sop_wal {
-    const sop_vfs *vfs;
-    char *dir;
-    uint8_t db_uuid[16];
-    uint64_t seg_bytes;
-    uint64_t max_record;       /* largest append: SOP_REC_MAX_LEN (tests lower it) */
+/* The wal's state is its own (wal.c): callers hold a handle and use the
+ * functions below. */
+typedef struct sop_wal sop_wal;
 
-    pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
-    sop_seg *cur;
-    uint64_t tail_off;
-    uint64_t zero_end;         /* (W7) cur's file holds zeros in [tail_off, zero_end) */
-    int prezero;               /* (W7) extend cur with zeros ahead of the tail */
-    int nosync;                /* SOP_SYNC_OFF: no syncs of its own (W5) */
-    _Atomic uint64_t appended_total; /* monotonic byte counter: the group-commit
-                                      * token (written under append_mu) */
-
-    pthread_mutex_t seg_mu;    /* the segment table and its accounting */
-    sop_seg **segs;            /* sorted by id */
-    size_t seg_count, seg_cap;
-    uint64_t next_seg_id;
-
-    pthread_mutex_t sync_mu;   /* level 5 */
-    /* Group commit: waiters that the running sync covers sleep on
-     * sync_cv[sync_gen & 1], the others on the other one; a finished sync
-     * wakes the first set and one of the second, who leads the next sync
-     * (whose target covers all of that set). Nobody wakes just to sleep. */
-    pthread_cond_t sync_cv[2];
-    unsigned sync_gen;
-    uint64_t sync_target;      /* what the running sync covers */
-    int sync_running;
-    uint64_t durable_total;
-    _Atomic int panicked;      /* set once (W4); read without locks */
-    uint64_t syncs;
-    sop_file *tail_file;       /* (W9) the LOCK file, or NULL */
-    /* (W9) a leaf lock (taken inside append_mu or alone): what the note in
-     * tail_file may claim at most (a note whose write failed may have
-     * landed), and a generation bumped by every cut or new segment, so a
-     * sync leader never raises the note over a cut it did not see. */
-    pthread_mutex_t note_mu;
-    uint64_t note_id, note_min, note_gen;
-} sop_wal;
-
-int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
+/* Allocate a wal over dir/seg/ with no segment yet (recovery adds them,
+ * then sop_wal__start creates the append target). *out is NULL on error
+ * (SOP_NOMEM). sop_wal__close closes every segment file and frees the wal;
+ * NULL is a no-op. Neither runs concurrently with anything. */
+int sop_wal__open(sop_wal **out, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
                   uint64_t seg_bytes);
-void sop_wal__dispose(sop_wal *w);
+void sop_wal__close(sop_wal *w);
 
 /* Register an existing segment file (recovery). SOP_CORRUPT for id
  * UINT64_MAX: no id could follow it (W1). */
