@@ -658,7 +658,7 @@ static int leaf_value_death(sop_apply *a, const uint8_t *img, uint32_t idx)
      * checkpoint delete a segment whose blobs are live. Only a blob that
      * is there dies; a misnamed one stays counted live (leaked space,
      * which sop_db_check reports with the leaf). One header read. */
-    int rc = sop_wal__check_header(&a->db->wal, &old.loc, SOP_REC_VALUE);
+    int rc = sop_wal__check_header(a->db->wal, &old.loc, SOP_REC_VALUE);
     if (rc == SOP_CORRUPT)
         return SOP_OK;
     return rc ? rc : add_death(a, &old.loc);

@@ -168,7 +168,7 @@ static int key_cmp(const sop_store *s, const sop_val *a, uint64_t as, const sop_
 /* On-disk copy of a node: checksum, and same bytes as the image. */
 static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uint8_t *img)
 {
-    int rc = sop_wal__read_buf(&c->db->wal, &v->loc, SOP_REC_NODE, &c->buf, &c->buf_cap);
+    int rc = sop_wal__read_buf(c->db->wal, &v->loc, SOP_REC_NODE, &c->buf, &c->buf_cap);
     if (rc != SOP_OK) {
         if (!is_damage(rc))
             return env_failed(c, rc);
@@ -196,7 +196,7 @@ static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uin
 static int check_value_blob(chk *c, const char *what, const sop_loc *loc, uint32_t value_len,
                             int count)
 {
-    int rc = sop_txn__read_value(&c->db->wal, loc, value_len, &c->buf, &c->buf_cap);
+    int rc = sop_txn__read_value(c->db->wal, loc, value_len, &c->buf, &c->buf_cap);
     if (rc != SOP_OK) {
         if (!is_damage(rc))
             return env_failed(c, rc);
@@ -480,7 +480,7 @@ static int check_log(chk *c)
         seg_acct *a = &c->segs[i];
         uint64_t end;
         int torn;
-        rc = sop_wal__scan(&c->db->wal, a->seg, 0, log_cb, &l, &end, &torn);
+        rc = sop_wal__scan(c->db->wal, a->seg, 0, log_cb, &l, &end, &torn);
         if (is_damage(rc)) {
             finding(c, "log: segment %" PRIu64 ": %s", a->id, sop_errmsg());
             rc = SOP_OK;
@@ -558,12 +558,22 @@ static int check_manifest(chk *c)
     return rc ? env_failed(c, rc) : SOP_OK;
 }
 
+/* One segment into c->segs, sized at the first (sop_wal_seg_fn). */
+static int snap_segment(const sop_wal_seginfo *g, void *ctx)
+{
+    chk *c = ctx;
+    if (g->index == 0 && !(c->segs = sop_malloc(g->count * sizeof *c->segs)))
+        return SOP_NOMEM;
+    c->segs[c->seg_count++] =
+        (seg_acct){g->seg, g->id, g->size, g->blob_bytes, g->dead_bytes, g->inflight_bytes};
+    return 0;
+}
+
 /* The snapshot: S and the head state the checks compare with, in one
  * short hold of commit_mu (ckpt_mu held by the caller). */
 static int take_snapshot(chk *c)
 {
     sop_db *db = c->db;
-    sop_wal *w = &db->wal;
     int rc;
     pthread_mutex_lock(&db->commit_mu);
     if ((rc = sop_txn__begin(&c->pin, db, SOP_TXN_READONLY)) != SOP_OK)
@@ -606,23 +616,11 @@ static int take_snapshot(chk *c)
         rc = c->err;
     if (rc != SOP_OK)
         goto out;
-    /* append_mu then seg_mu: the tail and every segment's size and
-     * accounting at one instant (value blobs are appended without
+    /* The wal walks its table under append_mu and seg_mu: every segment's
+     * size and accounting at one instant (value blobs are appended without
      * commit_mu). */
-    pthread_mutex_lock(&w->append_mu);
-    pthread_mutex_lock(&w->seg_mu);
-    c->segs = sop_malloc((w->seg_count ? w->seg_count : 1) * sizeof *c->segs);
-    if (c->segs) {
-        for (size_t i = 0; i < w->seg_count; i++) {
-            sop_seg *g = w->segs[i];
-            c->segs[i] =
-                (seg_acct){g, g->id, g->size, g->blob_bytes, g->dead_bytes, g->inflight_bytes};
-        }
-        c->seg_count = w->seg_count;
-    }
-    pthread_mutex_unlock(&w->seg_mu);
-    pthread_mutex_unlock(&w->append_mu);
-    if (!c->segs)
+    if (sop_wal__each_segment(db->wal, NULL, snap_segment, c) != 0 ||
+        (!c->segs && !(c->segs = sop_malloc(sizeof *c->segs))))
         rc = sop_err(SOP_NOMEM, "check");
     c->total += c->seg_count;
 out:

@@ -156,9 +156,9 @@ static uint64_t clean_floor(const sop_db *db)
  * transaction records are dead too, and a segment that is mostly records
  * (a small, hot database's log) held its few live nodes, and all its
  * bytes, for ever. */
-static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg, uint64_t floor)
+static int seg_is_victim(const sop_wal_seginfo *s, uint64_t replay_seg, uint64_t floor)
 {
-    if (s == w->cur || s->id >= replay_seg || s->blob_bytes == 0 || s->dead_bytes >= s->blob_bytes)
+    if (s->current || s->id >= replay_seg || s->blob_bytes == 0 || s->dead_bytes >= s->blob_bytes)
         return 0;
     uint64_t live = s->blob_bytes - s->dead_bytes;
     return live * 3 < s->blob_bytes * 2 || (live * 3 < s->size * 2 && s->size - live >= floor);
@@ -176,38 +176,36 @@ static int seg_is_victim(const sop_wal *w, const sop_seg *s, uint64_t replay_seg
  * rotated, 0 if not, or a failure code. */
 static int rotate_for_cleaning(sop_db *db)
 {
-    sop_wal *w = &db->wal;
     uint64_t floor = clean_floor(db);
     int want = 0;
-    pthread_mutex_lock(&w->append_mu);
-    if (w->cur) {
-        pthread_mutex_lock(&w->seg_mu);
-        sop_seg *s = w->cur;
-        uint64_t live = s->dead_bytes < s->blob_bytes ? s->blob_bytes - s->dead_bytes : 0;
-        uint64_t dead = s->size > live ? s->size - live : 0;
+    sop_wal_seginfo cur;
+    if (sop_wal__current(db->wal, &cur)) {
+        uint64_t live = cur.dead_bytes < cur.blob_bytes ? cur.blob_bytes - cur.dead_bytes : 0;
+        uint64_t dead = cur.size > live ? cur.size - live : 0;
         want = dead >= floor && dead >= live;
-        pthread_mutex_unlock(&w->seg_mu);
     }
-    pthread_mutex_unlock(&w->append_mu);
     if (!want)
         return 0;
-    int rc = sop_wal__rotate(w);
+    int rc = sop_wal__rotate(db->wal);
     return rc == SOP_OK ? 1 : rc;
+}
+
+struct pending_ctx {
+    uint64_t replay_seg, floor;
+};
+
+static int seg_work_pending(const sop_wal_seginfo *s, void *ctx)
+{
+    const struct pending_ctx *p = ctx;
+    return seg_is_victim(s, p->replay_seg, p->floor) ||
+           (!s->current && s->id < p->replay_seg && s->dead_bytes >= s->blob_bytes);
 }
 
 /* Would a checkpoint with no new commits still move or free space? */
 static int space_work_pending(sop_db *db)
 {
-    int pending = 0;
-    pthread_mutex_lock(&db->wal.seg_mu);
-    for (size_t i = 0; i < db->wal.seg_count && !pending; i++) {
-        sop_seg *s = db->wal.segs[i];
-        pending =
-            seg_is_victim(&db->wal, s, db->replay_from.seg, clean_floor(db)) ||
-            (s != db->wal.cur && s->id < db->replay_from.seg && s->dead_bytes >= s->blob_bytes);
-    }
-    pthread_mutex_unlock(&db->wal.seg_mu);
-    return pending;
+    struct pending_ctx p = {db->replay_from.seg, clean_floor(db)};
+    return sop_wal__each_segment(db->wal, NULL, seg_work_pending, &p);
 }
 
 struct reloc {
@@ -270,7 +268,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
         }
     } else { /* on disk only: its blob (compact already) becomes the copy,
               * without passing through the cache */
-        if (sop_wal__read(&db->wal, &head->loc, SOP_REC_NODE, &copy, &len) != SOP_OK)
+        if (sop_wal__read(db->wal, &head->loc, SOP_REC_NODE, &copy, &len) != SOP_OK)
             return 0; /* unreadable: leave it where it is; sop_check reports it */
         if (sop_node__validate(copy, len, NULL) != SOP_OK || sop_node__lid(copy) != lid) {
             sop_free(copy);
@@ -326,29 +324,37 @@ static int cmp_victim(const void *a, const void *b)
  * out of each and emptied none, so it was written without freeing a
  * segment.
  */
+struct victims {
+    struct victim *vs;
+    size_t nv, cap;
+    uint64_t replay_seg, floor;
+};
+
+/* Collect the victims (a failed allocation stops the collection). */
+static int collect_victim(const sop_wal_seginfo *s, void *ctx)
+{
+    struct victims *v = ctx;
+    if (!seg_is_victim(s, v->replay_seg, v->floor))
+        return 0;
+    if (v->nv == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 8;
+        struct victim *n = sop_realloc(v->vs, cap * sizeof *n);
+        if (!n)
+            return 1;
+        v->vs = n;
+        v->cap = cap;
+    }
+    v->vs[v->nv++] = (struct victim){s->id, s->blob_bytes - s->dead_bytes, s->size};
+    return 0;
+}
+
 static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg)
 {
     struct reloc r = {db, C, NULL, 0, relocation_budget(db)};
-    struct victim *vs = NULL;
-    size_t nv = 0, cap = 0;
-    pthread_mutex_lock(&db->wal.seg_mu);
-    for (size_t i = 0; i < db->wal.seg_count; i++) {
-        sop_seg *s = db->wal.segs[i];
-        if (!seg_is_victim(&db->wal, s, replay_seg, clean_floor(db)))
-            continue;
-        if (nv == cap) {
-            cap = cap ? cap * 2 : 8;
-            struct victim *n = sop_realloc(vs, cap * sizeof *n);
-            if (!n)
-                break;
-            vs = n;
-        }
-        vs[nv].id = s->id;
-        vs[nv].live = s->blob_bytes - s->dead_bytes;
-        vs[nv].size = s->size;
-        nv++;
-    }
-    pthread_mutex_unlock(&db->wal.seg_mu);
+    struct victims vc = {NULL, 0, 0, replay_seg, clean_floor(db)};
+    (void)sop_wal__each_segment(db->wal, NULL, collect_victim, &vc);
+    struct victim *vs = vc.vs;
+    size_t nv = vc.nv;
     if (nv && (r.victims = sop_malloc(nv * sizeof *r.victims)) != NULL) {
         qsort(vs, nv, sizeof *vs, cmp_victim);
         uint64_t planned = 0;
@@ -406,24 +412,31 @@ static struct acct *acct_find(struct acct_snap *as, uint64_t id)
     return lo < as->n && as->a[lo].id == id ? &as->a[lo] : NULL;
 }
 
-/* Every segment's counters (append_mu held: nothing is appended meanwhile). */
-static int acct_take(struct acct_snap *as, sop_wal *w)
+/* One segment's counters into the snapshot, sized at the first (the wal
+ * holds append_mu and seg_mu over the walk: nothing is appended meanwhile). */
+static int acct_take_one(const sop_wal_seginfo *s, void *ctx)
 {
-    pthread_mutex_lock(&w->seg_mu);
-    size_t n = w->seg_count;
-    struct acct *a = sop_malloc((n ? n : 1) * sizeof *a);
-    if (a) {
-        for (size_t i = 0; i < n; i++) {
-            const sop_seg *s = w->segs[i];
-            a[i] = (struct acct){s->id,        s->blob_bytes, s->dead_bytes,
-                                 s->death_lsn, s->max_lsn,    s->inflight_bytes};
-        }
+    struct acct_snap *as = ctx;
+    if (s->index == 0) {
+        if (!(as->a = sop_malloc(s->count * sizeof *as->a)))
+            return SOP_NOMEM;
+        as->cap = s->count;
     }
-    pthread_mutex_unlock(&w->seg_mu);
-    if (!a)
+    assert(as->n < as->cap);
+    as->a[as->n++] = (struct acct){s->id,        s->blob_bytes, s->dead_bytes,
+                                   s->death_lsn, s->max_lsn,    s->inflight_bytes};
+    return 0;
+}
+
+/* (C4) The tail and every segment's counters at one instant. */
+static int acct_take(struct acct_snap *as, sop_wal *w, sop_loc *tail_out)
+{
+    as->a = NULL;
+    as->n = as->cap = 0;
+    if (sop_wal__each_segment(w, tail_out, acct_take_one, as) != 0)
         return sop_err(SOP_NOMEM, "checkpoint accounting");
-    as->a = a;
-    as->n = as->cap = n;
+    if (!as->a && !(as->a = sop_malloc(sizeof *as->a)))
+        return sop_err(SOP_NOMEM, "checkpoint accounting");
     return SOP_OK;
 }
 
@@ -482,6 +495,38 @@ static size_t batch_limit(const sop_db *db)
     return p;
 }
 
+/* Append the batch and turn the batch-relative locations of its n records
+ * (w) into segment locations; the batch is empty after. */
+static int flush_batch(sop_db *db, sop_buf *batch, struct written *w, size_t n)
+{
+    sop_loc base;
+    uint64_t token;
+    int rc = sop_wal__append(db->wal, batch->data, batch->len, 0, batch->len, &base, &token);
+    if (rc != SOP_OK)
+        return rc;
+    for (size_t j = 0; j < n; j++) {
+        assert(w[j].loc.seg == 0 && w[j].loc.off < batch->len);
+        w[j].loc.seg = base.seg;
+        w[j].loc.off += base.off;
+    }
+    sop_buf_reset(batch);
+    return SOP_OK;
+}
+
+/* (C3) A sealed segment before the replay position whose blobs are all
+ * dead, the deaths and the records older than the checkpoint and than every
+ * snapshot: nothing can read it any more. */
+struct reclaim_ctx {
+    uint64_t replay_seg, C, smin;
+};
+
+static int seg_reclaimable(const sop_wal_seginfo *s, void *ctx)
+{
+    const struct reclaim_ctx *r = ctx;
+    return s->id < r->replay_seg && s->dead_bytes >= s->blob_bytes && s->death_lsn <= r->C &&
+           s->death_lsn <= r->smin && s->max_lsn <= r->C;
+}
+
 int sop_ckpt__run(sop_db *db)
 {
     int rc = SOP_OK;
@@ -512,10 +557,8 @@ int sop_ckpt__run(sop_db *db)
         pthread_mutex_unlock(&db->ckpt_mu);
         return SOP_OK; /* nothing new */
     }
-    pthread_mutex_lock(&db->wal.append_mu);
-    sop_loc replay = {db->wal.cur ? db->wal.cur->id : 0, db->wal.tail_off, 0, 0};
-    rc = acct_take(&as, &db->wal); /* (C4) at the cut */
-    pthread_mutex_unlock(&db->wal.append_mu);
+    sop_loc replay;
+    rc = acct_take(&as, db->wal, &replay); /* (C4) at the cut */
     if (rc != SOP_OK) {
         pthread_mutex_unlock(&db->commit_mu);
         goto out;
@@ -549,7 +592,7 @@ int sop_ckpt__run(sop_db *db)
      * what is evicted here is freed at once unless a reader still sees it). */
     sop_cache__evict(db);
     /* 2. Write the nodes visible at C that have no blob yet. */
-    size_t batch_max = batch_limit(db);
+    size_t batch_max = batch_limit(db), wflushed = 0;
     for (size_t i = 0; i < nlids; i++) {
         sop_version *v = sop_registry__lookup(&db->reg, lids[i], C);
         if (!v || v->loc.seg != 0)
@@ -560,18 +603,9 @@ int sop_ckpt__run(sop_db *db)
         if (batch.len && batch.len + rlen > batch_max) {
             /* Appended before it would pass batch_max: the buffer never
              * grows past it (one record bigger than it goes alone). */
-            sop_loc base;
-            uint64_t token;
-            if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base,
-                                      &token)) != SOP_OK)
+            if ((rc = flush_batch(db, &batch, w + wflushed, wn - wflushed)) != SOP_OK)
                 goto out;
-            for (size_t j = 0; j < wn; j++) {
-                if (w[j].loc.seg == 0) {
-                    w[j].loc.seg = base.seg;
-                    w[j].loc.off += base.off;
-                }
-            }
-            sop_buf_reset(&batch);
+            wflushed = wn;
         }
         size_t at = batch.len;
         uint8_t *rec = sop_buf_extend(&batch, rlen);
@@ -601,18 +635,8 @@ int sop_ckpt__run(sop_db *db)
         w[wn].loc.seg = 0;
         wn++;
     }
-    if (batch.len) {
-        sop_loc base;
-        uint64_t token;
-        if ((rc = sop_wal__append(&db->wal, batch.data, batch.len, 0, batch.len, &base, &token)) !=
-            SOP_OK)
-            goto out;
-        for (size_t j = 0; j < wn; j++)
-            if (w[j].loc.seg == 0) {
-                w[j].loc.seg = base.seg;
-                w[j].loc.off += base.off;
-            }
-    }
+    if (batch.len && (rc = flush_batch(db, &batch, w + wflushed, wn - wflushed)) != SOP_OK)
+        goto out;
     if ((rc = acct_add_written(&as, w, wn)) != SOP_OK)
         goto out;
     /* What the sync below puts on stable storage: recovery must find valid
@@ -622,15 +646,12 @@ int sop_ckpt__run(sop_db *db)
      * power cut would then look like damage below the durable position. */
     sop_loc durable = replay;
     if (db->opts.sync != SOP_SYNC_OFF) {
-        pthread_mutex_lock(&db->wal.append_mu);
-        durable.seg = db->wal.cur ? db->wal.cur->id : 0;
-        durable.off = db->wal.tail_off;
-        pthread_mutex_unlock(&db->wal.append_mu);
+        durable = sop_wal__tail(db->wal);
     }
     /* 3. (C2) blobs and every record <= C durable (not in SOP_SYNC_OFF,
      *    which gives up power-loss safety for speed: see sop.h). The sync
      *    covers everything appended before it starts, so all of the above. */
-    if (db->opts.sync != SOP_SYNC_OFF && (rc = sop_wal__sync_all(&db->wal)) != SOP_OK) {
+    if (db->opts.sync != SOP_SYNC_OFF && (rc = sop_wal__sync_all(db->wal)) != SOP_OK) {
         rc = sop_db__panic(db, rc);
         goto out;
     }
@@ -652,14 +673,14 @@ int sop_ckpt__run(sop_db *db)
             sop_version *n = h;
             while (n && atomic_load(&n->older) != v)
                 n = atomic_load(&n->older);
-            sop_wal__blob_dead(&db->wal, &v->loc, n ? n->lsn : h->lsn);
+            sop_wal__blob_dead(db->wal, &v->loc, n ? n->lsn : h->lsn);
         }
     }
     atomic_fetch_sub(&db->dirty_bytes, written_bytes);
     size_t keep = 0;
     for (size_t i = 0; i < db->death_count; i++) {
         if (db->deaths[i].lsn <= C) {
-            sop_wal__blob_dead(&db->wal, &db->deaths[i].loc, db->deaths[i].lsn);
+            sop_wal__blob_dead(db->wal, &db->deaths[i].loc, db->deaths[i].lsn);
             acct_dead(&as, &db->deaths[i].loc, db->deaths[i].lsn);
         } else
             db->deaths[keep++] = db->deaths[i];
@@ -720,23 +741,17 @@ int sop_ckpt__run(sop_db *db)
     }
     /* (C4) The accounting at C. Its end is each segment's size now: the node
      * blobs below it are this checkpoint's (counted above) or older. */
-    pthread_mutex_lock(&db->wal.seg_mu);
     sop_buf_append_le32(&mani, (uint32_t)as.n);
-    for (size_t i = 0, k = 0; i < as.n; i++) {
+    for (size_t i = 0; i < as.n; i++) {
         const struct acct *e = &as.a[i];
-        while (k < db->wal.seg_count && db->wal.segs[k]->id < e->id)
-            k++; /* both sorted by id */
-        const sop_seg *s =
-            k < db->wal.seg_count && db->wal.segs[k]->id == e->id ? db->wal.segs[k] : NULL;
         sop_buf_append_le64(&mani, e->id);
         sop_buf_append_le64(&mani, e->blob);
         sop_buf_append_le64(&mani, e->dead);
         sop_buf_append_le64(&mani, e->death_lsn);
         sop_buf_append_le64(&mani, e->max_lsn);
-        sop_buf_append_le64(&mani, s ? s->size : 0);
+        sop_buf_append_le64(&mani, sop_wal__seg_size(db->wal, e->id)); /* 0 if gone */
         sop_buf_append_le64(&mani, e->inflight);
     }
-    pthread_mutex_unlock(&db->wal.seg_mu);
     size_t nl_off = mani.len;
     sop_buf_append_le64(&mani, 0);
     struct reg_collect rcx = {&mani, C, 0, 0};
@@ -774,34 +789,15 @@ int sop_ckpt__run(sop_db *db)
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
     pthread_mutex_unlock(&db->snap_mu);
-    uint64_t smin = sop_db__snap_min(db, 0);
-    pthread_mutex_lock(&db->wal.append_mu);
-    pthread_mutex_lock(&db->wal.seg_mu);
-    for (size_t i = 0; i < db->wal.seg_count;) {
-        sop_seg *s = db->wal.segs[i];
-        if (s != db->wal.cur && s->id < replay.seg && s->dead_bytes >= s->blob_bytes &&
-            s->death_lsn <= C && s->death_lsn <= smin && s->max_lsn <= C) {
-            char sp[4300];
-            snprintf(sp, sizeof sp, "%s/seg/%016" PRIx64 ".seg", db->path, s->id);
-            db->vfs->close(s->file);
-            db->vfs->unlink(db->vfs, sp);
-            memmove(&db->wal.segs[i], &db->wal.segs[i + 1],
-                    (db->wal.seg_count - i - 1) * sizeof *db->wal.segs);
-            db->wal.seg_count--;
-            sop_free(s);
-            continue;
-        }
-        i++;
-    }
-    pthread_mutex_unlock(&db->wal.seg_mu);
-    pthread_mutex_unlock(&db->wal.append_mu);
+    struct reclaim_ctx rcl = {replay.seg, C, sop_db__snap_min(db, 0)};
+    (void)sop_wal__reclaim(db->wal, seg_reclaimable, &rcl);
 out:
     if (!placed) {
         /* Failed before the versions got them: nothing will reference the
          * node blobs already appended. */
         for (size_t j = 0; j < wn; j++)
             if (w[j].loc.seg != 0)
-                sop_wal__blob_dead(&db->wal, &w[j].loc, 0);
+                sop_wal__blob_dead(db->wal, &w[j].loc, 0);
     }
     sop_free(as.a);
     pthread_mutex_lock(&db->snap_mu);
@@ -1049,12 +1045,12 @@ int sop_ckpt__load(sop_db *db, int *found_out)
      * after the checkpoint would vanish, and an id of UINT64_MAX would wrap
      * the next segment's id to 0. */
     {
-        sop_seg *rs = sop_wal__segment(&db->wal, db->replay_from.seg);
+        sop_seg *rs = sop_wal__segment(db->wal, db->replay_from.seg);
         if (r.bad) {
             rc = SOP_CORRUPT_BKPT("%s: truncated", path);
             goto out;
         }
-        if (!rs || !sop_wal__segment(&db->wal, db->durable_from.seg) ||
+        if (!rs || !sop_wal__segment(db->wal, db->durable_from.seg) ||
             db->replay_from.seg > db->durable_from.seg ||
             (db->replay_from.seg == db->durable_from.seg &&
              db->replay_from.off > db->durable_from.off) ||
@@ -1068,10 +1064,8 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         }
     }
     /* Segment ids are never reused (W1), even of segments deleted since. */
-    if (db->wal.next_seg_id <= db->durable_from.seg)
-        db->wal.next_seg_id = db->durable_from.seg + 1;
-    if (db->wal.next_seg_id <= db->replay_from.seg)
-        db->wal.next_seg_id = db->replay_from.seg + 1;
+    sop_wal__reserve_ids(db->wal, db->durable_from.seg);
+    sop_wal__reserve_ids(db->wal, db->replay_from.seg);
     db->reg.next_lid = sop_rd_u64(&r);
     db->next_store_id = sop_rd_u64(&r);
     db->next_txn_id = sop_rd_u64(&r);
@@ -1138,7 +1132,7 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         uint64_t blob = sop_rd_u64(&r), dead = sop_rd_u64(&r), dl = sop_rd_u64(&r),
                  ml = sop_rd_u64(&r);
         uint64_t acct_end = sop_rd_u64(&r), inflight = sop_rd_u64(&r);
-        sop_seg *s = sop_wal__segment(&db->wal, id);
+        sop_seg *s = sop_wal__segment(db->wal, id);
         if (s) {
             s->blob_bytes = blob;
             s->dead_bytes = dead;
@@ -1162,7 +1156,7 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         loc.crc = sop_rd_u32(&r);
         if (r.bad)
             break;
-        if (!sop_wal__segment(&db->wal, loc.seg)) {
+        if (!sop_wal__segment(db->wal, loc.seg)) {
             rc = SOP_CORRUPT_BKPT("node %" PRIu64 " lives in missing segment %" PRIu64, lid,
                                   loc.seg);
             goto out;

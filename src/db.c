@@ -27,7 +27,7 @@
 int sop_db__panic(sop_db *db, int rc)
 {
     atomic_store(&db->panicked, 1);
-    sop_wal__panic(&db->wal, rc);
+    sop_wal__panic(db->wal, rc);
     /* Whatever the cause, the caller learns only that the outcome is now
      * recovery's to decide (a record may already be in the log). */
     return SOP_PANIC;
@@ -36,7 +36,7 @@ int sop_db__panic(sop_db *db, int rc)
 int sop_db__check_panic(sop_db *db)
 {
     if (atomic_load_explicit(&db->panicked, memory_order_relaxed) ||
-        atomic_load_explicit(&db->wal.panicked, memory_order_relaxed))
+        sop_wal__panicked(db->wal))
         return sop_err(SOP_PANIC, "database handle is unusable after a fatal error; reopen it");
     return SOP_OK;
 }
@@ -56,7 +56,7 @@ int sop_db__node(const uint8_t **img_out, sop_db *db, sop_version *v, uint64_t l
         return SOP_CORRUPT_BKPT("node %" PRIu64 " has neither image nor location", lid);
     uint8_t *payload;
     size_t len;
-    int rc = sop_wal__read(&db->wal, &v->loc, SOP_REC_NODE, &payload, &len);
+    int rc = sop_wal__read(db->wal, &v->loc, SOP_REC_NODE, &payload, &len);
     if (rc)
         return rc;
     if ((rc = sop_node__validate(payload, len, cmp)) != SOP_OK) {
@@ -601,7 +601,7 @@ static void claim_blob(const sop_loc *loc, void *ctx)
     struct replay_ctx *r = ctx;
     if (sop_u64map_del(NULL, &r->unref, blob_key(loc)) == SOP_OK)
         return;
-    sop_seg *s = sop_wal__segment(&r->db->wal, loc->seg);
+    sop_seg *s = sop_wal__segment(r->db->wal, loc->seg);
     if (s && loc->off < s->acct_end && s->inflight_bytes >= loc->len)
         s->inflight_bytes -= loc->len;
 }
@@ -657,7 +657,6 @@ static int replay_cb(int type, uint64_t lsn, const uint8_t *payload, size_t len,
  */
 static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int newest)
 {
-    char dir[4200], sp[4300];
     int rc = SOP_OK;
     int below_durable = (s->id < db->durable_from.seg && (torn || end == 0)) ||
                         (s->id == db->durable_from.seg && end < db->durable_from.off);
@@ -675,7 +674,7 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
                                 " but newer segments exist",
                                 s->id, end);
     uint64_t vouched, by, lsn;
-    if ((rc = sop_wal__vouched(&db->wal, s, end, db->applied_lsn + 1, &vouched, &by, &lsn)) !=
+    if ((rc = sop_wal__vouched(db->wal, s, end, db->applied_lsn + 1, &vouched, &by, &lsn)) !=
         SOP_OK)
         return rc;
     if (vouched > end)
@@ -683,35 +682,18 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
                                 ": the valid record at offset %" PRIu64 " (lsn %" PRIu64
                                 ") was written after the segment was durable up to %" PRIu64,
                                 s->id, end, by, lsn, vouched);
-    if (end == 0 && db->wal.note_id == s->id)
+    if (end == 0 && sop_wal__note_id(db->wal) == s->id)
         return SOP_CORRUPT_BKPT("segment %" PRIu64 " has a damaged header, though it was "
                                 "durable (LOCK names the segment)",
                                 s->id);
-    snprintf(dir, sizeof dir, "%s/seg", db->path);
     if (end == 0 && !db->readonly) {
         /* No valid header, nothing after it: a creation a crash interrupted
          * (the header is synced before anything else is written). It holds
          * no record; remove it, and let the next segment take its id. */
-        snprintf(sp, sizeof sp, "%s/%016" PRIx64 ".seg", dir, s->id);
-        pthread_mutex_lock(&db->wal.seg_mu);
-        for (size_t k = 0; k < db->wal.seg_count; k++)
-            if (db->wal.segs[k] == s) {
-                memmove(&db->wal.segs[k], &db->wal.segs[k + 1],
-                        (db->wal.seg_count - k - 1) * sizeof *db->wal.segs);
-                db->wal.seg_count--;
-                break;
-            }
-        if (db->wal.next_seg_id == s->id + 1)
-            db->wal.next_seg_id = s->id;
-        pthread_mutex_unlock(&db->wal.seg_mu);
-        db->vfs->close(s->file);
-        sop_free(s);
-        if ((rc = db->vfs->unlink(db->vfs, sp)) != SOP_OK)
-            return rc;
-        return db->opts.sync == SOP_SYNC_OFF ? SOP_OK : db->vfs->sync_dir(db->vfs, dir);
+        return sop_wal__drop_segment(db->wal, s);
     }
     /* (W9) the note may claim more of it (a zero extension): lower it first */
-    if (!db->readonly && (rc = sop_wal__note_cut(&db->wal, s->id, end)) == SOP_OK &&
+    if (!db->readonly && (rc = sop_wal__note_cut(db->wal, s->id, end)) == SOP_OK &&
         (rc = db->vfs->truncate(s->file, end)) == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
         rc = db->vfs->sync(s->file, 1);
     if (rc == SOP_OK)
@@ -740,7 +722,7 @@ static int recover(sop_db *db)
         snprintf(path, sizeof path, "%s/%016" PRIx64 ".seg", dir, l.ids[i]);
         SOP_TRY(db->vfs->open(&f, db->vfs, path, db->readonly ? SOP_VFS_READ : SOP_VFS_WRITE));
         if ((rc = db->vfs->size(f, &size)) != SOP_OK ||
-            (rc = sop_wal__add_segment(&db->wal, l.ids[i], f, size)) != SOP_OK) {
+            (rc = sop_wal__add_segment(db->wal, l.ids[i], f, size)) != SOP_OK) {
             db->vfs->close(f);
             goto out;
         }
@@ -760,8 +742,7 @@ static int recover(sop_db *db)
      * is a deleted segment, whose records would otherwise vanish. */
     uint64_t noted, noted_min;
     SOP_TRY(sop_wal__noted_newest(db->vfs, db->lock_file, &noted, &noted_min));
-    db->wal.note_id = noted; /* what LOCK claims: a cut below it lowers it first */
-    db->wal.note_min = noted_min;
+    sop_wal__adopt_note(db->wal, noted, noted_min); /* a cut below it lowers it first */
     if (noted >= from.seg && noted > (l.n ? l.ids[l.n - 1] : 0)) {
         /* (W9) the log reached it, and a crash cannot undo that. */
         rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is missing: the log reached it "
@@ -772,7 +753,7 @@ static int recover(sop_db *db)
     {
         /* (W9) the log made that much of it durable (a zero extension, or
          * its header), and every lawful cut lowers the note first. */
-        sop_seg *ns = noted ? sop_wal__segment(&db->wal, noted) : NULL;
+        sop_seg *ns = noted ? sop_wal__segment(db->wal, noted) : NULL;
         if (ns && ns->size < noted_min) {
             rc = SOP_CORRUPT_BKPT("segment %016" PRIx64 ".seg is truncated: it has %" PRIu64
                                   " bytes, the log had made %" PRIu64 " bytes of it durable "
@@ -791,14 +772,14 @@ static int recover(sop_db *db)
     for (size_t i = 0; i < l.n; i++) {
         if (l.ids[i] < from.seg)
             continue;
-        sop_seg *s = sop_wal__segment(&db->wal, l.ids[i]);
+        sop_seg *s = sop_wal__segment(db->wal, l.ids[i]);
         rctx.seg = s;
         uint64_t end;
         int torn;
         uint64_t off = l.ids[i] == from.seg ? from.off : 0;
         if (off > 0)
-            SOP_TRY(sop_wal__check_seghdr(&db->wal, s)); /* the scan starts past it */
-        SOP_TRY(sop_wal__scan(&db->wal, s, off, replay_cb, &rctx, &end, &torn));
+            SOP_TRY(sop_wal__check_seghdr(db->wal, s)); /* the scan starts past it */
+        SOP_TRY(sop_wal__scan(db->wal, s, off, replay_cb, &rctx, &end, &torn));
         SOP_TRY(settle_segment(db, s, end, torn, i + 1 == l.n));
     }
     /* What we replayed may never have been synced (a process crash after
@@ -807,7 +788,7 @@ static int recover(sop_db *db)
      * before anything is appended after it (W5 across a process crash).
      * Older segments were synced when they were sealed. */
     if (l.n && !db->readonly && db->opts.sync != SOP_SYNC_OFF) {
-        sop_seg *last = sop_wal__segment(&db->wal, l.ids[l.n - 1]);
+        sop_seg *last = sop_wal__segment(db->wal, l.ids[l.n - 1]);
         if (last && (rc = db->vfs->sync(last->file, 1)) != SOP_OK)
             goto out;
     }
@@ -817,18 +798,9 @@ static int recover(sop_db *db)
         void *len;
         while (sop_u64map_next(&key, &len, &rctx.unref, &pos) == SOP_OK) {
             sop_loc dead = {key >> 40, key & ((1ull << 40) - 1), (uint32_t)(uintptr_t)len, 0};
-            sop_wal__blob_dead(&db->wal, &dead, db->applied_lsn);
+            sop_wal__blob_dead(db->wal, &dead, db->applied_lsn);
         }
-        pthread_mutex_lock(&db->wal.seg_mu);
-        for (size_t i = 0; i < db->wal.seg_count; i++) {
-            sop_seg *s = db->wal.segs[i];
-            s->dead_bytes += s->inflight_bytes; /* unclaimed: never committed */
-            if (s->inflight_bytes && db->applied_lsn > s->death_lsn)
-                s->death_lsn = db->applied_lsn;
-            s->inflight_bytes = 0;
-            s->acct_end = 0;
-        }
-        pthread_mutex_unlock(&db->wal.seg_mu);
+        sop_wal__settle(db->wal, db->applied_lsn); /* unclaimed in flight: never committed */
     }
     atomic_store(&db->visible_lsn, db->applied_lsn);
     sop_db__reap_stores(db, db->applied_lsn); /* replayed drops: no snapshot yet */
@@ -951,8 +923,7 @@ static void db_free(sop_db *db)
     sop_u64map_dispose(&db->trim_lids);
     sop_free(db->deaths);
     sop_buf_dispose(&db->rec_buf);
-    if (db->wal.dir)
-        sop_wal__dispose(&db->wal);
+    sop_wal__close(db->wal);
     if (db->lock_file)
         db->vfs->close(db->lock_file); /* drops the OFD lock */
     for (size_t i = 0; i < db->comparator_count; i++)
@@ -1081,14 +1052,15 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     rc = db->vfs->mkdir(db->vfs, buf);
     if (rc != SOP_OK && rc != SOP_KEYEXIST)
         goto out;
-    SOP_TRY(sop_wal__init(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
-    db->wal.tail_file = db->readonly ? NULL : db->lock_file; /* (W9) */
-    /* (W7) zeros ahead of the tail pay off only when commits fdatasync. */
-    db->wal.prezero = db->opts.sync == SOP_SYNC_FULL && !db->readonly;
-    db->wal.nosync = db->opts.sync == SOP_SYNC_OFF;
+    SOP_TRY(sop_wal__open(&db->wal, db->vfs, path, db->uuid, db->opts.segment_bytes));
+    /* (W9) the note goes to LOCK; (W7) zeros ahead of the tail pay off
+     * only when commits fdatasync. */
+    sop_wal__configure(db->wal, db->readonly ? NULL : db->lock_file,
+                       db->opts.sync == SOP_SYNC_FULL && !db->readonly,
+                       db->opts.sync == SOP_SYNC_OFF);
     db->arena_debug = sop_arena_debug_env();
     SOP_TRY(recover(db));
-    SOP_TRY(sop_wal__start(&db->wal));
+    SOP_TRY(sop_wal__start(db->wal));
     *out = db;
     return sop_done(SOP_OK);
 out:
@@ -1101,42 +1073,9 @@ out:
  * do not pile up files. Its id is not reused (the manifest remembers it). */
 static void drop_empty_segment(sop_db *db)
 {
-    sop_wal *w = &db->wal;
-    char path[4300], dir[4200];
-    pthread_mutex_lock(&w->append_mu);
-    sop_seg *s = w->cur;
-    if (s && w->tail_off == SOP_REC_HDR_LEN + 24 && s->blob_bytes == 0 &&
-        s->id > db->replay_from.seg && s->id > db->durable_from.seg) {
-        snprintf(path, sizeof path, "%s/seg/%016" PRIx64 ".seg", db->path, s->id);
-        snprintf(dir, sizeof dir, "%s/seg", db->path);
-        uint64_t prev = 0, prev_size = 0; /* the newest segment that stays (sealed) */
-        pthread_mutex_lock(&w->seg_mu);
-        for (size_t i = 0; i < w->seg_count; i++)
-            if (w->segs[i]->id < s->id && w->segs[i]->id > prev) {
-                prev = w->segs[i]->id;
-                prev_size = w->segs[i]->size;
-            }
-        pthread_mutex_unlock(&w->seg_mu);
-        /* (W9) no longer the newest before it goes: if the note cannot be
-         * lowered, the empty segment stays (harmless). */
-        if (sop_wal__note_newest(w, prev, prev_size) == SOP_OK &&
-            db->vfs->unlink(db->vfs, path) == SOP_OK) {
-            pthread_mutex_lock(&w->seg_mu);
-            for (size_t i = 0; i < w->seg_count; i++)
-                if (w->segs[i] == s) {
-                    memmove(&w->segs[i], &w->segs[i + 1], (w->seg_count - i - 1) * sizeof *w->segs);
-                    w->seg_count--;
-                    break;
-                }
-            pthread_mutex_unlock(&w->seg_mu);
-            db->vfs->close(s->file);
-            sop_free(s);
-            w->cur = NULL;
-            if (db->opts.sync != SOP_SYNC_OFF)
-                db->vfs->sync_dir(db->vfs, dir); /* best effort: a leftover is harmless */
-        }
-    }
-    pthread_mutex_unlock(&w->append_mu);
+    uint64_t keep = db->replay_from.seg > db->durable_from.seg ? db->replay_from.seg
+                                                               : db->durable_from.seg;
+    sop_wal__drop_empty_tail(db->wal, keep);
 }
 
 int sop_db_close(sop_db *db)
@@ -1166,14 +1105,14 @@ int sop_db_close(sop_db *db)
             break;
         sop_txn__free(t);
     }
-    if (!atomic_load(&db->panicked) && !atomic_load(&db->wal.panicked)) {
+    if (!atomic_load(&db->panicked) && !sop_wal__panicked(db->wal)) {
         rc = sop_ckpt__run(db);
         if (rc == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
-            rc = sop_wal__sync_all(&db->wal);
+            rc = sop_wal__sync_all(db->wal);
         if (rc == SOP_OK)
             drop_empty_segment(db);
         if (rc == SOP_OK)
-            rc = sop_wal__trim_tail(&db->wal); /* (W7) */
+            rc = sop_wal__trim_tail(db->wal); /* (W7) */
     } else {
         rc = SOP_PANIC;
     }
@@ -1209,17 +1148,12 @@ int sop_db__stat(sop_db_stat_info *out, sop_db *db)
     out->node_hits = atomic_load(&db->st_hits);
     out->cache_bytes = atomic_load(&db->node_bytes);
     out->dirty_bytes = atomic_load(&db->dirty_bytes);
-    pthread_mutex_lock(&db->wal.sync_mu);
-    out->syncs = db->wal.syncs;
-    pthread_mutex_unlock(&db->wal.sync_mu);
-    pthread_mutex_lock(&db->wal.seg_mu);
-    for (size_t i = 0; i < db->wal.seg_count; i++) {
-        sop_seg *s = db->wal.segs[i];
-        out->disk_bytes += s->size;
-        out->live_bytes += s->blob_bytes - s->dead_bytes;
-        out->segments++;
-    }
-    pthread_mutex_unlock(&db->wal.seg_mu);
+    sop_wal_stats ws;
+    sop_wal__stats(db->wal, &ws);
+    out->syncs = ws.syncs;
+    out->disk_bytes = ws.disk_bytes;
+    out->live_bytes = ws.live_bytes;
+    out->segments = ws.segments;
     return sop_done(SOP_OK);
 }
 

@@ -114,7 +114,7 @@ struct sop_db {
     uint8_t uuid[16];
     uint64_t txn_limit_ns;
 
-    sop_wal wal;
+    sop_wal *wal;
     sop_registry reg;
 
     pthread_mutex_t ckpt_mu;   /* level 1 */

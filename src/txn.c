@@ -54,9 +54,9 @@ static void release_ws_blobs(sop_txn *t, int dead)
         for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
             if (x->op == SOP_OP_PUT && x->val.is_blob) {
                 if (dead)
-                    sop_wal__blob_discard(&t->db->wal, &x->val.loc);
+                    sop_wal__blob_discard(t->db->wal, &x->val.loc);
                 else
-                    sop_wal__blob_inflight(&t->db->wal, &x->val.loc, -1);
+                    sop_wal__blob_inflight(t->db->wal, &x->val.loc, -1);
             }
 }
 
@@ -267,7 +267,7 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
             uint32_t crc =
                 sop_rec__header(rec, SOP_REC_VALUE, rec + SOP_REC_HDR_LEN, value->len, 0);
             uint64_t token;
-            int rc = sop_wal__append_value(&t->db->wal, rec, rlen, &v.loc, &token);
+            int rc = sop_wal__append_value(t->db->wal, rec, rlen, &v.loc, &token);
             sop_free(rec);
             if (rc)
                 return rc;
@@ -286,7 +286,7 @@ int sop_txn__ws_put(sop_txn *t, sop_store *s, int op, const sop_val *key, uint64
     if (exact) {
         /* A replaced blob written by this txn is garbage now. */
         if (x->op == SOP_OP_PUT && x->val.is_blob)
-            sop_wal__blob_discard(&t->db->wal, &x->val.loc);
+            sop_wal__blob_discard(t->db->wal, &x->val.loc);
         x->op = (uint8_t)op;
         x->val = v;
         return SOP_OK;
@@ -403,7 +403,7 @@ int sop_txn__value(sop_val *out, sop_txn *t, uint8_t **buf, size_t *cap, const s
         *out = v->inline_val;
         return SOP_OK;
     }
-    int rc = sop_txn__read_value(&t->db->wal, &v->loc, v->value_len, buf, cap);
+    int rc = sop_txn__read_value(t->db->wal, &v->loc, v->value_len, buf, cap);
     if (rc)
         return rc;
     out->data = *buf + SOP_REC_HDR_LEN;
@@ -1256,7 +1256,7 @@ static int conflict_settle(sop_db *db, int rc)
     pthread_mutex_unlock(&db->commit_mu);
     if (rc != SOP_CONFLICT || atomic_load(&db->visible_lsn) >= upto)
         return rc;
-    int src = sop_wal__sync_all(&db->wal); /* covers every record <= upto, maybe more */
+    int src = sop_wal__sync_all(db->wal); /* covers every record <= upto, maybe more */
     if (src != SOP_OK)
         sop_db__panic(db, src); /* every later call reports the panic */
     else
@@ -1278,7 +1278,7 @@ static int append_and_publish(sop_db *db, sop_buf *rec, sop_apply *a, cat_change
         return rc;
     sop_rec__header(rec->data, SOP_REC_TXN, rec->data + SOP_REC_HDR_LEN, plen, lsn);
     sop_loc loc;
-    rc = sop_wal__append(&db->wal, rec->data, rlen, lsn, 0, &loc, token_out);
+    rc = sop_wal__append(db->wal, rec->data, rlen, lsn, 0, &loc, token_out);
     if (rc)
         return rc;
     /* The record is in the log: from here on nothing may fail. */
@@ -1358,7 +1358,7 @@ int sop_txn__commit(sop_txn *t)
     free_changes(ch, nch, 0);
     sop_apply__dispose(&a);
     if (sync_full) {
-        if ((rc = sop_wal__sync_to(&db->wal, token)) != SOP_OK)
+        if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
             return sop_db__panic(db, rc);
         set_visible(db, lsn);
     }
@@ -1578,7 +1578,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
         goto fail;
     sop_rec__header(rec.data, SOP_REC_TXN, rec.data + SOP_REC_HDR_LEN, plen, lsn);
     sop_loc loc;
-    if ((rc = sop_wal__append(&db->wal, rec.data, rlen, lsn, 0, &loc, &token)) != SOP_OK) {
+    if ((rc = sop_wal__append(db->wal, rec.data, rlen, lsn, 0, &loc, &token)) != SOP_OK) {
         /* remove what add_prepared added (the last entry) */
         sop_prepared *last = db->prepared_last;
         prepared_unlink(db, last);
@@ -1602,7 +1602,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     pthread_mutex_unlock(&db->commit_mu);
     sop_buf_dispose(&rec);
     /* Prepare is always durable, whatever the sync mode. */
-    if ((rc = sop_wal__sync_to(&db->wal, token)) != SOP_OK)
+    if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
         return sop_db__panic(db, rc);
     set_visible(db, lsn);
     return SOP_OK;
@@ -1663,7 +1663,7 @@ static void body_blob_death(const sop_loc *loc, void *ctx)
      * they would let a checkpoint delete a segment whose blobs are live.
      * Only a blob that is there dies; a misnamed one stays counted live
      * (leaked space, which sop_db_check reports). */
-    int rc = sop_wal__check_header(&d->a->db->wal, loc, SOP_REC_VALUE);
+    int rc = sop_wal__check_header(d->a->db->wal, loc, SOP_REC_VALUE);
     if (rc == SOP_OK)
         d->rc = sop_apply__add_death(d->a, loc);
     else if (rc != SOP_CORRUPT)
@@ -1683,7 +1683,7 @@ static void check_body_value(const sop_loc *loc, uint32_t value_len, void *ctx)
     struct value_check *vc = ctx;
     if (vc->rc != SOP_OK)
         return;
-    vc->rc = sop_txn__read_value(&vc->db->wal, loc, value_len, &vc->buf, &vc->cap);
+    vc->rc = sop_txn__read_value(vc->db->wal, loc, value_len, &vc->buf, &vc->cap);
     if (vc->rc != SOP_OK)
         snprintf(vc->msg, sizeof vc->msg, "%s", sop_errmsg());
 }
@@ -1795,7 +1795,7 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
     if (rc)
         return rc;
     if (db->opts.sync == SOP_SYNC_FULL) {
-        if ((rc = sop_wal__sync_to(&db->wal, token)) != SOP_OK)
+        if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
             return sop_db__panic(db, rc);
         set_visible(db, lsn);
     }

@@ -11,6 +11,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* The wal's state: nobody outside this file sees it (wal.h). */
+struct sop_wal {
+    const sop_vfs *vfs;
+    char *dir;
+    uint8_t db_uuid[16];
+    uint64_t seg_bytes;
+    uint64_t max_record; /* largest append: SOP_REC_MAX_LEN (tests lower it) */
+
+    pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
+    sop_seg *cur;
+    uint64_t tail_off;
+    uint64_t zero_end;               /* (W7) cur's file holds zeros in [tail_off, zero_end) */
+    int prezero;                     /* (W7) extend cur with zeros ahead of the tail */
+    int nosync;                      /* SOP_SYNC_OFF: no syncs of its own (W5) */
+    _Atomic uint64_t appended_total; /* monotonic byte counter: the group-commit
+                                      * token (written under append_mu) */
+
+    pthread_mutex_t seg_mu; /* the segment table and its accounting */
+    sop_seg **segs;         /* sorted by id */
+    size_t seg_count, seg_cap;
+    uint64_t next_seg_id;
+
+    pthread_mutex_t sync_mu; /* level 5 */
+    /* Group commit: waiters that the running sync covers sleep on
+     * sync_cv[sync_gen & 1], the others on the other one; a finished sync
+     * wakes the first set and one of the second, who leads the next sync
+     * (whose target covers all of that set). Nobody wakes just to sleep. */
+    pthread_cond_t sync_cv[2];
+    unsigned sync_gen;
+    uint64_t sync_target; /* what the running sync covers */
+    int sync_running;
+    uint64_t durable_total;
+    _Atomic int panicked; /* set once (W4); read without locks */
+    uint64_t syncs;
+    sop_file *tail_file; /* (W9) the LOCK file, or NULL */
+    /* (W9) a leaf lock (taken inside append_mu or alone): what the note in
+     * tail_file may claim at most (a note whose write failed may have
+     * landed), and a generation bumped by every cut or new segment, so a
+     * sync leader never raises the note over a cut it did not see. */
+    pthread_mutex_t note_mu;
+    uint64_t note_id, note_min, note_gen;
+};
+
 /* ---- record headers ------------------------------------------------------ */
 
 uint32_t sop_rec__header(uint8_t *hdr, int type, const void *payload, size_t payload_len,
@@ -74,14 +117,19 @@ static uint64_t mark_claim(uint64_t p, uint16_t m)
 
 /* ---- segment table ------------------------------------------------------- */
 
-int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
+int sop_wal__open(sop_wal **out, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
                   uint64_t seg_bytes)
 {
-    memset(w, 0, sizeof *w);
+    *out = NULL;
+    sop_wal *w = sop_calloc(1, sizeof *w);
+    if (!w)
+        return sop_err(SOP_NOMEM, "wal init");
     w->vfs = vfs;
     w->dir = sop_strdup(dir);
-    if (!w->dir)
+    if (!w->dir) {
+        sop_free(w);
         return sop_err(SOP_NOMEM, "wal init");
+    }
     memcpy(w->db_uuid, uuid, 16);
     w->seg_bytes = seg_bytes;
     w->max_record = SOP_REC_MAX_LEN;
@@ -92,11 +140,14 @@ int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t
     pthread_mutex_init(&w->note_mu, NULL);
     pthread_cond_init(&w->sync_cv[0], NULL);
     pthread_cond_init(&w->sync_cv[1], NULL);
+    *out = w;
     return SOP_OK;
 }
 
-void sop_wal__dispose(sop_wal *w)
+void sop_wal__close(sop_wal *w)
 {
+    if (!w)
+        return;
     for (size_t i = 0; i < w->seg_count; i++) {
         if (w->segs[i]->file)
             w->vfs->close(w->segs[i]->file);
@@ -110,7 +161,7 @@ void sop_wal__dispose(sop_wal *w)
     pthread_mutex_destroy(&w->note_mu);
     pthread_cond_destroy(&w->sync_cv[0]);
     pthread_cond_destroy(&w->sync_cv[1]);
-    memset(w, 0, sizeof *w);
+    sop_free(w);
 }
 
 static int seg_insert(sop_wal *w, sop_seg *s)
@@ -909,4 +960,256 @@ out:
     sop_free(buf);
     sop_free(big);
     return rc;
+}
+
+/* ---- the interface for callers outside wal.c (wal.h) --------------------- */
+
+void sop_wal__configure(sop_wal *w, sop_file *tail_file, int prezero, int nosync)
+{
+    w->tail_file = tail_file;
+    w->prezero = prezero;
+    w->nosync = nosync;
+}
+
+int sop_wal__panicked(sop_wal *w)
+{
+    return atomic_load_explicit(&w->panicked, memory_order_relaxed);
+}
+
+static sop_loc tail_locked(const sop_wal *w)
+{
+    sop_loc t = {w->cur ? w->cur->id : 0, w->tail_off, 0, 0};
+    return t;
+}
+
+sop_loc sop_wal__tail(sop_wal *w)
+{
+    pthread_mutex_lock(&w->append_mu);
+    sop_loc t = tail_locked(w);
+    pthread_mutex_unlock(&w->append_mu);
+    return t;
+}
+
+/* Caller holds append_mu (cur) and seg_mu (the counters). */
+static void seg_info(const sop_wal *w, size_t i, sop_wal_seginfo *out)
+{
+    sop_seg *s = w->segs[i];
+    *out = (sop_wal_seginfo){s,
+                             s->id,
+                             s->size,
+                             s->blob_bytes,
+                             s->dead_bytes,
+                             s->death_lsn,
+                             s->max_lsn,
+                             s->inflight_bytes,
+                             s == w->cur,
+                             i,
+                             w->seg_count};
+}
+
+int sop_wal__each_segment(sop_wal *w, sop_loc *tail_out, sop_wal_seg_fn fn, void *ctx)
+{
+    int rc = 0;
+    pthread_mutex_lock(&w->append_mu);
+    if (tail_out)
+        *tail_out = tail_locked(w);
+    pthread_mutex_lock(&w->seg_mu);
+    for (size_t i = 0; i < w->seg_count && rc == 0; i++) {
+        sop_wal_seginfo si;
+        seg_info(w, i, &si);
+        rc = fn(&si, ctx);
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+    pthread_mutex_unlock(&w->append_mu);
+    return rc;
+}
+
+int sop_wal__current(sop_wal *w, sop_wal_seginfo *out)
+{
+    int found = 0;
+    pthread_mutex_lock(&w->append_mu);
+    pthread_mutex_lock(&w->seg_mu);
+    for (size_t i = 0; w->cur && i < w->seg_count && !found; i++) {
+        if (w->segs[i] == w->cur) {
+            seg_info(w, i, out);
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+    pthread_mutex_unlock(&w->append_mu);
+    return found;
+}
+
+uint64_t sop_wal__seg_size(sop_wal *w, uint64_t id)
+{
+    pthread_mutex_lock(&w->seg_mu);
+    sop_seg *s = seg_find_locked(w, id);
+    uint64_t size = s ? s->size : 0;
+    pthread_mutex_unlock(&w->seg_mu);
+    return size;
+}
+
+void sop_wal__seg_path(const sop_wal *w, uint64_t id, char *buf, size_t cap)
+{
+    seg_path(buf, cap, w->dir, id);
+}
+
+/* Take entry i out of the table, close its file and free it: the one
+ * place a segment leaves the wal. Caller holds seg_mu (and append_mu
+ * unless single-threaded) and has made sure the segment is not cur. */
+static void seg_remove_locked(sop_wal *w, size_t i)
+{
+    sop_seg *s = w->segs[i];
+    assert(s != w->cur);
+    memmove(&w->segs[i], &w->segs[i + 1], (w->seg_count - i - 1) * sizeof *w->segs);
+    w->seg_count--;
+    if (s->file)
+        w->vfs->close(s->file);
+    sop_free(s);
+}
+
+size_t sop_wal__reclaim(sop_wal *w, sop_wal_seg_fn victim, void *ctx)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&w->append_mu);
+    pthread_mutex_lock(&w->seg_mu);
+    for (size_t i = 0; i < w->seg_count;) {
+        sop_wal_seginfo si;
+        seg_info(w, i, &si);
+        if (si.current || !victim(&si, ctx)) {
+            i++;
+            continue;
+        }
+        char path[4300];
+        seg_path(path, sizeof path, w->dir, si.id);
+        w->vfs->close(w->segs[i]->file);
+        w->segs[i]->file = NULL;
+        w->vfs->unlink(w->vfs, path); /* a leftover only costs space */
+        seg_remove_locked(w, i);
+        n++;
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+    pthread_mutex_unlock(&w->append_mu);
+    return n;
+}
+
+int sop_wal__drop_segment(sop_wal *w, sop_seg *s)
+{
+    char path[4300], dir[4200];
+    uint64_t id = s->id;
+    seg_path(path, sizeof path, w->dir, id);
+    snprintf(dir, sizeof dir, "%s/seg", w->dir);
+    pthread_mutex_lock(&w->seg_mu);
+    for (size_t k = 0; k < w->seg_count; k++)
+        if (w->segs[k] == s) {
+            seg_remove_locked(w, k);
+            break;
+        }
+    if (w->next_seg_id == id + 1)
+        w->next_seg_id = id;
+    pthread_mutex_unlock(&w->seg_mu);
+    int rc = w->vfs->unlink(w->vfs, path);
+    if (rc != SOP_OK)
+        return rc;
+    return w->nosync ? SOP_OK : w->vfs->sync_dir(w->vfs, dir);
+}
+
+void sop_wal__drop_empty_tail(sop_wal *w, uint64_t keep_upto)
+{
+    char path[4300], dir[4200];
+    pthread_mutex_lock(&w->append_mu);
+    sop_seg *s = w->cur;
+    pthread_mutex_lock(&w->seg_mu);
+    int empty = s && w->tail_off == SOP_SEGHDR_LEN && s->blob_bytes == 0 && s->id > keep_upto;
+    uint64_t prev = 0, prev_size = 0; /* the newest segment that stays (sealed) */
+    for (size_t i = 0; empty && i < w->seg_count; i++)
+        if (w->segs[i]->id < s->id && w->segs[i]->id > prev) {
+            prev = w->segs[i]->id;
+            prev_size = w->segs[i]->size;
+        }
+    pthread_mutex_unlock(&w->seg_mu);
+    if (empty) {
+        seg_path(path, sizeof path, w->dir, s->id);
+        snprintf(dir, sizeof dir, "%s/seg", w->dir);
+        /* (W9) no longer the newest before it goes: if the note cannot be
+         * lowered, the empty segment stays (harmless). */
+        if (sop_wal__note_newest(w, prev, prev_size) == SOP_OK &&
+            w->vfs->unlink(w->vfs, path) == SOP_OK) {
+            w->cur = NULL;
+            pthread_mutex_lock(&w->seg_mu);
+            for (size_t i = 0; i < w->seg_count; i++)
+                if (w->segs[i] == s) {
+                    seg_remove_locked(w, i);
+                    break;
+                }
+            pthread_mutex_unlock(&w->seg_mu);
+            if (!w->nosync)
+                w->vfs->sync_dir(w->vfs, dir); /* best effort: a leftover is harmless */
+        }
+    }
+    pthread_mutex_unlock(&w->append_mu);
+}
+
+void sop_wal__reserve_ids(sop_wal *w, uint64_t id)
+{
+    pthread_mutex_lock(&w->seg_mu);
+    if (w->next_seg_id <= id)
+        w->next_seg_id = id + 1;
+    pthread_mutex_unlock(&w->seg_mu);
+}
+
+void sop_wal__settle(sop_wal *w, uint64_t applied_lsn)
+{
+    pthread_mutex_lock(&w->seg_mu);
+    for (size_t i = 0; i < w->seg_count; i++) {
+        sop_seg *s = w->segs[i];
+        s->dead_bytes += s->inflight_bytes; /* unclaimed: never committed */
+        if (s->inflight_bytes && applied_lsn > s->death_lsn)
+            s->death_lsn = applied_lsn;
+        s->inflight_bytes = 0;
+        s->acct_end = 0;
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+}
+
+void sop_wal__adopt_note(sop_wal *w, uint64_t id, uint64_t min_size)
+{
+    pthread_mutex_lock(&w->note_mu);
+    w->note_id = id;
+    w->note_min = min_size;
+    pthread_mutex_unlock(&w->note_mu);
+}
+
+uint64_t sop_wal__note_id(sop_wal *w)
+{
+    pthread_mutex_lock(&w->note_mu);
+    uint64_t id = w->note_id;
+    pthread_mutex_unlock(&w->note_mu);
+    return id;
+}
+
+void sop_wal__stats(sop_wal *w, sop_wal_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&w->sync_mu);
+    out->syncs = w->syncs;
+    pthread_mutex_unlock(&w->sync_mu);
+    pthread_mutex_lock(&w->seg_mu);
+    for (size_t i = 0; i < w->seg_count; i++) {
+        const sop_seg *s = w->segs[i];
+        out->disk_bytes += s->size;
+        out->live_bytes += s->blob_bytes - s->dead_bytes;
+        out->segments++;
+    }
+    pthread_mutex_unlock(&w->seg_mu);
+}
+
+uint64_t sop_wal__max_record(sop_wal *w)
+{
+    return w->max_record;
+}
+
+void sop_wal__set_max_record(sop_wal *w, uint64_t max_record)
+{
+    w->max_record = max_record;
 }

@@ -125,51 +125,17 @@ typedef struct sop_seg {
     _Atomic uint64_t synced_off; /* (W8) bytes [0, synced_off) are durable */
 } sop_seg;
 
-typedef struct sop_wal {
-    const sop_vfs *vfs;
-    char *dir;
-    uint8_t db_uuid[16];
-    uint64_t seg_bytes;
-    uint64_t max_record;       /* largest append: SOP_REC_MAX_LEN (tests lower it) */
+/* The wal's state is its own (wal.c): callers hold a handle and use the
+ * functions below. */
+typedef struct sop_wal sop_wal;
 
-    pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
-    sop_seg *cur;
-    uint64_t tail_off;
-    uint64_t zero_end;         /* (W7) cur's file holds zeros in [tail_off, zero_end) */
-    int prezero;               /* (W7) extend cur with zeros ahead of the tail */
-    int nosync;                /* SOP_SYNC_OFF: no syncs of its own (W5) */
-    _Atomic uint64_t appended_total; /* monotonic byte counter: the group-commit
-                                      * token (written under append_mu) */
-
-    pthread_mutex_t seg_mu;    /* the segment table and its accounting */
-    sop_seg **segs;            /* sorted by id */
-    size_t seg_count, seg_cap;
-    uint64_t next_seg_id;
-
-    pthread_mutex_t sync_mu;   /* level 5 */
-    /* Group commit: waiters that the running sync covers sleep on
-     * sync_cv[sync_gen & 1], the others on the other one; a finished sync
-     * wakes the first set and one of the second, who leads the next sync
-     * (whose target covers all of that set). Nobody wakes just to sleep. */
-    pthread_cond_t sync_cv[2];
-    unsigned sync_gen;
-    uint64_t sync_target;      /* what the running sync covers */
-    int sync_running;
-    uint64_t durable_total;
-    _Atomic int panicked;      /* set once (W4); read without locks */
-    uint64_t syncs;
-    sop_file *tail_file;       /* (W9) the LOCK file, or NULL */
-    /* (W9) a leaf lock (taken inside append_mu or alone): what the note in
-     * tail_file may claim at most (a note whose write failed may have
-     * landed), and a generation bumped by every cut or new segment, so a
-     * sync leader never raises the note over a cut it did not see. */
-    pthread_mutex_t note_mu;
-    uint64_t note_id, note_min, note_gen;
-} sop_wal;
-
-int sop_wal__init(sop_wal *w, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
+/* Allocate a wal over dir/seg/ with no segment yet (recovery adds them,
+ * then sop_wal__start creates the append target). *out is NULL on error
+ * (SOP_NOMEM). sop_wal__close closes every segment file and frees the wal;
+ * NULL is a no-op. Neither runs concurrently with anything. */
+int sop_wal__open(sop_wal **out, const sop_vfs *vfs, const char *dir, const uint8_t uuid[16],
                   uint64_t seg_bytes);
-void sop_wal__dispose(sop_wal *w);
+void sop_wal__close(sop_wal *w);
 
 /* Register an existing segment file (recovery). SOP_CORRUPT for id
  * UINT64_MAX: no id could follow it (W1). */
@@ -254,6 +220,110 @@ int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t next_lsn,
                      uint64_t *vouched_out, uint64_t *by_out, uint64_t *lsn_out);
 
 int sop_wal__panic(sop_wal *w, int rc);
+
+/* ---- the operations callers outside wal.c perform ------------------------
+ *
+ * ckpt.c, db.c and check.c reach the wal only through these (as SQLite's
+ * pager reaches its WAL only through wal.h): its table, tail and locks are
+ * the wal's own. Lock levels: append_mu is taken before seg_mu, never the
+ * other way round; none of these is called with either held. Functions that
+ * say "recovery" assume one thread (open, before sop_wal__start); the others
+ * may run on any thread.
+ */
+
+/* One segment as the table holds it, copied under seg_mu. */
+typedef struct sop_wal_seginfo {
+    sop_seg *seg;            /* borrowed: valid while the segment is in the table */
+    uint64_t id, size;       /* size: the tail (W7), not the file's size */
+    uint64_t blob_bytes, dead_bytes, death_lsn, max_lsn, inflight_bytes;
+    int current;             /* the append target (never reclaimed, C3) */
+    size_t index, count;     /* position in id order, and the table's size */
+} sop_wal_seginfo;
+
+/* A visitor: nonzero stops a walk (and is its result; for
+ * sop_wal__reclaim: remove this segment). Runs with append_mu and seg_mu
+ * held: it must not call into the wal, nor take a lock above them
+ * (commit_mu, ckpt_mu, snap_mu may be held by its caller). */
+typedef int (*sop_wal_seg_fn)(const sop_wal_seginfo *s, void *ctx);
+
+/* Recovery: set what db.c decides at open. tail_file: the LOCK file the
+ * (W9) note goes to, NULL for none (read-only); prezero (W7); nosync
+ * (W5: SOP_SYNC_OFF). */
+void sop_wal__configure(sop_wal *w, sop_file *tail_file, int prezero, int nosync);
+
+/* Has the wal panicked (W4)? A relaxed atomic read: no lock, any thread. */
+int sop_wal__panicked(sop_wal *w);
+
+/* The append position {current segment id, its tail offset} ({0, 0}
+ * before sop_wal__start or after sop_wal__drop_empty_tail): append_mu
+ * taken inside. Bytes appended before the call lie below it. */
+sop_loc sop_wal__tail(sop_wal *w);
+
+/* Call fn for every segment in id order, with append_mu and seg_mu held
+ * throughout, so the tail (*tail_out, if not NULL: as sop_wal__tail) and
+ * every segment's size and counters are one instant's. Returns fn's first
+ * nonzero result (the walk stops there), else 0. */
+int sop_wal__each_segment(sop_wal *w, sop_loc *tail_out, sop_wal_seg_fn fn, void *ctx);
+
+/* The current segment's info (as sop_wal__each_segment); 0 if there is
+ * none (read-only), else 1. append_mu and seg_mu taken inside. */
+int sop_wal__current(sop_wal *w, sop_wal_seginfo *out);
+
+/* The tail of segment id; 0 if it is not in the table. seg_mu taken. */
+uint64_t sop_wal__seg_size(sop_wal *w, uint64_t id);
+
+/* seg/<id>.seg under the wal's folder, into buf (cap bytes, truncated). */
+void sop_wal__seg_path(const sop_wal *w, uint64_t id, char *buf, size_t cap);
+
+/* (C3) Delete every sealed segment victim(info) says may go: closed,
+ * unlinked (a failed unlink only leaves a file that costs space) and out
+ * of the table, its ids never reused (W1). The current segment is never
+ * offered. append_mu and seg_mu held for the whole walk, so no append or
+ * read (loc lookups take seg_mu) sees a half-removed segment; the caller
+ * guarantees nothing references a victim any more. Returns how many went. */
+size_t sop_wal__reclaim(sop_wal *w, sop_wal_seg_fn victim, void *ctx);
+
+/* Recovery: remove segment s, a creation a crash interrupted (no valid
+ * header, no record): out of the table, closed, unlinked, the folder
+ * synced unless nosync. If it was the newest id, the next segment takes
+ * its id. s is freed even on failure; the unlink's or sync's error is
+ * returned. */
+int sop_wal__drop_segment(sop_wal *w, sop_seg *s);
+
+/* At a clean close: if the current segment holds only its header and no
+ * blob, and its id is above keep_below (the checkpoint's replay and
+ * durable segments), lower the (W9) note to the newest segment that stays
+ * and remove it; there is no current segment after that (no append may
+ * follow). Best effort: if the note cannot be lowered or the unlink fails,
+ * the empty segment stays (harmless). append_mu held throughout. */
+void sop_wal__drop_empty_tail(sop_wal *w, uint64_t keep_below);
+
+/* Recovery: ids up to and including id are taken (a manifest names them,
+ * W1): the next segment gets a larger one. */
+void sop_wal__reserve_ids(sop_wal *w, uint64_t id);
+
+/* Recovery, after the replay: blob bytes still counted in flight were
+ * never claimed by a replayed record, so they are dead, at applied_lsn
+ * (their transactions never committed); every acct_end is cleared (the
+ * manifest's accounting has been merged). */
+void sop_wal__settle(sop_wal *w, uint64_t applied_lsn);
+
+/* Recovery: (W9) the note LOCK holds, as sop_wal__noted_newest read it;
+ * a cut below it lowers it first. sop_wal__note_id returns the noted id. */
+void sop_wal__adopt_note(sop_wal *w, uint64_t id, uint64_t min_size);
+uint64_t sop_wal__note_id(sop_wal *w);
+
+/* sop_db_stat's share: fdatasyncs so far (sync_mu), and over the table
+ * (seg_mu) bytes on disk, live blob bytes and segments. */
+typedef struct sop_wal_stats {
+    uint64_t syncs, disk_bytes, live_bytes, segments;
+} sop_wal_stats;
+void sop_wal__stats(sop_wal *w, sop_wal_stats *out);
+
+/* Test hooks: the largest append (SOP_REC_MAX_LEN unless lowered). Set it
+ * only while no append runs. */
+uint64_t sop_wal__max_record(sop_wal *w);
+void sop_wal__set_max_record(sop_wal *w, uint64_t max_record);
 
 /* (W9) Write "the log reached segment id, whose file holds at least
  * min_size bytes" to w->tail_file and sync it. */

@@ -611,13 +611,14 @@ TEST(test_api__oversized_commit_record_refused)
     sop_store *s;
     sop_db_stat_info before = SOP_DB_STAT_INIT, after = SOP_DB_STAT_INIT;
     CHECK_OK(sop_db_open(&db, test_dir(), NULL));
-    CHECK(db->wal.max_record >= (1ull << 32) - 64 && db->wal.max_record < (1ull << 32));
+    CHECK(sop_wal__max_record(db->wal) >= (1ull << 32) - 64 &&
+          sop_wal__max_record(db->wal) < (1ull << 32));
     CHECK_OK(sop_txn_begin(&t, db, 0));
     CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, NULL));
     CHECK_OK(put_s(t, s, "small", "1"));
     CHECK_OK(sop_txn_commit(t));
     CHECK_OK(sop_db_stat(&before, db));
-    db->wal.max_record = 64 * 1024;
+    sop_wal__set_max_record(db->wal, 64 * 1024);
     static char val[1000];
     memset(val, 'v', sizeof val);
     CHECK_OK(sop_txn_begin(&t, db, 0));
