@@ -304,6 +304,10 @@ static int probes_match(const uint8_t *img, const model *m, unsigned n)
     return 1;
 }
 
+/* Clones of images with garbage that copied it along / compacted it
+ * (sop_node__clone takes both paths). */
+static unsigned clones_kept_garbage, clones_compacted;
+
 /* serialize -> validate -> same contents; clone -> same serialized bytes. */
 static int serialize_round_trips(const uint8_t *img, const model *m)
 {
@@ -324,6 +328,18 @@ static int serialize_round_trips(const uint8_t *img, const model *m)
         ok = sop_node__clone(&clone, buf, sop_node__lid(buf)) == SOP_OK &&
              sop_node__serialize(clone.img, buf2, len, &len2) == SOP_OK && len2 == len &&
              memcmp(buf, buf2, len) == 0;
+    sop_node__free(&clone);
+    /* A clone of the live image (garbage, slots out of index order) is
+     * valid, has the same contents, and serializes to the same bytes. */
+    if (ok)
+        ok = sop_node__clone(&clone, img, sop_node__lid(img)) == SOP_OK &&
+             sop_node__validate(clone.img, sop_node__image_len(clone.img),
+                                m->cmp ? m->cmp : &(sop_keycmp){0}) == SOP_OK &&
+             sop_node__image_len(clone.img) <= clone.alloc_len && node_matches(clone.img, m) &&
+             sop_node__serialize(clone.img, buf2, len, &len2) == SOP_OK && len2 == len &&
+             memcmp(buf, buf2, len) == 0;
+    if (ok && hdr_garbage(img) > 0)
+        *(hdr_garbage(clone.img) > 0 ? &clones_kept_garbage : &clones_compacted) += 1;
     sop_node__free(&clone);
     free(buf);
     free(buf2);
@@ -560,6 +576,7 @@ static int run_leaf_model(int is_dup, const sop_keycmp *cmp, unsigned steps)
     sop_node n;
     model m;
     model_init(&m, is_dup, cmp);
+    clones_kept_garbage = clones_compacted = 0;
     REQ(sop_node__new(&n, SOP_NODE_LEAF, is_dup ? SOP_NODE_DUP : 0, 42) == SOP_OK);
     int ok = 1;
     unsigned inserts = 0, removes = 0, updates = 0;
@@ -627,6 +644,11 @@ static int run_leaf_model(int is_dup, const sop_keycmp *cmp, unsigned steps)
             ok = probes_match(n.img, &m, 40) && serialize_round_trips(n.img, &m);
         if (!ok)
             FAIL_AT("at step %u (count %zu)", step, m.count);
+    }
+    if (ok && (clones_kept_garbage == 0 || clones_compacted == 0)) {
+        FAIL_AT("clone paths not both taken: %u kept garbage, %u compacted", clones_kept_garbage,
+                clones_compacted);
+        ok = 0;
     }
     if (ok && (inserts < steps / 4 || removes < steps / 8 || updates < steps / 20)) {
         FAIL_AT("op mix too thin: %u inserts, %u removes, %u updates", inserts, removes, updates);
