@@ -1,5 +1,5 @@
 /*
- * btree.c - B+tree algorithms over registry nodes. Invariants (B1)-(B5) are
+ * btree.c - B+tree algorithms over registry nodes. Invariants (B1)-(B6) are
  * in btree.h.
  *
  * Sections: reading (tree cursor, point lookup); applying operations
@@ -344,14 +344,7 @@ int sop_btree__stat(sop_store_stat_info *out, sop_db *db, sop_store *store, uint
 /* Applying operations                                                       */
 /* ======================================================================== */
 
-typedef struct apath {
-    int depth;
-    int rightmost; /* every step took the last child */
-    struct {
-        uint64_t lid;
-        uint32_t idx; /* child taken (branch levels) */
-    } lv[SOP_MAX_DEPTH];
-} apath;
+typedef sop_apath apath;
 
 void sop_apply__init(sop_apply *a, sop_db *db, uint64_t lsn, uint64_t snap)
 {
@@ -374,6 +367,8 @@ void sop_apply__dispose(sop_apply *a)
 {
     size_t pos = 0;
     void *p;
+    if (a->fin_uses)
+        atomic_fetch_add_explicit(&a->db->st_appends, a->fin_uses, memory_order_relaxed);
     /* After reserve the map holds versions (owning the images), not nodes. */
     while (sop_u64map_next(NULL, &p, &a->priv, &pos) == SOP_OK) {
         if (a->reserved)
@@ -770,6 +765,48 @@ static int rebalance(sop_apply *a, sop_store *s, apath *p, int level)
     }
 }
 
+/* (B6) An item above every item of the tree belongs at the end of its last
+ * leaf, whatever the separators above it say. When the previous operation
+ * inserted into that leaf (private, so nobody else changed it) and split
+ * nothing, its path is still the path to the last leaf, and an operation on
+ * an item above the leaf's last one needs no descent and no search: a
+ * sequential fill then costs one compare per put instead of a root-to-leaf
+ * walk. Returns the private last leaf, or NULL when the finger does not
+ * apply (the caller descends). */
+static sop_node *finger_leaf(sop_apply *a, const sop_store *s, const sop_val *key, uint64_t seq)
+{
+    if (a->fin_store != s)
+        return NULL;
+    void *n;
+    uint64_t lid = a->fin.lv[a->fin.depth - 1].lid;
+    if (sop_u64map_get(&n, &a->priv, lid) != SOP_OK || n == SOP_APPLY_TOMB)
+        return NULL;
+    const uint8_t *img = ((sop_node *)n)->img;
+    uint32_t count = sop_node__count(img);
+    if (count == 0)
+        return NULL;
+    sop_val last;
+    uint64_t last_seq;
+    sop_node__key(img, count - 1, &last, &last_seq);
+    return sop_keycmp__items(&s->cmp, &last, last_seq, key, seq) < 0 ? n : NULL;
+}
+
+/* Insert at the end of the last leaf found by finger_leaf. */
+static int finger_insert(sop_apply *a, sop_store *s, sop_node *leaf, const sop_val *key,
+                         uint64_t seq, const sop_leafval *val)
+{
+    assert(a->fin.rightmost && a->fin.depth > 0);
+    int rc = sop_node__leaf_insert(leaf, sop_node__count(leaf->img), key, seq, val);
+    if (rc != SOP_OK)
+        return rc;
+    a->delta++;
+    if (!overfull(s, leaf->img))
+        return SOP_OK;
+    apath p = a->fin;
+    a->fin_store = NULL; /* the split changes the path */
+    return split_up(a, s, &p, p.depth - 1, 1);
+}
+
 int sop_apply__op(sop_apply *a, sop_store *s, int kind, const sop_val *key, uint64_t seq,
                   const sop_leafval *val, int *existed_out)
 {
@@ -777,6 +814,12 @@ int sop_apply__op(sop_apply *a, sop_store *s, int kind, const sop_val *key, uint
     const uint8_t *img;
     int exact, rc;
     *existed_out = 0;
+    sop_node *fin_leaf = finger_leaf(a, s, key, seq);
+    if (fin_leaf) {
+        a->fin_uses++;
+        return kind == SOP_OP_DEL ? SOP_OK : finger_insert(a, s, fin_leaf, key, seq, val);
+    }
+    a->fin_store = NULL;
     if ((rc = apply_descend(a, s, key, seq, &p)) != SOP_OK)
         return rc;
     uint64_t leaf_lid = p.lv[p.depth - 1].lid;
@@ -802,14 +845,20 @@ int sop_apply__op(sop_apply *a, sop_store *s, int kind, const sop_val *key, uint
         return rc;
     a->delta++;
     int append = p.rightmost && idx + 1 == sop_node__count(leaf->img);
-    if (!overfull(s, leaf->img))
+    if (!overfull(s, leaf->img)) {
+        if (p.rightmost) { /* the last leaf, private now (B6) */
+            a->fin = p;
+            a->fin_store = s;
+        }
         return SOP_OK;
+    }
     return split_up(a, s, &p, p.depth - 1, append);
 }
 
 int sop_apply__create_root(sop_apply *a, sop_store *s)
 {
     sop_node *n;
+    a->fin_store = NULL;
     /* The root lid comes from the record (reserved when it was written):
      * it must still be unused, or the new store would take over a node. */
     int rc = lid_free(a, s->root_lid);
@@ -822,6 +871,7 @@ int sop_apply__drop_tree(sop_apply *a, sop_store *s)
     size_t n = 0, cap = 0;
     int rc = SOP_OK;
     uint64_t lid = s->root_lid;
+    a->fin_store = NULL;
     for (;;) {
         const uint8_t *img;
         SOP_TRY(apply_img(&img, a, s, lid));
@@ -910,6 +960,7 @@ int sop_apply__reserve(sop_apply *a)
         } else {
             sop_node *n = p;
             sop_node__seal(n); /* search hints for readers (node.h N9) */
+            sop_node__shrink(n);
             atomic_store_explicit(&v->img, n->img, memory_order_relaxed);
             atomic_store_explicit(&v->img_len, sop_node__image_len(n->img), memory_order_relaxed);
             n->img = NULL; /* owned by the version now */

@@ -21,6 +21,11 @@
  *   (B5) Apply is a pure function of (head tree, operations, counters):
  *        no clock, randomness or hash-iteration order. Replaying a commit
  *        record during recovery rebuilds exactly the same nodes.
+ *   (B6) The append finger is a shortcut, never a different answer: it is
+ *        used only for an item above the last item of the tree's last leaf,
+ *        which a descent would reach by the last child at every level, and
+ *        inserts where that descent would; it is set only by an insert into
+ *        that leaf that split nothing, and dropped by every other path.
  */
 #ifndef SOP_BTREE_H
 #define SOP_BTREE_H
@@ -72,6 +77,17 @@ int sop_btree__get(sop_db *db, sop_store *store, uint64_t snap, const sop_val *k
  * has announced a cache epoch (the images read stay valid meanwhile). */
 int sop_btree__stat(sop_store_stat_info *out, sop_db *db, sop_store *store, uint64_t snap);
 
+/* A root-to-leaf path of an apply: the lid at each level and the child
+ * taken there. */
+typedef struct sop_apath {
+    int depth;
+    int rightmost; /* every step took the last child */
+    struct {
+        uint64_t lid;
+        uint32_t idx; /* child taken (branch levels) */
+    } lv[SOP_MAX_DEPTH];
+} sop_apath;
+
 typedef struct sop_apply {
     sop_db *db;
     uint64_t lsn;
@@ -84,6 +100,11 @@ typedef struct sop_apply {
     int touched_shared; /* a node it changed had a version newer than the txn snapshot */
     uint64_t snap;      /* the committing txn's snapshot (merge statistics) */
     int reserved;       /* sop_apply__reserve turned priv's nodes into versions */
+    /* Append finger (B6): the path of the last operation when it inserted
+     * into the tree's last leaf, already private, and split nothing. */
+    const sop_store *fin_store; /* NULL: no finger */
+    sop_apath fin;
+    uint64_t fin_uses; /* operations it served, added to db->st_appends */
 } sop_apply;
 
 #define SOP_APPLY_TOMB ((void *)1)

@@ -180,6 +180,7 @@ struct sop_db {
 
     /* statistics */
     _Atomic uint64_t st_commits, st_conflicts, st_merges, st_loads, st_hits;
+    _Atomic uint64_t st_appends; /* operations applied through the append finger (B6) */
 };
 
 /* Panic the handle (fsync failure etc.): every later call gets SOP_PANIC. */

@@ -572,6 +572,38 @@ static void write_compact(uint8_t *dst, const uint8_t *img, uint32_t new_cap)
     sop_put_le32(dst + H_GARBAGE, 0);
 }
 
+/* Copy img to dst with an offset array of new_cap >= count entries: as it
+ * is, garbage and slot order included, in two memcpys (keep_garbage; dst
+ * holds 40 + 8*new_cap + data_len bytes), or compacted slot by slot
+ * (write_compact). Offsets are relative to the data area, so they survive
+ * a larger cap; the slots' order in the data area does not matter (N5) and
+ * the garbage stays counted (N1). */
+static void write_image(uint8_t *dst, const uint8_t *img, uint32_t new_cap, int keep_garbage)
+{
+    uint32_t count = h_count(img);
+    assert(new_cap >= count);
+    if (!keep_garbage) {
+        write_compact(dst, img, new_cap);
+        return;
+    }
+    memcpy(dst, img, SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * count);
+    memset(dst + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * count, 0,
+           (size_t)OFF_LEN * (new_cap - count));
+    memcpy(dst + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * new_cap, img + data_start(img),
+           h_data_len(img));
+    sop_put_le32(dst + H_CAP, new_cap);
+}
+
+/* Whether a copy of img keeps its garbage: when it is little, copying the
+ * image whole is cheaper than compacting it slot by slot (the slot walk was
+ * the biggest cost of a random put, which clones one leaf per put, and of a
+ * sequential fill, which grows the last leaf: docs/SCALE.md); a later edit
+ * compacts once garbage passes half of data_len (N8). */
+static int copy_keeps_garbage(const uint8_t *img)
+{
+    return h_garbage(img) <= h_data_len(img) / 8;
+}
+
 int sop_node__serialize(const uint8_t *img, uint8_t *out, size_t out_cap, size_t *len_out)
 {
     size_t used = sop_node__used_bytes(img);
@@ -608,17 +640,18 @@ static void pick_room(uint32_t *cap_out, size_t *data_room_out, uint64_t slot_co
  * for the caller to free once done reading it (or is freed if old_out is
  * NULL). On failure n is untouched and SOP_NOMEM returned without a message
  * (callers decide whether it is an error). */
-static int node_rebuild(sop_node *n, uint32_t new_cap, size_t data_room, uint8_t **old_out)
+static int node_rebuild(sop_node *n, uint32_t new_cap, size_t data_room, int keep_garbage,
+                        uint8_t **old_out)
 {
     size_t alloc_len = SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * new_cap + data_room;
     uint8_t *buf;
 
     assert(new_cap >= h_count(n->img) &&
-           data_room >= (size_t)h_data_len(n->img) - h_garbage(n->img));
+           data_room >= (size_t)h_data_len(n->img) - (keep_garbage ? 0 : h_garbage(n->img)));
     buf = sop_malloc(alloc_len);
     if (!buf)
         return SOP_NOMEM;
-    write_compact(buf, n->img, new_cap);
+    write_image(buf, n->img, new_cap, keep_garbage);
     if (old_out)
         *old_out = n->img;
     else
@@ -651,8 +684,15 @@ static int node_reserve(sop_node *n, uint64_t add_slots, uint64_t add_data, uint
     size_t data_room;
     /* Rebuilding anyway: size both the offset array and the data area for
      * 1.5x what is needed, so neither runs out a few inserts later. */
-    pick_room(&new_cap, &data_room, need_cap, live + add_data);
-    if (node_rebuild(n, new_cap, data_room, old_out) != SOP_OK)
+    int keep = copy_keeps_garbage(img);
+    uint64_t kept = keep ? h_data_len(img) : live;
+    if (keep &&
+        SOP_NODE_HEADER_LEN + OFF_LEN * need_cap + kept + add_data > SOP_NODE_MAX_IMAGE_LEN) {
+        keep = 0; /* near the limit: the garbage must go */
+        kept = live;
+    }
+    pick_room(&new_cap, &data_room, need_cap, kept + add_data);
+    if (node_rebuild(n, new_cap, data_room, keep, old_out) != SOP_OK)
         return sop_err(SOP_NOMEM, "node %" PRIu64 ": no memory to grow to %zu bytes", h_lid(img),
                        SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * new_cap + data_room);
     return SOP_OK;
@@ -671,8 +711,8 @@ static void node_compact_if_sparse(sop_node *n)
     uint64_t live = (uint64_t)h_data_len(img) - h_garbage(img);
     pick_room(&new_cap, &data_room, h_count(img), live);
     if (new_cap > h_cap(img))
-        new_cap = h_cap(img);                        /* compaction never grows cap */
-    (void)node_rebuild(n, new_cap, data_room, NULL); /* best effort, see above */
+        new_cap = h_cap(img);                           /* compaction never grows cap */
+    (void)node_rebuild(n, new_cap, data_room, 0, NULL); /* best effort, see above */
 }
 
 static int check_node(const sop_node *n)
@@ -803,14 +843,8 @@ int sop_node__clone(sop_node *node_out, const uint8_t *img, uint64_t lid)
     /* A clone is about to be edited, usually by one or two keys, and is
      * then published with whatever room it has left (the cache counts the
      * image, not the room): a little slack; bigger edits grow it (N7). */
-    /* Little garbage: copy the data area as it is, in two memcpys, rather
-     * than slot by slot (the slot walk was the biggest cost of a random put,
-     * which clones one leaf per put: docs/SCALE.md). The offsets are
-     * relative to the data area, so they stay valid when cap grows; the
-     * garbage stays counted (N1) and a later edit compacts it (N8). Order
-     * of the slots in the data area does not matter (N5). */
     uint32_t garbage = h_garbage(img);
-    int copy_whole = garbage <= h_data_len(img) / 8;
+    int copy_whole = copy_keeps_garbage(img);
     uint64_t keep = copy_whole ? h_data_len(img) : live;
     cap = count + count / 16 + 4;
     data_room = (size_t)(keep + keep / 16 + 256);
@@ -824,20 +858,27 @@ int sop_node__clone(sop_node *node_out, const uint8_t *img, uint64_t lid)
     if (!buf)
         return sop_err(SOP_NOMEM, "node %" PRIu64 ": no memory to clone (%zu bytes)", h_lid(img),
                        alloc_len);
-    if (copy_whole) {
-        memcpy(buf, img, SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * count);
-        memset(buf + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * count, 0,
-               (size_t)OFF_LEN * (cap - count));
-        memcpy(buf + SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * cap, img + data_start(img),
-               h_data_len(img));
-        sop_put_le32(buf + H_CAP, cap);
-    } else {
-        write_compact(buf, img, cap);
-    }
+    write_image(buf, img, cap, copy_whole);
     sop_put_le64(buf + H_LID, lid);
     node_out->img = buf;
     node_out->alloc_len = alloc_len;
     return SOP_OK;
+}
+
+void sop_node__shrink(sop_node *n)
+{
+    size_t len = sop_node__image_len(n->img);
+    assert(len <= n->alloc_len);
+    /* A node grown by appends has up to a third of its buffer free (N7);
+     * published, that is memory the cache budget does not see (it counts
+     * image lengths). Shrinking a heap block in place costs no copy. */
+    if (n->alloc_len - len < 256 || n->alloc_len - len < n->alloc_len / 8)
+        return;
+    uint8_t *img = sop_realloc(n->img, len);
+    if (!img)
+        return;
+    n->img = img;
+    n->alloc_len = len;
 }
 
 void sop_node__seal(sop_node *n)

@@ -263,6 +263,11 @@ void sop_node__free(sop_node *n);
 /* Recompute the search hints (N9) if an edit dropped them; call before the
  * image is published. O(count); cannot fail. */
 void sop_node__seal(sop_node *n);
+/* Give back the free room at the end of n's buffer (alloc_len becomes the
+ * image length) when it is a sizeable part of it; for an image about to be
+ * published, which is never edited again. Best effort: if the allocator
+ * refuses, n keeps its room. Cannot fail. */
+void sop_node__shrink(sop_node *n);
 
 /*
  * Leaf: insert (key, seq, *v) as item idx (in [0, count]); later items
