@@ -136,10 +136,23 @@ rust-bench: rust-check-cargo
 bench: rust-bench
 
 # The binding's tests with libsop built under AddressSanitizer (the Rust side
-# is not instrumented; Miri cannot run them: it does not execute C code).
+# is not instrumented; Miri cannot run them: it does not execute C code),
+# then every test binary under valgrind's memcheck, which checks the Rust
+# side too: the binding's unsafe reads of bytes libsop lends (get_with,
+# scan_with, iterators), the buffers it hands across, cursor and txn handles.
 rust-asan: rust-check-cargo
 	+cd bindings/rust && SOP_SANITIZE=address CARGO_TARGET_DIR=target/asan \
 	  ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1 $(RUST_ENV) $(CARGO) test -q --tests
+	@$(MAKE) --no-print-directory rust-memcheck
+
+rust-memcheck: rust-check-cargo
+	@command -v valgrind >/dev/null || { test "$$(id -u)" = 0 && apt-get install -y -qq valgrind >/dev/null; }
+	+@cd bindings/rust && bins=$$($(RUST_ENV) $(CARGO) test -q --tests --no-run --message-format=json | \
+	    grep -o '"executable":"[^"]*"' | cut -d'"' -f4) && n=0 && for t in $$bins; do \
+	  valgrind -q --error-exitcode=99 --leak-check=no $$t -q --test-threads=2 >/dev/null || \
+	    { echo "rust-memcheck: $$t failed under valgrind" >&2; exit 1; }; n=$$((n + 1)); done; \
+	  test $$n -ge 5 || { echo "rust-memcheck: $$n test binaries, expected 5" >&2; exit 1; }; \
+	  echo "rust-memcheck: $$n test binaries clean under valgrind memcheck"
 
 # SOP's announcement program (unchanged) on the folder the C quickstart used,
 # three times (the store exists from the second run on: add returns Ok(false)),
