@@ -117,9 +117,13 @@ rust-test: rust-check-cargo
 	+cd bindings/rust && $(RUST_ENV) $(CARGO) clippy -q --examples -- -D warnings -A unused-imports
 	+cd bindings/rust && $(RUST_ENV) $(CARGO) fmt --check
 	+cd bindings/rust && RUSTDOCFLAGS="-D warnings" $(RUST_ENV) $(CARGO) doc -q --no-deps
-	@d=$$(mktemp -d) && for e in employees threads two_phase; do \
-	  bindings/rust/target/debug/examples/$$e $$d/$$e >/dev/null || exit 1; done; \
-	  rm -rf $$d; echo "rust: examples employees, threads, two_phase ran"
+	@d=$$(mktemp -d) && x=$(CURDIR)/bindings/rust/target/debug/examples && \
+	  for e in employees threads two_phase; do $$x/$$e $$d/$$e >/dev/null || exit 1; done; \
+	  for i in 1 2 3; do (cd $$d && $$x/announce) | grep -qx 'System configuration persisted safely.' \
+	    || { echo "rust: announce run $$i failed" >&2; exit 1; }; done; \
+	  out=$$($$x/read_quickstart $$d/data) && test "$$out" = "$$(printf 'max_connections = 10000\ntimeout_ms = 500')" \
+	    || { echo "rust: read_quickstart printed: $$out" >&2; exit 1; }; \
+	  rm -rf $$d; echo "rust: examples employees, threads, two_phase ran; announce 3 times on one folder, read back"
 
 # The binding against libsop's C API, rusqlite and lmdb (bindings/rust/bench;
 # its own lockfile, so only this target needs the peers' crates). Part of
@@ -132,17 +136,33 @@ rust-bench: rust-check-cargo
 bench: rust-bench
 
 # The binding's tests with libsop built under AddressSanitizer (the Rust side
-# is not instrumented; Miri cannot run them: it does not execute C code).
+# is not instrumented; Miri cannot run them: it does not execute C code),
+# then every test binary under valgrind's memcheck, which checks the Rust
+# side too: the binding's unsafe reads of bytes libsop lends (get_with,
+# scan_with, iterators), the buffers it hands across, cursor and txn handles.
 rust-asan: rust-check-cargo
 	+cd bindings/rust && SOP_SANITIZE=address CARGO_TARGET_DIR=target/asan \
 	  ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1 $(RUST_ENV) $(CARGO) test -q --tests
+	@$(MAKE) --no-print-directory rust-memcheck
+
+rust-memcheck: rust-check-cargo
+	@command -v valgrind >/dev/null || { test "$$(id -u)" = 0 && apt-get install -y -qq valgrind >/dev/null; }
+	+@cd bindings/rust && bins=$$($(RUST_ENV) $(CARGO) test -q --tests --no-run --message-format=json | \
+	    grep -o '"executable":"[^"]*"' | cut -d'"' -f4) && n=0 && for t in $$bins; do \
+	  valgrind -q --error-exitcode=99 --leak-check=no $$t -q --test-threads=2 >/dev/null || \
+	    { echo "rust-memcheck: $$t failed under valgrind" >&2; exit 1; }; n=$$((n + 1)); done; \
+	  test $$n -ge 5 || { echo "rust-memcheck: $$n test binaries, expected 5" >&2; exit 1; }; \
+	  echo "rust-memcheck: $$n test binaries clean under valgrind memcheck"
 
 # SOP's announcement program (unchanged) on the folder the C quickstart used,
-# then the C tool reads what Rust wrote: one database, two languages.
+# three times (the store exists from the second run on: add returns Ok(false)),
+# then Rust reads back what C and Rust wrote, and the C tool prints it: one
+# database, two languages.
 rust-demo: rust-check-cargo lib tools
 	@mkdir -p $(BUILD)/demo
-	+cd bindings/rust && $(RUST_ENV) $(CARGO) build -q --example announce
-	cd $(BUILD)/demo && $(CURDIR)/bindings/rust/target/debug/examples/announce
+	+cd bindings/rust && $(RUST_ENV) $(CARGO) build -q --example announce --example read_quickstart
+	cd $(BUILD)/demo && for i in 1 2 3; do $(CURDIR)/bindings/rust/target/debug/examples/announce || exit 1; done
+	cd $(BUILD)/demo && $(CURDIR)/bindings/rust/target/debug/examples/read_quickstart ./data
 	cd $(BUILD)/demo && ../tools/sop ./data scan sys_config
 
 asan:

@@ -72,6 +72,20 @@ impl Default for BtreeOptions {
 /// The cursor methods ([`first`](Btree::first), [`next`](Btree::next), ...)
 /// move one cursor per `Btree`, as in SOP; [`iter`](Btree::iter) and
 /// [`range`](Btree::range) give independent Rust iterators.
+///
+/// A `Btree` cannot outlive its transaction:
+///
+/// ```compile_fail,E0597
+/// # let ctx = sop::Context::new();
+/// # let mut o = sop::DatabaseOptions::default();
+/// # o.stores_folders = Some(vec!["/tmp/never-opened".into()]);
+/// let db = sop::Database::new(&ctx, o).unwrap();
+/// let b = {
+///     let trans = db.begin_transaction(&ctx).unwrap();
+///     db.new_btree::<u64, u64>(&ctx, "t", &trans, None).unwrap()
+/// }; // error: `trans` does not live long enough
+/// b.add(&ctx, 1, 1).unwrap();
+/// ```
 pub struct Btree<'t, K, V> {
     trans: &'t Transaction<'t>,
     store: *mut ffi::sop_store,

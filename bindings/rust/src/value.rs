@@ -96,7 +96,7 @@ pub fn decode_binary<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T
 
 /// Text as stored: checked to be UTF-8 on every read, since C programs and
 /// the `sop` tool may have written any bytes under a text store.
-#[inline]
+#[inline(always)]
 pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     let Some(s) = utf8(bytes) else {
         return Err(not_utf8::<T>(what));
@@ -110,7 +110,7 @@ pub(crate) fn decode_text<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Resu
 
 /// [`decode_text`] into `place`, reusing its allocation where the type can
 /// (`String`, `Vec<u8>`: serde's `deserialize_in_place`).
-#[inline]
+#[inline(always)]
 pub(crate) fn decode_text_in_place<T: DeserializeOwned>(
     bytes: &[u8],
     what: &str,
@@ -129,22 +129,45 @@ pub(crate) fn decode_text_in_place<T: DeserializeOwned>(
     .map_err(Error::encoding)
 }
 
-/// `std::str::from_utf8`, with a fast path for ASCII (8 bytes per test,
-/// unaligned): std's validator takes its word-at-a-time path only from an
-/// aligned address, and libsop's node bytes are not aligned. Any byte above
-/// 0x7F sends the whole slice through std's full check, so the result is
-/// exactly std's.
+/// `std::str::from_utf8`, with a fast path for ASCII: the bytes are OR-ed
+/// together 8 at a time with unaligned loads (32 per round, then 8, then
+/// one overlapping load for the last 1..=7 bytes, so there is no byte loop
+/// except below 8 bytes). std's validator takes its word-at-a-time path
+/// only from an aligned address, and libsop's node bytes are not aligned.
+/// Any byte above 0x7F sends the whole slice through std's full check, so
+/// the result is exactly std's.
 #[inline]
 pub(crate) fn utf8(b: &[u8]) -> Option<&str> {
-    let mut chunks = b.chunks_exact(16);
-    let mut acc = 0u64;
-    for c in &mut chunks {
-        let (x, y) = c.split_at(8);
-        acc |=
-            u64::from_ne_bytes(x.try_into().unwrap()) | u64::from_ne_bytes(y.try_into().unwrap());
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    let p = b.as_ptr();
+    /// # Safety
+    /// `p[i..i + 8]` is inside the slice.
+    #[inline(always)]
+    unsafe fn rd(p: *const u8, i: usize) -> u64 {
+        p.add(i).cast::<u64>().read_unaligned()
     }
-    let tail = chunks.remainder().iter().fold(0u8, |a, &c| a | c);
-    if acc & 0x8080_8080_8080_8080 != 0 || tail & 0x80 != 0 {
+    let mut acc = 0u64;
+    if n >= 8 {
+        let mut i = 0;
+        // SAFETY: each load is at i with i + 8 <= n, or at n - 8 (n >= 8).
+        unsafe {
+            while i + 32 <= n {
+                acc |= rd(p, i) | rd(p, i + 8) | rd(p, i + 16) | rd(p, i + 24);
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc |= rd(p, i);
+                i += 8;
+            }
+            acc |= rd(p, n - 8);
+        }
+    } else {
+        for &c in b {
+            acc |= u64::from(c);
+        }
+    }
+    if acc & HIGH != 0 {
         return std::str::from_utf8(b).ok();
     }
     // SAFETY: every byte is below 0x80 (ASCII), and ASCII is valid UTF-8.
@@ -382,8 +405,9 @@ mod tests {
                 .to_vec(),
         ];
         // every length and position of a bad byte, a 2-byte sequence and a
-        // truncated one, around the 16-byte blocks
-        for len in 0..40 {
+        // truncated one, around the 8- and 32-byte rounds and the
+        // overlapping last load
+        for len in 0..80 {
             for pos in 0..len {
                 let mut v = vec![b'a'; len];
                 v[pos] = 0xFF;

@@ -18,14 +18,28 @@ fn counter_with_retry_is_exact() {
     t.commit(&ctx).unwrap();
     const THREADS: u64 = 4;
     const PER: u64 = 50;
+    // Each thread's first attempt reads both counters, then waits until
+    // every thread has read them: all four start from the same snapshot, so
+    // at most one of those commits can win and the others must conflict and
+    // be retried (the retry count below is then certain, not likely).
+    let gate = std::sync::Barrier::new(THREADS as usize);
+    let attempts = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..THREADS {
             s.spawn(|| {
+                let mut first = true;
                 for _ in 0..PER {
                     db.run_in_transaction(&ctx, |t| {
+                        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let b = db.open_btree::<String, u64>(&ctx, "ctr", t)?;
-                        for k in ["a", "b"] {
-                            let n = b.get(&ctx, &k.to_string())?.unwrap();
+                        let n: Vec<u64> = ["a", "b"]
+                            .iter()
+                            .map(|k| b.get(&ctx, &k.to_string()).map(|v| v.unwrap()))
+                            .collect::<sop::Result<_>>()?;
+                        if std::mem::take(&mut first) {
+                            gate.wait();
+                        }
+                        for (k, n) in ["a", "b"].iter().zip(n) {
                             b.update(&ctx, k.to_string(), n + 1)?;
                         }
                         Ok(())
@@ -35,6 +49,11 @@ fn counter_with_retry_is_exact() {
             });
         }
     });
+    let attempts = attempts.into_inner();
+    assert!(
+        attempts >= THREADS * PER + (THREADS - 1),
+        "{attempts} attempts: the gated first round must have conflicted"
+    );
     let t = db.begin_read_transaction(&ctx).unwrap();
     let b = db.open_btree::<String, u64>(&ctx, "ctr", &t).unwrap();
     assert_eq!(b.get(&ctx, &"a".into()).unwrap(), Some(THREADS * PER));
