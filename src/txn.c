@@ -8,6 +8,7 @@
  * trimming of history and old versions.
  */
 #include "cache.h"
+#include "commit.h"
 #include "txn.h"
 #include "txnrec.h"
 
@@ -1232,14 +1233,6 @@ void sop_db__trim(sop_db *db)
 /* Commit, prepare                                                           */
 /* ======================================================================== */
 
-static void set_visible(sop_db *db, uint64_t lsn)
-{
-    pthread_mutex_lock(&db->snap_mu);
-    if (lsn > atomic_load(&db->visible_lsn))
-        atomic_store_explicit(&db->visible_lsn, lsn, memory_order_release);
-    pthread_mutex_unlock(&db->snap_mu);
-}
-
 /* What validation found a conflict against must be visible before
  * SOP_CONFLICT returns (commit_mu held; released by this call). Every
  * record up to applied_lsn is published; one is made visible only once it
@@ -1256,37 +1249,25 @@ static int conflict_settle(sop_db *db, int rc)
     pthread_mutex_unlock(&db->commit_mu);
     if (rc != SOP_CONFLICT || atomic_load(&db->visible_lsn) >= upto)
         return rc;
-    int src = sop_wal__sync_all(db->wal); /* covers every record <= upto, maybe more */
-    if (src != SOP_OK)
-        sop_db__panic(db, src); /* every later call reports the panic */
-    else
-        set_visible(db, upto);
+    (void)sop_commit__durable_upto(db, upto); /* a failure panics: every later call reports it */
     return rc;
 }
 
-/* Write rec (header filled here) for lsn; publish a's changes. commit_mu held. */
+/* Write rec (header filled by the commit point) at the claimed lsn; publish
+ * a's changes. commit_mu held. */
 static int append_and_publish(sop_db *db, sop_buf *rec, sop_apply *a, cat_change *ch, size_t nch,
                               uint64_t lsn, uint64_t *token_out)
 {
-    size_t plen = rec->len - SOP_REC_HDR_LEN;
-    size_t rlen = sop_rec_len(plen);
-    if (!sop_buf_extend(rec, rlen - rec->len))
-        return sop_err(SOP_NOMEM, "commit record");
-    memset(rec->data + SOP_REC_HDR_LEN + plen, 0, rlen - SOP_REC_HDR_LEN - plen);
     int rc = sop_apply__reserve(a);
     if (rc)
         return rc;
-    sop_rec__header(rec->data, SOP_REC_TXN, rec->data + SOP_REC_HDR_LEN, plen, lsn);
-    sop_loc loc;
-    rc = sop_wal__append(db->wal, rec->data, rlen, lsn, 0, &loc, token_out);
-    if (rc)
+    if ((rc = sop_commit__write(db, rec, lsn, token_out)) != SOP_OK)
         return rc;
     /* The record is in the log: from here on nothing may fail. */
     sop_apply__publish(a);
     if (publish_catalog(db, ch, nch, lsn) != SOP_OK)
         return sop_db__panic(db, sop_err(SOP_NOMEM, "catalog publish after append"));
-    db->applied_lsn = lsn;
-    db->log_since_ckpt += rlen;
+    sop_commit__applied(db, lsn);
     return SOP_OK;
 }
 
@@ -1332,7 +1313,7 @@ int sop_txn__commit(sop_txn *t)
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
     if ((rc = validate(t)) != SOP_OK)
         return conflict_settle(db, rc);
-    lsn = db->applied_lsn + 1;
+    lsn = sop_commit__claim(db);
     sop_apply__init(&a, db, lsn, t->snap);
     if ((rc = encode_txn(rec, t, SOP_REC_COMMIT, 0, NULL)) != SOP_OK)
         goto fail;
@@ -1351,17 +1332,14 @@ int sop_txn__commit(sop_txn *t)
     t->blobs_released = 1;
     atomic_fetch_add(&db->st_commits, 1);
     if (!sync_full)
-        set_visible(db, lsn);
+        sop_commit__visible(db, lsn);
     sop_db__trim(db);
     release_rec_buf(rec);
     pthread_mutex_unlock(&db->commit_mu);
     free_changes(ch, nch, 0);
     sop_apply__dispose(&a);
-    if (sync_full) {
-        if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
-            return sop_db__panic(db, rc);
-        set_visible(db, lsn);
-    }
+    if (sync_full && (rc = sop_commit__durable(db, token, lsn)) != SOP_OK)
+        return rc;
     /* The commit reads no more images: drop its epoch (L2) before a
      * checkpoint that may run long, or every image evicted meanwhile by
      * other threads would wait for it to be freed. */
@@ -1547,7 +1525,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     pthread_mutex_lock(&db->commit_mu);
     if ((rc = validate(t)) != SOP_OK)
         return conflict_settle(db, rc);
-    uint64_t lsn = db->applied_lsn + 1;
+    uint64_t lsn = sop_commit__claim(db);
     uint64_t id = db->next_txn_id;
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
     if (id == UINT64_MAX) { /* as for store ids in encode_txn */
@@ -1558,12 +1536,6 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     if ((rc = encode_txn(&rec, t, SOP_REC_PREPARE, id, xid)) != SOP_OK)
         goto fail;
     size_t plen = rec.len - SOP_REC_HDR_LEN;
-    size_t rlen = sop_rec_len(plen);
-    if (!sop_buf_extend(&rec, rlen - rec.len)) {
-        rc = sop_err(SOP_NOMEM, "prepare record");
-        goto fail;
-    }
-    memset(rec.data + SOP_REC_HDR_LEN + plen, 0, rlen - SOP_REC_HDR_LEN - plen);
     /* From the PREPARE on, its writes count in validation as a commit's
      * do: a transaction whose snapshot is older and that read or writes
      * one of these keys must fail, even after a rollback (conservative),
@@ -1576,9 +1548,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     if ((rc = add_prepared(db, id, lsn, rec.data + SOP_REC_HDR_LEN + SOP_TXNREC_HEAD_LEN,
                            plen - SOP_TXNREC_HEAD_LEN)) != SOP_OK)
         goto fail;
-    sop_rec__header(rec.data, SOP_REC_TXN, rec.data + SOP_REC_HDR_LEN, plen, lsn);
-    sop_loc loc;
-    if ((rc = sop_wal__append(db->wal, rec.data, rlen, lsn, 0, &loc, &token)) != SOP_OK) {
+    if ((rc = sop_commit__write(db, &rec, lsn, &token)) != SOP_OK) {
         /* remove what add_prepared added (the last entry) */
         sop_prepared *last = db->prepared_last;
         prepared_unlink(db, last);
@@ -1593,8 +1563,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
         for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
             if (x->seq >= SOP_PROVISIONAL_SEQ && x->op == SOP_OP_PUT)
                 w->store->next_seq++;
-    db->applied_lsn = lsn;
-    db->log_since_ckpt += rlen;
+    sop_commit__applied(db, lsn);
     t->id = id;
     t->state = SOP_TXN_PREPARED;
     release_ws_blobs(t, 0); /* the PREPARE record references them now */
@@ -1602,10 +1571,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     pthread_mutex_unlock(&db->commit_mu);
     sop_buf_dispose(&rec);
     /* Prepare is always durable, whatever the sync mode. */
-    if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
-        return sop_db__panic(db, rc);
-    set_visible(db, lsn);
-    return SOP_OK;
+    return sop_commit__durable(db, token, lsn);
 fail:
     db->reg.next_lid = saved_lid;
     db->next_store_id = saved_store;
@@ -1753,7 +1719,7 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
         SOP_TRY(sop_apply__reserve(&a));
         sop_apply__publish(&a);
         SOP_TRY(publish_catalog(db, ch, nch, lsn));
-        db->applied_lsn = lsn;
+        sop_commit__applied(db, lsn);
     }
     prepared_unlink(db, p);
     sop_prepared__free(p);
@@ -1778,7 +1744,7 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
         pthread_mutex_unlock(&db->commit_mu);
         return sop_err(SOP_NOTFOUND, "no prepared transaction %" PRIu64, id);
     }
-    uint64_t lsn = db->applied_lsn + 1;
+    uint64_t lsn = sop_commit__claim(db);
     /* Applying the body reads and loads images, and loading evicts others:
      * the images it is merging into must stay allocated (cache.h L2). The
      * caller may hold no transaction (phase 2 by id after recovery). */
@@ -1788,17 +1754,14 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
     int rc = sop_err_lost_file(resolve_locked(db, p, commit, lsn, &token, 0));
     sop_cache__leave(&db->resolve_epoch);
     if (rc == SOP_OK && db->opts.sync != SOP_SYNC_FULL)
-        set_visible(db, lsn);
+        sop_commit__visible(db, lsn);
     if (rc == SOP_OK)
         sop_db__trim(db);
     pthread_mutex_unlock(&db->commit_mu);
     if (rc)
         return rc;
-    if (db->opts.sync == SOP_SYNC_FULL) {
-        if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
-            return sop_db__panic(db, rc);
-        set_visible(db, lsn);
-    }
+    if (db->opts.sync == SOP_SYNC_FULL)
+        return sop_commit__durable(db, token, lsn);
     return SOP_OK;
 }
 
@@ -1818,7 +1781,7 @@ int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len
     }
     uint8_t kind = h.kind;
     uint64_t id = h.txn_id;
-    if (lsn != db->applied_lsn + 1)
+    if (lsn != sop_commit__next(db))
         return SOP_CORRUPT_BKPT("log jumps from lsn %" PRIu64 " to %" PRIu64, db->applied_lsn, lsn);
     int rc = SOP_OK;
     if (kind == SOP_REC_COMMIT) {
@@ -1835,12 +1798,12 @@ int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len
         sop_apply__dispose(&a);
         if (rc)
             return rc;
-        db->applied_lsn = lsn;
+        sop_commit__applied(db, lsn);
     } else if (kind == SOP_REC_PREPARE) {
         if ((rc = add_prepared(db, id, lsn, body, blen)) != SOP_OK)
             return rc;
         /* reserved dup seqs */
-        db->applied_lsn = lsn;
+        sop_commit__applied(db, lsn);
     } else if (kind == SOP_REC_COMMIT_PREPARED || kind == SOP_REC_ABORT_PREPARED) {
         sop_prepared *p = db->prepared;
         while (p && p->id != id)
