@@ -42,6 +42,8 @@ layers='
 9 txn.h
 9 txn.c
 9 cursor.c
+9 commit.h
+9 commit.c
 10 db.c
 10 ckpt.c
 10 check.c

@@ -527,145 +527,158 @@ static int seg_reclaimable(const sop_wal_seginfo *s, void *ctx)
            s->death_lsn <= r->smin && s->max_lsn <= r->C;
 }
 
-int sop_ckpt__run(sop_db *db)
-{
-    int rc = SOP_OK;
-    sop_buf batch = SOP_BUF_INIT, mani = SOP_BUF_INIT;
-    struct written *w = NULL;
-    size_t wn = 0, wcap = 0;
-    uint64_t *lids = NULL;
-    size_t nlids = 0;
-    char path[4200];
-    struct acct_snap as = {NULL, 0, 0};
-    int placed = 0; /* the written blobs have been given to their versions */
+/* One checkpoint run: its cut and what it has written so far. */
+typedef struct ckpt_run {
+    sop_db *db;
+    uint64_t C;     /* the cut: every record <= C is in this checkpoint */
+    sop_loc replay; /* where replay starts after it */
+    sop_loc durable;
+    uint64_t *lids; /* the dirty lids at the cut */
+    size_t nlids;
+    struct written *w; /* node blobs appended, in lids order */
+    size_t wn, wcap;
+    struct acct_snap as;
+    sop_buf batch, mani;
+    int placed; /* the written blobs have been given to their versions */
+} ckpt_run;
 
-    pthread_mutex_lock(&db->ckpt_mu);
-    /* 0. Seal a mostly dead append target, so this checkpoint cleans it. */
-    int rotated = rotate_for_cleaning(db);
-    if (rotated < 0) {
-        pthread_mutex_unlock(&db->ckpt_mu);
-        return rotated == SOP_PANIC ? sop_db__panic(db, rotated) : rotated;
-    }
-    sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
-    /* 1. The cut: C and the replay position, under commit_mu. */
+/* Phase 1, under commit_mu: the cut. C and the replay position are taken,
+ * the accounting at C snapshotted (C4), the versions at C pinned
+ * (ckpt_snap), sparse segments' live nodes relocated into the dirty set,
+ * and the dirty lids copied. *nothing_new: C is the last checkpoint's and
+ * nothing else is to do; then nothing was taken. */
+static int ckpt_cut(ckpt_run *r, int rotated, int *nothing_new)
+{
+    sop_db *db = r->db;
+    int rc = SOP_OK;
     pthread_mutex_lock(&db->commit_mu);
-    uint64_t C = db->applied_lsn;
+    uint64_t C = r->C = db->applied_lsn;
     if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 && !rotated &&
         !space_work_pending(db)) {
         pthread_mutex_unlock(&db->commit_mu);
-        sop_cache__leave(&db->ckpt_epoch);
-        pthread_mutex_unlock(&db->ckpt_mu);
-        return SOP_OK; /* nothing new */
+        *nothing_new = 1;
+        return SOP_OK;
     }
-    sop_loc replay;
-    rc = acct_take(&as, db->wal, &replay); /* (C4) at the cut */
-    if (rc != SOP_OK) {
-        pthread_mutex_unlock(&db->commit_mu);
+    if ((rc = acct_take(&r->as, db->wal, &r->replay)) != SOP_OK) /* (C4) at the cut */
         goto out;
-    }
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = C;
     pthread_mutex_unlock(&db->snap_mu);
-    relocate_from_sparse_segments(db, C, replay.seg);
-    nlids = sop_u64map_count(&db->dirty_lids);
-    lids = sop_malloc((nlids ? nlids : 1) * sizeof *lids);
-    if (!lids) {
-        pthread_mutex_unlock(&db->commit_mu);
+    relocate_from_sparse_segments(db, C, r->replay.seg);
+    r->nlids = sop_u64map_count(&db->dirty_lids);
+    r->lids = sop_malloc((r->nlids ? r->nlids : 1) * sizeof *r->lids);
+    if (!r->lids) {
         rc = sop_err(SOP_NOMEM, "checkpoint");
         goto out;
     }
-    {
-        size_t pos = 0, k = 0;
-        uint64_t lid;
-        while (sop_u64map_next(&lid, NULL, &db->dirty_lids, &pos) == SOP_OK)
-            lids[k++] = lid;
-    }
+    size_t pos = 0, k = 0;
+    uint64_t lid;
+    while (sop_u64map_next(&lid, NULL, &db->dirty_lids, &pos) == SOP_OK)
+        r->lids[k++] = lid;
+out:
     pthread_mutex_unlock(&db->commit_mu);
-    /* From here on the checkpoint reads only dirty images, which are never
-     * evicted, and the versions at C, which ckpt_snap keeps: it needs no
-     * epoch. Holding it through the writes kept every image evicted
-     * meanwhile unfreeable (L1): readers loading nodes during a long
-     * checkpoint grew memory far past the budget. */
-    sop_cache__leave(&db->ckpt_epoch);
-    /* The relocated copies are dirty node bytes now: evict clean images to
-     * make room for them before the writes, not after (with no epoch held,
-     * what is evicted here is freed at once unless a reader still sees it). */
-    sop_cache__evict(db);
-    /* 2. Write the nodes visible at C that have no blob yet. */
+    return rc;
+}
+
+/* Phase 2: the image of v (lid's version at C) becomes a node record at the
+ * end of the batch, and an entry of w whose location is relative to the
+ * batch until the batch is appended. */
+static int ckpt_batch_node(ckpt_run *r, sop_version *v, uint64_t lid, size_t *wflushed,
+                           size_t batch_max)
+{
+    const uint8_t *img = atomic_load(&v->img);
+    size_t clen = sop_node__used_bytes(img);
+    size_t rlen = sop_rec_len(clen);
+    int rc;
+    if (r->batch.len && r->batch.len + rlen > batch_max) {
+        /* Appended before it would pass batch_max: the buffer never grows
+         * past it (one record bigger than it goes alone). */
+        if ((rc = flush_batch(r->db, &r->batch, r->w + *wflushed, r->wn - *wflushed)) != SOP_OK)
+            return rc;
+        *wflushed = r->wn;
+    }
+    size_t at = r->batch.len;
+    uint8_t *rec = sop_buf_extend(&r->batch, rlen);
+    if (!rec)
+        return sop_err(SOP_NOMEM, "checkpoint batch");
+    size_t got;
+    if ((rc = sop_node__serialize(img, rec + SOP_REC_HDR_LEN, clen, &got)) != SOP_OK)
+        return rc;
+    memset(rec + SOP_REC_HDR_LEN + clen, 0, rlen - SOP_REC_HDR_LEN - clen);
+    uint32_t crc = sop_rec__header(rec, SOP_REC_NODE, rec + SOP_REC_HDR_LEN, clen, 0);
+    if (r->wn == r->wcap) {
+        r->wcap = r->wcap ? r->wcap * 2 : 256;
+        struct written *nw = sop_realloc(r->w, r->wcap * sizeof *r->w);
+        if (!nw)
+            return sop_err(SOP_NOMEM, "checkpoint");
+        r->w = nw;
+    }
+    struct written *e = &r->w[r->wn++];
+    e->v = v;
+    e->lid = lid;
+    e->loc.off = at; /* relative to the batch until appended */
+    e->loc.len = (uint32_t)rlen;
+    e->loc.crc = crc;
+    e->loc.seg = 0;
+    return SOP_OK;
+}
+
+/* Phase 2: every node visible at C that has no blob yet is appended to the
+ * log (in batches), and counted in the accounting at C. */
+static int ckpt_write_nodes(ckpt_run *r)
+{
+    sop_db *db = r->db;
     size_t batch_max = batch_limit(db), wflushed = 0;
-    for (size_t i = 0; i < nlids; i++) {
-        sop_version *v = sop_registry__lookup(&db->reg, lids[i], C);
+    int rc;
+    for (size_t i = 0; i < r->nlids; i++) {
+        sop_version *v = sop_registry__lookup(&db->reg, r->lids[i], r->C);
         if (!v || v->loc.seg != 0)
             continue;
-        const uint8_t *img = atomic_load(&v->img);
-        size_t clen = sop_node__used_bytes(img);
-        size_t rlen = sop_rec_len(clen);
-        if (batch.len && batch.len + rlen > batch_max) {
-            /* Appended before it would pass batch_max: the buffer never
-             * grows past it (one record bigger than it goes alone). */
-            if ((rc = flush_batch(db, &batch, w + wflushed, wn - wflushed)) != SOP_OK)
-                goto out;
-            wflushed = wn;
-        }
-        size_t at = batch.len;
-        uint8_t *rec = sop_buf_extend(&batch, rlen);
-        if (!rec) {
-            rc = sop_err(SOP_NOMEM, "checkpoint batch");
-            goto out;
-        }
-        size_t got;
-        if ((rc = sop_node__serialize(img, rec + SOP_REC_HDR_LEN, clen, &got)) != SOP_OK)
-            goto out;
-        memset(rec + SOP_REC_HDR_LEN + clen, 0, rlen - SOP_REC_HDR_LEN - clen);
-        uint32_t crc = sop_rec__header(rec, SOP_REC_NODE, rec + SOP_REC_HDR_LEN, clen, 0);
-        if (wn == wcap) {
-            wcap = wcap ? wcap * 2 : 256;
-            struct written *nw = sop_realloc(w, wcap * sizeof *w);
-            if (!nw) {
-                rc = sop_err(SOP_NOMEM, "checkpoint");
-                goto out;
-            }
-            w = nw;
-        }
-        w[wn].v = v;
-        w[wn].lid = lids[i];
-        w[wn].loc.off = at; /* relative to the batch until appended */
-        w[wn].loc.len = (uint32_t)rlen;
-        w[wn].loc.crc = crc;
-        w[wn].loc.seg = 0;
-        wn++;
+        if ((rc = ckpt_batch_node(r, v, r->lids[i], &wflushed, batch_max)) != SOP_OK)
+            return rc;
     }
-    if (batch.len && (rc = flush_batch(db, &batch, w + wflushed, wn - wflushed)) != SOP_OK)
-        goto out;
-    if ((rc = acct_add_written(&as, w, wn)) != SOP_OK)
-        goto out;
+    if (r->batch.len &&
+        (rc = flush_batch(db, &r->batch, r->w + wflushed, r->wn - wflushed)) != SOP_OK)
+        return rc;
+    return acct_add_written(&r->as, r->w, r->wn);
+}
+
+/* Phase 3, (C2): the blobs and every record <= C are durable (not in
+ * SOP_SYNC_OFF, which gives up power-loss safety for speed: see sop.h),
+ * and r->durable says up to where. A sync failure panics the handle. */
+static int ckpt_sync(ckpt_run *r)
+{
+    sop_db *db = r->db;
     /* What the sync below puts on stable storage: recovery must find valid
      * records up to here, so damage below it is corruption, never a torn
      * tail. Read before the sync, under append_mu: read after it, the tail
      * could include a concurrent commit's bytes that no sync covered, and a
      * power cut would then look like damage below the durable position. */
-    sop_loc durable = replay;
-    if (db->opts.sync != SOP_SYNC_OFF) {
-        durable = sop_wal__tail(db->wal);
-    }
-    /* 3. (C2) blobs and every record <= C durable (not in SOP_SYNC_OFF,
-     *    which gives up power-loss safety for speed: see sop.h). The sync
-     *    covers everything appended before it starts, so all of the above. */
-    if (db->opts.sync != SOP_SYNC_OFF && (rc = sop_wal__sync_all(db->wal)) != SOP_OK) {
-        rc = sop_db__panic(db, rc);
-        goto out;
-    }
-    /* 4. Under commit_mu: give the versions their locations, settle deaths,
-     *    and encode the manifest. */
-    pthread_mutex_lock(&db->commit_mu);
-    placed = 1;
+    r->durable = r->replay;
+    if (db->opts.sync == SOP_SYNC_OFF)
+        return SOP_OK;
+    r->durable = sop_wal__tail(db->wal);
+    /* The sync covers everything appended before it starts, so all of the
+     * above. */
+    int rc = sop_wal__sync_all(db->wal);
+    return rc != SOP_OK ? sop_db__panic(db, rc) : SOP_OK;
+}
+
+/* Phase 4a, under commit_mu: the versions get their blobs' locations (and
+ * become evictable), a blob superseded after C dies as of its successor,
+ * the deaths <= C are settled into the WAL and the accounting, and the
+ * dirty set keeps only lids whose newest version has no blob yet. */
+static void ckpt_place(ckpt_run *r)
+{
+    sop_db *db = r->db;
     uint64_t written_bytes = 0;
-    for (size_t j = 0; j < wn; j++) {
-        sop_version *v = w[j].v;
-        v->loc = w[j].loc;
+    r->placed = 1;
+    for (size_t j = 0; j < r->wn; j++) {
+        sop_version *v = r->w[j].v;
+        v->loc = r->w[j].loc;
         written_bytes += atomic_load_explicit(&v->img_len, memory_order_relaxed);
         sop_cache__add(db, v); /* clean now: evictable */
-        sop_version *h = sop_registry__head(&db->reg, w[j].lid);
+        sop_version *h = sop_registry__head(&db->reg, r->w[j].lid);
         if (h != v) {
             /* Superseded after C: this blob is dead as of the newer version.
              * Not in the manifest's accounting (C4): replaying that version
@@ -679,137 +692,210 @@ int sop_ckpt__run(sop_db *db)
     atomic_fetch_sub(&db->dirty_bytes, written_bytes);
     size_t keep = 0;
     for (size_t i = 0; i < db->death_count; i++) {
-        if (db->deaths[i].lsn <= C) {
+        if (db->deaths[i].lsn <= r->C) {
             sop_wal__blob_dead(db->wal, &db->deaths[i].loc, db->deaths[i].lsn);
-            acct_dead(&as, &db->deaths[i].loc, db->deaths[i].lsn);
+            acct_dead(&r->as, &db->deaths[i].loc, db->deaths[i].lsn);
         } else
             db->deaths[keep++] = db->deaths[i];
     }
     db->death_count = keep;
-    /* Dirty set: keep lids whose newest version has no blob yet. */
-    for (size_t i = 0; i < nlids; i++) {
-        sop_version *h = sop_registry__head(&db->reg, lids[i]);
+    for (size_t i = 0; i < r->nlids; i++) {
+        sop_version *h = sop_registry__head(&db->reg, r->lids[i]);
         if (!h || h->loc.seg != 0 || (h->flags & SOP_VER_TOMBSTONE))
-            sop_u64map_del(NULL, &db->dirty_lids, lids[i]);
+            sop_u64map_del(NULL, &db->dirty_lids, r->lids[i]);
     }
-    sop_buf_append(&mani, MANI_MAGIC, 8);
-    sop_buf_append_le32(&mani, 2);
-    sop_buf_append_le32(&mani, 0);
-    sop_buf_append_le64(&mani, C);
-    sop_buf_append_le64(&mani, replay.seg);
-    sop_buf_append_le64(&mani, replay.off);
-    sop_buf_append_le64(&mani, durable.seg);
-    sop_buf_append_le64(&mani, durable.off);
-    sop_buf_append_le64(&mani, db->reg.next_lid);
-    sop_buf_append_le64(&mani, db->next_store_id);
-    sop_buf_append_le64(&mani, db->next_txn_id);
+}
+
+/* Phase 4b, under commit_mu: the manifest's head, its stores and its
+ * prepared transactions at C (docs/FORMAT.md), their counts patched in. */
+static void ckpt_encode_catalog(ckpt_run *r)
+{
+    sop_db *db = r->db;
+    sop_buf *mani = &r->mani;
+    uint64_t C = r->C;
+    sop_buf_append(mani, MANI_MAGIC, 8);
+    sop_buf_append_le32(mani, 2);
+    sop_buf_append_le32(mani, 0);
+    sop_buf_append_le64(mani, C);
+    sop_buf_append_le64(mani, r->replay.seg);
+    sop_buf_append_le64(mani, r->replay.off);
+    sop_buf_append_le64(mani, r->durable.seg);
+    sop_buf_append_le64(mani, r->durable.off);
+    sop_buf_append_le64(mani, db->reg.next_lid);
+    sop_buf_append_le64(mani, db->next_store_id);
+    sop_buf_append_le64(mani, db->next_txn_id);
     uint32_t nst = 0;
-    size_t nst_off = mani.len;
-    sop_buf_append_le32(&mani, 0);
+    size_t nst_off = mani->len;
+    sop_buf_append_le32(mani, 0);
     for (sop_store *s = atomic_load(&db->stores); s; s = s->next) {
         uint64_t cl = atomic_load(&s->created_lsn);
         if (cl > C || atomic_load(&s->dropped_lsn) <= C)
             continue;
-        sop_buf_append_le64(&mani, s->id);
-        sop_buf_append_le64(&mani, s->root_lid);
-        sop_buf_append_le64(&mani, sop_store__count_at(s, C));
-        sop_buf_append_le64(&mani, s->next_seq);
-        sop_buf_append_le64(&mani, cl);
-        sop_buf_append_le16(&mani, (uint16_t)strlen(s->name));
-        sop_buf_append(&mani, s->name, strlen(s->name));
-        sop_buf_append_le32(&mani, s->flags);
-        sop_buf_append_le32(&mani, s->slot_length);
-        sop_buf_append_le32(&mani, s->max_inline);
+        sop_buf_append_le64(mani, s->id);
+        sop_buf_append_le64(mani, s->root_lid);
+        sop_buf_append_le64(mani, sop_store__count_at(s, C));
+        sop_buf_append_le64(mani, s->next_seq);
+        sop_buf_append_le64(mani, cl);
+        sop_buf_append_le16(mani, (uint16_t)strlen(s->name));
+        sop_buf_append(mani, s->name, strlen(s->name));
+        sop_buf_append_le32(mani, s->flags);
+        sop_buf_append_le32(mani, s->slot_length);
+        sop_buf_append_le32(mani, s->max_inline);
         size_t cl2 = s->comparator ? strlen(s->comparator) : 0;
-        sop_buf_append_le16(&mani, (uint16_t)cl2);
-        sop_buf_append(&mani, s->comparator, cl2);
-        sop_buf_append_le32(&mani, (uint32_t)s->key_spec_len);
-        sop_buf_append(&mani, s->key_spec, s->key_spec_len);
+        sop_buf_append_le16(mani, (uint16_t)cl2);
+        sop_buf_append(mani, s->comparator, cl2);
+        sop_buf_append_le32(mani, (uint32_t)s->key_spec_len);
+        sop_buf_append(mani, s->key_spec, s->key_spec_len);
         nst++;
     }
     uint32_t npr = 0;
-    size_t npr_off = mani.len;
-    sop_buf_append_le32(&mani, 0);
+    size_t npr_off = mani->len;
+    sop_buf_append_le32(mani, 0);
     for (sop_prepared *p = db->prepared; p; p = p->next) {
         if (p->lsn > C)
             continue;
-        sop_buf_append_le64(&mani, p->id);
-        sop_buf_append_le64(&mani, p->lsn);
-        sop_buf_append_le32(&mani, (uint32_t)p->body_len);
-        sop_buf_append(&mani, p->body, p->body_len);
+        sop_buf_append_le64(mani, p->id);
+        sop_buf_append_le64(mani, p->lsn);
+        sop_buf_append_le32(mani, (uint32_t)p->body_len);
+        sop_buf_append(mani, p->body, p->body_len);
         npr++;
     }
-    /* (C4) The accounting at C. Its end is each segment's size now: the node
-     * blobs below it are this checkpoint's (counted above) or older. */
-    sop_buf_append_le32(&mani, (uint32_t)as.n);
-    for (size_t i = 0; i < as.n; i++) {
-        const struct acct *e = &as.a[i];
-        sop_buf_append_le64(&mani, e->id);
-        sop_buf_append_le64(&mani, e->blob);
-        sop_buf_append_le64(&mani, e->dead);
-        sop_buf_append_le64(&mani, e->death_lsn);
-        sop_buf_append_le64(&mani, e->max_lsn);
-        sop_buf_append_le64(&mani, sop_wal__seg_size(db->wal, e->id)); /* 0 if gone */
-        sop_buf_append_le64(&mani, e->inflight);
+    if (sop_buf_status(mani) == SOP_OK) { /* else the caller reports it */
+        sop_put_le32(mani->data + nst_off, nst);
+        sop_put_le32(mani->data + npr_off, npr);
     }
-    size_t nl_off = mani.len;
-    sop_buf_append_le64(&mani, 0);
-    struct reg_collect rcx = {&mani, C, 0, 0};
-    sop_registry__for_each(&db->reg, collect_lid, &rcx);
-    pthread_mutex_unlock(&db->commit_mu);
-    if (rcx.bad) {
-        rc = SOP_CORRUPT_BKPT("checkpoint found a node without a blob");
-        goto out;
+}
+
+/* Phase 4c, under commit_mu: the accounting at C (C4) and the registry's
+ * versions at C. Its end is each segment's size now: the node blobs below
+ * it are this checkpoint's (counted above) or older. The lid count goes at
+ * *nl_off, patched by the caller (rcx->count) once the buffer is known
+ * good; rcx->bad if a node at C has no blob. */
+static void ckpt_encode_space(ckpt_run *r, struct reg_collect *rcx, size_t *nl_off)
+{
+    sop_db *db = r->db;
+    sop_buf *mani = &r->mani;
+    sop_buf_append_le32(mani, (uint32_t)r->as.n);
+    for (size_t i = 0; i < r->as.n; i++) {
+        const struct acct *e = &r->as.a[i];
+        sop_buf_append_le64(mani, e->id);
+        sop_buf_append_le64(mani, e->blob);
+        sop_buf_append_le64(mani, e->dead);
+        sop_buf_append_le64(mani, e->death_lsn);
+        sop_buf_append_le64(mani, e->max_lsn);
+        sop_buf_append_le64(mani, sop_wal__seg_size(db->wal, e->id)); /* 0 if gone */
+        sop_buf_append_le64(mani, e->inflight);
     }
-    if ((rc = sop_buf_status(&mani)) != SOP_OK)
-        goto out;
-    sop_put_le32(mani.data + nst_off, nst);
-    sop_put_le32(mani.data + npr_off, npr);
-    sop_put_le64(mani.data + nl_off, rcx.count);
-    sop_buf_append_le32(&mani, sop_crc32c(0, mani.data, mani.len));
-    if ((rc = sop_buf_status(&mani)) != SOP_OK)
-        goto out;
-    /* 5. (C1) */
+    *nl_off = mani->len;
+    sop_buf_append_le64(mani, 0);
+    *rcx = (struct reg_collect){mani, r->C, 0, 0};
+    sop_registry__for_each(&db->reg, collect_lid, rcx);
+}
+
+/* Phase 5, (C1): the manifest is written durably as the next one; the
+ * handle's checkpoint position moves to C and the older manifest goes. */
+static int ckpt_publish(ckpt_run *r)
+{
+    sop_db *db = r->db;
+    char path[4200];
     uint64_t seq = db->ckpt_seq + 1;
     snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, seq);
-    if ((rc = write_file_durably(db, path, mani.data, mani.len)) != SOP_OK)
-        goto out;
+    int rc = write_file_durably(db, path, r->mani.data, r->mani.len);
+    if (rc)
+        return rc;
     uint64_t old_seq = db->ckpt_seq;
     db->ckpt_seq = seq;
     pthread_mutex_lock(&db->commit_mu);
-    db->ckpt_lsn = C;
-    db->replay_from = replay;
+    db->ckpt_lsn = r->C;
+    db->replay_from = r->replay;
     db->log_since_ckpt = 0;
     pthread_mutex_unlock(&db->commit_mu);
     if (old_seq) {
         snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, old_seq);
         db->vfs->unlink(db->vfs, path); /* a leftover only costs space; open picks the newest */
     }
+    return SOP_OK;
+}
+
+int sop_ckpt__run(sop_db *db)
+{
+    int rc = SOP_OK;
+    ckpt_run r = {.db = db, .batch = SOP_BUF_INIT, .mani = SOP_BUF_INIT};
+    r.as = (struct acct_snap){NULL, 0, 0};
+
+    pthread_mutex_lock(&db->ckpt_mu);
+    /* 0. Seal a mostly dead append target, so this checkpoint cleans it. */
+    int rotated = rotate_for_cleaning(db);
+    if (rotated < 0) {
+        pthread_mutex_unlock(&db->ckpt_mu);
+        return rotated == SOP_PANIC ? sop_db__panic(db, rotated) : rotated;
+    }
+    sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
+    int nothing_new = 0;
+    rc = ckpt_cut(&r, rotated, &nothing_new);
+    if (nothing_new) {
+        sop_cache__leave(&db->ckpt_epoch);
+        pthread_mutex_unlock(&db->ckpt_mu);
+        return SOP_OK;
+    }
+    if (rc)
+        goto out;
+    /* From here on the checkpoint reads only dirty images, which are never
+     * evicted, and the versions at C, which ckpt_snap keeps: it needs no
+     * epoch. Holding it through the writes kept every image evicted
+     * meanwhile unfreeable (L1): readers loading nodes during a long
+     * checkpoint grew memory far past the budget. */
+    sop_cache__leave(&db->ckpt_epoch);
+    /* The relocated copies are dirty node bytes now: evict clean images to
+     * make room for them before the writes, not after (with no epoch held,
+     * what is evicted here is freed at once unless a reader still sees it). */
+    sop_cache__evict(db);
+    if ((rc = ckpt_write_nodes(&r)) != SOP_OK || (rc = ckpt_sync(&r)) != SOP_OK)
+        goto out;
+    /* 4. Under commit_mu: give the versions their locations, settle deaths,
+     *    and encode the manifest. */
+    struct reg_collect rcx;
+    size_t nl_off;
+    pthread_mutex_lock(&db->commit_mu);
+    ckpt_place(&r);
+    ckpt_encode_catalog(&r);
+    ckpt_encode_space(&r, &rcx, &nl_off);
+    pthread_mutex_unlock(&db->commit_mu);
+    if (rcx.bad) {
+        rc = SOP_CORRUPT_BKPT("checkpoint found a node without a blob");
+        goto out;
+    }
+    if ((rc = sop_buf_status(&r.mani)) != SOP_OK)
+        goto out;
+    sop_put_le64(r.mani.data + nl_off, rcx.count);
+    sop_buf_append_le32(&r.mani, sop_crc32c(0, r.mani.data, r.mani.len));
+    if ((rc = sop_buf_status(&r.mani)) != SOP_OK || (rc = ckpt_publish(&r)) != SOP_OK)
+        goto out;
     /* 6. (C3) reclaim segments. */
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
     pthread_mutex_unlock(&db->snap_mu);
-    struct reclaim_ctx rcl = {replay.seg, C, sop_db__snap_min(db, 0)};
+    struct reclaim_ctx rcl = {r.replay.seg, r.C, sop_db__snap_min(db, 0)};
     (void)sop_wal__reclaim(db->wal, seg_reclaimable, &rcl);
 out:
-    if (!placed) {
+    if (!r.placed) {
         /* Failed before the versions got them: nothing will reference the
          * node blobs already appended. */
-        for (size_t j = 0; j < wn; j++)
-            if (w[j].loc.seg != 0)
-                sop_wal__blob_dead(db->wal, &w[j].loc, 0);
+        for (size_t j = 0; j < r.wn; j++)
+            if (r.w[j].loc.seg != 0)
+                sop_wal__blob_dead(db->wal, &r.w[j].loc, 0);
     }
-    sop_free(as.a);
+    sop_free(r.as.a);
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
     pthread_mutex_unlock(&db->snap_mu);
     sop_cache__leave(&db->ckpt_epoch);
     pthread_mutex_unlock(&db->ckpt_mu);
     sop_cache__evict(db);
-    sop_free(w);
-    sop_free(lids);
-    sop_buf_dispose(&batch);
-    sop_buf_dispose(&mani);
+    sop_free(r.w);
+    sop_free(r.lids);
+    sop_buf_dispose(&r.batch);
+    sop_buf_dispose(&r.mani);
     sop_alloc_release_free_memory();
     return rc;
 }

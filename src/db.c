@@ -15,6 +15,7 @@
  * twice gives the same state (idempotent).
  */
 #include "cache.h"
+#include "commit.h"
 #include "db.h"
 #include "txn.h"
 
@@ -674,7 +675,7 @@ static int settle_segment(sop_db *db, sop_seg *s, uint64_t end, int torn, int ne
                                 " but newer segments exist",
                                 s->id, end);
     uint64_t vouched, by, lsn;
-    if ((rc = sop_wal__vouched(db->wal, s, end, db->applied_lsn + 1, &vouched, &by, &lsn)) !=
+    if ((rc = sop_wal__vouched(db->wal, s, end, sop_commit__next(db), &vouched, &by, &lsn)) !=
         SOP_OK)
         return rc;
     if (vouched > end)

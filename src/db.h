@@ -123,6 +123,7 @@ struct sop_db {
 
     _Atomic uint64_t visible_lsn; /* D1 */
     uint64_t applied_lsn;         /* commit_mu */
+    uint64_t commit_claims;       /* commit_mu: positions claimed (commit.h; a test hook) */
     _Atomic(sop_store *) stores;  /* D3: every store object */
     /* The catalog indexes (D3). Buckets are a power of two, chains
      * intrusive, so linking never allocates (a failed growth only leaves

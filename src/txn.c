@@ -8,6 +8,7 @@
  * trimming of history and old versions.
  */
 #include "cache.h"
+#include "commit.h"
 #include "txn.h"
 #include "txnrec.h"
 
@@ -778,191 +779,247 @@ static void commit_between_ops(sop_apply *a, sop_txn *owner, size_t *seen, uint6
     sop_cache__evict(db);
 }
 
+/* One apply_body call: the record being read and the catalog changes it
+ * makes so far (ch[0..nch), indexed by chx). */
+typedef struct body_apply {
+    sop_apply *a;
+    sop_txn *owner; /* live commit; NULL in replay */
+    uint8_t *patch; /* see apply_body */
+    sop_txnrec_rd d;
+    cat_change *ch;
+    size_t nch;
+    uint32_t cap; /* entries allocated in ch */
+    ch_index chx;
+    sop_ws *next_created; /* encode_txn wrote owner's creates in write-set order */
+    size_t clones_seen;   /* commit_between_ops */
+    uint64_t clones_counted;
+} body_apply;
+
+/* Phase 1, CREATE: the store object the entry makes. A live commit's is the
+ * owner's pending handle (*created = 1); in replay, and for a prepared
+ * body, a new object is built (*created = 2; the caller frees it on
+ * failure) once its id and name are found free. */
+static int create_target(body_apply *b, const sop_txnrec_cat *e, sop_store **out, int *created)
+{
+    sop_db *db = b->a->db;
+    uint64_t id = e->store_id;
+    const sop_val *name = &e->name;
+    sop_store *s = NULL;
+    while (b->next_created && !b->next_created->created)
+        b->next_created = b->next_created->next;
+    if (b->next_created && b->next_created->store->id == id) {
+        s = b->next_created->store;
+        b->next_created = b->next_created->next;
+    }
+    for (sop_ws *w = b->owner && !s ? b->owner->ws : NULL; w; w = w->next)
+        if (w->created && w->store->id == id)
+            s = w->store;
+    if (s) {
+        *out = s;
+        *created = 1;
+        return SOP_OK;
+    }
+    /* Replay (and commit of a prepared body): no other store may have this
+     * id, nor, while live, this name (commit and prepare validation keep
+     * both unique, and store ids are never reused), or two stores would
+     * answer to one. */
+    int clash = id == 0 || id == UINT64_MAX || sop_db__store_by_id(db, id) != NULL ||
+                sop_db__store_live_named(db, name->data, name->len) != NULL ||
+                ch_by_id(&b->chx, id) || ch_name_taken(b->ch, b->nch, &b->chx, name);
+    if (clash)
+        return SOP_CORRUPT_BKPT("commit record creates store %" PRIu64
+                                " '%.*s', whose id or name is in use",
+                                id, (int)name->len, (const char *)name->data);
+    /* Replay: build the store object (published at the end). */
+    sop_store_def def = {
+        .id = id,
+        .root_lid = e->root_lid,
+        .name = *name,
+        .comparator = e->comparator,
+        .key_spec = e->key_spec,
+        .flags = e->flags,
+        .slot_length = e->slot_length,
+        .max_inline = e->max_inline,
+        .created_lsn = SOP_NEVER,
+    };
+    int rc = sop_store__new(out, db, &def);
+    if (rc)
+        return rc;
+    *created = 2; /* replay-made object */
+    return SOP_OK;
+}
+
+/* Phase 1, CREATE: the store joins the changes, the lid and store id
+ * counters move past its root and id, and its empty root is applied. */
+static int apply_create(body_apply *b, const sop_txnrec_cat *e)
+{
+    sop_db *db = b->a->db;
+    sop_store *s = NULL;
+    int created = 0;
+    int rc = create_target(b, e, &s, &created);
+    if (rc)
+        return rc;
+    cat_change *c = &b->ch[b->nch];
+    c->created = created;
+    c->store = s;
+    c->next_seq = 1;
+    if ((rc = ch_add(&b->chx, b->ch, b->nch)) != SOP_OK) {
+        if (created == 2)
+            sop_store__free(s);
+        return rc;
+    }
+    b->nch++;
+    if (db->reg.next_lid <= e->root_lid)
+        db->reg.next_lid = e->root_lid + 1;
+    if (db->next_store_id <= e->store_id)
+        db->next_store_id = e->store_id + 1;
+    return sop_apply__create_root(b->a, s);
+}
+
+/* Phase 1, DROP: the store - created earlier in this body, or committed -
+ * is marked dropped in the changes and its tree's nodes die. */
+static int apply_drop(body_apply *b, const sop_txnrec_cat *e)
+{
+    assert(e->op == SOP_TXNREC_DROP);
+    uint64_t id = e->store_id;
+    size_t k = ch_by_id(&b->chx, id); /* 1 + its index, or 0 */
+    sop_store *s = k ? b->ch[k - 1].store : sop_db__store_by_id(b->a->db, id);
+    if (!s)
+        return SOP_CORRUPT_BKPT("commit record drops unknown store %" PRIu64, id);
+    if (k) {
+        k--;
+    } else {
+        k = b->nch;
+        b->ch[k].store = s;
+        b->ch[k].next_seq = s->next_seq;
+        int rc = ch_add(&b->chx, b->ch, k);
+        if (rc)
+            return rc;
+        b->nch++;
+    }
+    b->ch[k].dropped = 1;
+    return sop_apply__drop_tree(b->a, s);
+}
+
+/* Between the phases: room in ch for one change per store section (nst,
+ * bounded by the body's length) after the catalog's, zeroed. */
+static int reserve_store_changes(body_apply *b, uint32_t nst)
+{
+    if (b->nch + nst <= b->cap)
+        return SOP_OK;
+    cat_change *n = sop_realloc(b->ch, (b->nch + nst) * sizeof *b->ch);
+    if (!n)
+        return sop_err(SOP_NOMEM, "catalog changes");
+    b->ch = n;
+    memset(b->ch + b->nch, 0, nst * sizeof *b->ch);
+    return SOP_OK;
+}
+
+/* Phase 2: one store section. Its operations are applied in order, and its
+ * count delta is written into the record (live commit: patch) or checked
+ * against the record's (replay); the store's change accumulates it. */
+static int apply_store(body_apply *b, const sop_txnrec_store *st)
+{
+    sop_apply *a = b->a;
+    uint64_t id = st->store_id;
+    size_t k = ch_by_id(&b->chx, id);
+    int rc;
+    if (k) {
+        k--;
+    } else {
+        sop_store *s = sop_db__store_by_id(a->db, id);
+        if (!s)
+            return SOP_CORRUPT_BKPT("commit record names unknown store %" PRIu64, id);
+        k = b->nch;
+        b->ch[k].store = s;
+        if ((rc = ch_add(&b->chx, b->ch, k)) != SOP_OK)
+            return rc;
+        b->nch++;
+    }
+    sop_store *s = b->ch[k].store;
+    b->ch[k].has_ops = 1;
+    b->ch[k].next_seq = st->next_seq;
+    a->delta = 0;
+    sop_txnrec_op o;
+    while ((rc = sop_txnrec__next_op(&b->d, &o)) == 1) {
+        sop_leafval v;
+        memset(&v, 0, sizeof v);
+        if (o.kind == SOP_TXNREC_PUT) {
+            v.value_len = o.value_len;
+            v.is_blob = o.is_blob;
+            v.loc = o.loc;
+            v.inline_val = o.value;
+        }
+        int existed;
+        if ((rc = sop_apply__op(a, s, o.kind, &o.key, o.seq, &v, &existed)) != SOP_OK)
+            return rc;
+        if (b->owner)
+            commit_between_ops(a, b->owner, &b->clones_seen, &b->clones_counted);
+    }
+    if (rc < 0)
+        return rc;
+    if (b->patch)
+        sop_put_le64(b->patch + st->count_delta_off, (uint64_t)a->delta);
+    else if (st->count_delta != a->delta)
+        return SOP_CORRUPT_BKPT("store %" PRIu64 ": replay count delta %" PRId64
+                                " differs from the record's %" PRId64,
+                                id, a->delta, st->count_delta);
+    b->ch[k].delta += a->delta;
+    return SOP_OK;
+}
+
 /* Apply a COMMIT/PREPARE body (from the xid field on) at a->lsn. When
  * owner is not NULL (live commit), created stores are the owner's pending
  * handles; in replay new store objects are made. patch: the body itself,
  * writable, to have the count deltas written into it (a commit encodes
  * them as 0); NULL to check them against the record instead (replay, which
- * reads the log's bytes in place). */
+ * reads the log's bytes in place). Phase 1 applies the catalog entries
+ * (creates, drops), phase 2 the store sections; on success the catalog
+ * changes go to the caller to publish, on failure they are freed. */
 static int apply_body(sop_apply *a, const uint8_t *body, size_t len, sop_txn *owner,
                       cat_change **ch_out, size_t *nch_out, uint8_t *patch)
 {
     assert(!patch || patch == body);
     sop_db *db = a->db;
-    sop_txnrec_rd d;
     sop_val xid;
-    cat_change *ch = NULL;
-    size_t nch = 0;
-    ch_index chx = {SOP_U64MAP_INIT, SOP_U64MAP_INIT};
-    size_t clones_seen = 0;
-    uint64_t clones_counted = 0;
-    int rc = sop_txnrec__open(&d, &xid, body, len, SOP_MAX_NAME_LEN, SOP_MAX_KEY_LEN);
+    body_apply b = {.a = a, .owner = owner, .patch = patch};
+    b.chx = (ch_index){SOP_U64MAP_INIT, SOP_U64MAP_INIT};
+    int rc = sop_txnrec__open(&b.d, &xid, body, len, SOP_MAX_NAME_LEN, SOP_MAX_KEY_LEN);
     if (rc)
         return rc;
-    uint32_t cap = d.left + 64; /* catalog entries, bounded by len (txnrec.h) */
-    /* encode_txn wrote owner's creates in write-set order: found in one pass */
-    sop_ws *next_created = owner ? owner->ws : NULL;
-    ch = sop_calloc(cap, sizeof *ch);
-    if (!ch)
+    b.cap = b.d.left + 64; /* catalog entries, bounded by len (txnrec.h) */
+    b.next_created = owner ? owner->ws : NULL;
+    b.ch = sop_calloc(b.cap, sizeof *b.ch);
+    if (!b.ch)
         return sop_err(SOP_NOMEM, "catalog changes");
     sop_txnrec_cat e;
-    while ((rc = sop_txnrec__next_cat(&d, &e)) == 1) {
-        uint64_t id = e.store_id;
-        if (e.op == SOP_TXNREC_CREATE) {
-            uint64_t root = e.root_lid;
-            sop_val name = e.name;
-            sop_store *s = NULL;
-            while (next_created && !next_created->created)
-                next_created = next_created->next;
-            if (next_created && next_created->store->id == id) {
-                s = next_created->store;
-                next_created = next_created->next;
-            }
-            for (sop_ws *w = owner && !s ? owner->ws : NULL; w; w = w->next)
-                if (w->created && w->store->id == id)
-                    s = w->store;
-            if (!s) {
-                /* Replay (and commit of a prepared body): no other store may
-                 * have this id, nor, while live, this name (commit and
-                 * prepare validation keep both unique, and store ids are
-                 * never reused), or two stores would answer to one. */
-                int clash = id == 0 || id == UINT64_MAX || sop_db__store_by_id(db, id) != NULL ||
-                            sop_db__store_live_named(db, name.data, name.len) != NULL ||
-                            ch_by_id(&chx, id) || ch_name_taken(ch, nch, &chx, &name);
-                if (clash) {
-                    rc = SOP_CORRUPT_BKPT("commit record creates store %" PRIu64
-                                          " '%.*s', whose id or name is in use",
-                                          id, (int)name.len, (const char *)name.data);
-                    goto out;
-                }
-                /* Replay: build the store object (published at the end). */
-                sop_store_def def = {
-                    .id = id,
-                    .root_lid = root,
-                    .name = name,
-                    .comparator = e.comparator,
-                    .key_spec = e.key_spec,
-                    .flags = e.flags,
-                    .slot_length = e.slot_length,
-                    .max_inline = e.max_inline,
-                    .created_lsn = SOP_NEVER,
-                };
-                if ((rc = sop_store__new(&s, db, &def)) != SOP_OK)
-                    goto out;
-                ch[nch].created = 2; /* replay-made object */
-            } else {
-                ch[nch].created = 1;
-            }
-            ch[nch].store = s;
-            ch[nch].next_seq = 1;
-            if ((rc = ch_add(&chx, ch, nch)) != SOP_OK) {
-                if (ch[nch].created == 2)
-                    sop_store__free(s);
-                goto out;
-            }
-            nch++;
-            if (db->reg.next_lid <= root)
-                db->reg.next_lid = root + 1;
-            if (db->next_store_id <= id)
-                db->next_store_id = id + 1;
-            SOP_TRY(sop_apply__create_root(a, s));
-        } else {
-            assert(e.op == SOP_TXNREC_DROP);
-            size_t k = ch_by_id(&chx, id); /* 1 + its index, or 0 */
-            sop_store *s = k ? ch[k - 1].store : sop_db__store_by_id(db, id);
-            if (!s) {
-                rc = SOP_CORRUPT_BKPT("commit record drops unknown store %" PRIu64, id);
-                goto out;
-            }
-            if (k) {
-                k--;
-            } else {
-                k = nch;
-                ch[nch].store = s;
-                ch[nch].next_seq = s->next_seq;
-                SOP_TRY(ch_add(&chx, ch, nch));
-                nch++;
-            }
-            ch[k].dropped = 1;
-            SOP_TRY(sop_apply__drop_tree(a, s));
-        }
-    }
+    while ((rc = sop_txnrec__next_cat(&b.d, &e)) == 1)
+        if ((rc = e.op == SOP_TXNREC_CREATE ? apply_create(&b, &e) : apply_drop(&b, &e)) != SOP_OK)
+            goto out;
     sop_txnrec_store st;
-    if (rc < 0 || (rc = sop_txnrec__next_store(&d, &st)) < 0)
+    if (rc < 0 || (rc = sop_txnrec__next_store(&b.d, &st)) < 0)
         goto out;
-    uint32_t nst = d.left + (rc == 1); /* store sections, bounded by len */
-    if (nch + nst > cap) {
-        cat_change *n = sop_realloc(ch, (nch + nst) * sizeof *ch);
-        if (!n) {
-            rc = sop_err(SOP_NOMEM, "catalog changes");
+    int more = rc;
+    if ((rc = reserve_store_changes(&b, b.d.left + (more == 1))) != SOP_OK)
+        goto out;
+    for (rc = more; rc == 1; rc = sop_txnrec__next_store(&b.d, &st))
+        if ((rc = apply_store(&b, &st)) != SOP_OK)
             goto out;
-        }
-        ch = n;
-        memset(ch + nch, 0, nst * sizeof *ch);
-    }
-    for (; rc == 1; rc = sop_txnrec__next_store(&d, &st)) {
-        uint64_t id = st.store_id;
-        size_t delta_off = st.count_delta_off;
-        size_t k = ch_by_id(&chx, id);
-        if (k) {
-            k--;
-        } else {
-            sop_store *s = sop_db__store_by_id(db, id);
-            if (!s) {
-                rc = SOP_CORRUPT_BKPT("commit record names unknown store %" PRIu64, id);
-                goto out;
-            }
-            k = nch;
-            ch[nch].store = s;
-            SOP_TRY(ch_add(&chx, ch, nch));
-            nch++;
-        }
-        sop_store *s = ch[k].store;
-        ch[k].has_ops = 1;
-        ch[k].next_seq = st.next_seq;
-        a->delta = 0;
-        sop_txnrec_op o;
-        while ((rc = sop_txnrec__next_op(&d, &o)) == 1) {
-            sop_leafval v;
-            memset(&v, 0, sizeof v);
-            if (o.kind == SOP_TXNREC_PUT) {
-                v.value_len = o.value_len;
-                v.is_blob = o.is_blob;
-                v.loc = o.loc;
-                v.inline_val = o.value;
-            }
-            int existed;
-            SOP_TRY(sop_apply__op(a, s, o.kind, &o.key, o.seq, &v, &existed));
-            if (owner)
-                commit_between_ops(a, owner, &clones_seen, &clones_counted);
-        }
-        if (rc < 0)
-            goto out;
-        if (patch) {
-            sop_put_le64(patch + delta_off, (uint64_t)a->delta);
-        } else if (st.count_delta != a->delta) {
-            rc = SOP_CORRUPT_BKPT("store %" PRIu64 ": replay count delta %" PRId64
-                                  " differs from the record's %" PRId64,
-                                  id, a->delta, st.count_delta);
-            goto out;
-        }
-        ch[k].delta += a->delta;
-    }
     if (rc == 0)
-        rc = sop_txnrec__finish(&d);
+        rc = sop_txnrec__finish(&b.d);
 out:
-    atomic_fetch_sub_explicit(&db->node_bytes, clones_counted, memory_order_relaxed);
-    sop_u64map_dispose(&chx.ids);
-    sop_u64map_dispose(&chx.names);
+    atomic_fetch_sub_explicit(&db->node_bytes, b.clones_counted, memory_order_relaxed);
+    sop_u64map_dispose(&b.chx.ids);
+    sop_u64map_dispose(&b.chx.names);
     if (rc) {
-        for (size_t k = 0; k < nch; k++)
-            if (ch[k].created == 2)
-                sop_store__free(ch[k].store);
-        sop_free(ch);
+        for (size_t k = 0; k < b.nch; k++)
+            if (b.ch[k].created == 2)
+                sop_store__free(b.ch[k].store);
+        sop_free(b.ch);
         return rc;
     }
-    *ch_out = ch;
-    *nch_out = nch;
+    *ch_out = b.ch;
+    *nch_out = b.nch;
     return SOP_OK;
 }
 
@@ -1232,14 +1289,6 @@ void sop_db__trim(sop_db *db)
 /* Commit, prepare                                                           */
 /* ======================================================================== */
 
-static void set_visible(sop_db *db, uint64_t lsn)
-{
-    pthread_mutex_lock(&db->snap_mu);
-    if (lsn > atomic_load(&db->visible_lsn))
-        atomic_store_explicit(&db->visible_lsn, lsn, memory_order_release);
-    pthread_mutex_unlock(&db->snap_mu);
-}
-
 /* What validation found a conflict against must be visible before
  * SOP_CONFLICT returns (commit_mu held; released by this call). Every
  * record up to applied_lsn is published; one is made visible only once it
@@ -1256,37 +1305,25 @@ static int conflict_settle(sop_db *db, int rc)
     pthread_mutex_unlock(&db->commit_mu);
     if (rc != SOP_CONFLICT || atomic_load(&db->visible_lsn) >= upto)
         return rc;
-    int src = sop_wal__sync_all(db->wal); /* covers every record <= upto, maybe more */
-    if (src != SOP_OK)
-        sop_db__panic(db, src); /* every later call reports the panic */
-    else
-        set_visible(db, upto);
+    (void)sop_commit__durable_upto(db, upto); /* a failure panics: every later call reports it */
     return rc;
 }
 
-/* Write rec (header filled here) for lsn; publish a's changes. commit_mu held. */
+/* Write rec (header filled by the commit point) at the claimed lsn; publish
+ * a's changes. commit_mu held. */
 static int append_and_publish(sop_db *db, sop_buf *rec, sop_apply *a, cat_change *ch, size_t nch,
                               uint64_t lsn, uint64_t *token_out)
 {
-    size_t plen = rec->len - SOP_REC_HDR_LEN;
-    size_t rlen = sop_rec_len(plen);
-    if (!sop_buf_extend(rec, rlen - rec->len))
-        return sop_err(SOP_NOMEM, "commit record");
-    memset(rec->data + SOP_REC_HDR_LEN + plen, 0, rlen - SOP_REC_HDR_LEN - plen);
     int rc = sop_apply__reserve(a);
     if (rc)
         return rc;
-    sop_rec__header(rec->data, SOP_REC_TXN, rec->data + SOP_REC_HDR_LEN, plen, lsn);
-    sop_loc loc;
-    rc = sop_wal__append(db->wal, rec->data, rlen, lsn, 0, &loc, token_out);
-    if (rc)
+    if ((rc = sop_commit__write(db, rec, lsn, token_out)) != SOP_OK)
         return rc;
     /* The record is in the log: from here on nothing may fail. */
     sop_apply__publish(a);
     if (publish_catalog(db, ch, nch, lsn) != SOP_OK)
         return sop_db__panic(db, sop_err(SOP_NOMEM, "catalog publish after append"));
-    db->applied_lsn = lsn;
-    db->log_since_ckpt += rlen;
+    sop_commit__applied(db, lsn);
     return SOP_OK;
 }
 
@@ -1332,7 +1369,7 @@ int sop_txn__commit(sop_txn *t)
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
     if ((rc = validate(t)) != SOP_OK)
         return conflict_settle(db, rc);
-    lsn = db->applied_lsn + 1;
+    lsn = sop_commit__claim(db);
     sop_apply__init(&a, db, lsn, t->snap);
     if ((rc = encode_txn(rec, t, SOP_REC_COMMIT, 0, NULL)) != SOP_OK)
         goto fail;
@@ -1351,17 +1388,14 @@ int sop_txn__commit(sop_txn *t)
     t->blobs_released = 1;
     atomic_fetch_add(&db->st_commits, 1);
     if (!sync_full)
-        set_visible(db, lsn);
+        sop_commit__visible(db, lsn);
     sop_db__trim(db);
     release_rec_buf(rec);
     pthread_mutex_unlock(&db->commit_mu);
     free_changes(ch, nch, 0);
     sop_apply__dispose(&a);
-    if (sync_full) {
-        if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
-            return sop_db__panic(db, rc);
-        set_visible(db, lsn);
-    }
+    if (sync_full && (rc = sop_commit__durable(db, token, lsn)) != SOP_OK)
+        return rc;
     /* The commit reads no more images: drop its epoch (L2) before a
      * checkpoint that may run long, or every image evicted meanwhile by
      * other threads would wait for it to be freed. */
@@ -1547,7 +1581,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     pthread_mutex_lock(&db->commit_mu);
     if ((rc = validate(t)) != SOP_OK)
         return conflict_settle(db, rc);
-    uint64_t lsn = db->applied_lsn + 1;
+    uint64_t lsn = sop_commit__claim(db);
     uint64_t id = db->next_txn_id;
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
     if (id == UINT64_MAX) { /* as for store ids in encode_txn */
@@ -1558,12 +1592,6 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     if ((rc = encode_txn(&rec, t, SOP_REC_PREPARE, id, xid)) != SOP_OK)
         goto fail;
     size_t plen = rec.len - SOP_REC_HDR_LEN;
-    size_t rlen = sop_rec_len(plen);
-    if (!sop_buf_extend(&rec, rlen - rec.len)) {
-        rc = sop_err(SOP_NOMEM, "prepare record");
-        goto fail;
-    }
-    memset(rec.data + SOP_REC_HDR_LEN + plen, 0, rlen - SOP_REC_HDR_LEN - plen);
     /* From the PREPARE on, its writes count in validation as a commit's
      * do: a transaction whose snapshot is older and that read or writes
      * one of these keys must fail, even after a rollback (conservative),
@@ -1576,9 +1604,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     if ((rc = add_prepared(db, id, lsn, rec.data + SOP_REC_HDR_LEN + SOP_TXNREC_HEAD_LEN,
                            plen - SOP_TXNREC_HEAD_LEN)) != SOP_OK)
         goto fail;
-    sop_rec__header(rec.data, SOP_REC_TXN, rec.data + SOP_REC_HDR_LEN, plen, lsn);
-    sop_loc loc;
-    if ((rc = sop_wal__append(db->wal, rec.data, rlen, lsn, 0, &loc, &token)) != SOP_OK) {
+    if ((rc = sop_commit__write(db, &rec, lsn, &token)) != SOP_OK) {
         /* remove what add_prepared added (the last entry) */
         sop_prepared *last = db->prepared_last;
         prepared_unlink(db, last);
@@ -1593,8 +1619,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
         for (sop_ws_item *x = w->head->next[0]; x; x = x->next[0])
             if (x->seq >= SOP_PROVISIONAL_SEQ && x->op == SOP_OP_PUT)
                 w->store->next_seq++;
-    db->applied_lsn = lsn;
-    db->log_since_ckpt += rlen;
+    sop_commit__applied(db, lsn);
     t->id = id;
     t->state = SOP_TXN_PREPARED;
     release_ws_blobs(t, 0); /* the PREPARE record references them now */
@@ -1602,10 +1627,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     pthread_mutex_unlock(&db->commit_mu);
     sop_buf_dispose(&rec);
     /* Prepare is always durable, whatever the sync mode. */
-    if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
-        return sop_db__panic(db, rc);
-    set_visible(db, lsn);
-    return SOP_OK;
+    return sop_commit__durable(db, token, lsn);
 fail:
     db->reg.next_lid = saved_lid;
     db->next_store_id = saved_store;
@@ -1753,7 +1775,7 @@ static int resolve_locked(sop_db *db, sop_prepared *p, int commit, uint64_t lsn,
         SOP_TRY(sop_apply__reserve(&a));
         sop_apply__publish(&a);
         SOP_TRY(publish_catalog(db, ch, nch, lsn));
-        db->applied_lsn = lsn;
+        sop_commit__applied(db, lsn);
     }
     prepared_unlink(db, p);
     sop_prepared__free(p);
@@ -1778,7 +1800,7 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
         pthread_mutex_unlock(&db->commit_mu);
         return sop_err(SOP_NOTFOUND, "no prepared transaction %" PRIu64, id);
     }
-    uint64_t lsn = db->applied_lsn + 1;
+    uint64_t lsn = sop_commit__claim(db);
     /* Applying the body reads and loads images, and loading evicts others:
      * the images it is merging into must stay allocated (cache.h L2). The
      * caller may hold no transaction (phase 2 by id after recovery). */
@@ -1788,17 +1810,14 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
     int rc = sop_err_lost_file(resolve_locked(db, p, commit, lsn, &token, 0));
     sop_cache__leave(&db->resolve_epoch);
     if (rc == SOP_OK && db->opts.sync != SOP_SYNC_FULL)
-        set_visible(db, lsn);
+        sop_commit__visible(db, lsn);
     if (rc == SOP_OK)
         sop_db__trim(db);
     pthread_mutex_unlock(&db->commit_mu);
     if (rc)
         return rc;
-    if (db->opts.sync == SOP_SYNC_FULL) {
-        if ((rc = sop_wal__sync_to(db->wal, token)) != SOP_OK)
-            return sop_db__panic(db, rc);
-        set_visible(db, lsn);
-    }
+    if (db->opts.sync == SOP_SYNC_FULL)
+        return sop_commit__durable(db, token, lsn);
     return SOP_OK;
 }
 
@@ -1818,7 +1837,7 @@ int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len
     }
     uint8_t kind = h.kind;
     uint64_t id = h.txn_id;
-    if (lsn != db->applied_lsn + 1)
+    if (lsn != sop_commit__next(db))
         return SOP_CORRUPT_BKPT("log jumps from lsn %" PRIu64 " to %" PRIu64, db->applied_lsn, lsn);
     int rc = SOP_OK;
     if (kind == SOP_REC_COMMIT) {
@@ -1835,12 +1854,12 @@ int sop_txn__replay(sop_db *db, uint64_t lsn, const uint8_t *payload, size_t len
         sop_apply__dispose(&a);
         if (rc)
             return rc;
-        db->applied_lsn = lsn;
+        sop_commit__applied(db, lsn);
     } else if (kind == SOP_REC_PREPARE) {
         if ((rc = add_prepared(db, id, lsn, body, blen)) != SOP_OK)
             return rc;
         /* reserved dup seqs */
-        db->applied_lsn = lsn;
+        sop_commit__applied(db, lsn);
     } else if (kind == SOP_REC_COMMIT_PREPARED || kind == SOP_REC_ABORT_PREPARED) {
         sop_prepared *p = db->prepared;
         while (p && p->id != id)

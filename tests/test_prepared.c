@@ -818,6 +818,72 @@ TEST(test_prepared__phase2_by_handle_and_by_id_race)
     CHECK_OK(sop_db_close(db));
 }
 
+/* Issue 11 seam 4: every record takes its position through the commit
+ * point (commit.h), and only records do. One claim per COMMIT, PREPARE and
+ * resolution (by handle, by id, commit or rollback); none for a commit that
+ * wrote nothing, one that lost validation, or replay; and every claim a
+ * commit made was a position the log took: applied_lsn moved by exactly as
+ * many. A path that computed its own position would leave the counts
+ * unequal. */
+TEST(test_prepared__every_record_claims_one_position)
+{
+    sop_db *db = open_db(SOP_SYNC_NORMAL);
+    sop_store *s;
+    sop_txn *t1, *t2, *p[3];
+    sop_val v;
+    CHECK(db);
+    uint64_t claims0 = db->commit_claims, lsn0 = db->applied_lsn;
+    CHECK_OK(make_store(db, "s", &s)); /* 1 commit */
+    for (int i = 0; i < 5; i++) {      /* 5 commits */
+        CHECK_OK(sop_txn_begin(&t1, db, 0));
+        CHECK_OK(incr(t1, s, "x"));
+        CHECK_OK(sop_txn_commit(t1));
+    }
+    CHECK_OK(sop_txn_begin(&t1, db, 0)); /* wrote nothing: no record */
+    CHECK_OK(get_s(&v, t1, s, "x"));
+    CHECK_OK(sop_txn_commit(t1));
+    CHECK_EQ_U64(db->commit_claims - claims0, 6);
+    CHECK_OK(sop_txn_begin(&t1, db, 0)); /* t1 commits, t2 loses validation */
+    CHECK_OK(sop_txn_begin(&t2, db, 0));
+    CHECK_OK(incr(t1, s, "x"));
+    CHECK_OK(incr(t2, s, "x"));
+    CHECK_OK(sop_txn_commit(t1));
+    CHECK_RC(SOP_CONFLICT, sop_txn_commit(t2));
+    CHECK_EQ_U64(db->commit_claims - claims0, 7);
+    const char *keys[3] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) { /* 3 prepares */
+        CHECK_OK(sop_txn_begin(&p[i], db, 0));
+        CHECK_OK(put_s(p[i], s, keys[i], "v"));
+        CHECK_OK(sop_txn_prepare(p[i], NULL));
+    }
+    CHECK_EQ_U64(db->commit_claims - claims0, 10);
+    uint64_t id1 = sop_txn_id(p[1]), id2 = sop_txn_id(p[2]);
+    CHECK_OK(sop_txn_commit(p[0]));  /* resolution by handle */
+    CHECK_OK(sop_txn_release(p[1])); /* leaves it prepared */
+    CHECK_OK(sop_txn_release(p[2]));
+    CHECK_OK(sop_db_prepared_commit(db, id1));               /* by id */
+    CHECK_OK(sop_db_prepared_rollback(db, id2));             /* rollback by id */
+    CHECK_RC(SOP_NOTFOUND, sop_db_prepared_commit(db, id2)); /* no prepared: no claim */
+    CHECK_EQ_U64(db->commit_claims - claims0, 13);
+    CHECK_EQ_U64(db->applied_lsn - lsn0, 13);
+    uint64_t last = db->applied_lsn;
+    CHECK_OK(crash_close(db)); /* the next open replays all 13 */
+
+    CHECK((db = open_db(SOP_SYNC_NORMAL)) != NULL);
+    CHECK_EQ_U64(db->commit_claims, 0); /* replay takes the log's positions */
+    CHECK_EQ_U64(db->applied_lsn, last);
+    CHECK_OK(sop_txn_begin(&t1, db, 0));
+    CHECK_OK(sop_store_open(&s, t1, "s", 0, NULL));
+    CHECK_OK(get_s(&v, t1, s, "x")); /* 5 + the one that won */
+    CHECK(v.len == 1 && memcmp(v.data, "6", 1) == 0);
+    CHECK_OK(put_s(t1, s, "y", "1"));
+    CHECK_OK(sop_txn_commit(t1));
+    CHECK_EQ_U64(db->commit_claims, 1);
+    CHECK_EQ_U64(db->applied_lsn, last + 1);
+    CHECK_EQ_U64(check_db(db), 0);
+    CHECK_OK(sop_db_close(db));
+}
+
 TEST_MAIN(T(test_prepared__busy_retry_after_commit_prepared_conflicts),
           T(test_prepared__commit_after_commit_prepared_conflicts),
           T(test_prepared__blind_writer_after_prepare_conflicts),
@@ -827,4 +893,5 @@ TEST_MAIN(T(test_prepared__busy_retry_after_commit_prepared_conflicts),
           T(test_prepared__recovered_prepared_commit_under_small_cache),
           T(test_prepared__many_prepared_are_recovered_in_linear_time),
           T(test_prepared__prepared_survives_clean_close),
-          T(test_prepared__phase2_by_handle_and_by_id_race))
+          T(test_prepared__phase2_by_handle_and_by_id_race),
+          T(test_prepared__every_record_claims_one_position))
