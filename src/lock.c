@@ -27,8 +27,8 @@ static _Noreturn void lock_abort(const char *what, const sop_mutex *m, const cha
     fprintf(stderr, "sop lock check: %s %s (level %d) at %s:%d\n", what, m->name, m->level, file,
             line);
     for (int i = nheld - 1; i >= 0; i--)
-        fprintf(stderr, "  held: %s (level %d) taken at %s:%d\n", held[i].m->name,
-                held[i].m->level, held[i].file, held[i].line);
+        fprintf(stderr, "  held: %s (level %d) taken at %s:%d\n", held[i].m->name, held[i].m->level,
+                held[i].file, held[i].line);
     abort();
 }
 
