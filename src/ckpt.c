@@ -539,38 +539,38 @@ int sop_ckpt__run(sop_db *db)
     struct acct_snap as = {NULL, 0, 0};
     int placed = 0; /* the written blobs have been given to their versions */
 
-    pthread_mutex_lock(&db->ckpt_mu);
+    sop_mutex_lock(&db->ckpt_mu);
     /* 0. Seal a mostly dead append target, so this checkpoint cleans it. */
     int rotated = rotate_for_cleaning(db);
     if (rotated < 0) {
-        pthread_mutex_unlock(&db->ckpt_mu);
+        sop_mutex_unlock(&db->ckpt_mu);
         return rotated == SOP_PANIC ? sop_db__panic(db, rotated) : rotated;
     }
     sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
     /* 1. The cut: C and the replay position, under commit_mu. */
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     uint64_t C = db->applied_lsn;
     if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 && !rotated &&
         !space_work_pending(db)) {
-        pthread_mutex_unlock(&db->commit_mu);
+        sop_mutex_unlock(&db->commit_mu);
         sop_cache__leave(&db->ckpt_epoch);
-        pthread_mutex_unlock(&db->ckpt_mu);
+        sop_mutex_unlock(&db->ckpt_mu);
         return SOP_OK; /* nothing new */
     }
     sop_loc replay;
     rc = acct_take(&as, db->wal, &replay); /* (C4) at the cut */
     if (rc != SOP_OK) {
-        pthread_mutex_unlock(&db->commit_mu);
+        sop_mutex_unlock(&db->commit_mu);
         goto out;
     }
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = C;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     relocate_from_sparse_segments(db, C, replay.seg);
     nlids = sop_u64map_count(&db->dirty_lids);
     lids = sop_malloc((nlids ? nlids : 1) * sizeof *lids);
     if (!lids) {
-        pthread_mutex_unlock(&db->commit_mu);
+        sop_mutex_unlock(&db->commit_mu);
         rc = sop_err(SOP_NOMEM, "checkpoint");
         goto out;
     }
@@ -580,7 +580,7 @@ int sop_ckpt__run(sop_db *db)
         while (sop_u64map_next(&lid, NULL, &db->dirty_lids, &pos) == SOP_OK)
             lids[k++] = lid;
     }
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     /* From here on the checkpoint reads only dirty images, which are never
      * evicted, and the versions at C, which ckpt_snap keeps: it needs no
      * epoch. Holding it through the writes kept every image evicted
@@ -657,7 +657,7 @@ int sop_ckpt__run(sop_db *db)
     }
     /* 4. Under commit_mu: give the versions their locations, settle deaths,
      *    and encode the manifest. */
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     placed = 1;
     uint64_t written_bytes = 0;
     for (size_t j = 0; j < wn; j++) {
@@ -756,7 +756,7 @@ int sop_ckpt__run(sop_db *db)
     sop_buf_append_le64(&mani, 0);
     struct reg_collect rcx = {&mani, C, 0, 0};
     sop_registry__for_each(&db->reg, collect_lid, &rcx);
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     if (rcx.bad) {
         rc = SOP_CORRUPT_BKPT("checkpoint found a node without a blob");
         goto out;
@@ -776,19 +776,19 @@ int sop_ckpt__run(sop_db *db)
         goto out;
     uint64_t old_seq = db->ckpt_seq;
     db->ckpt_seq = seq;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     db->ckpt_lsn = C;
     db->replay_from = replay;
     db->log_since_ckpt = 0;
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     if (old_seq) {
         snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, old_seq);
         db->vfs->unlink(db->vfs, path); /* a leftover only costs space; open picks the newest */
     }
     /* 6. (C3) reclaim segments. */
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     struct reclaim_ctx rcl = {replay.seg, C, sop_db__snap_min(db, 0)};
     (void)sop_wal__reclaim(db->wal, seg_reclaimable, &rcl);
 out:
@@ -800,11 +800,11 @@ out:
                 sop_wal__blob_dead(db->wal, &w[j].loc, 0);
     }
     sop_free(as.a);
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     sop_cache__leave(&db->ckpt_epoch);
-    pthread_mutex_unlock(&db->ckpt_mu);
+    sop_mutex_unlock(&db->ckpt_mu);
     sop_cache__evict(db);
     sop_free(w);
     sop_free(lids);
@@ -819,9 +819,9 @@ void sop_ckpt__maybe(sop_db *db)
     uint64_t dirty = atomic_load_explicit(&db->dirty_bytes, memory_order_relaxed);
     if (dirty < db->opts.cache_bytes / 2 && db->log_since_ckpt < (1ull << 30))
         return;
-    if (pthread_mutex_trylock(&db->ckpt_mu) != 0)
+    if (sop_mutex_trylock(&db->ckpt_mu) != 0)
         return; /* one is running */
-    pthread_mutex_unlock(&db->ckpt_mu);
+    sop_mutex_unlock(&db->ckpt_mu);
     sop_ckpt__run(db); /* a failure leaves the log authoritative; retried later */
 }
 

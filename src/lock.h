@@ -27,6 +27,7 @@ typedef struct sop_mutex {
 int sop_mutex__init(sop_mutex *m, int level, const char *name);
 void sop_mutex__lock(sop_mutex *m, const char *file, int line);
 void sop_mutex__unlock(sop_mutex *m, const char *file, int line);
+int sop_mutex__trylock(sop_mutex *m, const char *file, int line);
 int sop_mutex__wait(pthread_cond_t *cv, sop_mutex *m, const char *file, int line);
 void sop_mutex__assert_held(const sop_mutex *m, int held, const char *file, int line);
 
@@ -34,6 +35,7 @@ void sop_mutex__assert_held(const sop_mutex *m, int held, const char *file, int 
 #define sop_mutex_destroy(m)           pthread_mutex_destroy(&(m)->mu)
 #define sop_mutex_lock(m)              sop_mutex__lock((m), __FILE__, __LINE__)
 #define sop_mutex_unlock(m)            sop_mutex__unlock((m), __FILE__, __LINE__)
+#define sop_mutex_trylock(m)           sop_mutex__trylock((m), __FILE__, __LINE__)
 #define sop_mutex_wait(cv, m)          sop_mutex__wait((cv), (m), __FILE__, __LINE__)
 #define sop_mutex_assert_held(m)       sop_mutex__assert_held((m), 1, __FILE__, __LINE__)
 #define sop_mutex_assert_not_held(m)   sop_mutex__assert_held((m), 0, __FILE__, __LINE__)
@@ -53,6 +55,7 @@ static inline int sop_mutex_init(sop_mutex *m, int level, const char *name)
 #define sop_mutex_destroy(m)         pthread_mutex_destroy(&(m)->mu)
 #define sop_mutex_lock(m)            pthread_mutex_lock(&(m)->mu)
 #define sop_mutex_unlock(m)          pthread_mutex_unlock(&(m)->mu)
+#define sop_mutex_trylock(m)         pthread_mutex_trylock(&(m)->mu)
 #define sop_mutex_wait(cv, m)        pthread_cond_wait((cv), &(m)->mu)
 #define sop_mutex_assert_held(m)     ((void)(m))
 #define sop_mutex_assert_not_held(m) ((void)(m))
