@@ -1268,6 +1268,7 @@ static int conflict_settle(sop_db *db, int rc)
 static int append_and_publish(sop_db *db, sop_buf *rec, sop_apply *a, cat_change *ch, size_t nch,
                               uint64_t lsn, uint64_t *token_out)
 {
+    sop_mutex_assert_held(&db->commit_mu);
     size_t plen = rec->len - SOP_REC_HDR_LEN;
     size_t rlen = sop_rec_len(plen);
     if (!sop_buf_extend(rec, rlen - rec->len))
