@@ -30,7 +30,7 @@ struct sop_wal {
                                       * token (written under append_mu) */
 
     sop_mutex seg_mu; /* the segment table and its accounting */
-    sop_seg **segs;         /* sorted by id */
+    sop_seg **segs;   /* sorted by id */
     size_t seg_count, seg_cap;
     uint64_t next_seg_id;
 
