@@ -28,9 +28,9 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -pthread -fPIC -fvisibility=hidden \
 ifeq ($(VARIANT),release)
   VFLAGS := -O2
 else ifeq ($(VARIANT),debug)
-  VFLAGS := -O0
+  VFLAGS := -O0 -DSOP_LOCK_DEBUG
 else ifeq ($(VARIANT),asan)
-  VFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+  VFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DSOP_LOCK_DEBUG
 else ifeq ($(VARIANT),tsan)
   VFLAGS := -O1 -fsanitize=thread
 else

@@ -22,6 +22,8 @@ layers='
 0 errors.def
 0 util.h
 0 util.c
+0 lock.h
+0 lock.c
 1 os.h
 1 os_posix.c
 2 keys.h

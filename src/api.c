@@ -148,13 +148,13 @@ int sop_db_prepared_list(sop_prepared_info *out, size_t cap, size_t *count_out, 
     if (!db || !count_out || (cap && !out))
         return sop_err(SOP_INVAL, "NULL argument");
     size_t n = 0;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     for (sop_prepared *p = db->prepared; p; p = p->next) {
         if (n < cap)
             out[n] = p->info;
         n++;
     }
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     *count_out = n;
     return sop_done(SOP_OK);
 }
@@ -221,9 +221,9 @@ int sop_db_stat(sop_db_stat_info *out, sop_db *db)
     int rc = sop_db__stat(&full, db);
     if (rc)
         return rc;
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     full.active_txns = db->active_count;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     copy_versioned(out, &full, n);
     return sop_done(SOP_OK);
 }
@@ -395,9 +395,9 @@ static int new_store(sop_store **out, sop_txn *t, const char *name, const sop_st
         return sop_err(SOP_NOMEM, "write set");
     }
     w->created = 1;
-    pthread_mutex_lock(&db->commit_mu); /* the catalog changes under both (D3) */
+    sop_mutex_lock(&db->commit_mu); /* the catalog changes under both (D3) */
     sop_db__store_link(db, s);
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     *out = s;
     return SOP_OK;
 }
@@ -489,7 +489,7 @@ static int store_list_impl(char ***names_out, size_t *count_out, sop_txn *t)
         return sop_err(SOP_NOMEM, "store list");
     /* Under cat_mu the list holds still (D3); a store is listed if txn sees
      * it, not removed by txn. One live store per name: no duplicates. */
-    pthread_mutex_lock(&t->db->cat_mu);
+    sop_mutex_lock(&t->db->cat_mu);
     for (sop_store *s = atomic_load(&t->db->stores); s; s = s->next) {
         if (!sop_store__visible(s, t->snap, t))
             continue;
@@ -499,18 +499,18 @@ static int store_list_impl(char ***names_out, size_t *count_out, sop_txn *t)
         if (n == cap) {
             char **nn = sop_realloc(names, (cap *= 2) * sizeof *names);
             if (!nn) {
-                pthread_mutex_unlock(&t->db->cat_mu);
+                sop_mutex_unlock(&t->db->cat_mu);
                 goto nomem;
             }
             names = nn;
         }
         if (!(names[n] = sop_strdup(s->name))) {
-            pthread_mutex_unlock(&t->db->cat_mu);
+            sop_mutex_unlock(&t->db->cat_mu);
             goto nomem;
         }
         n++;
     }
-    pthread_mutex_unlock(&t->db->cat_mu);
+    sop_mutex_unlock(&t->db->cat_mu);
     qsort(names, n, sizeof *names, cmp_names);
     *names_out = names;
     *count_out = n;

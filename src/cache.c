@@ -7,7 +7,7 @@
 
 void sop_cache__add(sop_db *db, sop_version *v)
 {
-    pthread_mutex_lock(&db->cache_mu);
+    sop_mutex_lock(&db->cache_mu);
     if (!v->in_cache && v->loc.seg != 0) {
         v->in_cache = 1;
         v->cprev = NULL;
@@ -17,7 +17,7 @@ void sop_cache__add(sop_db *db, sop_version *v)
         db->clock_head = v;
         db->clock_count++;
     }
-    pthread_mutex_unlock(&db->cache_mu);
+    sop_mutex_unlock(&db->cache_mu);
 }
 
 static void unlink_locked(sop_db *db, sop_version *v)
@@ -37,35 +37,35 @@ static void unlink_locked(sop_db *db, sop_version *v)
 
 void sop_cache__forget(sop_db *db, sop_version *v)
 {
-    pthread_mutex_lock(&db->cache_mu);
+    sop_mutex_lock(&db->cache_mu);
     if (v->in_cache)
         unlink_locked(db, v);
-    pthread_mutex_unlock(&db->cache_mu);
+    sop_mutex_unlock(&db->cache_mu);
 }
 
 static void retire(sop_db *db, uint8_t *img, size_t len, uint64_t epoch)
 {
-    pthread_mutex_lock(&db->retire_mu);
+    sop_mutex_lock(&db->retire_mu);
     if (db->retired_count == db->retired_cap) {
         size_t cap = db->retired_cap ? db->retired_cap * 2 : 256;
         sop_retired *n = sop_realloc(db->retired, cap * sizeof *n);
         if (!n) {
             /* Cannot queue it: keep the memory rather than risk a reader. */
-            pthread_mutex_unlock(&db->retire_mu);
+            sop_mutex_unlock(&db->retire_mu);
             return;
         }
         db->retired = n;
         db->retired_cap = cap;
     }
     db->retired[db->retired_count++] = (sop_retired){img, len, epoch};
-    pthread_mutex_unlock(&db->retire_mu);
+    sop_mutex_unlock(&db->retire_mu);
 }
 
 void sop_cache__reclaim(sop_db *db)
 {
     /* The oldest announced epoch (L2). */
     uint64_t min = UINT64_MAX;
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     for (sop_txn *t = db->active; t; t = t->next_active) {
         uint64_t e = atomic_load_explicit(&t->epoch, memory_order_seq_cst);
         if (e && e < min)
@@ -80,8 +80,8 @@ void sop_cache__reclaim(sop_db *db)
         min = ke;
     if (re && re < min)
         min = re;
-    pthread_mutex_unlock(&db->snap_mu);
-    pthread_mutex_lock(&db->retire_mu);
+    sop_mutex_unlock(&db->snap_mu);
+    sop_mutex_lock(&db->retire_mu);
     size_t keep = 0;
     for (size_t i = 0; i < db->retired_count; i++) {
         if (db->retired[i].epoch < min)
@@ -90,7 +90,7 @@ void sop_cache__reclaim(sop_db *db)
             db->retired[keep++] = db->retired[i];
     }
     db->retired_count = keep;
-    pthread_mutex_unlock(&db->retire_mu);
+    sop_mutex_unlock(&db->retire_mu);
 }
 
 void sop_cache__evict(sop_db *db)
@@ -99,7 +99,7 @@ void sop_cache__evict(sop_db *db)
     if (atomic_load_explicit(&db->node_bytes, memory_order_relaxed) <= budget)
         return;
     uint64_t target = budget - budget / 10;
-    pthread_mutex_lock(&db->cache_mu);
+    sop_mutex_lock(&db->cache_mu);
     /* Two sweeps at most: the first may only clear reference bits. */
     size_t steps = 0, limit = 2 * db->clock_count;
     while (steps++ < limit &&
@@ -120,7 +120,7 @@ void sop_cache__evict(sop_db *db)
         atomic_fetch_sub_explicit(&db->node_bytes, len, memory_order_relaxed);
         retire(db, img, len, e);
     }
-    pthread_mutex_unlock(&db->cache_mu);
+    sop_mutex_unlock(&db->cache_mu);
     sop_cache__reclaim(db);
 }
 

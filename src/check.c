@@ -575,16 +575,16 @@ static int take_snapshot(chk *c)
 {
     sop_db *db = c->db;
     int rc;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     if ((rc = sop_txn__begin(&c->pin, db, SOP_TXN_READONLY)) != SOP_OK)
         goto out;
     c->snap = db->applied_lsn;
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     /* S >= the visible_lsn begin registered: raising it keeps (D2). The
      * pin is internal: no time limit applies to it. */
     c->pin->snap = c->snap;
     c->pin->deadline_ns = UINT64_MAX;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     c->ckpt_lsn = db->ckpt_lsn;
     c->ckpt_seq = db->ckpt_seq;
     c->replay_from = db->replay_from;
@@ -624,7 +624,7 @@ static int take_snapshot(chk *c)
         rc = sop_err(SOP_NOMEM, "check");
     c->total += c->seg_count;
 out:
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     for (size_t i = 0; i < c->bad_body_count; i++)
         finding(c, "prepared transaction %" PRIu64 ": %s", c->bad_bodies[i].txn_id,
                 c->bad_bodies[i].msg);
@@ -648,7 +648,7 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
     c.progress = progress;
     c.ctx = ctx;
     sop_u64map_init(&c.live);
-    pthread_mutex_lock(&db->ckpt_mu);
+    sop_mutex_lock(&db->ckpt_mu);
     rc = take_snapshot(&c);
     for (sop_store *s = atomic_load(&db->stores); s && rc == SOP_OK; s = s->next) {
         if (atomic_load(&s->created_lsn) > c.snap || atomic_load(&s->dropped_lsn) <= c.snap)
@@ -668,7 +668,7 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
     if (rc == SOP_OK)
         rc = check_manifest(&c);
     sop_txn__free(c.pin);
-    pthread_mutex_unlock(&db->ckpt_mu);
+    sop_mutex_unlock(&db->ckpt_mu);
     if (progress)
         progress(c.total, c.total, ctx);
     sop_free(c.reach);

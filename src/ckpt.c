@@ -551,19 +551,19 @@ static int ckpt_cut(ckpt_run *r, int rotated, int *nothing_new)
 {
     sop_db *db = r->db;
     int rc = SOP_OK;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     uint64_t C = r->C = db->applied_lsn;
     if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 && !rotated &&
         !space_work_pending(db)) {
-        pthread_mutex_unlock(&db->commit_mu);
+        sop_mutex_unlock(&db->commit_mu);
         *nothing_new = 1;
         return SOP_OK;
     }
     if ((rc = acct_take(&r->as, db->wal, &r->replay)) != SOP_OK) /* (C4) at the cut */
         goto out;
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = C;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     relocate_from_sparse_segments(db, C, r->replay.seg);
     r->nlids = sop_u64map_count(&db->dirty_lids);
     r->lids = sop_malloc((r->nlids ? r->nlids : 1) * sizeof *r->lids);
@@ -576,7 +576,7 @@ static int ckpt_cut(ckpt_run *r, int rotated, int *nothing_new)
     while (sop_u64map_next(&lid, NULL, &db->dirty_lids, &pos) == SOP_OK)
         r->lids[k++] = lid;
 out:
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     return rc;
 }
 
@@ -805,11 +805,11 @@ static int ckpt_publish(ckpt_run *r)
         return rc;
     uint64_t old_seq = db->ckpt_seq;
     db->ckpt_seq = seq;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     db->ckpt_lsn = r->C;
     db->replay_from = r->replay;
     db->log_since_ckpt = 0;
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     if (old_seq) {
         snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, old_seq);
         db->vfs->unlink(db->vfs, path); /* a leftover only costs space; open picks the newest */
@@ -823,11 +823,11 @@ int sop_ckpt__run(sop_db *db)
     ckpt_run r = {.db = db, .batch = SOP_BUF_INIT, .mani = SOP_BUF_INIT};
     r.as = (struct acct_snap){NULL, 0, 0};
 
-    pthread_mutex_lock(&db->ckpt_mu);
+    sop_mutex_lock(&db->ckpt_mu);
     /* 0. Seal a mostly dead append target, so this checkpoint cleans it. */
     int rotated = rotate_for_cleaning(db);
     if (rotated < 0) {
-        pthread_mutex_unlock(&db->ckpt_mu);
+        sop_mutex_unlock(&db->ckpt_mu);
         return rotated == SOP_PANIC ? sop_db__panic(db, rotated) : rotated;
     }
     sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
@@ -835,7 +835,7 @@ int sop_ckpt__run(sop_db *db)
     rc = ckpt_cut(&r, rotated, &nothing_new);
     if (nothing_new) {
         sop_cache__leave(&db->ckpt_epoch);
-        pthread_mutex_unlock(&db->ckpt_mu);
+        sop_mutex_unlock(&db->ckpt_mu);
         return SOP_OK;
     }
     if (rc)
@@ -856,11 +856,11 @@ int sop_ckpt__run(sop_db *db)
      *    and encode the manifest. */
     struct reg_collect rcx;
     size_t nl_off;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     ckpt_place(&r);
     ckpt_encode_catalog(&r);
     ckpt_encode_space(&r, &rcx, &nl_off);
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     if (rcx.bad) {
         rc = SOP_CORRUPT_BKPT("checkpoint found a node without a blob");
         goto out;
@@ -872,9 +872,9 @@ int sop_ckpt__run(sop_db *db)
     if ((rc = sop_buf_status(&r.mani)) != SOP_OK || (rc = ckpt_publish(&r)) != SOP_OK)
         goto out;
     /* 6. (C3) reclaim segments. */
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     struct reclaim_ctx rcl = {r.replay.seg, r.C, sop_db__snap_min(db, 0)};
     (void)sop_wal__reclaim(db->wal, seg_reclaimable, &rcl);
 out:
@@ -886,11 +886,11 @@ out:
                 sop_wal__blob_dead(db->wal, &r.w[j].loc, 0);
     }
     sop_free(r.as.a);
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     sop_cache__leave(&db->ckpt_epoch);
-    pthread_mutex_unlock(&db->ckpt_mu);
+    sop_mutex_unlock(&db->ckpt_mu);
     sop_cache__evict(db);
     sop_free(r.w);
     sop_free(r.lids);
@@ -905,9 +905,9 @@ void sop_ckpt__maybe(sop_db *db)
     uint64_t dirty = atomic_load_explicit(&db->dirty_bytes, memory_order_relaxed);
     if (dirty < db->opts.cache_bytes / 2 && db->log_since_ckpt < (1ull << 30))
         return;
-    if (pthread_mutex_trylock(&db->ckpt_mu) != 0)
+    if (sop_mutex_trylock(&db->ckpt_mu) != 0)
         return; /* one is running */
-    pthread_mutex_unlock(&db->ckpt_mu);
+    sop_mutex_unlock(&db->ckpt_mu);
     sop_ckpt__run(db); /* a failure leaves the log authoritative; retried later */
 }
 

@@ -40,10 +40,10 @@ void sop_commit__applied(sop_db *db, uint64_t lsn)
 
 void sop_commit__visible(sop_db *db, uint64_t lsn)
 {
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     if (lsn > atomic_load(&db->visible_lsn))
         atomic_store_explicit(&db->visible_lsn, lsn, memory_order_release);
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
 }
 
 int sop_commit__durable(sop_db *db, uint64_t token, uint64_t lsn)

@@ -176,7 +176,7 @@ static void index_id_locked(sop_db *db, sop_store *s)
 void sop_db__store_link(sop_db *db, sop_store *s)
 {
     s->name_hash = sop_db__name_hash(s->name, strlen(s->name));
-    pthread_mutex_lock(&db->cat_mu);
+    sop_mutex_lock(&db->cat_mu);
     sop_store *head = atomic_load(&db->stores);
     s->prev = NULL;
     s->next = head;
@@ -189,14 +189,14 @@ void sop_db__store_link(sop_db *db, sop_store *s)
     index_id_locked(db, s);
     db->cat_count++;
     catalog_grow(db);
-    pthread_mutex_unlock(&db->cat_mu);
+    sop_mutex_unlock(&db->cat_mu);
 }
 
 void sop_db__store_published(sop_db *db, sop_store *s)
 {
-    pthread_mutex_lock(&db->cat_mu);
+    sop_mutex_lock(&db->cat_mu);
     index_id_locked(db, s);
-    pthread_mutex_unlock(&db->cat_mu);
+    sop_mutex_unlock(&db->cat_mu);
 }
 
 /* Take s out of the list and the indexes and free it (commit_mu held). */
@@ -208,7 +208,7 @@ static void store_unlink_free(sop_db *db, sop_store *s)
             pp = &(*pp)->counts_next;
         *pp = s->counts_next;
     }
-    pthread_mutex_lock(&db->cat_mu);
+    sop_mutex_lock(&db->cat_mu);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -226,7 +226,7 @@ static void store_unlink_free(sop_db *db, sop_store *s)
         *pp = s->id_next;
     }
     db->cat_count--;
-    pthread_mutex_unlock(&db->cat_mu);
+    sop_mutex_unlock(&db->cat_mu);
     sop_store__free(s);
 }
 
@@ -301,13 +301,13 @@ void sop_db__discard_pending(sop_db *db, sop_txn *t)
         any = atomic_load(&w->store->created_lsn) == SOP_NEVER;
     if (!any)
         return;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     for (sop_ws *w = t->ws; w; w = w->next)
         if (atomic_load(&w->store->created_lsn) == SOP_NEVER) {
             store_unlink_free(db, w->store);
             w->store = NULL;
         }
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
 }
 
 sop_store *sop_db__store_for_txn(sop_db *db, const char *name, sop_txn *t)
@@ -315,7 +315,7 @@ sop_store *sop_db__store_for_txn(sop_db *db, const char *name, sop_txn *t)
     size_t len = strlen(name);
     uint64_t h = sop_db__name_hash(name, len);
     sop_store *found = NULL;
-    pthread_mutex_lock(&db->cat_mu);
+    sop_mutex_lock(&db->cat_mu);
     for (sop_store *s = db->cat_by_name[name_bucket(db, h)]; s && !found; s = s->name_next) {
         db->cat_probes++;
         if (!name_is(s, h, name, len) || !sop_store__visible(s, t->snap, t))
@@ -324,7 +324,7 @@ sop_store *sop_db__store_for_txn(sop_db *db, const char *name, sop_txn *t)
         if (!w || !w->dropped)
             found = s;
     }
-    pthread_mutex_unlock(&db->cat_mu);
+    sop_mutex_unlock(&db->cat_mu);
     return found;
 }
 
@@ -332,14 +332,14 @@ sop_store *sop_db__store_live_named(sop_db *db, const char *name, size_t len)
 {
     uint64_t h = sop_db__name_hash(name, len);
     sop_store *found = NULL;
-    pthread_mutex_lock(&db->cat_mu);
+    sop_mutex_lock(&db->cat_mu);
     for (sop_store *s = db->cat_by_name[name_bucket(db, h)]; s && !found; s = s->name_next) {
         db->cat_probes++;
         if (name_is(s, h, name, len) && atomic_load(&s->created_lsn) != SOP_NEVER &&
             atomic_load(&s->dropped_lsn) == SOP_NEVER)
             found = s;
     }
-    pthread_mutex_unlock(&db->cat_mu);
+    sop_mutex_unlock(&db->cat_mu);
     return found;
 }
 
@@ -348,13 +348,13 @@ sop_store *sop_db__store_by_id(sop_db *db, uint64_t id)
     if (id == 0)
         return NULL;
     sop_store *found = NULL;
-    pthread_mutex_lock(&db->cat_mu);
+    sop_mutex_lock(&db->cat_mu);
     for (sop_store *s = db->cat_by_id[id_bucket(db, id)]; s && !found; s = s->id_next) {
         db->cat_probes++;
         if (s->id == id)
             found = s;
     }
-    pthread_mutex_unlock(&db->cat_mu);
+    sop_mutex_unlock(&db->cat_mu);
     return found;
 }
 
@@ -438,7 +438,7 @@ void sop_store__free(sop_store *s)
 
 uint64_t sop_db__snap_min(sop_db *db, int rw_only)
 {
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     uint64_t m = atomic_load(&db->visible_lsn);
     for (sop_txn *t = db->active; t; t = t->next_active) {
         if (rw_only && (t->flags & SOP_TXN_READONLY))
@@ -448,7 +448,7 @@ uint64_t sop_db__snap_min(sop_db *db, int rw_only)
     }
     if (!rw_only && db->ckpt_snap < m)
         m = db->ckpt_snap;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     return m;
 }
 
@@ -930,12 +930,12 @@ static void db_free(sop_db *db)
     for (size_t i = 0; i < db->comparator_count; i++)
         sop_free((void *)db->comparators[i].name);
     sop_free(db->comparators);
-    pthread_mutex_destroy(&db->ckpt_mu);
-    pthread_mutex_destroy(&db->commit_mu);
-    pthread_mutex_destroy(&db->snap_mu);
-    pthread_mutex_destroy(&db->cache_mu);
-    pthread_mutex_destroy(&db->retire_mu);
-    pthread_mutex_destroy(&db->cat_mu);
+    sop_mutex_destroy(&db->ckpt_mu);
+    sop_mutex_destroy(&db->commit_mu);
+    sop_mutex_destroy(&db->snap_mu);
+    sop_mutex_destroy(&db->cache_mu);
+    sop_mutex_destroy(&db->retire_mu);
+    sop_mutex_destroy(&db->cat_mu);
     sop_free(db->cat_by_name);
     sop_free(db->cat_by_id);
     sop_free(db->path);
@@ -956,12 +956,12 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     sop_db *db = sop_calloc(1, sizeof *db);
     if (!db)
         return sop_err(SOP_NOMEM, "database handle");
-    pthread_mutex_init(&db->ckpt_mu, NULL);
-    pthread_mutex_init(&db->commit_mu, NULL);
-    pthread_mutex_init(&db->snap_mu, NULL);
-    pthread_mutex_init(&db->cache_mu, NULL);
-    pthread_mutex_init(&db->retire_mu, NULL);
-    pthread_mutex_init(&db->cat_mu, NULL);
+    sop_mutex_init(&db->ckpt_mu, 10, "ckpt");
+    sop_mutex_init(&db->commit_mu, 20, "commit");
+    sop_mutex_init(&db->snap_mu, 40, "snap");
+    sop_mutex_init(&db->cache_mu, 60, "cache");
+    sop_mutex_init(&db->retire_mu, 70, "retire");
+    sop_mutex_init(&db->cat_mu, 80, "cat");
     atomic_init(&db->epoch, 1);
     atomic_init(&db->ckpt_epoch, 0);
     atomic_init(&db->check_epoch, 0);
@@ -1085,11 +1085,11 @@ int sop_db_close(sop_db *db)
     if (!db)
         return SOP_OK;
     sop_err_clear();
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     size_t live = 0;
     for (sop_txn *t = db->active; t; t = t->next_active)
         live += t->state != SOP_TXN_PREPARED;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     if (live)
         return sop_err(SOP_BADSTATE,
                        "%zu transaction(s) still open; end them before closing (prepared "
@@ -1099,9 +1099,9 @@ int sop_db_close(sop_db *db)
      * transactions stay prepared (the checkpoint below writes them to the
      * manifest) for a coordinator to resolve by id after the next open. */
     for (;;) {
-        pthread_mutex_lock(&db->snap_mu);
+        sop_mutex_lock(&db->snap_mu);
         sop_txn *t = db->active;
-        pthread_mutex_unlock(&db->snap_mu);
+        sop_mutex_unlock(&db->snap_mu);
         if (!t)
             break;
         sop_txn__free(t);
@@ -1136,12 +1136,12 @@ int sop_db__stat(sop_db_stat_info *out, sop_db *db)
     if (!out || !db)
         return sop_err(SOP_INVAL, "NULL argument");
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     out->last_lsn = db->applied_lsn;
     out->checkpoint_lsn = db->ckpt_lsn;
     for (sop_prepared *p = db->prepared; p; p = p->next)
         out->prepared++;
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     out->commits = atomic_load(&db->st_commits);
     out->conflicts = atomic_load(&db->st_conflicts);
     out->merges = atomic_load(&db->st_merges);

@@ -27,6 +27,7 @@
 #include "node.h"
 #include "registry.h"
 #include "util.h"
+#include "lock.h"
 #include "wal.h"
 
 #include <pthread.h>
@@ -117,9 +118,9 @@ struct sop_db {
     sop_wal *wal;
     sop_registry reg;
 
-    pthread_mutex_t ckpt_mu;   /* level 1 */
-    pthread_mutex_t commit_mu; /* level 2 */
-    pthread_mutex_t snap_mu;   /* level 4 */
+    sop_mutex ckpt_mu;   /* level 1 */
+    sop_mutex commit_mu; /* level 2 */
+    sop_mutex snap_mu;   /* level 4 */
 
     _Atomic uint64_t visible_lsn; /* D1 */
     uint64_t applied_lsn;         /* commit_mu */
@@ -128,7 +129,7 @@ struct sop_db {
     /* The catalog indexes (D3). Buckets are a power of two, chains
      * intrusive, so linking never allocates (a failed growth only leaves
      * chains longer). By name: every store object; by id: committed ones. */
-    pthread_mutex_t cat_mu;       /* level 8, a leaf: nothing is taken under it */
+    sop_mutex cat_mu;       /* level 8, a leaf: nothing is taken under it */
     sop_store **cat_by_name, **cat_by_id;
     size_t cat_buckets, cat_count;
     sop_store *cat_dropped;       /* dropped, not yet freed (commit_mu) */
@@ -164,14 +165,14 @@ struct sop_db {
     sop_buf rec_buf;              /* commit record encoding buffer, reused */
 
     /* L1 cache (cache.h) */
-    pthread_mutex_t cache_mu;     /* level 6: clock list */
+    sop_mutex cache_mu;     /* level 6: clock list */
     sop_version *clock_head, *clock_hand;
     size_t clock_count; /* versions on the clock list (cache_mu) */
     _Atomic uint64_t epoch;       /* reclamation epoch, starts at 1 */
     _Atomic uint64_t ckpt_epoch;  /* announced by a running checkpoint (0 = none) */
     _Atomic uint64_t check_epoch; /* announced by sop_db_check / recovery */
     _Atomic uint64_t resolve_epoch; /* announced by phase 2 of a prepared txn (commit_mu) */
-    pthread_mutex_t retire_mu;    /* level 7: retired images */
+    sop_mutex retire_mu;    /* level 7: retired images */
     sop_retired *retired;
     size_t retired_count, retired_cap;
 

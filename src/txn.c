@@ -35,14 +35,14 @@ int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags)
     uint64_t now = db->vfs->monotonic_ns(db->vfs);
     t->deadline_ns = db->txn_limit_ns == UINT64_MAX ? UINT64_MAX : now + db->txn_limit_ns;
     t->rng = now ^ (uint64_t)(uintptr_t)t;
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     t->snap = atomic_load_explicit(&db->visible_lsn, memory_order_acquire); /* (D2) */
     t->next_active = db->active;
     if (db->active)
         db->active->prev_active = t;
     db->active = t;
     db->active_count++;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     *out = t;
     return SOP_OK;
 }
@@ -78,7 +78,7 @@ void sop_txn__free(sop_txn *t)
             atomic_store(&w->store->pending_owner, NULL);
     }
     sop_db__discard_pending(db, t);
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     if (t->prev_active)
         t->prev_active->next_active = t->next_active;
     else
@@ -86,7 +86,7 @@ void sop_txn__free(sop_txn *t)
     if (t->next_active)
         t->next_active->prev_active = t->prev_active;
     db->active_count--;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     sop_u64map_dispose(&t->ws_index);
     sop_arena_dispose(&t->arena);
     sop_free(t->reads);
@@ -96,11 +96,11 @@ void sop_txn__free(sop_txn *t)
     sop_free(t);
 #else
     /* Quarantine (txn.h): the oldest quarantined handle is freed instead. */
-    pthread_mutex_lock(&db->snap_mu);
+    sop_mutex_lock(&db->snap_mu);
     sop_txn *old = db->txn_quarantine[db->txn_quarantine_next];
     db->txn_quarantine[db->txn_quarantine_next] = t;
     db->txn_quarantine_next = (db->txn_quarantine_next + 1) % SOP_TXN_QUARANTINE;
-    pthread_mutex_unlock(&db->snap_mu);
+    sop_mutex_unlock(&db->snap_mu);
     sop_free(old);
 #endif
 }
@@ -1302,7 +1302,7 @@ void sop_db__trim(sop_db *db)
 static int conflict_settle(sop_db *db, int rc)
 {
     uint64_t upto = db->applied_lsn;
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     if (rc != SOP_CONFLICT || atomic_load(&db->visible_lsn) >= upto)
         return rc;
     (void)sop_commit__durable_upto(db, upto); /* a failure panics: every later call reports it */
@@ -1314,6 +1314,7 @@ static int conflict_settle(sop_db *db, int rc)
 static int append_and_publish(sop_db *db, sop_buf *rec, sop_apply *a, cat_change *ch, size_t nch,
                               uint64_t lsn, uint64_t *token_out)
 {
+    sop_mutex_assert_held(&db->commit_mu);
     int rc = sop_apply__reserve(a);
     if (rc)
         return rc;
@@ -1365,7 +1366,7 @@ int sop_txn__commit(sop_txn *t)
     if (t->state == SOP_TXN_PREPARED)
         return sop_txn__resolve_prepared(db, t->id, 1);
 
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
     if ((rc = validate(t)) != SOP_OK)
         return conflict_settle(db, rc);
@@ -1391,7 +1392,7 @@ int sop_txn__commit(sop_txn *t)
         sop_commit__visible(db, lsn);
     sop_db__trim(db);
     release_rec_buf(rec);
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     free_changes(ch, nch, 0);
     sop_apply__dispose(&a);
     if (sync_full && (rc = sop_commit__durable(db, token, lsn)) != SOP_OK)
@@ -1409,7 +1410,7 @@ fail:
         if (w->created && atomic_load(&w->store->created_lsn) == SOP_NEVER)
             w->store->id = 0, w->store->root_lid = 0;
     release_rec_buf(rec);
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     hist_free(hist);
     free_changes(ch, nch, 1);
     sop_apply__dispose(&a);
@@ -1578,14 +1579,14 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     sop_buf rec = SOP_BUF_INIT;
     uint64_t token;
     sop_hist *hist = NULL;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     if ((rc = validate(t)) != SOP_OK)
         return conflict_settle(db, rc);
     uint64_t lsn = sop_commit__claim(db);
     uint64_t id = db->next_txn_id;
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
     if (id == UINT64_MAX) { /* as for store ids in encode_txn */
-        pthread_mutex_unlock(&db->commit_mu);
+        sop_mutex_unlock(&db->commit_mu);
         return SOP_CORRUPT_BKPT("transaction ids exhausted (next_txn_id %" PRIu64 ")", id);
     }
     /* Dup seqs and store ids are reserved now so they stay unique. */
@@ -1624,14 +1625,14 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
     t->state = SOP_TXN_PREPARED;
     release_ws_blobs(t, 0); /* the PREPARE record references them now */
     t->blobs_released = 1;
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     sop_buf_dispose(&rec);
     /* Prepare is always durable, whatever the sync mode. */
     return sop_commit__durable(db, token, lsn);
 fail:
     db->reg.next_lid = saved_lid;
     db->next_store_id = saved_store;
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     hist_free(hist);
     sop_buf_dispose(&rec);
     return rc;
@@ -1792,12 +1793,12 @@ out:
 int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
 {
     uint64_t token = 0;
-    pthread_mutex_lock(&db->commit_mu);
+    sop_mutex_lock(&db->commit_mu);
     sop_prepared *p = db->prepared;
     while (p && p->id != id)
         p = p->next;
     if (!p) {
-        pthread_mutex_unlock(&db->commit_mu);
+        sop_mutex_unlock(&db->commit_mu);
         return sop_err(SOP_NOTFOUND, "no prepared transaction %" PRIu64, id);
     }
     uint64_t lsn = sop_commit__claim(db);
@@ -1813,7 +1814,7 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
         sop_commit__visible(db, lsn);
     if (rc == SOP_OK)
         sop_db__trim(db);
-    pthread_mutex_unlock(&db->commit_mu);
+    sop_mutex_unlock(&db->commit_mu);
     if (rc)
         return rc;
     if (db->opts.sync == SOP_SYNC_FULL)

@@ -6,6 +6,7 @@
  */
 #include "wal.h"
 #include "util.h"
+#include "lock.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,7 +20,7 @@ struct sop_wal {
     uint64_t seg_bytes;
     uint64_t max_record; /* largest append: SOP_REC_MAX_LEN (tests lower it) */
 
-    pthread_mutex_t append_mu; /* level 3: cur, tail_off, appended_total */
+    sop_mutex append_mu; /* level 3: cur, tail_off, appended_total */
     sop_seg *cur;
     uint64_t tail_off;
     uint64_t zero_end;               /* (W7) cur's file holds zeros in [tail_off, zero_end) */
@@ -28,12 +29,12 @@ struct sop_wal {
     _Atomic uint64_t appended_total; /* monotonic byte counter: the group-commit
                                       * token (written under append_mu) */
 
-    pthread_mutex_t seg_mu; /* the segment table and its accounting */
-    sop_seg **segs;         /* sorted by id */
+    sop_mutex seg_mu; /* the segment table and its accounting */
+    sop_seg **segs;   /* sorted by id */
     size_t seg_count, seg_cap;
     uint64_t next_seg_id;
 
-    pthread_mutex_t sync_mu; /* level 5 */
+    sop_mutex sync_mu; /* level 5 */
     /* Group commit: waiters that the running sync covers sleep on
      * sync_cv[sync_gen & 1], the others on the other one; a finished sync
      * wakes the first set and one of the second, who leads the next sync
@@ -50,7 +51,7 @@ struct sop_wal {
      * tail_file may claim at most (a note whose write failed may have
      * landed), and a generation bumped by every cut or new segment, so a
      * sync leader never raises the note over a cut it did not see. */
-    pthread_mutex_t note_mu;
+    sop_mutex note_mu;
     uint64_t note_id, note_min, note_gen;
 };
 
@@ -134,10 +135,10 @@ int sop_wal__open(sop_wal **out, const sop_vfs *vfs, const char *dir, const uint
     w->seg_bytes = seg_bytes;
     w->max_record = SOP_REC_MAX_LEN;
     w->next_seg_id = 1;
-    pthread_mutex_init(&w->append_mu, NULL);
-    pthread_mutex_init(&w->seg_mu, NULL);
-    pthread_mutex_init(&w->sync_mu, NULL);
-    pthread_mutex_init(&w->note_mu, NULL);
+    sop_mutex_init(&w->append_mu, 30, "wal.append");
+    sop_mutex_init(&w->seg_mu, 31, "wal.seg");
+    sop_mutex_init(&w->sync_mu, 50, "wal.sync");
+    sop_mutex_init(&w->note_mu, 90, "wal.note");
     pthread_cond_init(&w->sync_cv[0], NULL);
     pthread_cond_init(&w->sync_cv[1], NULL);
     *out = w;
@@ -155,10 +156,10 @@ void sop_wal__close(sop_wal *w)
     }
     sop_free(w->segs);
     sop_free(w->dir);
-    pthread_mutex_destroy(&w->append_mu);
-    pthread_mutex_destroy(&w->seg_mu);
-    pthread_mutex_destroy(&w->sync_mu);
-    pthread_mutex_destroy(&w->note_mu);
+    sop_mutex_destroy(&w->append_mu);
+    sop_mutex_destroy(&w->seg_mu);
+    sop_mutex_destroy(&w->sync_mu);
+    sop_mutex_destroy(&w->note_mu);
     pthread_cond_destroy(&w->sync_cv[0]);
     pthread_cond_destroy(&w->sync_cv[1]);
     sop_free(w);
@@ -198,9 +199,9 @@ int sop_wal__add_segment(sop_wal *w, uint64_t id, sop_file *f, uint64_t size)
     s->id = id;
     s->file = f;
     s->size = size;
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     int rc = seg_insert(w, s);
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     if (rc)
         sop_free(s);
     return rc;
@@ -221,27 +222,27 @@ static sop_seg *seg_find_locked(sop_wal *w, uint64_t id)
 
 sop_seg *sop_wal__segment(sop_wal *w, uint64_t id)
 {
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     sop_seg *s = seg_find_locked(w, id);
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     return s;
 }
 
 void sop_wal__blob_dead(sop_wal *w, const sop_loc *loc, uint64_t lsn)
 {
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     sop_seg *s = seg_find_locked(w, loc->seg);
     if (s) {
         s->dead_bytes += loc->len;
         if (lsn > s->death_lsn)
             s->death_lsn = lsn;
     }
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
 }
 
 void sop_wal__blob_inflight(sop_wal *w, const sop_loc *loc, int sign)
 {
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     sop_seg *s = seg_find_locked(w, loc->seg);
     if (s) {
         if (sign > 0)
@@ -249,36 +250,36 @@ void sop_wal__blob_inflight(sop_wal *w, const sop_loc *loc, int sign)
         else if (s->inflight_bytes >= loc->len)
             s->inflight_bytes -= loc->len;
     }
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
 }
 
 void sop_wal__blob_discard(sop_wal *w, const sop_loc *loc)
 {
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     sop_seg *s = seg_find_locked(w, loc->seg);
     if (s) {
         if (s->inflight_bytes >= loc->len)
             s->inflight_bytes -= loc->len;
         s->dead_bytes += loc->len;
     }
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
 }
 
 int sop_wal__panic(sop_wal *w, int rc)
 {
-    pthread_mutex_lock(&w->sync_mu);
+    sop_mutex_lock(&w->sync_mu);
     w->panicked = 1;
     pthread_cond_broadcast(&w->sync_cv[0]);
     pthread_cond_broadcast(&w->sync_cv[1]);
-    pthread_mutex_unlock(&w->sync_mu);
+    sop_mutex_unlock(&w->sync_mu);
     return rc;
 }
 
 static int wal_panicked(sop_wal *w)
 {
-    pthread_mutex_lock(&w->sync_mu);
+    sop_mutex_lock(&w->sync_mu);
     int p = w->panicked;
-    pthread_mutex_unlock(&w->sync_mu);
+    sop_mutex_unlock(&w->sync_mu);
     return p;
 }
 
@@ -310,10 +311,10 @@ int sop_wal__note_newest(sop_wal *w, uint64_t id, uint64_t min_size)
 {
     if (!w->tail_file)
         return SOP_OK;
-    pthread_mutex_lock(&w->note_mu);
+    sop_mutex_lock(&w->note_mu);
     w->note_gen++;
     int rc = note_write(w, id, min_size);
-    pthread_mutex_unlock(&w->note_mu);
+    sop_mutex_unlock(&w->note_mu);
     return rc;
 }
 
@@ -322,11 +323,11 @@ int sop_wal__note_cut(sop_wal *w, uint64_t id, uint64_t size)
     int rc = SOP_OK;
     if (!w->tail_file)
         return SOP_OK;
-    pthread_mutex_lock(&w->note_mu);
+    sop_mutex_lock(&w->note_mu);
     w->note_gen++; /* a leader that read the old size must not note it now */
     if (w->note_id == id && w->note_min > size)
         rc = note_write(w, id, size);
-    pthread_mutex_unlock(&w->note_mu);
+    sop_mutex_unlock(&w->note_mu);
     return rc;
 }
 
@@ -338,10 +339,10 @@ static void note_raise(sop_wal *w, sop_seg *s, uint64_t zend, uint64_t gen)
 {
     if (!w->tail_file)
         return;
-    pthread_mutex_lock(&w->note_mu);
+    sop_mutex_lock(&w->note_mu);
     if (gen == w->note_gen && w->note_id == s->id && zend > w->note_min)
         (void)note_write(w, s->id, zend);
-    pthread_mutex_unlock(&w->note_mu);
+    sop_mutex_unlock(&w->note_mu);
 }
 
 int sop_wal__noted_newest(const sop_vfs *vfs, sop_file *f, uint64_t *id_out, uint64_t *min_size_out)
@@ -376,9 +377,9 @@ static int seg_create(sop_wal *w, sop_seg **out)
     uint8_t rec[SOP_REC_HDR_LEN + 24];
     sop_file *f = NULL;
     int rc;
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     uint64_t id = w->next_seg_id;
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     seg_path(path, sizeof path, w->dir, id);
     snprintf(dir, sizeof dir, "%s/seg", w->dir);
     rc = w->vfs->open(&f, w->vfs, path, SOP_VFS_WRITE | SOP_VFS_CREATE | SOP_VFS_EXCL);
@@ -404,9 +405,9 @@ static int seg_create(sop_wal *w, sop_seg **out)
     s->file = f;
     s->size = sizeof rec;
     atomic_init(&s->synced_off, sizeof rec); /* (W8) the header was synced above */
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     rc = seg_insert(w, s);
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     if (rc) {
         w->vfs->close(f);
         sop_free(s);
@@ -423,14 +424,14 @@ static int seg_create(sop_wal *w, sop_seg **out)
 int sop_wal__start(sop_wal *w)
 {
     sop_seg *s;
-    pthread_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->append_mu);
     int rc = seg_create(w, &s);
     if (rc == SOP_OK) {
         w->cur = s;
         w->tail_off = w->zero_end = s->size;
         s->base_total = atomic_load(&w->appended_total);
     }
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->append_mu);
     return rc;
 }
 
@@ -477,14 +478,14 @@ static int cut_zeros(sop_wal *w)
 
 int sop_wal__trim_tail(sop_wal *w)
 {
-    pthread_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->append_mu);
     int rc = SOP_OK;
     if (w->cur && w->zero_end > w->tail_off && !wal_panicked(w)) {
         rc = cut_zeros(w);
         if (rc == SOP_OK && !w->nosync)
             rc = w->vfs->sync(w->cur->file, 1);
     }
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->append_mu);
     return rc;
 }
 
@@ -512,12 +513,12 @@ static int rotate_locked(sop_wal *w)
 int sop_wal__rotate(sop_wal *w)
 {
     int rc = SOP_OK;
-    pthread_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->append_mu);
     if (wal_panicked(w))
         rc = sop_err(SOP_PANIC, "log is unusable after an earlier fatal error");
     else if (w->cur && w->tail_off > SOP_REC_HDR_LEN + 24)
         rc = rotate_locked(w);
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->append_mu);
     return rc;
 }
 
@@ -539,7 +540,7 @@ static int append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t 
                   int inflight, sop_loc *loc_out, uint64_t *token_out)
 {
     int rc = SOP_OK;
-    pthread_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->append_mu);
     if (wal_panicked(w)) {
         rc = sop_err(SOP_PANIC, "log is unusable after an earlier fatal error");
         goto out;
@@ -589,16 +590,16 @@ static int append(sop_wal *w, void *buf, size_t len, uint64_t lsn_max, uint64_t 
     uint64_t total = atomic_load(&w->appended_total) + len;
     atomic_store(&w->appended_total, total);
     *token_out = total;
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     w->cur->size = w->tail_off;
     w->cur->blob_bytes += blob_bytes;
     if (inflight)
         w->cur->inflight_bytes += len;
     if (lsn_max > w->cur->max_lsn)
         w->cur->max_lsn = lsn_max;
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
 out:
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->append_mu);
     return rc;
 }
 
@@ -607,11 +608,11 @@ out:
 int sop_wal__sync_to(sop_wal *w, uint64_t token)
 {
     int rc = SOP_OK;
-    pthread_mutex_lock(&w->sync_mu);
+    sop_mutex_lock(&w->sync_mu);
     while (!w->panicked && w->durable_total < token) {
         if (w->sync_running) {
             unsigned set = w->sync_gen + (token > w->sync_target);
-            pthread_cond_wait(&w->sync_cv[set & 1], &w->sync_mu);
+            sop_mutex_wait(&w->sync_cv[set & 1], &w->sync_mu);
             continue;
         }
         /* Become the leader: one fdatasync for everything appended so far.
@@ -620,14 +621,14 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
         uint64_t target = atomic_load(&w->appended_total);
         w->sync_running = 1;
         w->sync_target = target;
-        pthread_mutex_unlock(&w->sync_mu);
-        pthread_mutex_lock(&w->append_mu);
+        sop_mutex_unlock(&w->sync_mu);
+        sop_mutex_lock(&w->append_mu);
         sop_seg *s = w->cur;
         uint64_t base = s ? s->base_total : 0, zend = w->zero_end;
-        pthread_mutex_lock(&w->note_mu);
+        sop_mutex_lock(&w->note_mu);
         uint64_t note_gen = w->note_gen;
-        pthread_mutex_unlock(&w->note_mu);
-        pthread_mutex_unlock(&w->append_mu);
+        sop_mutex_unlock(&w->note_mu);
+        sop_mutex_unlock(&w->append_mu);
         rc = s ? w->vfs->sync(s->file, 1) : SOP_OK;
         if (rc == SOP_OK && s && w->prezero)
             note_raise(w, s, zend, note_gen); /* (W9) before anyone is acknowledged */
@@ -639,7 +640,7 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
             while (off > old && !atomic_compare_exchange_weak(&s->synced_off, &old, off))
                 ;
         }
-        pthread_mutex_lock(&w->sync_mu);
+        sop_mutex_lock(&w->sync_mu);
         w->sync_running = 0;
         w->syncs++;
         if (rc != SOP_OK) {
@@ -654,15 +655,15 @@ int sop_wal__sync_to(sop_wal *w, uint64_t token)
     }
     if (w->panicked)
         rc = sop_err(SOP_PANIC, "fdatasync of the log failed; the database must be reopened");
-    pthread_mutex_unlock(&w->sync_mu);
+    sop_mutex_unlock(&w->sync_mu);
     return rc;
 }
 
 int sop_wal__sync_all(sop_wal *w)
 {
-    pthread_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->append_mu);
     uint64_t t = atomic_load(&w->appended_total);
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->append_mu);
     return sop_wal__sync_to(w, t);
 }
 
@@ -675,11 +676,11 @@ int sop_wal__sync_all(sop_wal *w)
  * buffer. */
 static int loc_segment(sop_wal *w, const sop_loc *loc, sop_file **file_out)
 {
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     sop_seg *s = seg_find_locked(w, loc->seg);
     uint64_t seg_size = s ? s->size : 0;
     sop_file *file = s ? s->file : NULL;
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     if (!s)
         return SOP_CORRUPT_BKPT("blob in missing segment %" PRIu64, loc->seg);
     if (loc->len < SOP_REC_HDR_LEN || loc->len > seg_size || loc->off > seg_size - loc->len)
@@ -759,9 +760,9 @@ int sop_wal__scan(sop_wal *w, sop_seg *seg, uint64_t off, sop_wal_scan_fn cb, vo
                   uint64_t *end_out, int *torn_out)
 {
     enum { CHUNK = 1 << 20 };
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     uint64_t fsize = seg->size; /* (W7) the tail, not the file's size */
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
     int rc;
@@ -923,9 +924,9 @@ int sop_wal__vouched(sop_wal *w, sop_seg *seg, uint64_t from, uint64_t next_lsn,
                      uint64_t *vouched_out, uint64_t *by_out, uint64_t *lsn_out)
 {
     enum { CHUNK = 1 << 20 };
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     uint64_t limit = seg->size;
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     uint8_t *buf = sop_malloc(CHUNK), *big = NULL;
     size_t big_cap = 0;
     int rc = SOP_OK;
@@ -984,9 +985,9 @@ static sop_loc tail_locked(const sop_wal *w)
 
 sop_loc sop_wal__tail(sop_wal *w)
 {
-    pthread_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->append_mu);
     sop_loc t = tail_locked(w);
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->append_mu);
     return t;
 }
 
@@ -1010,42 +1011,42 @@ static void seg_info(const sop_wal *w, size_t i, sop_wal_seginfo *out)
 int sop_wal__each_segment(sop_wal *w, sop_loc *tail_out, sop_wal_seg_fn fn, void *ctx)
 {
     int rc = 0;
-    pthread_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->append_mu);
     if (tail_out)
         *tail_out = tail_locked(w);
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     for (size_t i = 0; i < w->seg_count && rc == 0; i++) {
         sop_wal_seginfo si;
         seg_info(w, i, &si);
         rc = fn(&si, ctx);
     }
-    pthread_mutex_unlock(&w->seg_mu);
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->append_mu);
     return rc;
 }
 
 int sop_wal__current(sop_wal *w, sop_wal_seginfo *out)
 {
     int found = 0;
-    pthread_mutex_lock(&w->append_mu);
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->seg_mu);
     for (size_t i = 0; w->cur && i < w->seg_count && !found; i++) {
         if (w->segs[i] == w->cur) {
             seg_info(w, i, out);
             found = 1;
         }
     }
-    pthread_mutex_unlock(&w->seg_mu);
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->append_mu);
     return found;
 }
 
 uint64_t sop_wal__seg_size(sop_wal *w, uint64_t id)
 {
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     sop_seg *s = seg_find_locked(w, id);
     uint64_t size = s ? s->size : 0;
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     return size;
 }
 
@@ -1071,8 +1072,8 @@ static void seg_remove_locked(sop_wal *w, size_t i)
 size_t sop_wal__reclaim(sop_wal *w, sop_wal_seg_fn victim, void *ctx)
 {
     size_t n = 0;
-    pthread_mutex_lock(&w->append_mu);
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->seg_mu);
     for (size_t i = 0; i < w->seg_count;) {
         sop_wal_seginfo si;
         seg_info(w, i, &si);
@@ -1088,8 +1089,8 @@ size_t sop_wal__reclaim(sop_wal *w, sop_wal_seg_fn victim, void *ctx)
         seg_remove_locked(w, i);
         n++;
     }
-    pthread_mutex_unlock(&w->seg_mu);
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->append_mu);
     return n;
 }
 
@@ -1099,7 +1100,7 @@ int sop_wal__drop_segment(sop_wal *w, sop_seg *s)
     uint64_t id = s->id;
     seg_path(path, sizeof path, w->dir, id);
     snprintf(dir, sizeof dir, "%s/seg", w->dir);
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     for (size_t k = 0; k < w->seg_count; k++)
         if (w->segs[k] == s) {
             seg_remove_locked(w, k);
@@ -1107,7 +1108,7 @@ int sop_wal__drop_segment(sop_wal *w, sop_seg *s)
         }
     if (w->next_seg_id == id + 1)
         w->next_seg_id = id;
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     int rc = w->vfs->unlink(w->vfs, path);
     if (rc != SOP_OK)
         return rc;
@@ -1117,9 +1118,9 @@ int sop_wal__drop_segment(sop_wal *w, sop_seg *s)
 void sop_wal__drop_empty_tail(sop_wal *w, uint64_t keep_upto)
 {
     char path[4300], dir[4200];
-    pthread_mutex_lock(&w->append_mu);
+    sop_mutex_lock(&w->append_mu);
     sop_seg *s = w->cur;
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     int empty = s && w->tail_off == SOP_SEGHDR_LEN && s->blob_bytes == 0 && s->id > keep_upto;
     uint64_t prev = 0, prev_size = 0; /* the newest segment that stays (sealed) */
     for (size_t i = 0; empty && i < w->seg_count; i++)
@@ -1127,7 +1128,7 @@ void sop_wal__drop_empty_tail(sop_wal *w, uint64_t keep_upto)
             prev = w->segs[i]->id;
             prev_size = w->segs[i]->size;
         }
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
     if (empty) {
         seg_path(path, sizeof path, w->dir, s->id);
         snprintf(dir, sizeof dir, "%s/seg", w->dir);
@@ -1136,31 +1137,31 @@ void sop_wal__drop_empty_tail(sop_wal *w, uint64_t keep_upto)
         if (sop_wal__note_newest(w, prev, prev_size) == SOP_OK &&
             w->vfs->unlink(w->vfs, path) == SOP_OK) {
             w->cur = NULL;
-            pthread_mutex_lock(&w->seg_mu);
+            sop_mutex_lock(&w->seg_mu);
             for (size_t i = 0; i < w->seg_count; i++)
                 if (w->segs[i] == s) {
                     seg_remove_locked(w, i);
                     break;
                 }
-            pthread_mutex_unlock(&w->seg_mu);
+            sop_mutex_unlock(&w->seg_mu);
             if (!w->nosync)
                 w->vfs->sync_dir(w->vfs, dir); /* best effort: a leftover is harmless */
         }
     }
-    pthread_mutex_unlock(&w->append_mu);
+    sop_mutex_unlock(&w->append_mu);
 }
 
 void sop_wal__reserve_ids(sop_wal *w, uint64_t id)
 {
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     if (w->next_seg_id <= id)
         w->next_seg_id = id + 1;
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
 }
 
 void sop_wal__settle(sop_wal *w, uint64_t applied_lsn)
 {
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_lock(&w->seg_mu);
     for (size_t i = 0; i < w->seg_count; i++) {
         sop_seg *s = w->segs[i];
         s->dead_bytes += s->inflight_bytes; /* unclaimed: never committed */
@@ -1169,39 +1170,39 @@ void sop_wal__settle(sop_wal *w, uint64_t applied_lsn)
         s->inflight_bytes = 0;
         s->acct_end = 0;
     }
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
 }
 
 void sop_wal__adopt_note(sop_wal *w, uint64_t id, uint64_t min_size)
 {
-    pthread_mutex_lock(&w->note_mu);
+    sop_mutex_lock(&w->note_mu);
     w->note_id = id;
     w->note_min = min_size;
-    pthread_mutex_unlock(&w->note_mu);
+    sop_mutex_unlock(&w->note_mu);
 }
 
 uint64_t sop_wal__note_id(sop_wal *w)
 {
-    pthread_mutex_lock(&w->note_mu);
+    sop_mutex_lock(&w->note_mu);
     uint64_t id = w->note_id;
-    pthread_mutex_unlock(&w->note_mu);
+    sop_mutex_unlock(&w->note_mu);
     return id;
 }
 
 void sop_wal__stats(sop_wal *w, sop_wal_stats *out)
 {
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&w->sync_mu);
+    sop_mutex_lock(&w->sync_mu);
     out->syncs = w->syncs;
-    pthread_mutex_unlock(&w->sync_mu);
-    pthread_mutex_lock(&w->seg_mu);
+    sop_mutex_unlock(&w->sync_mu);
+    sop_mutex_lock(&w->seg_mu);
     for (size_t i = 0; i < w->seg_count; i++) {
         const sop_seg *s = w->segs[i];
         out->disk_bytes += s->size;
         out->live_bytes += s->blob_bytes - s->dead_bytes;
         out->segments++;
     }
-    pthread_mutex_unlock(&w->seg_mu);
+    sop_mutex_unlock(&w->seg_mu);
 }
 
 uint64_t sop_wal__max_record(sop_wal *w)
