@@ -1,69 +1,124 @@
 /*
- * cache.c - L1 node cache: CLOCK eviction and epoch reclamation. The rules
- * (L1)-(L4) are in cache.h.
+ * cache.c - L1 node cache: CLOCK eviction, epoch reclamation and the node
+ * fetch. The rules (L1)-(L4) are in cache.h.
  */
 #include "cache.h"
 #include "txn.h"
 
-void sop_cache__add(sop_db *db, sop_version *v)
+typedef struct sop_retired {
+    uint8_t *img;
+    size_t len;
+    uint64_t epoch;
+} sop_retired;
+
+struct sop_cache {
+    sop_cache_hot hot; /* first: cache.h's inline functions read it */
+    sop_db *db;        /* loads go through sop_db__read_node */
+    uint64_t budget;   /* bytes of node images */
+    _Atomic uint64_t loads;
+
+    pthread_mutex_t clock_mu; /* level 6: the clock list */
+    sop_version *clock_head, *clock_hand;
+    size_t clock_count; /* versions on the clock list */
+
+    pthread_mutex_t retire_mu; /* level 7: retired images */
+    sop_retired *retired;
+    size_t retired_count, retired_cap;
+};
+
+sop_cache *sop_cache__open(sop_db *db, uint64_t budget)
 {
-    pthread_mutex_lock(&db->cache_mu);
+    sop_cache *c = sop_calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    atomic_init(&c->hot.epoch, 1);
+    atomic_init(&c->hot.node_bytes, 0);
+    atomic_init(&c->loads, 0);
+    c->db = db;
+    c->budget = budget;
+    pthread_mutex_init(&c->clock_mu, NULL);
+    pthread_mutex_init(&c->retire_mu, NULL);
+    return c;
+}
+
+void sop_cache__close(sop_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->retired_count; i++)
+        sop_free(c->retired[i].img);
+    sop_free(c->retired);
+    pthread_mutex_destroy(&c->clock_mu);
+    pthread_mutex_destroy(&c->retire_mu);
+    sop_free(c);
+}
+
+void sop_cache__stat(sop_cache *c, sop_cache_stat *out)
+{
+    out->loads = atomic_load_explicit(&c->loads, memory_order_relaxed);
+    out->bytes = sop_cache__bytes(c);
+}
+
+void sop_cache__add(sop_cache *c, sop_version *v)
+{
+    pthread_mutex_lock(&c->clock_mu);
     if (!v->in_cache && v->loc.seg != 0) {
         v->in_cache = 1;
         v->cprev = NULL;
-        v->cnext = db->clock_head;
-        if (db->clock_head)
-            db->clock_head->cprev = v;
-        db->clock_head = v;
-        db->clock_count++;
+        v->cnext = c->clock_head;
+        if (c->clock_head)
+            c->clock_head->cprev = v;
+        c->clock_head = v;
+        c->clock_count++;
     }
-    pthread_mutex_unlock(&db->cache_mu);
+    pthread_mutex_unlock(&c->clock_mu);
 }
 
-static void unlink_locked(sop_db *db, sop_version *v)
+static void unlink_locked(sop_cache *c, sop_version *v)
 {
-    if (db->clock_hand == v)
-        db->clock_hand = v->cnext;
+    if (c->clock_hand == v)
+        c->clock_hand = v->cnext;
     if (v->cprev)
         v->cprev->cnext = v->cnext;
     else
-        db->clock_head = v->cnext;
+        c->clock_head = v->cnext;
     if (v->cnext)
         v->cnext->cprev = v->cprev;
     v->cprev = v->cnext = NULL;
     v->in_cache = 0;
-    db->clock_count--;
+    c->clock_count--;
 }
 
-void sop_cache__forget(sop_db *db, sop_version *v)
+void sop_cache__forget(sop_cache *c, sop_version *v)
 {
-    pthread_mutex_lock(&db->cache_mu);
+    pthread_mutex_lock(&c->clock_mu);
     if (v->in_cache)
-        unlink_locked(db, v);
-    pthread_mutex_unlock(&db->cache_mu);
+        unlink_locked(c, v);
+    pthread_mutex_unlock(&c->clock_mu);
 }
 
-static void retire(sop_db *db, uint8_t *img, size_t len, uint64_t epoch)
+static void retire(sop_cache *c, uint8_t *img, size_t len, uint64_t epoch)
 {
-    pthread_mutex_lock(&db->retire_mu);
-    if (db->retired_count == db->retired_cap) {
-        size_t cap = db->retired_cap ? db->retired_cap * 2 : 256;
-        sop_retired *n = sop_realloc(db->retired, cap * sizeof *n);
+    pthread_mutex_lock(&c->retire_mu);
+    if (c->retired_count == c->retired_cap) {
+        size_t cap = c->retired_cap ? c->retired_cap * 2 : 256;
+        sop_retired *n = sop_realloc(c->retired, cap * sizeof *n);
         if (!n) {
             /* Cannot queue it: keep the memory rather than risk a reader. */
-            pthread_mutex_unlock(&db->retire_mu);
+            pthread_mutex_unlock(&c->retire_mu);
             return;
         }
-        db->retired = n;
-        db->retired_cap = cap;
+        c->retired = n;
+        c->retired_cap = cap;
     }
-    db->retired[db->retired_count++] = (sop_retired){img, len, epoch};
-    pthread_mutex_unlock(&db->retire_mu);
+    c->retired[c->retired_count++] = (sop_retired){img, len, epoch};
+    pthread_mutex_unlock(&c->retire_mu);
 }
 
-void sop_cache__reclaim(sop_db *db)
+void sop_cache__reclaim(sop_cache *c)
 {
     /* The oldest announced epoch (L2). */
+    sop_db *db = c->db;
     uint64_t min = UINT64_MAX;
     pthread_mutex_lock(&db->snap_mu);
     for (sop_txn *t = db->active; t; t = t->next_active) {
@@ -81,54 +136,74 @@ void sop_cache__reclaim(sop_db *db)
     if (re && re < min)
         min = re;
     pthread_mutex_unlock(&db->snap_mu);
-    pthread_mutex_lock(&db->retire_mu);
+    pthread_mutex_lock(&c->retire_mu);
     size_t keep = 0;
-    for (size_t i = 0; i < db->retired_count; i++) {
-        if (db->retired[i].epoch < min)
-            sop_free(db->retired[i].img);
+    for (size_t i = 0; i < c->retired_count; i++) {
+        if (c->retired[i].epoch < min)
+            sop_free(c->retired[i].img);
         else
-            db->retired[keep++] = db->retired[i];
+            c->retired[keep++] = c->retired[i];
     }
-    db->retired_count = keep;
-    pthread_mutex_unlock(&db->retire_mu);
+    c->retired_count = keep;
+    pthread_mutex_unlock(&c->retire_mu);
 }
 
-void sop_cache__evict(sop_db *db)
+void sop_cache__evict(sop_cache *c)
 {
-    uint64_t budget = db->opts.cache_bytes;
-    if (atomic_load_explicit(&db->node_bytes, memory_order_relaxed) <= budget)
+    uint64_t budget = c->budget;
+    if (sop_cache__bytes(c) <= budget)
         return;
     uint64_t target = budget - budget / 10;
-    pthread_mutex_lock(&db->cache_mu);
+    pthread_mutex_lock(&c->clock_mu);
     /* Two sweeps at most: the first may only clear reference bits. */
-    size_t steps = 0, limit = 2 * db->clock_count;
-    while (steps++ < limit &&
-           atomic_load_explicit(&db->node_bytes, memory_order_relaxed) > target) {
-        sop_version *v = db->clock_hand ? db->clock_hand : db->clock_head;
+    size_t steps = 0, limit = 2 * c->clock_count;
+    while (steps++ < limit && sop_cache__bytes(c) > target) {
+        sop_version *v = c->clock_hand ? c->clock_hand : c->clock_head;
         if (!v)
             break;
-        db->clock_hand = v->cnext;
+        c->clock_hand = v->cnext;
         if (atomic_exchange_explicit(&v->ref, 0, memory_order_relaxed))
             continue; /* recently used: second chance */
         uint8_t *img = atomic_exchange_explicit(&v->img, NULL, memory_order_seq_cst);
-        unlink_locked(db, v);
+        unlink_locked(c, v);
         if (!img)
             continue;
         /* (L1) retire with the epoch after every reader that saw img. */
-        uint64_t e = atomic_fetch_add_explicit(&db->epoch, 1, memory_order_seq_cst);
+        uint64_t e = atomic_fetch_add_explicit(&c->hot.epoch, 1, memory_order_seq_cst);
         size_t len = sop_node__image_len(img); /* of this image, not a newer one */
-        atomic_fetch_sub_explicit(&db->node_bytes, len, memory_order_relaxed);
-        retire(db, img, len, e);
+        sop_cache__discharge(c, len);
+        retire(c, img, len, e);
     }
-    pthread_mutex_unlock(&db->cache_mu);
-    sop_cache__reclaim(db);
+    pthread_mutex_unlock(&c->clock_mu);
+    sop_cache__reclaim(c);
 }
 
-void sop_cache__dispose(sop_db *db)
+int sop_cache__load(const uint8_t **img_out, sop_cache *c, sop_version *v, uint64_t lid,
+                    const sop_keycmp *cmp)
 {
-    for (size_t i = 0; i < db->retired_count; i++)
-        sop_free(db->retired[i].img);
-    sop_free(db->retired);
-    db->retired = NULL;
-    db->retired_count = db->retired_cap = 0;
+    if (v->loc.seg == 0)
+        return SOP_CORRUPT_BKPT("node %" PRIu64 " has neither image nor location", lid);
+    uint8_t *payload;
+    size_t len;
+    int rc = sop_db__read_node(c->db, &v->loc, &payload, &len);
+    if (rc)
+        return rc;
+    if ((rc = sop_node__validate(payload, len, cmp)) != SOP_OK) {
+        sop_free(payload);
+        return rc;
+    }
+    atomic_fetch_add_explicit(&c->loads, 1, memory_order_relaxed);
+    uint8_t *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&v->img, &expected, payload, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        sop_free(payload); /* another thread loaded it first */
+        *img_out = expected;
+        return SOP_OK;
+    }
+    atomic_store_explicit(&v->img_len, len, memory_order_relaxed);
+    sop_cache__charge(c, len);
+    *img_out = payload;
+    sop_cache__add(c, v);
+    sop_cache__evict(c); /* never frees payload: the caller announced an epoch (L2) */
+    return SOP_OK;
 }

@@ -3,6 +3,12 @@
  * CLOCK eviction of clean images, with epoch-based reclamation so readers
  * that take no locks never touch freed memory.
  *
+ * The cache's state (the clock list, the reclamation epoch, the retired
+ * images, their locks, the count of image bytes) is private to cache.c:
+ * struct sop_cache is opaque outside it except for its first member,
+ * sop_cache_hot, which the inline fast paths below read (see there). The
+ * db holds a sop_cache * from sop_cache__open.
+ *
  * Which images are cached: every image of a version that has an on-disk
  * copy (loaded from disk, or written by a checkpoint). Dirty images (not
  * yet checkpointed) are never evicted; the checkpoint trigger bounds them.
@@ -21,18 +27,47 @@
  *        images: it re-reads v->img (reloading if evicted) at each call.
  *   (L4) A version is removed from the clock list before it is freed.
  *
- * Locks: cache_mu (level 6) guards the clock list; retire_mu (level 7) the
- * retired list. Neither is held across I/O or while taking a lower level.
+ * Locks (private to cache.c): the clock lock (level 6) guards the clock
+ * list; the retire lock (level 7) the retired list. Neither is held across
+ * I/O or while taking a lower level.
  */
 #ifndef SOP_CACHE_H
 #define SOP_CACHE_H
 
 #include "db.h"
 
-/* Announce the current epoch in *slot (L2). */
-static inline void sop_cache__enter(sop_db *db, _Atomic uint64_t *slot)
+/*
+ * The part of struct sop_cache the inline functions of this header read:
+ * announcing an epoch happens at every call of a transaction and the byte
+ * count changes at every load and every commit, so a call into cache.c for
+ * each would add to every operation. It is the first member of struct
+ * sop_cache (cache.c), so a sop_cache * points to it. Nothing outside this
+ * header touches its fields.
+ */
+typedef struct sop_cache_hot {
+    _Atomic uint64_t epoch; /* reclamation epoch, starts at 1 (L1, L2) */
+    /* Its own line: written at every load and commit, while epoch is read
+     * by every call of every thread. */
+    _Alignas(64) _Atomic uint64_t node_bytes; /* all node images in memory */
+} sop_cache_hot;
+
+static inline sop_cache_hot *sop_cache__hot(sop_cache *c)
 {
-    atomic_store_explicit(slot, atomic_load_explicit(&db->epoch, memory_order_seq_cst),
+    return (sop_cache_hot *)(void *)c;
+}
+
+/* A new cache for db with a budget of budget bytes of node images, or NULL
+ * (out of memory). db is the handle the cache loads nodes through. */
+sop_cache *sop_cache__open(sop_db *db, uint64_t budget);
+/* Free the cache and every image still retired (close: no reader left).
+ * The images installed in versions belong to the registry. NULL: no-op. */
+void sop_cache__close(sop_cache *c);
+
+/* Announce the current epoch in *slot (L2). */
+static inline void sop_cache__enter(sop_cache *c, _Atomic uint64_t *slot)
+{
+    atomic_store_explicit(slot,
+                          atomic_load_explicit(&sop_cache__hot(c)->epoch, memory_order_seq_cst),
                           memory_order_seq_cst);
 }
 static inline void sop_cache__leave(_Atomic uint64_t *slot)
@@ -40,15 +75,61 @@ static inline void sop_cache__leave(_Atomic uint64_t *slot)
     atomic_store_explicit(slot, 0, memory_order_release);
 }
 
+/* Image bytes: n more (a new image installed in a version, or private
+ * clones of a running commit counted early) or fewer (images freed). The
+ * budget is enforced by sop_cache__evict against this count. */
+static inline void sop_cache__charge(sop_cache *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(&sop_cache__hot(c)->node_bytes, n, memory_order_relaxed);
+}
+static inline void sop_cache__discharge(sop_cache *c, uint64_t n)
+{
+    atomic_fetch_sub_explicit(&sop_cache__hot(c)->node_bytes, n, memory_order_relaxed);
+}
+static inline uint64_t sop_cache__bytes(sop_cache *c)
+{
+    return atomic_load_explicit(&sop_cache__hot(c)->node_bytes, memory_order_relaxed);
+}
+
+/* The image of version v of lid, loading it if needed (validated with
+ * cmp); the caller has announced an epoch (L2), so the image stays
+ * allocated until its next announcement. SOP_CORRUPT if v has neither an
+ * image nor a location, or what is read there is not a valid node; I/O
+ * errors of the read.
+ *
+ * The hit path (image present) is here, inline: it is the one operation of
+ * every descent of every read, and a call into cache.c for it would cost
+ * more than the work. It touches only the version (its CLOCK bit). */
+int sop_cache__load(const uint8_t **img_out, sop_cache *c, sop_version *v, uint64_t lid,
+                    const sop_keycmp *cmp);
+static inline int sop_cache__node(const uint8_t **img_out, sop_cache *c, sop_version *v,
+                                  uint64_t lid, const sop_keycmp *cmp)
+{
+    uint8_t *img = atomic_load_explicit(&v->img, memory_order_acquire);
+    if (SOP_LIKELY(img != NULL)) {
+        /* CLOCK reference bit: written only when it changes (shared line). */
+        if (!atomic_load_explicit(&v->ref, memory_order_relaxed))
+            atomic_store_explicit(&v->ref, 1, memory_order_relaxed);
+        *img_out = img;
+        return SOP_OK;
+    }
+    return sop_cache__load(img_out, c, v, lid, cmp);
+}
+
+/* Counters for sop_db_stat. */
+typedef struct sop_cache_stat {
+    uint64_t loads; /* images read from disk */
+    uint64_t bytes; /* sop_cache__bytes */
+} sop_cache_stat;
+void sop_cache__stat(sop_cache *c, sop_cache_stat *out);
+
 /* v (clean, image loaded) becomes an eviction candidate. */
-void sop_cache__add(sop_db *db, sop_version *v);
+void sop_cache__add(sop_cache *c, sop_version *v);
 /* v is about to be freed (L4). */
-void sop_cache__forget(sop_db *db, sop_version *v);
+void sop_cache__forget(sop_cache *c, sop_version *v);
 /* Evict down to the budget if over it, then free what is safe to free. */
-void sop_cache__evict(sop_db *db);
+void sop_cache__evict(sop_cache *c);
 /* Free retired images no announced epoch can still see. */
-void sop_cache__reclaim(sop_db *db);
-/* Free everything retired (close: no reader left). */
-void sop_cache__dispose(sop_db *db);
+void sop_cache__reclaim(sop_cache *c);
 
 #endif

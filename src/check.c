@@ -255,7 +255,7 @@ static int visit(chk *c, walk *wk, uint64_t lid, int d, int has_lo, const sop_va
     tick(c);
     /* Re-announce (cache.h L2): images this walk read before are not used
      * any more (branches are copied), so the cache may free them. */
-    sop_cache__enter(db, &db->check_epoch);
+    sop_cache__enter(db->cache, &db->check_epoch);
     if (d >= SOP_MAX_DEPTH) {
         finding(c, "store '%s': tree deeper than %d", s->name, SOP_MAX_DEPTH);
         return SOP_OK;
@@ -276,7 +276,7 @@ static int visit(chk *c, walk *wk, uint64_t lid, int d, int has_lo, const sop_va
         return SOP_OK;
     }
     const uint8_t *img;
-    if ((rc = sop_db__node(&img, db, v, lid, &s->cmp)) != SOP_OK) {
+    if ((rc = sop_cache__node(&img, db->cache, v, lid, &s->cmp)) != SOP_OK) {
         if (!is_damage(rc))
             return rc;
         finding(c, "store '%s': node %" PRIu64 ": %s", s->name, lid, sop_errmsg());

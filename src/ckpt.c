@@ -293,7 +293,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
     sop_u64map_put(NULL, &db->dirty_lids, lid, NULL);
     sop_u64map_put(NULL, &db->trim_lids, lid, NULL);
     atomic_fetch_add(&db->dirty_bytes, len);
-    atomic_fetch_add(&db->node_bytes, len);
+    sop_cache__charge(db->cache, len);
     if (r->budget <= len)
         return 1; /* enough for this checkpoint */
     r->budget -= len;
@@ -546,7 +546,7 @@ int sop_ckpt__run(sop_db *db)
         pthread_mutex_unlock(&db->ckpt_mu);
         return rotated == SOP_PANIC ? sop_db__panic(db, rotated) : rotated;
     }
-    sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
+    sop_cache__enter(db->cache, &db->ckpt_epoch); /* it reads images (cache.h L2) */
     /* 1. The cut: C and the replay position, under commit_mu. */
     pthread_mutex_lock(&db->commit_mu);
     uint64_t C = db->applied_lsn;
@@ -590,7 +590,7 @@ int sop_ckpt__run(sop_db *db)
     /* The relocated copies are dirty node bytes now: evict clean images to
      * make room for them before the writes, not after (with no epoch held,
      * what is evicted here is freed at once unless a reader still sees it). */
-    sop_cache__evict(db);
+    sop_cache__evict(db->cache);
     /* 2. Write the nodes visible at C that have no blob yet. */
     size_t batch_max = batch_limit(db), wflushed = 0;
     for (size_t i = 0; i < nlids; i++) {
@@ -664,7 +664,7 @@ int sop_ckpt__run(sop_db *db)
         sop_version *v = w[j].v;
         v->loc = w[j].loc;
         written_bytes += atomic_load_explicit(&v->img_len, memory_order_relaxed);
-        sop_cache__add(db, v); /* clean now: evictable */
+        sop_cache__add(db->cache, v); /* clean now: evictable */
         sop_version *h = sop_registry__head(&db->reg, w[j].lid);
         if (h != v) {
             /* Superseded after C: this blob is dead as of the newer version.
@@ -805,7 +805,7 @@ out:
     pthread_mutex_unlock(&db->snap_mu);
     sop_cache__leave(&db->ckpt_epoch);
     pthread_mutex_unlock(&db->ckpt_mu);
-    sop_cache__evict(db);
+    sop_cache__evict(db->cache);
     sop_free(w);
     sop_free(lids);
     sop_buf_dispose(&batch);

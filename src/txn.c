@@ -131,7 +131,7 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
     int rc = sop_db__check_panic(t->db);
     if (rc)
         return rc;
-    sop_cache__enter(t->db, &t->epoch); /* every call re-announces (cache.h L2) */
+    sop_cache__enter(t->db->cache, &t->epoch); /* every call re-announces (cache.h L2) */
     if (for_write && (t->flags & SOP_TXN_READONLY))
         return sop_err(SOP_READONLY, "write in a read-only transaction");
     /* Every call reads the clock (a vDSO call, tens of nanoseconds): a
@@ -771,11 +771,11 @@ static void commit_between_ops(sop_apply *a, sop_txn *owner, size_t *seen, uint6
             add += ((sop_node *)p)->alloc_len;
     }
     if (add) {
-        atomic_fetch_add_explicit(&db->node_bytes, add, memory_order_relaxed);
+        sop_cache__charge(db->cache, add);
         *counted += add;
     }
-    sop_cache__enter(db, &owner->epoch);
-    sop_cache__evict(db);
+    sop_cache__enter(db->cache, &owner->epoch);
+    sop_cache__evict(db->cache);
 }
 
 /* Apply a COMMIT/PREPARE body (from the xid field on) at a->lsn. When
@@ -951,7 +951,7 @@ static int apply_body(sop_apply *a, const uint8_t *body, size_t len, sop_txn *ow
     if (rc == 0)
         rc = sop_txnrec__finish(&d);
 out:
-    atomic_fetch_sub_explicit(&db->node_bytes, clones_counted, memory_order_relaxed);
+    sop_cache__discharge(db->cache, clones_counted);
     sop_u64map_dispose(&chx.ids);
     sop_u64map_dispose(&chx.names);
     if (rc) {
@@ -1202,7 +1202,7 @@ void sop_db__trim(sop_db *db)
     size_t dirty_freed = 0;
     for (size_t i = 0; i < k; i++) {
         size_t d;
-        freed += sop_registry__trim(&db->reg, lids[i], min_all, &d, forget_version, db);
+        freed += sop_registry__trim(&db->reg, lids[i], min_all, &d, forget_version, db->cache);
         dirty_freed += d;
         sop_version *h = sop_registry__head(&db->reg, lids[i]);
         if (!h || !atomic_load_explicit(&h->older, memory_order_relaxed))
@@ -1224,7 +1224,7 @@ void sop_db__trim(sop_db *db)
         if (ok)
             db->trim_lids = small;
     }
-    atomic_fetch_sub(&db->node_bytes, freed);
+    sop_cache__discharge(db->cache, freed);
     atomic_fetch_sub(&db->dirty_bytes, dirty_freed);
 }
 
@@ -1324,7 +1324,7 @@ int sop_txn__commit(sop_txn *t)
         has_work |= w->item_count > 0 || w->created || w->dropped;
     if (!has_work && t->state != SOP_TXN_PREPARED)
         return SOP_OK; /* nothing written: read-only in effect, snapshot reads are valid */
-    sop_cache__enter(db, &t->epoch);
+    sop_cache__enter(db->cache, &t->epoch);
     if (t->state == SOP_TXN_PREPARED)
         return sop_txn__resolve_prepared(db, t->id, 1);
 
@@ -1782,7 +1782,7 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
     /* Applying the body reads and loads images, and loading evicts others:
      * the images it is merging into must stay allocated (cache.h L2). The
      * caller may hold no transaction (phase 2 by id after recovery). */
-    sop_cache__enter(db, &db->resolve_epoch);
+    sop_cache__enter(db->cache, &db->resolve_epoch);
     /* SOP_NOTFOUND means "no such prepared transaction" to the caller: a
      * file gone under the handle is an I/O error (sop_err_lost_file). */
     int rc = sop_err_lost_file(resolve_locked(db, p, commit, lsn, &token, 0));
