@@ -50,7 +50,6 @@ layers='
 # Known upward includes, each with the reason it is still there. Remove an
 # entry with the include it excuses.
 exceptions='
-cache.c txn.h (the oldest announced epoch is read from struct sop_txn on db->active; issue 11 seam 3 moves it into the db)
 '
 
 declare -A rank

@@ -3,7 +3,6 @@
  * fetch. The rules (L1)-(L4) are in cache.h.
  */
 #include "cache.h"
-#include "txn.h"
 
 typedef struct sop_retired {
     uint8_t *img;
@@ -21,6 +20,10 @@ struct sop_cache {
     sop_version *clock_head, *clock_hand;
     size_t clock_count; /* versions on the clock list */
 
+    /* Every slot handed out so far, newest first: pushed with a CAS, never
+     * unlinked before close (sop_cache_slot). */
+    _Atomic(sop_cache_slot *) slots;
+
     pthread_mutex_t retire_mu; /* level 7: retired images */
     sop_retired *retired;
     size_t retired_count, retired_cap;
@@ -34,6 +37,7 @@ sop_cache *sop_cache__open(sop_db *db, uint64_t budget)
     atomic_init(&c->hot.epoch, 1);
     atomic_init(&c->hot.node_bytes, 0);
     atomic_init(&c->loads, 0);
+    atomic_init(&c->slots, NULL);
     c->db = db;
     c->budget = budget;
     pthread_mutex_init(&c->clock_mu, NULL);
@@ -48,9 +52,47 @@ void sop_cache__close(sop_cache *c)
     for (size_t i = 0; i < c->retired_count; i++)
         sop_free(c->retired[i].img);
     sop_free(c->retired);
+    sop_cache_slot *s = atomic_load_explicit(&c->slots, memory_order_acquire);
+    while (s) {
+        sop_cache_slot *n = s->next;
+        sop_free(s);
+        s = n;
+    }
     pthread_mutex_destroy(&c->clock_mu);
     pthread_mutex_destroy(&c->retire_mu);
     sop_free(c);
+}
+
+sop_cache_slot *sop_cache__slot_get(sop_cache *c)
+{
+    for (sop_cache_slot *s = atomic_load_explicit(&c->slots, memory_order_acquire); s;
+         s = s->next) {
+        int expect = 0;
+        if (!atomic_load_explicit(&s->busy, memory_order_relaxed) &&
+            atomic_compare_exchange_strong_explicit(&s->busy, &expect, 1, memory_order_acquire,
+                                                    memory_order_relaxed))
+            return s;
+    }
+    sop_cache_slot *s = sop_calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    atomic_init(&s->epoch, 0);
+    atomic_init(&s->busy, 1);
+    /* seq_cst: a reclaim that starts after the slot's first announcement
+     * finds it on the list (the push precedes the announcement). */
+    s->next = atomic_load_explicit(&c->slots, memory_order_seq_cst);
+    while (!atomic_compare_exchange_weak_explicit(&c->slots, &s->next, s, memory_order_seq_cst,
+                                                  memory_order_seq_cst))
+        ;
+    return s;
+}
+
+void sop_cache__slot_put(sop_cache_slot *s)
+{
+    if (!s)
+        return;
+    sop_cache__leave(s);
+    atomic_store_explicit(&s->busy, 0, memory_order_release);
 }
 
 void sop_cache__stat(sop_cache *c, sop_cache_stat *out)
@@ -118,24 +160,13 @@ static void retire(sop_cache *c, uint8_t *img, size_t len, uint64_t epoch)
 void sop_cache__reclaim(sop_cache *c)
 {
     /* The oldest announced epoch (L2). */
-    sop_db *db = c->db;
     uint64_t min = UINT64_MAX;
-    pthread_mutex_lock(&db->snap_mu);
-    for (sop_txn *t = db->active; t; t = t->next_active) {
-        uint64_t e = atomic_load_explicit(&t->epoch, memory_order_seq_cst);
+    for (sop_cache_slot *s = atomic_load_explicit(&c->slots, memory_order_seq_cst); s;
+         s = s->next) {
+        uint64_t e = atomic_load_explicit(&s->epoch, memory_order_seq_cst);
         if (e && e < min)
             min = e;
     }
-    uint64_t ce = atomic_load_explicit(&db->ckpt_epoch, memory_order_seq_cst);
-    uint64_t ke = atomic_load_explicit(&db->check_epoch, memory_order_seq_cst);
-    uint64_t re = atomic_load_explicit(&db->resolve_epoch, memory_order_seq_cst);
-    if (ce && ce < min)
-        min = ce;
-    if (ke && ke < min)
-        min = ke;
-    if (re && re < min)
-        min = re;
-    pthread_mutex_unlock(&db->snap_mu);
     pthread_mutex_lock(&c->retire_mu);
     size_t keep = 0;
     for (size_t i = 0; i < c->retired_count; i++) {

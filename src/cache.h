@@ -63,16 +63,40 @@ sop_cache *sop_cache__open(sop_db *db, uint64_t budget);
  * The images installed in versions belong to the registry. NULL: no-op. */
 void sop_cache__close(sop_cache *c);
 
-/* Announce the current epoch in *slot (L2). */
-static inline void sop_cache__enter(sop_cache *c, _Atomic uint64_t *slot)
+/*
+ * An epoch slot: where one reader announces the epoch it reads images
+ * under (L2). The cache keeps every slot it ever handed out on a list it
+ * walks for the oldest announced epoch (sop_cache__reclaim), so it needs
+ * to know nothing about who reads: a transaction takes one at begin and
+ * gives it back at its end; the db takes one each for the checkpoint, the
+ * checker and recovery, and phase 2 of a prepared transaction at open.
+ * Slots are reused, never freed before sop_cache__close; a slot is padded
+ * so that two readers announcing never write the same cache line.
+ */
+typedef struct sop_cache_slot {
+    _Atomic uint64_t epoch;      /* announced epoch; 0 = none */
+    _Atomic int busy;            /* handed out (sop_cache__slot_get) */
+    struct sop_cache_slot *next; /* the cache's list: set before it is linked */
+    char pad[128 - 2 * sizeof(uint64_t) - sizeof(void *)];
+} sop_cache_slot;
+
+/* A free slot (announcing nothing), or NULL (out of memory). Any thread;
+ * lock-free unless the list must grow. */
+sop_cache_slot *sop_cache__slot_get(sop_cache *c);
+/* Give s back (its epoch is dropped). NULL: no-op. */
+void sop_cache__slot_put(sop_cache_slot *s);
+
+/* Announce the current epoch in s (L2). Inline: every call of a
+ * transaction announces. */
+static inline void sop_cache__enter(sop_cache *c, sop_cache_slot *s)
 {
-    atomic_store_explicit(slot,
+    atomic_store_explicit(&s->epoch,
                           atomic_load_explicit(&sop_cache__hot(c)->epoch, memory_order_seq_cst),
                           memory_order_seq_cst);
 }
-static inline void sop_cache__leave(_Atomic uint64_t *slot)
+static inline void sop_cache__leave(sop_cache_slot *s)
 {
-    atomic_store_explicit(slot, 0, memory_order_release);
+    atomic_store_explicit(&s->epoch, 0, memory_order_release);
 }
 
 /* Image bytes: n more (a new image installed in a version, or private

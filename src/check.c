@@ -255,7 +255,7 @@ static int visit(chk *c, walk *wk, uint64_t lid, int d, int has_lo, const sop_va
     tick(c);
     /* Re-announce (cache.h L2): images this walk read before are not used
      * any more (branches are copied), so the cache may free them. */
-    sop_cache__enter(db->cache, &db->check_epoch);
+    sop_cache__enter(db->cache, db->check_slot);
     if (d >= SOP_MAX_DEPTH) {
         finding(c, "store '%s': tree deeper than %d", s->name, SOP_MAX_DEPTH);
         return SOP_OK;
@@ -656,7 +656,7 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
         rc = check_store(&c, s);
     }
     /* The walk is over: no image is used any more. */
-    sop_cache__leave(&db->check_epoch);
+    sop_cache__leave(db->check_slot);
     if (rc == SOP_OK)
         sop_registry__for_each(&db->reg, unreachable_lid, &c);
     if (rc == SOP_OK)

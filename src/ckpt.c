@@ -546,14 +546,14 @@ int sop_ckpt__run(sop_db *db)
         pthread_mutex_unlock(&db->ckpt_mu);
         return rotated == SOP_PANIC ? sop_db__panic(db, rotated) : rotated;
     }
-    sop_cache__enter(db->cache, &db->ckpt_epoch); /* it reads images (cache.h L2) */
+    sop_cache__enter(db->cache, db->ckpt_slot); /* it reads images (cache.h L2) */
     /* 1. The cut: C and the replay position, under commit_mu. */
     pthread_mutex_lock(&db->commit_mu);
     uint64_t C = db->applied_lsn;
     if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 && !rotated &&
         !space_work_pending(db)) {
         pthread_mutex_unlock(&db->commit_mu);
-        sop_cache__leave(&db->ckpt_epoch);
+        sop_cache__leave(db->ckpt_slot);
         pthread_mutex_unlock(&db->ckpt_mu);
         return SOP_OK; /* nothing new */
     }
@@ -586,7 +586,7 @@ int sop_ckpt__run(sop_db *db)
      * epoch. Holding it through the writes kept every image evicted
      * meanwhile unfreeable (L1): readers loading nodes during a long
      * checkpoint grew memory far past the budget. */
-    sop_cache__leave(&db->ckpt_epoch);
+    sop_cache__leave(db->ckpt_slot);
     /* The relocated copies are dirty node bytes now: evict clean images to
      * make room for them before the writes, not after (with no epoch held,
      * what is evicted here is freed at once unless a reader still sees it). */
@@ -803,7 +803,7 @@ out:
     pthread_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
     pthread_mutex_unlock(&db->snap_mu);
-    sop_cache__leave(&db->ckpt_epoch);
+    sop_cache__leave(db->ckpt_slot);
     pthread_mutex_unlock(&db->ckpt_mu);
     sop_cache__evict(db->cache);
     sop_free(w);

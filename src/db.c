@@ -695,7 +695,7 @@ static int recover(sop_db *db)
         }
     }
     /* Recovery reads images without a transaction: hold an epoch (L2). */
-    sop_cache__enter(db->cache, &db->check_epoch);
+    sop_cache__enter(db->cache, db->check_slot);
     SOP_TRY(sop_ckpt__load(db, &found));
     sop_loc from = db->replay_from;
     if (!found) {
@@ -773,7 +773,7 @@ static int recover(sop_db *db)
     sop_db__reap_stores(db, db->applied_lsn); /* replayed drops: no snapshot yet */
     rc = SOP_OK;
 out:
-    sop_cache__leave(&db->check_epoch);
+    sop_cache__leave(db->check_slot);
     sop_u64map_dispose(&rctx.unref);
     sop_free(l.ids);
     return rc;
@@ -924,9 +924,6 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     pthread_mutex_init(&db->commit_mu, NULL);
     pthread_mutex_init(&db->snap_mu, NULL);
     pthread_mutex_init(&db->cat_mu, NULL);
-    atomic_init(&db->ckpt_epoch, 0);
-    atomic_init(&db->check_epoch, 0);
-    atomic_init(&db->resolve_epoch, 0);
     sop_registry__init(&db->reg);
     sop_u64map_init(&db->dirty_lids);
     sop_u64map_init(&db->trim_lids);
@@ -940,7 +937,10 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
         goto out;
     }
     SOP_TRY(copy_options(db, opts));
-    if (!(db->cache = sop_cache__open(db, db->opts.cache_bytes))) {
+    if (!(db->cache = sop_cache__open(db, db->opts.cache_bytes)) ||
+        !(db->ckpt_slot = sop_cache__slot_get(db->cache)) ||
+        !(db->check_slot = sop_cache__slot_get(db->cache)) ||
+        !(db->resolve_slot = sop_cache__slot_get(db->cache))) {
         rc = sop_err(SOP_NOMEM, "node cache");
         goto out;
     }

@@ -159,9 +159,11 @@ struct sop_db {
     sop_buf rec_buf;              /* commit record encoding buffer, reused */
 
     sop_cache *cache;             /* the L1 (cache.h), from sop_cache__open */
-    _Atomic uint64_t ckpt_epoch;  /* announced by a running checkpoint (0 = none) */
-    _Atomic uint64_t check_epoch; /* announced by sop_db_check / recovery */
-    _Atomic uint64_t resolve_epoch; /* announced by phase 2 of a prepared txn (commit_mu) */
+    /* Epoch slots (cache.h L2) of the readers that are not transactions,
+     * from sop_cache__slot_get at open, freed with the cache. */
+    struct sop_cache_slot *ckpt_slot;    /* a running checkpoint (ckpt_mu) */
+    struct sop_cache_slot *check_slot;   /* sop_db_check / recovery */
+    struct sop_cache_slot *resolve_slot; /* phase 2 of a prepared txn (commit_mu) */
 
     _Atomic int panicked;
     int readonly;

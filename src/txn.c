@@ -29,11 +29,14 @@ int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags)
     t->flags = flags;
     t->state = SOP_TXN_ACTIVE;
     t->next_prov_seq = SOP_PROVISIONAL_SEQ;
-    atomic_init(&t->epoch, 0);
     sop_arena_init_as(&t->arena, 0, db->arena_debug);
     uint64_t now = db->vfs->monotonic_ns(db->vfs);
     t->deadline_ns = db->txn_limit_ns == UINT64_MAX ? UINT64_MAX : now + db->txn_limit_ns;
     t->rng = now ^ (uint64_t)(uintptr_t)t;
+    if (!(t->slot = sop_cache__slot_get(db->cache))) {
+        sop_free(t);
+        return sop_err(SOP_NOMEM, "transaction");
+    }
     pthread_mutex_lock(&db->snap_mu);
     t->snap = atomic_load_explicit(&db->visible_lsn, memory_order_acquire); /* (D2) */
     t->next_active = db->active;
@@ -86,6 +89,8 @@ void sop_txn__free(sop_txn *t)
         t->next_active->prev_active = t->prev_active;
     db->active_count--;
     pthread_mutex_unlock(&db->snap_mu);
+    sop_cache__slot_put(t->slot);
+    t->slot = NULL;
     sop_u64map_dispose(&t->ws_index);
     sop_arena_dispose(&t->arena);
     sop_free(t->reads);
@@ -131,7 +136,7 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
     int rc = sop_db__check_panic(t->db);
     if (rc)
         return rc;
-    sop_cache__enter(t->db->cache, &t->epoch); /* every call re-announces (cache.h L2) */
+    sop_cache__enter(t->db->cache, t->slot); /* every call re-announces (cache.h L2) */
     if (for_write && (t->flags & SOP_TXN_READONLY))
         return sop_err(SOP_READONLY, "write in a read-only transaction");
     /* Every call reads the clock (a vDSO call, tens of nanoseconds): a
@@ -774,7 +779,7 @@ static void commit_between_ops(sop_apply *a, sop_txn *owner, size_t *seen, uint6
         sop_cache__charge(db->cache, add);
         *counted += add;
     }
-    sop_cache__enter(db->cache, &owner->epoch);
+    sop_cache__enter(db->cache, owner->slot);
     sop_cache__evict(db->cache);
 }
 
@@ -1324,7 +1329,7 @@ int sop_txn__commit(sop_txn *t)
         has_work |= w->item_count > 0 || w->created || w->dropped;
     if (!has_work && t->state != SOP_TXN_PREPARED)
         return SOP_OK; /* nothing written: read-only in effect, snapshot reads are valid */
-    sop_cache__enter(db->cache, &t->epoch);
+    sop_cache__enter(db->cache, t->slot);
     if (t->state == SOP_TXN_PREPARED)
         return sop_txn__resolve_prepared(db, t->id, 1);
 
@@ -1365,7 +1370,7 @@ int sop_txn__commit(sop_txn *t)
     /* The commit reads no more images: drop its epoch (L2) before a
      * checkpoint that may run long, or every image evicted meanwhile by
      * other threads would wait for it to be freed. */
-    sop_cache__leave(&t->epoch);
+    sop_cache__leave(t->slot);
     sop_ckpt__maybe(db);
     return SOP_OK;
 fail:
@@ -1782,11 +1787,11 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
     /* Applying the body reads and loads images, and loading evicts others:
      * the images it is merging into must stay allocated (cache.h L2). The
      * caller may hold no transaction (phase 2 by id after recovery). */
-    sop_cache__enter(db->cache, &db->resolve_epoch);
+    sop_cache__enter(db->cache, db->resolve_slot);
     /* SOP_NOTFOUND means "no such prepared transaction" to the caller: a
      * file gone under the handle is an I/O error (sop_err_lost_file). */
     int rc = sop_err_lost_file(resolve_locked(db, p, commit, lsn, &token, 0));
-    sop_cache__leave(&db->resolve_epoch);
+    sop_cache__leave(db->resolve_slot);
     if (rc == SOP_OK && db->opts.sync != SOP_SYNC_FULL)
         set_visible(db, lsn);
     if (rc == SOP_OK)

@@ -119,7 +119,7 @@ struct sop_txn {
     uint64_t next_prov_seq;
     uint64_t rng;
     int blobs_released;   /* its value blobs were handed to a commit/prepare */
-    _Atomic uint64_t epoch; /* announced reclamation epoch (cache.h L2); 0 = none */
+    struct sop_cache_slot *slot; /* its announced epoch (cache.h L2), from begin to free */
     struct sop_cursor *cursors; /* open cursors (invalidated at end) */
     uint8_t *value_buf;   /* separate-blob values read by sop_get */
     size_t value_buf_cap;
