@@ -15,6 +15,8 @@ struct sop_cache {
     sop_db *db;        /* loads go through sop_db__read_node */
     uint64_t budget;   /* bytes of node images */
     _Atomic uint64_t loads;
+    const sop_l2 *l2; /* NULL: none (sop_cache__set_l2) */
+    _Atomic uint64_t l2_hits, l2_rejects;
 
     pthread_mutex_t clock_mu; /* level 6: the clock list */
     sop_version *clock_head, *clock_hand;
@@ -37,6 +39,8 @@ sop_cache *sop_cache__open(sop_db *db, uint64_t budget)
     atomic_init(&c->hot.epoch, 1);
     atomic_init(&c->hot.node_bytes, 0);
     atomic_init(&c->loads, 0);
+    atomic_init(&c->l2_hits, 0);
+    atomic_init(&c->l2_rejects, 0);
     atomic_init(&c->slots, NULL);
     c->db = db;
     c->budget = budget;
@@ -99,6 +103,13 @@ void sop_cache__stat(sop_cache *c, sop_cache_stat *out)
 {
     out->loads = atomic_load_explicit(&c->loads, memory_order_relaxed);
     out->bytes = sop_cache__bytes(c);
+    out->l2_hits = atomic_load_explicit(&c->l2_hits, memory_order_relaxed);
+    out->l2_rejects = atomic_load_explicit(&c->l2_rejects, memory_order_relaxed);
+}
+
+void sop_cache__set_l2(sop_cache *c, const sop_l2 *l2)
+{
+    c->l2 = l2;
 }
 
 void sop_cache__add(sop_cache *c, sop_version *v)
@@ -137,6 +148,8 @@ void sop_cache__forget(sop_cache *c, sop_version *v)
     if (v->in_cache)
         unlink_locked(c, v);
     pthread_mutex_unlock(&c->clock_mu);
+    if (c->l2 && c->l2->invalidate && v->loc.seg != 0)
+        c->l2->invalidate(c->l2->ctx, &v->loc);
 }
 
 static void retire(sop_cache *c, uint8_t *img, size_t len, uint64_t epoch)
@@ -209,6 +222,34 @@ void sop_cache__evict(sop_cache *c)
     sop_cache__reclaim(c);
 }
 
+/* The image at id from the L2, checked against id (L5): 1 and *out (to
+ * sop_free), *len_out set; 0 if the L2 has none or it failed the check. */
+static int l2_get(sop_cache *c, const sop_loc *id, uint8_t **out, size_t *len_out)
+{
+    if (id->len < SOP_REC_HDR_LEN + 8 || (id->len & 7) != 0)
+        return 0;
+    size_t cap = id->len - SOP_REC_HDR_LEN; /* the payload's length, padding included */
+    uint8_t *buf = sop_malloc(cap);
+    if (!buf)
+        return 0; /* the disk read reports the shortage, if it is one */
+    size_t len = c->l2->get(c->l2->ctx, id, buf, cap);
+    uint8_t hdr[SOP_REC_HDR_LEN];
+    if (len == 0 || len > cap) {
+        sop_free(buf);
+        return 0;
+    }
+    /* A node record's header is a function of its payload (no lsn, no
+     * durable mark: wal.h), so the crc the parent holds checks the image. */
+    if (sop_rec_len(len) != id->len || sop_rec__header(hdr, SOP_REC_NODE, buf, len, 0) != id->crc) {
+        atomic_fetch_add_explicit(&c->l2_rejects, 1, memory_order_relaxed);
+        sop_free(buf);
+        return 0;
+    }
+    *out = buf;
+    *len_out = len;
+    return 1;
+}
+
 int sop_cache__load(const uint8_t **img_out, sop_cache *c, sop_version *v, uint64_t lid,
                     const sop_keycmp *cmp)
 {
@@ -216,14 +257,25 @@ int sop_cache__load(const uint8_t **img_out, sop_cache *c, sop_version *v, uint6
         return SOP_CORRUPT_BKPT("node %" PRIu64 " has neither image nor location", lid);
     uint8_t *payload;
     size_t len;
-    int rc = sop_db__read_node(c->db, &v->loc, &payload, &len);
-    if (rc)
+    int rc;
+    if (c->l2 && l2_get(c, &v->loc, &payload, &len)) {
+        if (sop_node__validate(payload, len, cmp) == SOP_OK) {
+            atomic_fetch_add_explicit(&c->l2_hits, 1, memory_order_relaxed);
+            goto install;
+        }
+        atomic_fetch_add_explicit(&c->l2_rejects, 1, memory_order_relaxed);
+        sop_free(payload);
+    }
+    if ((rc = sop_db__read_node(c->db, &v->loc, &payload, &len)) != SOP_OK)
         return rc;
     if ((rc = sop_node__validate(payload, len, cmp)) != SOP_OK) {
         sop_free(payload);
         return rc;
     }
     atomic_fetch_add_explicit(&c->loads, 1, memory_order_relaxed);
+    if (c->l2 && c->l2->put)
+        c->l2->put(c->l2->ctx, &v->loc, payload, len);
+install:;
     uint8_t *expected = NULL;
     if (!atomic_compare_exchange_strong_explicit(&v->img, &expected, payload, memory_order_acq_rel,
                                                  memory_order_acquire)) {

@@ -26,6 +26,12 @@
  *   (L3) State kept across calls (a cursor's path) holds versions, never
  *        images: it re-reads v->img (reloading if evicted) at each call.
  *   (L4) A version is removed from the clock list before it is freed.
+ *   (L5) What an L2 (sop_l2 below) returns is a hint: an image is used only
+ *        if it matches the physical ID it was asked for - the record
+ *        length and the crc32c of the record the node was written as - and
+ *        then validates as a node; anything else counts as a reject and
+ *        the node is read from disk. A wrong, stale or damaged L2 entry
+ *        can cost a disk read, never a wrong answer.
  *
  * Locks (private to cache.c): the clock lock (level 6) guards the clock
  * list; the retire lock (level 7) the retired list. Neither is held across
@@ -140,10 +146,39 @@ static inline int sop_cache__node(const uint8_t **img_out, sop_cache *c, sop_ver
     return sop_cache__load(img_out, c, v, lid, cmp);
 }
 
+/*
+ * The L2 hook: a second-level store of node images behind the L1 (where a
+ * shared cache such as Redis plugs in), keyed by physical ID - the sop_loc
+ * of the node record: segment id, offset, record length, crc. A node
+ * record is never rewritten in place (the log is append-only and segment
+ * ids are not reused), so an ID names the same bytes for ever and an L2
+ * needs no invalidation for correctness; what it returns is checked
+ * anyway (L5). No L2 by default. Every function may be called from any
+ * thread at once and must not call back into libsop.
+ */
+typedef struct sop_l2 {
+    void *ctx;
+    /* Copy the image stored under id (the record's payload) into buf, at
+     * most cap bytes; return its length, or 0 if there is none (or it is
+     * longer than cap). */
+    size_t (*get)(void *ctx, const sop_loc *id, uint8_t *buf, size_t cap);
+    /* An image read from disk and validated: the L2 may keep a copy. */
+    void (*put)(void *ctx, const sop_loc *id, const uint8_t *img, size_t len);
+    /* This handle no longer uses the node at id (its version was freed):
+     * the L2 may drop it. A hint: nothing depends on it. May be NULL. */
+    void (*invalidate)(void *ctx, const sop_loc *id);
+} sop_l2;
+/* Use l2 (NULL: none) for the loads from now on; *l2 must stay valid until
+ * the cache is closed or another is set. Call it while no other thread
+ * uses the handle (a white-box hook: tests, and where an L2 will plug in). */
+void sop_cache__set_l2(sop_cache *c, const sop_l2 *l2);
+
 /* Counters for sop_db_stat. */
 typedef struct sop_cache_stat {
-    uint64_t loads; /* images read from disk */
-    uint64_t bytes; /* sop_cache__bytes */
+    uint64_t loads;      /* images read from disk */
+    uint64_t bytes;      /* sop_cache__bytes */
+    uint64_t l2_hits;    /* images served by the L2 (verified, L5) */
+    uint64_t l2_rejects; /* images the L2 returned that failed L5 */
 } sop_cache_stat;
 void sop_cache__stat(sop_cache *c, sop_cache_stat *out);
 
