@@ -30,6 +30,8 @@ layers='
 2 txnrec.c
 3 wal.h
 3 wal.c
+3 blob.h
+3 blob.c
 4 registry.h
 4 registry.c
 5 node.h

@@ -55,6 +55,7 @@
  * a caller never mistakes "could not look" for "found damage". The first
  * such failure is kept in chk.err (see env_failed).
  */
+#include "blob.h"
 #include "cache.h"
 #include "txn.h"
 
@@ -196,7 +197,8 @@ static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uin
 static int check_value_blob(chk *c, const char *what, const sop_loc *loc, uint32_t value_len,
                             int count)
 {
-    int rc = sop_txn__read_value(c->db->wal, loc, value_len, &c->buf, &c->buf_cap);
+    sop_val whole;
+    int rc = sop_blob__read(&whole, c->db->wal, loc, value_len, 0, value_len, &c->buf, &c->buf_cap);
     if (rc != SOP_OK) {
         if (!is_damage(rc))
             return env_failed(c, rc);

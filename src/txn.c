@@ -7,6 +7,7 @@
  * commit and recovery); commit and prepare; prepared transactions; replay;
  * trimming of history and old versions.
  */
+#include "blob.h"
 #include "cache.h"
 #include "txn.h"
 #include "txnrec.h"
@@ -390,30 +391,13 @@ int sop_txn__read_range(sop_txn *t, sop_store *s, int lo_open, const sop_val *lo
     return SOP_OK;
 }
 
-int sop_txn__read_value(sop_wal *w, const sop_loc *loc, uint32_t value_len, uint8_t **buf,
-                        size_t *cap)
-{
-    int rc = sop_wal__read_buf(w, loc, SOP_REC_VALUE, buf, cap);
-    if (rc)
-        return rc;
-    if (sop_get_le32(*buf + 8) != value_len)
-        return SOP_CORRUPT_BKPT("value blob length %u, expected %u", sop_get_le32(*buf + 8),
-                                value_len);
-    return SOP_OK;
-}
-
 int sop_txn__value(sop_val *out, sop_txn *t, uint8_t **buf, size_t *cap, const sop_leafval *v)
 {
     if (!v->is_blob) {
         *out = v->inline_val;
         return SOP_OK;
     }
-    int rc = sop_txn__read_value(t->db->wal, &v->loc, v->value_len, buf, cap);
-    if (rc)
-        return rc;
-    out->data = *buf + SOP_REC_HDR_LEN;
-    out->len = v->value_len;
-    return SOP_OK;
+    return sop_blob__read(out, t->db->wal, &v->loc, v->value_len, 0, v->value_len, buf, cap);
 }
 
 /* ======================================================================== */
@@ -1688,7 +1672,8 @@ static void check_body_value(const sop_loc *loc, uint32_t value_len, void *ctx)
     struct value_check *vc = ctx;
     if (vc->rc != SOP_OK)
         return;
-    vc->rc = sop_txn__read_value(vc->db->wal, loc, value_len, &vc->buf, &vc->cap);
+    sop_val whole;
+    vc->rc = sop_blob__read(&whole, vc->db->wal, loc, value_len, 0, value_len, &vc->buf, &vc->cap);
     if (vc->rc != SOP_OK)
         snprintf(vc->msg, sizeof vc->msg, "%s", sop_errmsg());
 }

@@ -193,12 +193,6 @@ int sop_txn__read_range(sop_txn *txn, sop_store *s, int lo_open, const sop_val *
                         const sop_val *hi);
 int sop_txn__value(sop_val *out, sop_txn *txn, uint8_t **buf, size_t *cap,
                    const sop_leafval *v);
-/* Read the VALUE blob at loc into *buf (grown as needed; the value is at
- * *buf + SOP_REC_HDR_LEN) and check it: a VALUE record with loc's checksum
- * holding exactly value_len bytes (sop_wal__read_buf checks the location
- * before *buf grows). SOP_CORRUPT if not. */
-int sop_txn__read_value(sop_wal *w, const sop_loc *loc, uint32_t value_len, uint8_t **buf,
-                        size_t *cap);
 
 /* Merged cursor (cursor.c) */
 int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key);
