@@ -52,9 +52,11 @@
  */
 typedef struct sop_cache_hot {
     _Atomic uint64_t epoch; /* reclamation epoch, starts at 1 (L1, L2) */
-    /* Its own line: written at every load and commit, while epoch is read
-     * by every call of every thread. */
-    _Alignas(64) _Atomic uint64_t node_bytes; /* all node images in memory */
+    /* 64 bytes apart, so never on one cache line: node_bytes is written at
+     * every load and commit, epoch read by every call of every thread.
+     * (Padding, not _Alignas: the allocator promises no 64-byte alignment.) */
+    char pad[64 - sizeof(uint64_t)];
+    _Atomic uint64_t node_bytes; /* all node images in memory */
 } sop_cache_hot;
 
 static inline sop_cache_hot *sop_cache__hot(sop_cache *c)
