@@ -6,6 +6,7 @@
  * (private copies, split, merge/redistribute, root collapse); publishing.
  */
 #include "btree.h"
+#include "cache.h"
 
 #include <stdlib.h>
 
@@ -29,7 +30,7 @@ static int tcur_node(sop_tcur *c, uint64_t lid, int level)
         return SOP_CORRUPT_BKPT("store '%s': node %" PRIu64 " missing at lsn %" PRIu64,
                                 c->store->name, lid, c->snap);
     const uint8_t *img;
-    int rc = sop_db__node(&img, c->db, v, lid, &c->store->cmp);
+    int rc = sop_cache__node(&img, c->db->cache, v, lid, &c->store->cmp);
     if (rc)
         return rc;
     if (sop_node__lid(img) != lid)
@@ -46,7 +47,8 @@ int sop_tcur__refresh(sop_tcur *c)
     for (int i = 0; i < c->depth; i++) {
         const uint8_t *img = atomic_load_explicit(&c->path[i].ver->img, memory_order_acquire);
         if (!img) {
-            int rc = sop_db__node(&img, c->db, c->path[i].ver, c->path[i].lid, &c->store->cmp);
+            int rc =
+                sop_cache__node(&img, c->db->cache, c->path[i].ver, c->path[i].lid, &c->store->cmp);
             if (rc) {
                 c->depth = 0;
                 return rc;
@@ -455,7 +457,7 @@ static int apply_img(const uint8_t **img, sop_apply *a, sop_store *s, uint64_t l
     sop_version *v = sop_registry__head(&a->db->reg, lid);
     if (!v || (v->flags & SOP_VER_TOMBSTONE))
         return SOP_CORRUPT_BKPT("store '%s': node %" PRIu64 " missing", s->name, lid);
-    int rc = sop_db__node(img, a->db, v, lid, &s->cmp);
+    int rc = sop_cache__node(img, a->db->cache, v, lid, &s->cmp);
     if (rc == SOP_OK && sop_node__lid(*img) != lid)
         return SOP_CORRUPT_BKPT("node %" PRIu64 " holds image of node %" PRIu64, lid,
                                 sop_node__lid(*img));
@@ -1006,7 +1008,7 @@ void sop_apply__publish(sop_apply *a)
     for (size_t i = 0; i < a->death_count; i++)
         db->deaths[db->death_count++] = a->deaths[i];
     atomic_fetch_add_explicit(&db->dirty_bytes, dirty, memory_order_relaxed);
-    atomic_fetch_add_explicit(&db->node_bytes, bytes, memory_order_relaxed);
+    sop_cache__charge(db->cache, bytes);
     if (a->touched_shared)
         atomic_fetch_add_explicit(&db->st_merges, 1, memory_order_relaxed);
     /* Everything moved into the registry. */

@@ -55,6 +55,7 @@
  * a caller never mistakes "could not look" for "found damage". The first
  * such failure is kept in chk.err (see env_failed).
  */
+#include "blob.h"
 #include "cache.h"
 #include "txn.h"
 
@@ -196,7 +197,8 @@ static int check_node_blob(chk *c, uint64_t lid, const sop_version *v, const uin
 static int check_value_blob(chk *c, const char *what, const sop_loc *loc, uint32_t value_len,
                             int count)
 {
-    int rc = sop_txn__read_value(c->db->wal, loc, value_len, &c->buf, &c->buf_cap);
+    sop_val whole;
+    int rc = sop_blob__read(&whole, c->db->wal, loc, value_len, 0, value_len, &c->buf, &c->buf_cap);
     if (rc != SOP_OK) {
         if (!is_damage(rc))
             return env_failed(c, rc);
@@ -255,7 +257,7 @@ static int visit(chk *c, walk *wk, uint64_t lid, int d, int has_lo, const sop_va
     tick(c);
     /* Re-announce (cache.h L2): images this walk read before are not used
      * any more (branches are copied), so the cache may free them. */
-    sop_cache__enter(db, &db->check_epoch);
+    sop_cache__enter(db->cache, db->check_slot);
     if (d >= SOP_MAX_DEPTH) {
         finding(c, "store '%s': tree deeper than %d", s->name, SOP_MAX_DEPTH);
         return SOP_OK;
@@ -276,7 +278,7 @@ static int visit(chk *c, walk *wk, uint64_t lid, int d, int has_lo, const sop_va
         return SOP_OK;
     }
     const uint8_t *img;
-    if ((rc = sop_db__node(&img, db, v, lid, &s->cmp)) != SOP_OK) {
+    if ((rc = sop_cache__node(&img, db->cache, v, lid, &s->cmp)) != SOP_OK) {
         if (!is_damage(rc))
             return rc;
         finding(c, "store '%s': node %" PRIu64 ": %s", s->name, lid, sop_errmsg());
@@ -656,7 +658,7 @@ int sop_db_check(uint64_t *findings_out, sop_db *db, sop_check_fn on_finding,
         rc = check_store(&c, s);
     }
     /* The walk is over: no image is used any more. */
-    sop_cache__leave(&db->check_epoch);
+    sop_cache__leave(db->check_slot);
     if (rc == SOP_OK)
         sop_registry__for_each(&db->reg, unreachable_lid, &c);
     if (rc == SOP_OK)

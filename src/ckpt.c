@@ -293,7 +293,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
     sop_u64map_put(NULL, &db->dirty_lids, lid, NULL);
     sop_u64map_put(NULL, &db->trim_lids, lid, NULL);
     atomic_fetch_add(&db->dirty_bytes, len);
-    atomic_fetch_add(&db->node_bytes, len);
+    sop_cache__charge(db->cache, len);
     if (r->budget <= len)
         return 1; /* enough for this checkpoint */
     r->budget -= len;
@@ -677,7 +677,7 @@ static void ckpt_place(ckpt_run *r)
         sop_version *v = r->w[j].v;
         v->loc = r->w[j].loc;
         written_bytes += atomic_load_explicit(&v->img_len, memory_order_relaxed);
-        sop_cache__add(db, v); /* clean now: evictable */
+        sop_cache__add(db->cache, v); /* clean now: evictable */
         sop_version *h = sop_registry__head(&db->reg, r->w[j].lid);
         if (h != v) {
             /* Superseded after C: this blob is dead as of the newer version.
@@ -830,11 +830,11 @@ int sop_ckpt__run(sop_db *db)
         sop_mutex_unlock(&db->ckpt_mu);
         return rotated == SOP_PANIC ? sop_db__panic(db, rotated) : rotated;
     }
-    sop_cache__enter(db, &db->ckpt_epoch); /* it reads images (cache.h L2) */
+    sop_cache__enter(db->cache, db->ckpt_slot); /* it reads images (cache.h L2) */
     int nothing_new = 0;
     rc = ckpt_cut(&r, rotated, &nothing_new);
     if (nothing_new) {
-        sop_cache__leave(&db->ckpt_epoch);
+        sop_cache__leave(db->ckpt_slot);
         sop_mutex_unlock(&db->ckpt_mu);
         return SOP_OK;
     }
@@ -845,11 +845,11 @@ int sop_ckpt__run(sop_db *db)
      * epoch. Holding it through the writes kept every image evicted
      * meanwhile unfreeable (L1): readers loading nodes during a long
      * checkpoint grew memory far past the budget. */
-    sop_cache__leave(&db->ckpt_epoch);
+    sop_cache__leave(db->ckpt_slot);
     /* The relocated copies are dirty node bytes now: evict clean images to
      * make room for them before the writes, not after (with no epoch held,
      * what is evicted here is freed at once unless a reader still sees it). */
-    sop_cache__evict(db);
+    sop_cache__evict(db->cache);
     if ((rc = ckpt_write_nodes(&r)) != SOP_OK || (rc = ckpt_sync(&r)) != SOP_OK)
         goto out;
     /* 4. Under commit_mu: give the versions their locations, settle deaths,
@@ -889,9 +889,9 @@ out:
     sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = SOP_NEVER;
     sop_mutex_unlock(&db->snap_mu);
-    sop_cache__leave(&db->ckpt_epoch);
+    sop_cache__leave(db->ckpt_slot);
     sop_mutex_unlock(&db->ckpt_mu);
-    sop_cache__evict(db);
+    sop_cache__evict(db->cache);
     sop_free(r.w);
     sop_free(r.lids);
     sop_buf_dispose(&r.batch);

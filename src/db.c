@@ -42,42 +42,9 @@ int sop_db__check_panic(sop_db *db)
     return SOP_OK;
 }
 
-int sop_db__node(const uint8_t **img_out, sop_db *db, sop_version *v, uint64_t lid,
-                 const sop_keycmp *cmp)
+int sop_db__read_node(sop_db *db, const sop_loc *loc, uint8_t **payload_out, size_t *len_out)
 {
-    uint8_t *img = atomic_load_explicit(&v->img, memory_order_acquire);
-    if (SOP_LIKELY(img != NULL)) {
-        /* CLOCK reference bit: written only when it changes (shared line). */
-        if (!atomic_load_explicit(&v->ref, memory_order_relaxed))
-            atomic_store_explicit(&v->ref, 1, memory_order_relaxed);
-        *img_out = img;
-        return SOP_OK;
-    }
-    if (v->loc.seg == 0)
-        return SOP_CORRUPT_BKPT("node %" PRIu64 " has neither image nor location", lid);
-    uint8_t *payload;
-    size_t len;
-    int rc = sop_wal__read(db->wal, &v->loc, SOP_REC_NODE, &payload, &len);
-    if (rc)
-        return rc;
-    if ((rc = sop_node__validate(payload, len, cmp)) != SOP_OK) {
-        sop_free(payload);
-        return rc;
-    }
-    atomic_fetch_add_explicit(&db->st_loads, 1, memory_order_relaxed);
-    uint8_t *expected = NULL;
-    if (!atomic_compare_exchange_strong_explicit(&v->img, &expected, payload,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
-        sop_free(payload); /* another thread loaded it first */
-        *img_out = expected;
-        return SOP_OK;
-    }
-    atomic_store_explicit(&v->img_len, len, memory_order_relaxed);
-    atomic_fetch_add_explicit(&db->node_bytes, len, memory_order_relaxed);
-    *img_out = payload;
-    sop_cache__add(db, v);
-    sop_cache__evict(db); /* never frees payload: the caller announced an epoch (L2) */
-    return SOP_OK;
+    return sop_wal__read(db->wal, loc, SOP_REC_NODE, payload_out, len_out);
 }
 
 uint64_t sop_store__count_at(const sop_store *s, uint64_t snap)
@@ -729,7 +696,7 @@ static int recover(sop_db *db)
         }
     }
     /* Recovery reads images without a transaction: hold an epoch (L2). */
-    sop_cache__enter(db, &db->check_epoch);
+    sop_cache__enter(db->cache, db->check_slot);
     SOP_TRY(sop_ckpt__load(db, &found));
     sop_loc from = db->replay_from;
     if (!found) {
@@ -807,7 +774,7 @@ static int recover(sop_db *db)
     sop_db__reap_stores(db, db->applied_lsn); /* replayed drops: no snapshot yet */
     rc = SOP_OK;
 out:
-    sop_cache__leave(&db->check_epoch);
+    sop_cache__leave(db->check_slot);
     sop_u64map_dispose(&rctx.unref);
     sop_free(l.ids);
     return rc;
@@ -919,7 +886,7 @@ static void db_free(sop_db *db)
     for (size_t i = 0; i < SOP_TXN_QUARANTINE; i++)
         sop_free(db->txn_quarantine[i]);
     sop_registry__dispose(&db->reg);
-    sop_cache__dispose(db);
+    sop_cache__close(db->cache);
     sop_u64map_dispose(&db->dirty_lids);
     sop_u64map_dispose(&db->trim_lids);
     sop_free(db->deaths);
@@ -933,8 +900,6 @@ static void db_free(sop_db *db)
     sop_mutex_destroy(&db->ckpt_mu);
     sop_mutex_destroy(&db->commit_mu);
     sop_mutex_destroy(&db->snap_mu);
-    sop_mutex_destroy(&db->cache_mu);
-    sop_mutex_destroy(&db->retire_mu);
     sop_mutex_destroy(&db->cat_mu);
     sop_free(db->cat_by_name);
     sop_free(db->cat_by_id);
@@ -959,13 +924,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
     sop_mutex_init(&db->ckpt_mu, 10, "ckpt");
     sop_mutex_init(&db->commit_mu, 20, "commit");
     sop_mutex_init(&db->snap_mu, 40, "snap");
-    sop_mutex_init(&db->cache_mu, 60, "cache");
-    sop_mutex_init(&db->retire_mu, 70, "retire");
     sop_mutex_init(&db->cat_mu, 80, "cat");
-    atomic_init(&db->epoch, 1);
-    atomic_init(&db->ckpt_epoch, 0);
-    atomic_init(&db->check_epoch, 0);
-    atomic_init(&db->resolve_epoch, 0);
     sop_registry__init(&db->reg);
     sop_u64map_init(&db->dirty_lids);
     sop_u64map_init(&db->trim_lids);
@@ -979,6 +938,13 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
         goto out;
     }
     SOP_TRY(copy_options(db, opts));
+    if (!(db->cache = sop_cache__open(db, db->opts.cache_bytes)) ||
+        !(db->ckpt_slot = sop_cache__slot_get(db->cache)) ||
+        !(db->check_slot = sop_cache__slot_get(db->cache)) ||
+        !(db->resolve_slot = sop_cache__slot_get(db->cache))) {
+        rc = sop_err(SOP_NOMEM, "node cache");
+        goto out;
+    }
     SOP_TRY(catalog_init(db));
 
     rc = db->vfs->stat(db->vfs, path, &is_dir, &size);
@@ -1145,9 +1111,11 @@ int sop_db__stat(sop_db_stat_info *out, sop_db *db)
     out->commits = atomic_load(&db->st_commits);
     out->conflicts = atomic_load(&db->st_conflicts);
     out->merges = atomic_load(&db->st_merges);
-    out->node_loads = atomic_load(&db->st_loads);
+    sop_cache_stat cs;
+    sop_cache__stat(db->cache, &cs);
+    out->node_loads = cs.loads;
     out->node_hits = atomic_load(&db->st_hits);
-    out->cache_bytes = atomic_load(&db->node_bytes);
+    out->cache_bytes = cs.bytes;
     out->dirty_bytes = atomic_load(&db->dirty_bytes);
     sop_wal_stats ws;
     sop_wal__stats(db->wal, &ws);

@@ -99,11 +99,8 @@ typedef struct sop_prepared sop_prepared;
  * (builds with assertions; txn.h, the handle rule). */
 #define SOP_TXN_QUARANTINE 32
 
-typedef struct sop_retired {
-    uint8_t *img;
-    size_t len;
-    uint64_t epoch;
-} sop_retired;
+/* The L1 node cache (cache.h); its state is private to cache.c. */
+typedef struct sop_cache sop_cache;
 
 struct sop_db {
     const sop_vfs *vfs;
@@ -154,7 +151,6 @@ struct sop_db {
     sop_death *deaths;            /* pending blob deaths */
     size_t death_count, death_cap;
     _Atomic uint64_t dirty_bytes;
-    _Atomic uint64_t node_bytes;  /* all node images in memory */
     _Atomic uint64_t log_since_ckpt; /* bytes appended since the last checkpoint */
     uint64_t ckpt_lsn;            /* newest durable checkpoint */
     uint64_t ckpt_seq;            /* manifest sequence number */
@@ -164,24 +160,19 @@ struct sop_db {
                                    * (version 2): no value blob after replay_from in it */
     sop_buf rec_buf;              /* commit record encoding buffer, reused */
 
-    /* L1 cache (cache.h) */
-    sop_mutex cache_mu;     /* level 6: clock list */
-    sop_version *clock_head, *clock_hand;
-    size_t clock_count; /* versions on the clock list (cache_mu) */
-    _Atomic uint64_t epoch;       /* reclamation epoch, starts at 1 */
-    _Atomic uint64_t ckpt_epoch;  /* announced by a running checkpoint (0 = none) */
-    _Atomic uint64_t check_epoch; /* announced by sop_db_check / recovery */
-    _Atomic uint64_t resolve_epoch; /* announced by phase 2 of a prepared txn (commit_mu) */
-    sop_mutex retire_mu;    /* level 7: retired images */
-    sop_retired *retired;
-    size_t retired_count, retired_cap;
+    sop_cache *cache;             /* the L1 (cache.h), from sop_cache__open */
+    /* Epoch slots (cache.h L2) of the readers that are not transactions,
+     * from sop_cache__slot_get at open, freed with the cache. */
+    struct sop_cache_slot *ckpt_slot;    /* a running checkpoint (ckpt_mu) */
+    struct sop_cache_slot *check_slot;   /* sop_db_check / recovery */
+    struct sop_cache_slot *resolve_slot; /* phase 2 of a prepared txn (commit_mu) */
 
     _Atomic int panicked;
     int readonly;
     int arena_debug;   /* SOP_DEBUG_ARENA, read at open (util.h) */
 
     /* statistics */
-    _Atomic uint64_t st_commits, st_conflicts, st_merges, st_loads, st_hits;
+    _Atomic uint64_t st_commits, st_conflicts, st_merges, st_hits;
     _Atomic uint64_t st_appends; /* operations applied through the append finger (B6) */
 };
 
@@ -192,9 +183,10 @@ int sop_db__check_panic(sop_db *db);
  * caller's version out of it). */
 int sop_db__stat(sop_db_stat_info *out, sop_db *db);
 
-/* The image of version v of lid (loading it if needed); cmp for validation. */
-int sop_db__node(const uint8_t **img_out, sop_db *db, sop_version *v, uint64_t lid,
-                 const sop_keycmp *cmp);
+/* Read the node record at loc (the cache's loads, cache.h): *payload_out
+ * (sop_malloc'ed, the caller frees) gets its payload, checked against loc's
+ * length and crc but not validated as a node. Errors of sop_wal__read. */
+int sop_db__read_node(sop_db *db, const sop_loc *loc, uint8_t **payload_out, size_t *len_out);
 
 /* Count of store at snapshot. */
 uint64_t sop_store__count_at(const sop_store *s, uint64_t snap);

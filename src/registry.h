@@ -35,8 +35,8 @@ typedef struct sop_version {
     sop_loc loc;             /* on-disk copy; seg == 0 while dirty */
     uint32_t flags;
     _Atomic uint8_t ref;     /* CLOCK reference bit (set on use) */
-    uint8_t in_cache;        /* on the clock list (cache_mu) */
-    struct sop_version *cprev, *cnext; /* clock list (cache_mu) */
+    uint8_t in_cache;        /* on the clock list (cache.c's clock_mu) */
+    struct sop_version *cprev, *cnext; /* clock list (clock_mu) */
 } sop_version;
 
 #define SOP_RADIX_BITS 12

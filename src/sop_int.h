@@ -9,7 +9,7 @@
  *   3 log->append_mu   the log's append point and segment rotation
  *   4 db->snap_mu      active-transaction list and snapshot registration
  *   5 log->sync_mu     group-commit state (durable LSN, sync leader)
- *   (db.h: 6 cache_mu, 7 retire_mu, 8 cat_mu, the store catalog, a leaf)
+ *   (cache.c: 6 clock_mu, 7 retire_mu; db.h: 8 cat_mu, the store catalog, a leaf)
  * The snapshot and sync locks are never held across I/O.
  */
 #ifndef SOP_INT_H

@@ -7,6 +7,7 @@
  * commit and recovery); commit and prepare; prepared transactions; replay;
  * trimming of history and old versions.
  */
+#include "blob.h"
 #include "cache.h"
 #include "commit.h"
 #include "txn.h"
@@ -30,11 +31,14 @@ int sop_txn__begin(sop_txn **out, sop_db *db, unsigned flags)
     t->flags = flags;
     t->state = SOP_TXN_ACTIVE;
     t->next_prov_seq = SOP_PROVISIONAL_SEQ;
-    atomic_init(&t->epoch, 0);
     sop_arena_init_as(&t->arena, 0, db->arena_debug);
     uint64_t now = db->vfs->monotonic_ns(db->vfs);
     t->deadline_ns = db->txn_limit_ns == UINT64_MAX ? UINT64_MAX : now + db->txn_limit_ns;
     t->rng = now ^ (uint64_t)(uintptr_t)t;
+    if (!(t->slot = sop_cache__slot_get(db->cache))) {
+        sop_free(t);
+        return sop_err(SOP_NOMEM, "transaction");
+    }
     sop_mutex_lock(&db->snap_mu);
     t->snap = atomic_load_explicit(&db->visible_lsn, memory_order_acquire); /* (D2) */
     t->next_active = db->active;
@@ -87,6 +91,8 @@ void sop_txn__free(sop_txn *t)
         t->next_active->prev_active = t->prev_active;
     db->active_count--;
     sop_mutex_unlock(&db->snap_mu);
+    sop_cache__slot_put(t->slot);
+    t->slot = NULL;
     sop_u64map_dispose(&t->ws_index);
     sop_arena_dispose(&t->arena);
     sop_free(t->reads);
@@ -132,7 +138,7 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
     int rc = sop_db__check_panic(t->db);
     if (rc)
         return rc;
-    sop_cache__enter(t->db, &t->epoch); /* every call re-announces (cache.h L2) */
+    sop_cache__enter(t->db->cache, t->slot); /* every call re-announces (cache.h L2) */
     if (for_write && (t->flags & SOP_TXN_READONLY))
         return sop_err(SOP_READONLY, "write in a read-only transaction");
     /* Every call reads the clock (a vDSO call, tens of nanoseconds): a
@@ -386,30 +392,13 @@ int sop_txn__read_range(sop_txn *t, sop_store *s, int lo_open, const sop_val *lo
     return SOP_OK;
 }
 
-int sop_txn__read_value(sop_wal *w, const sop_loc *loc, uint32_t value_len, uint8_t **buf,
-                        size_t *cap)
-{
-    int rc = sop_wal__read_buf(w, loc, SOP_REC_VALUE, buf, cap);
-    if (rc)
-        return rc;
-    if (sop_get_le32(*buf + 8) != value_len)
-        return SOP_CORRUPT_BKPT("value blob length %u, expected %u", sop_get_le32(*buf + 8),
-                                value_len);
-    return SOP_OK;
-}
-
 int sop_txn__value(sop_val *out, sop_txn *t, uint8_t **buf, size_t *cap, const sop_leafval *v)
 {
     if (!v->is_blob) {
         *out = v->inline_val;
         return SOP_OK;
     }
-    int rc = sop_txn__read_value(t->db->wal, &v->loc, v->value_len, buf, cap);
-    if (rc)
-        return rc;
-    out->data = *buf + SOP_REC_HDR_LEN;
-    out->len = v->value_len;
-    return SOP_OK;
+    return sop_blob__read(out, t->db->wal, &v->loc, v->value_len, 0, v->value_len, buf, cap);
 }
 
 /* ======================================================================== */
@@ -772,11 +761,11 @@ static void commit_between_ops(sop_apply *a, sop_txn *owner, size_t *seen, uint6
             add += ((sop_node *)p)->alloc_len;
     }
     if (add) {
-        atomic_fetch_add_explicit(&db->node_bytes, add, memory_order_relaxed);
+        sop_cache__charge(db->cache, add);
         *counted += add;
     }
-    sop_cache__enter(db, &owner->epoch);
-    sop_cache__evict(db);
+    sop_cache__enter(db->cache, owner->slot);
+    sop_cache__evict(db->cache);
 }
 
 /* One apply_body call: the record being read and the catalog changes it
@@ -1008,7 +997,7 @@ static int apply_body(sop_apply *a, const uint8_t *body, size_t len, sop_txn *ow
     if (rc == 0)
         rc = sop_txnrec__finish(&b.d);
 out:
-    atomic_fetch_sub_explicit(&db->node_bytes, b.clones_counted, memory_order_relaxed);
+    sop_cache__discharge(db->cache, b.clones_counted);
     sop_u64map_dispose(&b.chx.ids);
     sop_u64map_dispose(&b.chx.names);
     if (rc) {
@@ -1259,7 +1248,7 @@ void sop_db__trim(sop_db *db)
     size_t dirty_freed = 0;
     for (size_t i = 0; i < k; i++) {
         size_t d;
-        freed += sop_registry__trim(&db->reg, lids[i], min_all, &d, forget_version, db);
+        freed += sop_registry__trim(&db->reg, lids[i], min_all, &d, forget_version, db->cache);
         dirty_freed += d;
         sop_version *h = sop_registry__head(&db->reg, lids[i]);
         if (!h || !atomic_load_explicit(&h->older, memory_order_relaxed))
@@ -1281,7 +1270,7 @@ void sop_db__trim(sop_db *db)
         if (ok)
             db->trim_lids = small;
     }
-    atomic_fetch_sub(&db->node_bytes, freed);
+    sop_cache__discharge(db->cache, freed);
     atomic_fetch_sub(&db->dirty_bytes, dirty_freed);
 }
 
@@ -1362,7 +1351,7 @@ int sop_txn__commit(sop_txn *t)
         has_work |= w->item_count > 0 || w->created || w->dropped;
     if (!has_work && t->state != SOP_TXN_PREPARED)
         return SOP_OK; /* nothing written: read-only in effect, snapshot reads are valid */
-    sop_cache__enter(db, &t->epoch);
+    sop_cache__enter(db->cache, t->slot);
     if (t->state == SOP_TXN_PREPARED)
         return sop_txn__resolve_prepared(db, t->id, 1);
 
@@ -1400,7 +1389,7 @@ int sop_txn__commit(sop_txn *t)
     /* The commit reads no more images: drop its epoch (L2) before a
      * checkpoint that may run long, or every image evicted meanwhile by
      * other threads would wait for it to be freed. */
-    sop_cache__leave(&t->epoch);
+    sop_cache__leave(t->slot);
     sop_ckpt__maybe(db);
     return SOP_OK;
 fail:
@@ -1706,7 +1695,8 @@ static void check_body_value(const sop_loc *loc, uint32_t value_len, void *ctx)
     struct value_check *vc = ctx;
     if (vc->rc != SOP_OK)
         return;
-    vc->rc = sop_txn__read_value(vc->db->wal, loc, value_len, &vc->buf, &vc->cap);
+    sop_val whole;
+    vc->rc = sop_blob__read(&whole, vc->db->wal, loc, value_len, 0, value_len, &vc->buf, &vc->cap);
     if (vc->rc != SOP_OK)
         snprintf(vc->msg, sizeof vc->msg, "%s", sop_errmsg());
 }
@@ -1805,11 +1795,11 @@ int sop_txn__resolve_prepared(sop_db *db, uint64_t id, int commit)
     /* Applying the body reads and loads images, and loading evicts others:
      * the images it is merging into must stay allocated (cache.h L2). The
      * caller may hold no transaction (phase 2 by id after recovery). */
-    sop_cache__enter(db, &db->resolve_epoch);
+    sop_cache__enter(db->cache, db->resolve_slot);
     /* SOP_NOTFOUND means "no such prepared transaction" to the caller: a
      * file gone under the handle is an I/O error (sop_err_lost_file). */
     int rc = sop_err_lost_file(resolve_locked(db, p, commit, lsn, &token, 0));
-    sop_cache__leave(&db->resolve_epoch);
+    sop_cache__leave(db->resolve_slot);
     if (rc == SOP_OK && db->opts.sync != SOP_SYNC_FULL)
         sop_commit__visible(db, lsn);
     if (rc == SOP_OK)

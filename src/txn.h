@@ -119,7 +119,7 @@ struct sop_txn {
     uint64_t next_prov_seq;
     uint64_t rng;
     int blobs_released;   /* its value blobs were handed to a commit/prepare */
-    _Atomic uint64_t epoch; /* announced reclamation epoch (cache.h L2); 0 = none */
+    struct sop_cache_slot *slot; /* its announced epoch (cache.h L2), from begin to free */
     struct sop_cursor *cursors; /* open cursors (invalidated at end) */
     uint8_t *value_buf;   /* separate-blob values read by sop_get */
     size_t value_buf_cap;
@@ -193,12 +193,6 @@ int sop_txn__read_range(sop_txn *txn, sop_store *s, int lo_open, const sop_val *
                         const sop_val *hi);
 int sop_txn__value(sop_val *out, sop_txn *txn, uint8_t **buf, size_t *cap,
                    const sop_leafval *v);
-/* Read the VALUE blob at loc into *buf (grown as needed; the value is at
- * *buf + SOP_REC_HDR_LEN) and check it: a VALUE record with loc's checksum
- * holding exactly value_len bytes (sop_wal__read_buf checks the location
- * before *buf grows). SOP_CORRUPT if not. */
-int sop_txn__read_value(sop_wal *w, const sop_loc *loc, uint32_t value_len, uint8_t **buf,
-                        size_t *cap);
 
 /* Merged cursor (cursor.c) */
 int sop_cursor__move(sop_cursor *c, sop_cursor_op op, const sop_val *key);
