@@ -55,6 +55,15 @@ void test_rm_rf(const char *path);
         }                                                                                          \
     } while (0)
 
+/* Like CHECK, for helpers that return 1 (ok) or 0 (failed, already reported). */
+#define REQ(cond)                                                                                  \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            FAIL_AT("REQ(%s)", #cond);                                                             \
+            return 0;                                                                              \
+        }                                                                                          \
+    } while (0)
+
 /* rc must equal expected; prints both codes and sop_errmsg(). */
 #define CHECK_RC(expected, expr)                                                                   \
     do {                                                                                           \

@@ -13,15 +13,6 @@
 
 #define NKEYS 6000
 
-/* Like CHECK, for helpers that return 1 (ok) or 0 (failed, reported). */
-#define REQ(cond)                                                                                  \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            FAIL_AT("REQ(%s)", #cond);                                                             \
-            return 0;                                                                              \
-        }                                                                                          \
-    } while (0)
-
 /* The oracle: keys "k%05u" for i in [0, 2 * NKEYS), present or not, with the
  * value "v%u.%u" (i, generation). */
 typedef struct oracle {

@@ -26,15 +26,6 @@
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-/* Like CHECK, for helpers that return 1 (ok) or 0 (failed, already reported). */
-#define REQ(cond)                                                                                  \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            FAIL_AT("REQ(%s)", #cond);                                                             \
-            return 0;                                                                              \
-        }                                                                                          \
-    } while (0)
-
 static unsigned scale(void)
 {
     const char *s = getenv("SOP_TEST_SCALE");
