@@ -169,6 +169,7 @@ void sop_db__store_published(sop_db *db, sop_store *s)
 /* Take s out of the list and the indexes and free it (commit_mu held). */
 static void store_unlink_free(sop_db *db, sop_store *s)
 {
+    sop_mutex_assert_held(&db->commit_mu); /* (D3) */
     if (s->on_count_multi) {
         sop_store **pp = &db->count_multi;
         while (*pp != s)
@@ -771,7 +772,11 @@ static int recover(sop_db *db)
         sop_wal__settle(db->wal, db->applied_lsn); /* unclaimed in flight: never committed */
     }
     atomic_store(&db->visible_lsn, db->applied_lsn);
-    sop_db__reap_stores(db, db->applied_lsn); /* replayed drops: no snapshot yet */
+    /* Replayed drops: no snapshot yet. Nobody else has the handle, but the
+     * catalog's rule (D3) is kept anyway, so store_unlink_free can check it. */
+    sop_mutex_lock(&db->commit_mu);
+    sop_db__reap_stores(db, db->applied_lsn);
+    sop_mutex_unlock(&db->commit_mu);
     rc = SOP_OK;
 out:
     sop_cache__leave(db->check_slot);
