@@ -146,7 +146,7 @@ rust-asan: rust-check-cargo
 	@$(MAKE) --no-print-directory rust-memcheck
 
 rust-memcheck: rust-check-cargo
-	@command -v valgrind >/dev/null || { test "$$(id -u)" = 0 && apt-get install -y -qq valgrind >/dev/null; }
+	@scripts/deps.sh memcheck
 	+@cd bindings/rust && bins=$$($(RUST_ENV) $(CARGO) test -q --tests --no-run --message-format=json | \
 	    grep -o '"executable":"[^"]*"' | cut -d'"' -f4) && n=0 && for t in $$bins; do \
 	  valgrind -q --error-exitcode=99 --leak-check=no $$t -q --test-threads=2 >/dev/null || \

@@ -12,6 +12,7 @@ case "${1:-build}" in
   bench) want+=(liblmdb-dev libsqlite3-dev librocksdb-dev gnuplot-nox) ;;
   fuzz)  want+=(clang libclang-rt-14-dev) ;;
   lint)  want=(clang-format) ;;
+  memcheck) want=(valgrind) ;;
   rust)  want+=(librust-serde-dev librust-serde-derive-dev librust-bincode-dev
                 librust-tempfile-dev librust-proptest-dev librust-proptest+std-dev
                 librust-proptest+bit-set-dev) ;;
