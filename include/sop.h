@@ -276,7 +276,9 @@ typedef struct sop_db_stat_info {
     uint64_t merges;          /**< commits whose nodes had changed since their snapshot */
     uint64_t syncs;           /**< fdatasync calls on the log since open */
     uint64_t node_loads;      /**< node reads from disk (L1 misses) */
-    uint64_t node_hits;       /**< node lookups served from memory */
+    uint64_t node_hits;       /**< node fetches served from memory (every level
+                               *   of every descent; a hit rate is
+                               *   hits / (hits + loads)) */
     uint64_t cache_bytes;     /**< node memory now (clean + dirty) */
     uint64_t dirty_bytes;     /**< node memory not yet checkpointed */
     uint64_t disk_bytes;      /**< bytes in segment and checkpoint files */

@@ -31,6 +31,8 @@ struct sop_cache {
     size_t retired_count, retired_cap;
 };
 
+_Thread_local sop_cache_slot *sop_cache__reader __attribute__((tls_model("initial-exec")));
+
 sop_cache *sop_cache__open(sop_db *db, uint64_t budget)
 {
     sop_cache *c = sop_calloc(1, sizeof *c);
@@ -82,6 +84,7 @@ sop_cache_slot *sop_cache__slot_get(sop_cache *c)
         return NULL;
     atomic_init(&s->epoch, 0);
     atomic_init(&s->busy, 1);
+    atomic_init(&s->hits, 0);
     /* seq_cst: a reclaim that starts after the slot's first announcement
      * finds it on the list (the push precedes the announcement). */
     s->next = atomic_load_explicit(&c->slots, memory_order_seq_cst);
@@ -102,6 +105,10 @@ void sop_cache__slot_put(sop_cache_slot *s)
 void sop_cache__stat(sop_cache *c, sop_cache_stat *out)
 {
     out->loads = atomic_load_explicit(&c->loads, memory_order_relaxed);
+    out->hits = 0;
+    for (sop_cache_slot *s = atomic_load_explicit(&c->slots, memory_order_acquire); s;
+         s = s->next)
+        out->hits += atomic_load_explicit(&s->hits, memory_order_relaxed);
     out->bytes = sop_cache__bytes(c);
     out->l2_hits = atomic_load_explicit(&c->l2_hits, memory_order_relaxed);
     out->l2_rejects = atomic_load_explicit(&c->l2_rejects, memory_order_relaxed);

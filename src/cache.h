@@ -85,8 +85,27 @@ typedef struct sop_cache_slot {
     _Atomic uint64_t epoch;      /* announced epoch; 0 = none */
     _Atomic int busy;            /* handed out (sop_cache__slot_get) */
     struct sop_cache_slot *next; /* the cache's list: set before it is linked */
-    char pad[128 - 2 * sizeof(uint64_t) - sizeof(void *)];
+    /* Node fetches served from memory by the readers that announced here
+     * (sop_db_stat's node_hits is the sum over all slots). Written only by
+     * the thread that announced last, so a load and a store, not an atomic
+     * add: the line is the announcing thread's already. */
+    _Atomic uint64_t hits;
+    char pad[128 - 3 * sizeof(uint64_t) - sizeof(void *)];
 } sop_cache_slot;
+
+/*
+ * The slot the calling thread announced in last (sop_cache__enter), or
+ * NULL: where the inline hit path counts. Leaving does not clear it (a
+ * checkpoint run inside a commit leaves its slot while the commit goes on
+ * reading: its fetches are counted in the checkpoint's slot, and the sum
+ * stays right). A thread-local because the hit
+ * path is every level of every descent, and passing a slot to each would
+ * change every reader's signature for one counter. Every fetch follows an
+ * announcement of the same thread (L2), so the pointer is that reader's
+ * slot; slots are not freed before sop_cache__close. Initial-exec: an
+ * access is one %fs-relative load, not a call into the dynamic linker.
+ */
+extern _Thread_local sop_cache_slot *sop_cache__reader __attribute__((tls_model("initial-exec")));
 
 /* A free slot (announcing nothing), or NULL (out of memory). Any thread;
  * lock-free unless the list must grow. */
@@ -101,6 +120,7 @@ static inline void sop_cache__enter(sop_cache *c, sop_cache_slot *s)
     atomic_store_explicit(&s->epoch,
                           atomic_load_explicit(&sop_cache__hot(c)->epoch, memory_order_seq_cst),
                           memory_order_seq_cst);
+    sop_cache__reader = s;
 }
 static inline void sop_cache__leave(sop_cache_slot *s)
 {
@@ -142,6 +162,10 @@ static inline int sop_cache__node(const uint8_t **img_out, sop_cache *c, sop_ver
         /* CLOCK reference bit: written only when it changes (shared line). */
         if (!atomic_load_explicit(&v->ref, memory_order_relaxed))
             atomic_store_explicit(&v->ref, 1, memory_order_relaxed);
+        sop_cache_slot *r = sop_cache__reader;
+        if (r)
+            atomic_store_explicit(&r->hits, atomic_load_explicit(&r->hits, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
         *img_out = img;
         return SOP_OK;
     }
@@ -178,6 +202,7 @@ void sop_cache__set_l2(sop_cache *c, const sop_l2 *l2);
 /* Counters for sop_db_stat. */
 typedef struct sop_cache_stat {
     uint64_t loads;      /* images read from disk */
+    uint64_t hits;       /* fetches served from memory (sum over the slots) */
     uint64_t bytes;      /* sop_cache__bytes */
     uint64_t l2_hits;    /* images served by the L2 (verified, L5) */
     uint64_t l2_rejects; /* images the L2 returned that failed L5 */

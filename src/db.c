@@ -1119,7 +1119,7 @@ int sop_db__stat(sop_db_stat_info *out, sop_db *db)
     sop_cache_stat cs;
     sop_cache__stat(db->cache, &cs);
     out->node_loads = cs.loads;
-    out->node_hits = atomic_load(&db->st_hits);
+    out->node_hits = cs.hits;
     out->cache_bytes = cs.bytes;
     out->dirty_bytes = atomic_load(&db->dirty_bytes);
     sop_wal_stats ws;

@@ -172,7 +172,7 @@ struct sop_db {
     int arena_debug;   /* SOP_DEBUG_ARENA, read at open (util.h) */
 
     /* statistics */
-    _Atomic uint64_t st_commits, st_conflicts, st_merges, st_hits;
+    _Atomic uint64_t st_commits, st_conflicts, st_merges;
     _Atomic uint64_t st_appends; /* operations applied through the append finger (B6) */
 };
 

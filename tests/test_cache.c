@@ -227,4 +227,41 @@ TEST(test_cache__l2_corrupt_image_is_rejected)
     l2_free(&l);
 }
 
-TEST_MAIN(T(test_cache__l2_serves_verified_images), T(test_cache__l2_corrupt_image_is_rejected))
+/* sop_db_stat's node_hits counts every node fetch served from memory:
+ * one warm point read adds exactly the tree's depth, a read whose nodes
+ * were all loaded adds none of its loads, and the sum holds across two
+ * transactions on two threads' slots. */
+TEST(test_cache__node_hits_count_every_fetch)
+{
+    const char *dir = test_dir();
+    build(dir);
+    sop_db *db;
+    sop_txn *t;
+    sop_store *s;
+    sop_val got;
+    CHECK_OK(sop_db_open(&db, dir, NULL));
+    CHECK_OK(sop_txn_begin(&t, db, SOP_TXN_READONLY));
+    CHECK_OK(sop_store_open(&s, t, "kv", 0, NULL));
+    sop_store_stat_info shape = SOP_STORE_STAT_INIT;
+    CHECK_OK(sop_store_stat(&shape, t, s)); /* loads every node */
+    CHECK(shape.depth >= 2);
+    sop_db_stat_info a = SOP_DB_STAT_INIT, b = SOP_DB_STAT_INIT;
+    CHECK_OK(sop_db_stat(&a, db));
+    CHECK_OK(get_s(&got, t, s, "key000042"));
+    CHECK_OK(sop_db_stat(&b, db));
+    CHECK_EQ_U64(b.node_loads, a.node_loads);
+    CHECK_EQ_U64(b.node_hits - a.node_hits, shape.depth);
+    /* A second transaction (another slot) adds its own. */
+    sop_txn *t2;
+    CHECK_OK(sop_txn_begin(&t2, db, SOP_TXN_READONLY));
+    CHECK_OK(get_s(&got, t2, s, "key000043"));
+    CHECK_OK(get_s(&got, t, s, "key000044"));
+    CHECK_OK(sop_db_stat(&a, db));
+    CHECK_EQ_U64(a.node_hits - b.node_hits, 2 * (uint64_t)shape.depth);
+    sop_txn_abort(t2);
+    sop_txn_abort(t);
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST_MAIN(T(test_cache__l2_serves_verified_images), T(test_cache__l2_corrupt_image_is_rejected),
+          T(test_cache__node_hits_count_every_fetch))
