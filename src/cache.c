@@ -106,8 +106,7 @@ void sop_cache__stat(sop_cache *c, sop_cache_stat *out)
 {
     out->loads = atomic_load_explicit(&c->loads, memory_order_relaxed);
     out->hits = 0;
-    for (sop_cache_slot *s = atomic_load_explicit(&c->slots, memory_order_acquire); s;
-         s = s->next)
+    for (sop_cache_slot *s = atomic_load_explicit(&c->slots, memory_order_acquire); s; s = s->next)
         out->hits += atomic_load_explicit(&s->hits, memory_order_relaxed);
     out->bytes = sop_cache__bytes(c);
     out->l2_hits = atomic_load_explicit(&c->l2_hits, memory_order_relaxed);

@@ -164,7 +164,8 @@ static inline int sop_cache__node(const uint8_t **img_out, sop_cache *c, sop_ver
             atomic_store_explicit(&v->ref, 1, memory_order_relaxed);
         sop_cache_slot *r = sop_cache__reader;
         if (r)
-            atomic_store_explicit(&r->hits, atomic_load_explicit(&r->hits, memory_order_relaxed) + 1,
+            atomic_store_explicit(&r->hits,
+                                  atomic_load_explicit(&r->hits, memory_order_relaxed) + 1,
                                   memory_order_relaxed);
         *img_out = img;
         return SOP_OK;
