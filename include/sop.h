@@ -166,7 +166,8 @@ typedef struct sop_comparator {
     void *ctx;              /**< passed to compare; must outlive the sop_db */
 } sop_comparator;
 
-struct sop_vfs; /* include/sop_sys.h */
+struct sop_vfs;      /* include/sop_sys.h */
+struct sop_l2_cache; /* include/sop_sys.h */
 
 typedef struct sop_db_options {
     uint32_t version;            /**< SOP_DB_OPTIONS_VERSION */
@@ -193,12 +194,16 @@ typedef struct sop_db_options {
     const sop_comparator *comparators; /**< array, read during open; may be NULL */
     size_t comparator_count;
     const struct sop_vfs *vfs;   /**< NULL = POSIX; must outlive the sop_db */
-} sop_db_options; /* version 1 ends here; fields are only ever appended */
+    /* version 1 ends here; fields are only ever appended */
+    const struct sop_l2_cache *l2; /**< NULL = none; a second-level node cache
+                                    *   (sop_sys.h: its contract), must
+                                    *   outlive the sop_db */
+} sop_db_options; /* version 2 ends here */
 
-#define SOP_DB_OPTIONS_VERSION 1
+#define SOP_DB_OPTIONS_VERSION 2
 /** Every field, in order, so that `gcc -Wextra` (-Wmissing-field-initializers)
  *  and C++ accept it; a field appended to the struct is appended here too. */
-#define SOP_DB_OPTIONS_INIT    {SOP_DB_OPTIONS_VERSION, 0, SOP_SYNC_FULL, 0, 0, 0, 0, 0, 0}
+#define SOP_DB_OPTIONS_INIT    {SOP_DB_OPTIONS_VERSION, 0, SOP_SYNC_FULL, 0, 0, 0, 0, 0, 0, 0}
 /** Fill *opts with defaults for @p version. SOP_INVAL for an unknown version. */
 SOP_API int sop_db_options_init(sop_db_options *opts, uint32_t version);
 

@@ -15,7 +15,7 @@ struct sop_cache {
     sop_db *db;        /* loads go through sop_db__read_node */
     uint64_t budget;   /* bytes of node images */
     _Atomic uint64_t loads;
-    const sop_l2 *l2; /* NULL: none (sop_cache__set_l2) */
+    const sop_l2_cache *l2; /* NULL: none (sop_cache__set_l2) */
     _Atomic uint64_t l2_hits, l2_rejects;
 
     sop_mutex clock_mu; /* level 60: the clock list */
@@ -113,7 +113,7 @@ void sop_cache__stat(sop_cache *c, sop_cache_stat *out)
     out->l2_rejects = atomic_load_explicit(&c->l2_rejects, memory_order_relaxed);
 }
 
-void sop_cache__set_l2(sop_cache *c, const sop_l2 *l2)
+void sop_cache__set_l2(sop_cache *c, const sop_l2_cache *l2)
 {
     c->l2 = l2;
 }
@@ -148,14 +148,23 @@ static void unlink_locked(sop_cache *c, sop_version *v)
     c->clock_count--;
 }
 
+/* The public form of a location (sop_sys.h): the same four fields. */
+static sop_node_id node_id(const sop_loc *loc)
+{
+    sop_node_id id = {loc->seg, loc->off, loc->len, loc->crc};
+    return id;
+}
+
 void sop_cache__forget(sop_cache *c, sop_version *v)
 {
     sop_mutex_lock(&c->clock_mu);
     if (v->in_cache)
         unlink_locked(c, v);
     sop_mutex_unlock(&c->clock_mu);
-    if (c->l2 && c->l2->invalidate && v->loc.seg != 0)
-        c->l2->invalidate(c->l2->ctx, &v->loc);
+    if (c->l2 && c->l2->invalidate && v->loc.seg != 0) {
+        sop_node_id id = node_id(&v->loc);
+        c->l2->invalidate(c->l2->ctx, &id);
+    }
 }
 
 static void retire(sop_cache *c, uint8_t *img, size_t len, uint64_t epoch)
@@ -238,7 +247,8 @@ static int l2_get(sop_cache *c, const sop_loc *id, uint8_t **out, size_t *len_ou
     uint8_t *buf = sop_malloc(cap);
     if (!buf)
         return 0; /* the disk read reports the shortage, if it is one */
-    size_t len = c->l2->get(c->l2->ctx, id, buf, cap);
+    sop_node_id nid = node_id(id);
+    size_t len = c->l2->get(c->l2->ctx, &nid, buf, cap);
     uint8_t hdr[SOP_REC_HDR_LEN];
     if (len == 0 || len > cap) {
         sop_free(buf);
@@ -279,8 +289,10 @@ int sop_cache__load(const uint8_t **img_out, sop_cache *c, sop_version *v, uint6
         return rc;
     }
     atomic_fetch_add_explicit(&c->loads, 1, memory_order_relaxed);
-    if (c->l2 && c->l2->put)
-        c->l2->put(c->l2->ctx, &v->loc, payload, len);
+    if (c->l2 && c->l2->put) {
+        sop_node_id id = node_id(&v->loc);
+        c->l2->put(c->l2->ctx, &id, payload, len);
+    }
 install:;
     uint8_t *expected = NULL;
     if (!atomic_compare_exchange_strong_explicit(&v->img, &expected, payload, memory_order_acq_rel,

@@ -26,7 +26,7 @@
  *   (L3) State kept across calls (a cursor's path) holds versions, never
  *        images: it re-reads v->img (reloading if evicted) at each call.
  *   (L4) A version is removed from the clock list before it is freed.
- *   (L5) What an L2 (sop_l2 below) returns is a hint: an image is used only
+ *   (L5) What an L2 (sop_l2_cache, sop_sys.h) returns is a hint: an image is used only
  *        if it matches the physical ID it was asked for - the record
  *        length and the crc32c of the record the node was written as - and
  *        then validates as a node; anything else counts as a reject and
@@ -41,6 +41,7 @@
 #define SOP_CACHE_H
 
 #include "db.h"
+#include "sop_sys.h"
 
 /*
  * The part of struct sop_cache the inline functions of this header read:
@@ -174,31 +175,16 @@ static inline int sop_cache__node(const uint8_t **img_out, sop_cache *c, sop_ver
 }
 
 /*
- * The L2 hook: a second-level store of node images behind the L1 (where a
- * shared cache such as Redis plugs in), keyed by physical ID - the sop_loc
- * of the node record: segment id, offset, record length, crc. A node
- * record is never rewritten in place (the log is append-only and segment
- * ids are not reused), so an ID names the same bytes for ever and an L2
- * needs no invalidation for correctness; what it returns is checked
- * anyway (L5). No L2 by default. Every function may be called from any
- * thread at once and must not call back into libsop.
+ * The L2 hook (sop_sys.h's sop_l2_cache, contract (C1)-(C5) there; L5
+ * here): asked before a disk read, offered every image read from disk,
+ * told when a version with a location is freed. Node records are never
+ * rewritten in place, so the physical ID names the same bytes for ever.
  */
-typedef struct sop_l2 {
-    void *ctx;
-    /* Copy the image stored under id (the record's payload) into buf, at
-     * most cap bytes; return its length, or 0 if there is none (or it is
-     * longer than cap). */
-    size_t (*get)(void *ctx, const sop_loc *id, uint8_t *buf, size_t cap);
-    /* An image read from disk and validated: the L2 may keep a copy. */
-    void (*put)(void *ctx, const sop_loc *id, const uint8_t *img, size_t len);
-    /* This handle no longer uses the node at id (its version was freed):
-     * the L2 may drop it. A hint: nothing depends on it. May be NULL. */
-    void (*invalidate)(void *ctx, const sop_loc *id);
-} sop_l2;
 /* Use l2 (NULL: none) for the loads from now on; *l2 must stay valid until
- * the cache is closed or another is set. Call it while no other thread
- * uses the handle (a white-box hook: tests, and where an L2 will plug in). */
-void sop_cache__set_l2(sop_cache *c, const sop_l2 *l2);
+ * the cache is closed or another is set. Called by open (sop_db_options.l2),
+ * before any reader; tests may swap it while no other thread uses the
+ * handle. */
+void sop_cache__set_l2(sop_cache *c, const sop_l2_cache *l2);
 
 /* Counters for sop_db_stat. */
 typedef struct sop_cache_stat {

@@ -794,8 +794,15 @@ out:
  * oldest; each new version adds its line here, ending at its last field. */
 static size_t db_options_size(uint32_t version)
 {
-    _Static_assert(SOP_DB_OPTIONS_VERSION == 1, "a new version needs its size here");
-    return version == 1 ? offsetof(sop_db_options, vfs) + sizeof(const struct sop_vfs *) : 0;
+    _Static_assert(SOP_DB_OPTIONS_VERSION == 2, "a new version needs its size here");
+    switch (version) {
+    case 1:
+        return offsetof(sop_db_options, vfs) + sizeof(const struct sop_vfs *);
+    case 2:
+        return offsetof(sop_db_options, l2) + sizeof(const struct sop_l2_cache *);
+    default:
+        return 0;
+    }
 }
 
 int sop_db_options_init(sop_db_options *opts, uint32_t version)
@@ -860,6 +867,9 @@ static int copy_options(sop_db *db, const sop_db_options *in)
                 return sop_err(SOP_NOMEM, "comparators");
         }
     }
+    if (o.l2 && (o.l2->version != SOP_L2_CACHE_VERSION || !o.l2->get))
+        return sop_err(SOP_INVAL, "l2: unknown sop_l2_cache version %u or no get method",
+                       o.l2->version);
     o.comparators = NULL;
     db->opts = o;
     db->vfs = o.vfs ? o.vfs : sop_vfs_posix();
@@ -950,6 +960,7 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
         rc = sop_err(SOP_NOMEM, "node cache");
         goto out;
     }
+    sop_cache__set_l2(db->cache, db->opts.l2); /* before recovery: it reads nodes */
     SOP_TRY(catalog_init(db));
 
     rc = db->vfs->stat(db->vfs, path, &is_dir, &size);

@@ -1,5 +1,6 @@
 /*
- * test_cache.c - the L1's L2 hook (cache.h, sop_l2 and L5), white-box.
+ * test_cache.c - the L1's L2 hook (sop_sys.h's sop_l2_cache, cache.h L5),
+ * through sop_db_options.l2, with the cache's counters read white-box.
  *
  * A test L2 keeps the images offered to it in memory, keyed by physical ID,
  * and counts what it is asked. It serves them intact (the loads must then
@@ -12,7 +13,8 @@
 #include "harness.h"
 #include "tutil.h"
 
-#include "cache.h" /* white-box: sop_cache__set_l2, sop_cache__stat */
+#include "cache.h" /* white-box: sop_cache__stat */
+#include "sop_sys.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -23,7 +25,7 @@
 #define MAX_ENTRY 1024
 
 typedef struct test_l2 {
-    sop_loc id[MAX_ENTRY];
+    sop_node_id id[MAX_ENTRY];
     uint8_t *img[MAX_ENTRY];
     size_t len[MAX_ENTRY];
     size_t count;
@@ -31,12 +33,13 @@ typedef struct test_l2 {
     uint64_t gets, served, puts, invalidates;
 } test_l2;
 
-static int same_id(const sop_loc *a, const sop_loc *b)
+static int same_id(const sop_node_id *a, const sop_node_id *b)
 {
-    return a->seg == b->seg && a->off == b->off && a->len == b->len && a->crc == b->crc;
+    return a->segment == b->segment && a->offset == b->offset && a->length == b->length &&
+           a->crc == b->crc;
 }
 
-static size_t l2_get(void *ctx, const sop_loc *id, uint8_t *buf, size_t cap)
+static size_t l2_get(void *ctx, const sop_node_id *id, uint8_t *buf, size_t cap)
 {
     test_l2 *l = ctx;
     l->gets++;
@@ -51,7 +54,7 @@ static size_t l2_get(void *ctx, const sop_loc *id, uint8_t *buf, size_t cap)
     return 0;
 }
 
-static void l2_put(void *ctx, const sop_loc *id, const uint8_t *img, size_t len)
+static void l2_put(void *ctx, const sop_node_id *id, const uint8_t *img, size_t len)
 {
     test_l2 *l = ctx;
     l->puts++;
@@ -69,7 +72,7 @@ static void l2_put(void *ctx, const sop_loc *id, const uint8_t *img, size_t len)
     l->count++;
 }
 
-static void l2_invalidate(void *ctx, const sop_loc *id)
+static void l2_invalidate(void *ctx, const sop_node_id *id)
 {
     (void)id;
     ((test_l2 *)ctx)->invalidates++;
@@ -115,14 +118,14 @@ static int damage_records(const char *dir, const test_l2 *l, int restore)
 {
     char path[512];
     for (size_t i = 0; i < l->count; i++) {
-        snprintf(path, sizeof path, "%s/seg/%016" PRIx64 ".seg", dir, l->id[i].seg);
+        snprintf(path, sizeof path, "%s/seg/%016" PRIx64 ".seg", dir, l->id[i].segment);
         int fd = open(path, O_RDWR);
         if (fd < 0)
             return -1;
         uint8_t b = l->img[i][l->len[i] / 2];
         if (!restore)
             b ^= 0x55;
-        off_t at = (off_t)(l->id[i].off + SOP_REC_HDR_LEN + l->len[i] / 2);
+        off_t at = (off_t)(l->id[i].offset + SOP_REC_HDR_LEN + l->len[i] / 2);
         ssize_t n = pwrite(fd, &b, 1, at);
         close(fd);
         if (n != 1)
@@ -134,16 +137,17 @@ static int damage_records(const char *dir, const test_l2 *l, int restore)
 /* Open dir with l2 (NULL: none) and read every key: the number of values
  * right, or the code of the first failing call (all codes are < 0). *st gets the cache's counters.
  */
-static int read_all(const char *dir, const sop_l2 *l2, sop_cache_stat *st, const test_l2 *damage)
+static int read_all(const char *dir, const sop_l2_cache *l2, sop_cache_stat *st, const test_l2 *damage)
 {
     sop_db *db;
     sop_txn *t;
     sop_store *s;
     char k[32], v[128];
     int good = 0, rc;
-    if ((rc = sop_db_open(&db, dir, NULL)) != SOP_OK)
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    o.l2 = l2; /* the public way in: in place from open on */
+    if ((rc = sop_db_open(&db, dir, &o)) != SOP_OK)
         return rc;
-    sop_cache__set_l2(db->cache, l2);
     if (damage && damage_records(dir, damage, 0) != 0)
         rc = SOP_IOERR;
     else if ((rc = sop_txn_begin(&t, db, SOP_TXN_READONLY)) == SOP_OK &&
@@ -159,7 +163,6 @@ static int read_all(const char *dir, const sop_l2 *l2, sop_cache_stat *st, const
         sop_txn_abort(t);
     }
     sop_cache__stat(db->cache, st);
-    sop_cache__set_l2(db->cache, NULL);
     if (damage && damage_records(dir, damage, 1) != 0 && rc == SOP_OK)
         rc = SOP_IOERR;
     sop_db_close(db);
@@ -171,7 +174,7 @@ TEST(test_cache__l2_serves_verified_images)
     const char *dir = test_dir();
     static test_l2 l;
     memset(&l, 0, sizeof l);
-    sop_l2 hook = {&l, l2_get, l2_put, l2_invalidate};
+    sop_l2_cache hook = {SOP_L2_CACHE_VERSION, &l, l2_get, l2_put, l2_invalidate};
     sop_cache_stat st;
     build(dir);
 
@@ -206,7 +209,7 @@ TEST(test_cache__l2_corrupt_image_is_rejected)
     const char *dir = test_dir();
     static test_l2 l;
     memset(&l, 0, sizeof l);
-    sop_l2 hook = {&l, l2_get, l2_put, NULL};
+    sop_l2_cache hook = {SOP_L2_CACHE_VERSION, &l, l2_get, l2_put, NULL};
     sop_cache_stat st;
     build(dir);
     CHECK_EQ_U64(read_all(dir, &hook, &st, NULL), KEYS);
@@ -263,5 +266,33 @@ TEST(test_cache__node_hits_count_every_fetch)
     CHECK_OK(sop_db_close(db));
 }
 
-TEST_MAIN(T(test_cache__l2_serves_verified_images), T(test_cache__l2_corrupt_image_is_rejected),
+/* A malformed sop_l2_cache is refused at open with SOP_INVAL and a
+ * message, before anything is read; version-1 options have no l2 field
+ * and open without one (test_api reads them from a block of exactly that
+ * size). */
+TEST(test_cache__l2_option_is_checked)
+{
+    const char *dir = test_dir();
+    static test_l2 l;
+    sop_db *db;
+    sop_db_options o;
+    CHECK_OK(sop_db_options_init(&o, SOP_DB_OPTIONS_VERSION));
+    CHECK(o.l2 == NULL);
+    sop_l2_cache bad = {SOP_L2_CACHE_VERSION + 1, &l, l2_get, l2_put, NULL};
+    o.l2 = &bad;
+    CHECK_RC(SOP_INVAL, sop_db_open(&db, dir, &o));
+    CHECK(strstr(sop_errmsg(), "sop_l2_cache version") != NULL);
+    bad.version = SOP_L2_CACHE_VERSION;
+    bad.get = NULL;
+    CHECK_RC(SOP_INVAL, sop_db_open(&db, dir, &o));
+    CHECK(strstr(sop_errmsg(), "no get method") != NULL);
+    bad.get = l2_get;
+    CHECK_OK(sop_db_open(&db, dir, &o));
+    CHECK_OK(sop_db_close(db));
+    CHECK_OK(sop_db_options_init(&o, 1));
+    CHECK_OK(sop_db_open(&db, dir, &o));
+    CHECK_OK(sop_db_close(db));
+}
+
+TEST_MAIN(T(test_cache__l2_serves_verified_images), T(test_cache__l2_option_is_checked), T(test_cache__l2_corrupt_image_is_rejected),
           T(test_cache__node_hits_count_every_fetch))
