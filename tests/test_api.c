@@ -386,9 +386,19 @@ TEST(test_api__older_version_stat_struct_still_works)
  * fields must take effect. Unknown versions are SOP_INVAL. */
 TEST(test_api__options_read_only_the_callers_version)
 {
-    size_t dn = offsetof(sop_db_options, vfs) + sizeof(void *);
+    struct db_options_v1 { /* sop.h's sop_db_options of version 1 */
+        uint32_t version, flags;
+        sop_sync_mode sync;
+        uint64_t cache_bytes, txn_time_limit_ms, segment_bytes;
+        const sop_comparator *comparators;
+        size_t comparator_count;
+        const struct sop_vfs *vfs;
+    };
+    _Static_assert(sizeof(struct db_options_v1) == offsetof(sop_db_options, vfs) + sizeof(void *),
+                   "version 1 ends at vfs");
+    size_t dn = sizeof(struct db_options_v1);
     size_t sn = offsetof(sop_store_options, key_spec_len) + sizeof(size_t);
-    sop_db_options *dbo = malloc(dn);
+    struct db_options_v1 *dbo = malloc(dn);
     sop_store_options *so = malloc(sn);
     CHECK(dbo && so);
     memset(dbo, 0, dn);
@@ -402,7 +412,7 @@ TEST(test_api__options_read_only_the_callers_version)
     sop_db *db;
     sop_txn *t;
     sop_store *s;
-    CHECK_OK(sop_db_open(&db, test_dir(), dbo));
+    CHECK_OK(sop_db_open(&db, test_dir(), (const sop_db_options *)(void *)dbo));
     CHECK_OK(sop_txn_begin(&t, db, 0));
     CHECK_OK(sop_store_open(&s, t, "s", SOP_STORE_CREATE, so));
     CHECK_OK(put_s(t, s, "k", "1"));
@@ -431,7 +441,8 @@ TEST(test_api__options_read_only_the_callers_version)
         CHECK_RC(SOP_INVAL, sop_db_options_init(&d2, bad ? SOP_DB_OPTIONS_VERSION + 1 : 0));
         dbo->version = bad ? SOP_DB_OPTIONS_VERSION + 1 : 0;
         sop_db *db2;
-        CHECK_RC(SOP_INVAL, sop_db_open(&db2, test_path("other"), dbo));
+        CHECK_RC(SOP_INVAL,
+                 sop_db_open(&db2, test_path("other"), (const sop_db_options *)(void *)dbo));
         CHECK(strstr(sop_errmsg(), "sop_db_options version") != NULL);
     }
     CHECK_OK(sop_txn_abort(t));
