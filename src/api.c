@@ -129,7 +129,7 @@ int sop_txn_prepare(sop_txn *t, const sop_val *xid)
         return sop_txn__fail(t, rc);
     rc = sop_err_lost_file(sop_txn__prepare(t, xid));
     if (rc == SOP_CONFLICT)
-        t->state = SOP_TXN_FAILED;
+        sop_txn__set_state(t, SOP_TXN_FAILED);
     else if (rc != SOP_BUSY)
         sop_txn__fail(t, rc);
     return sop_done(rc);

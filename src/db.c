@@ -1043,6 +1043,8 @@ int sop_db_open(sop_db **out, const char *path, const sop_db_options *opts)
                        db->opts.sync == SOP_SYNC_OFF);
     db->arena_debug = sop_arena_debug_env();
     SOP_TRY(recover(db));
+    /* Shared from here: every registry write holds commit_mu (R1, R3). */
+    sop_registry__share(&db->reg, &db->commit_mu);
     SOP_TRY(sop_wal__start(db->wal));
     *out = db;
     return sop_done(SOP_OK);

@@ -239,6 +239,16 @@ uint64_t sop_db__name_hash(const char *name, size_t len);
 /* A committed, not dropped store of this name, or NULL. */
 sop_store *sop_db__store_live_named(sop_db *db, const char *name, size_t len);
 
+/* The committer's state - the registry, the validation history, the
+ * catalog counters - changes only under commit_mu once open has shared the
+ * db (registry.h R1; recovery runs alone before that). Checked in the
+ * lock-checking builds; nothing in the others. */
+static inline void sop_db__assert_committer(const sop_db *db)
+{
+    if (db->reg.writer)
+        sop_mutex_assert_held(&db->commit_mu);
+}
+
 /* Oldest snapshot any live transaction or checkpoint uses (snap_mu taken). */
 uint64_t sop_db__snap_min(sop_db *db, int rw_only);
 

@@ -61,14 +61,28 @@ sop_version *sop_registry__head(const sop_registry *r, uint64_t lid)
     return s ? atomic_load_explicit(s, memory_order_acquire) : NULL;
 }
 
+void sop_registry__share(sop_registry *r, const sop_mutex *writer)
+{
+    r->writer = writer;
+}
+
+/* (R1), (R3): the writing calls run under the writer lock once shared. */
+static void assert_writer(const sop_registry *r)
+{
+    if (r->writer)
+        sop_mutex_assert_held(r->writer);
+}
+
 int sop_registry__publish(sop_registry *r, uint64_t lid, sop_version *v)
 {
+    assert_writer(r);
     if (lid == 0 || lid > SOP_MAX_LID)
         return SOP_CORRUPT_BKPT("lid %" PRIu64 " out of range", lid);
     _Atomic(sop_version *) *s = slot_of(r, lid, 1, r);
     if (!s)
         return sop_err(SOP_NOMEM, "registry page for lid %" PRIu64, lid);
     sop_version *head = atomic_load_explicit(s, memory_order_relaxed);
+    assert(!head || v->lsn >= head->lsn); /* newest first: lookup stops at the first <= snap */
     if (!head && !(v->flags & SOP_VER_TOMBSTONE))
         r->live_lids++;
     atomic_store_explicit(&v->older, head, memory_order_relaxed);
@@ -79,8 +93,11 @@ int sop_registry__publish(sop_registry *r, uint64_t lid, sop_version *v)
 
 void sop_registry__unpublish(sop_registry *r, uint64_t lid, sop_version *v)
 {
+    assert_writer(r);
     _Atomic(sop_version *) *s = slot_of(r, lid, 0, NULL);
-    if (!s || atomic_load_explicit(s, memory_order_relaxed) != v)
+    /* Only the head may be undone (nobody has seen it yet): anything else
+     * would unlink a version a reader may hold. */
+    if (NEVER(!s || atomic_load_explicit(s, memory_order_relaxed) != v))
         return;
     sop_version *older = atomic_load_explicit(&v->older, memory_order_relaxed);
     if (!older && !(v->flags & SOP_VER_TOMBSTONE))
@@ -92,6 +109,7 @@ size_t sop_registry__trim(sop_registry *r, uint64_t lid, uint64_t snap_min,
                           size_t *dirty_freed_out, void (*before_free)(sop_version *, void *),
                           void *ctx)
 {
+    assert_writer(r);
     _Atomic(sop_version *) *s = slot_of(r, lid, 0, NULL);
     size_t freed = 0;
     *dirty_freed_out = 0;
@@ -203,6 +221,7 @@ void sop_version__free(sop_version *v)
 
 int sop_registry__ensure(sop_registry *r, uint64_t lid)
 {
+    assert_writer(r);
     if (lid == 0 || lid > SOP_MAX_LID)
         return SOP_CORRUPT_BKPT("lid %" PRIu64 " out of range", lid);
     return slot_of(r, lid, 1, r) ? SOP_OK : sop_err(SOP_NOMEM, "registry page");

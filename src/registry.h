@@ -21,6 +21,7 @@
 #ifndef SOP_REGISTRY_H
 #define SOP_REGISTRY_H
 
+#include "lock.h"
 #include "sop_int.h"
 
 #include <stdatomic.h>
@@ -47,9 +48,16 @@ typedef struct sop_registry {
     _Atomic(void *) top[SOP_RADIX_FAN]; /* -> mid[FAN] -> leaf[FAN] of _Atomic(sop_version *) */
     uint64_t next_lid;                  /* allocation counter (commit_mu) */
     uint64_t live_lids;                 /* chains present (commit_mu) */
+    /* (R1)/(R3) made executable: once the db is shared, the lock that every
+     * publish, unpublish, trim and radix growth must hold (checked in the
+     * lock-checking builds); NULL while only recovery uses the registry. */
+    const sop_mutex *writer;
 } sop_registry;
 
 void sop_registry__init(sop_registry *r);
+/* The db is about to be shared: from now on the writing calls assert that
+ * writer is held (R1, R3). */
+void sop_registry__share(sop_registry *r, const sop_mutex *writer);
 void sop_registry__dispose(sop_registry *r);
 
 /* Newest version of lid with lsn <= snap, or NULL (no such lid at snap). */

@@ -124,7 +124,7 @@ int sop_txn__fail(sop_txn *t, int rc)
 {
     if (rc != SOP_OK && rc != SOP_NOTFOUND && rc != SOP_KEYEXIST && rc != SOP_INVAL &&
         rc != SOP_READONLY && rc != SOP_BADSTATE && rc != SOP_BUSY)
-        t->state = SOP_TXN_FAILED;
+        sop_txn__set_state(t, SOP_TXN_FAILED);
     return rc;
 }
 
@@ -145,9 +145,10 @@ int sop_txn__check_usable(sop_txn *t, int for_write)
      * transaction past its limit gets no more reads, so the limit bounds
      * how long it can use its snapshot. */
     if (t->deadline_ns != UINT64_MAX && t->db->vfs->monotonic_ns(t->db->vfs) > t->deadline_ns) {
-        t->state = SOP_TXN_FAILED;
+        sop_txn__set_state(t, SOP_TXN_FAILED);
         return sop_err(SOP_TIMEOUT, "transaction exceeded its time limit");
     }
+    assert(t->state == SOP_TXN_ACTIVE);
     return SOP_OK;
 }
 
@@ -1130,6 +1131,7 @@ static int hist_key(sop_hist *h, struct sop_hist_store *hs, const sop_store *s, 
 
 static void hist_link(sop_db *db, sop_hist *h)
 {
+    sop_db__assert_committer(db);
     if (db->hist_tail)
         db->hist_tail->next = h;
     else
@@ -1218,6 +1220,7 @@ static void forget_version(sop_version *v, void *ctx)
 /* Drop history no live read-write snapshot needs; trim old versions. */
 void sop_db__trim(sop_db *db)
 {
+    sop_db__assert_committer(db);
     uint64_t min_rw = sop_db__snap_min(db, 1);
     while (db->hist_head && db->hist_head->lsn <= min_rw) {
         sop_hist *h = db->hist_head;
@@ -1354,6 +1357,7 @@ int sop_txn__commit(sop_txn *t)
     sop_cache__enter(db->cache, t->slot);
     if (t->state == SOP_TXN_PREPARED)
         return sop_txn__resolve_prepared(db, t->id, 1);
+    assert(t->state == SOP_TXN_ACTIVE && t->magic == SOP_TXN_LIVE);
 
     sop_mutex_lock(&db->commit_mu);
     uint64_t saved_lid = db->reg.next_lid, saved_store = db->next_store_id;
@@ -1611,7 +1615,7 @@ int sop_txn__prepare(sop_txn *t, const sop_val *xid)
                 w->store->next_seq++;
     sop_commit__applied(db, lsn);
     t->id = id;
-    t->state = SOP_TXN_PREPARED;
+    sop_txn__set_state(t, SOP_TXN_PREPARED);
     release_ws_blobs(t, 0); /* the PREPARE record references them now */
     t->blobs_released = 1;
     sop_mutex_unlock(&db->commit_mu);

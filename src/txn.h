@@ -151,6 +151,16 @@ struct sop_cursor {
     sop_val lo, hi;
     uint8_t *bound_buf;
 };
+/* Move t along the state machine above; the edges it does not have are
+ * assertion failures: nothing returns to ACTIVE, only an ACTIVE
+ * transaction is prepared, and FAILED is reachable from any state. */
+static inline void sop_txn__set_state(sop_txn *t, int to)
+{
+    assert(to == SOP_TXN_PREPARED || to == SOP_TXN_FAILED);
+    assert(to != SOP_TXN_PREPARED || t->state == SOP_TXN_ACTIVE);
+    t->state = to;
+}
+
 /* Set the cursor's bounds (NULL = unbounded; flags SOP_RANGE_*) and
  * unposition it. Keys already checked. */
 int sop_cursor__set_range(sop_cursor *c, const sop_val *lo, const sop_val *hi, unsigned flags);
