@@ -199,25 +199,25 @@ typedef struct sop_node_id {
  * (sop_db_options.l2). libsop asks it for a node before reading the node
  * from disk, and offers it every node it read from disk. The contract:
  *
- *   (C1) Hints only. An image get() returns is used only if its length and
+ *   (H1) Hints only. An image get() returns is used only if its length and
  *        crc match the ID it was asked for and it then validates as a
  *        node; otherwise it is ignored and the node is read from disk. A
  *        wrong, stale or damaged entry costs a disk read, never a wrong
  *        answer, so the cache needs no coherence protocol.
- *   (C2) No invalidation is needed for correctness: an ID never names
+ *   (H2) No invalidation is needed for correctness: an ID never names
  *        other bytes (sop_node_id). invalidate() only says this handle
  *        stopped using a node, so an L2 private to one handle may drop it.
  *        In an L2 shared by several handles an entry may still be wanted
  *        by another.
- *   (C3) Threads: every method may be called from any thread, several at
+ *   (H3) Threads: every method may be called from any thread, several at
  *        once, while the sop_db is open. A method must not call libsop
  *        (the calling thread may hold libsop's locks) and should not block
  *        for long: get() runs on the reading thread's path, put() and
  *        invalidate() on a reader's or a committer's.
- *   (C4) Ownership: libsop owns every buffer passed in; a method copies
+ *   (H4) Ownership: libsop owns every buffer passed in; a method copies
  *        what it keeps and keeps no pointer after it returns. The table
  *        and ctx must outlive the sop_db.
- *   (C5) Keys: the ID is unique within one database. An L2 shared by
+ *   (H5) Keys: the ID is unique within one database. An L2 shared by
  *        several databases must add its own namespace (in ctx), such as
  *        the folder or the database's id.
  */
@@ -231,7 +231,7 @@ typedef struct sop_l2_cache {
     /** An image read from disk under @p id and validated: the L2 may keep
      *  a copy of its @p len bytes. May be NULL (a read-only L2). */
     void (*put)(void *ctx, const sop_node_id *id, const uint8_t *image, size_t len);
-    /** This handle no longer uses the node at @p id (C2). May be NULL. */
+    /** This handle no longer uses the node at @p id (H2). May be NULL. */
     void (*invalidate)(void *ctx, const sop_node_id *id);
 } sop_l2_cache;
 

@@ -175,7 +175,7 @@ static inline int sop_cache__node(const uint8_t **img_out, sop_cache *c, sop_ver
 }
 
 /*
- * The L2 hook (sop_sys.h's sop_l2_cache, contract (C1)-(C5) there; L5
+ * The L2 hook (sop_sys.h's sop_l2_cache, contract (H1)-(H5) there; L5
  * here): asked before a disk read, offered every image read from disk,
  * told when a version with a location is freed. Node records are never
  * rewritten in place, so the physical ID names the same bytes for ever.

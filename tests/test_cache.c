@@ -137,7 +137,8 @@ static int damage_records(const char *dir, const test_l2 *l, int restore)
 /* Open dir with l2 (NULL: none) and read every key: the number of values
  * right, or the code of the first failing call (all codes are < 0). *st gets the cache's counters.
  */
-static int read_all(const char *dir, const sop_l2_cache *l2, sop_cache_stat *st, const test_l2 *damage)
+static int read_all(const char *dir, const sop_l2_cache *l2, sop_cache_stat *st,
+                    const test_l2 *damage)
 {
     sop_db *db;
     sop_txn *t;
@@ -294,5 +295,5 @@ TEST(test_cache__l2_option_is_checked)
     CHECK_OK(sop_db_close(db));
 }
 
-TEST_MAIN(T(test_cache__l2_serves_verified_images), T(test_cache__l2_option_is_checked), T(test_cache__l2_corrupt_image_is_rejected),
-          T(test_cache__node_hits_count_every_fetch))
+TEST_MAIN(T(test_cache__l2_serves_verified_images), T(test_cache__l2_option_is_checked),
+          T(test_cache__l2_corrupt_image_is_rejected), T(test_cache__node_hits_count_every_fetch))
