@@ -1,12 +1,14 @@
 /*
- * sop_sys.h - libsop plug-in interfaces: the VFS table and the allocator.
+ * sop_sys.h - libsop plug-in interfaces: the VFS table, the L2 node cache
+ * and the allocator.
  *
  * Every file-system call, clock read and random byte libsop uses goes
  * through a sop_vfs, so tests can fail the Nth call, drop unsynced writes
  * (power loss) or run on an in-memory file system. Implementations return
  * SOP_* codes (never errno) and record detail with sop_vfs_set_error();
  * the whole contract is (V1)-(V8) below, every method is described in
- * struct sop_vfs.
+ * struct sop_vfs. A second-level node cache shared between processes
+ * (Redis, for one) plugs in through sop_l2_cache: contract (H1)-(H5).
  */
 #ifndef SOP_SYS_H
 #define SOP_SYS_H
