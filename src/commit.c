@@ -11,13 +11,16 @@ uint64_t sop_commit__next(const sop_db *db)
 
 uint64_t sop_commit__claim(sop_db *db)
 {
+    sop_db__assert_committer(db); /* one claimer at a time: positions are dense */
     db->commit_claims++;
     return sop_commit__next(db);
 }
 
 int sop_commit__write(sop_db *db, sop_buf *rec, uint64_t lsn, uint64_t *token)
 {
+    sop_db__assert_committer(db);
     assert(lsn == sop_commit__next(db));
+    assert(rec->len >= SOP_REC_HDR_LEN);
     size_t plen = rec->len - SOP_REC_HDR_LEN;
     size_t rlen = sop_rec_len(plen);
     if (!sop_buf_extend(rec, rlen - rec->len))
@@ -34,6 +37,7 @@ int sop_commit__write(sop_db *db, sop_buf *rec, uint64_t lsn, uint64_t *token)
 
 void sop_commit__applied(sop_db *db, uint64_t lsn)
 {
+    sop_db__assert_committer(db);
     assert(lsn == sop_commit__next(db));
     db->applied_lsn = lsn;
 }

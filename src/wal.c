@@ -209,6 +209,7 @@ int sop_wal__add_segment(sop_wal *w, uint64_t id, sop_file *f, uint64_t size)
 
 static sop_seg *seg_find_locked(sop_wal *w, uint64_t id)
 {
+    sop_mutex_assert_held(&w->seg_mu);
     size_t lo = 0, hi = w->seg_count;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -442,6 +443,7 @@ int sop_wal__start(sop_wal *w)
  * leaves zero_end where it was; the caller cuts the file back (W6). */
 static int extend_zeros(sop_wal *w, uint64_t need)
 {
+    sop_mutex_assert_held(&w->append_mu);
     static const uint8_t zeros[64 * 1024];
     uint64_t end = need + SOP_WAL_ZERO_CHUNK;
     if (end > w->seg_bytes && need <= w->seg_bytes)
@@ -461,6 +463,7 @@ static int extend_zeros(sop_wal *w, uint64_t need)
  * that fails, nothing is cut. Caller holds append_mu. */
 static int cut_cur(sop_wal *w)
 {
+    sop_mutex_assert_held(&w->append_mu);
     int rc = sop_wal__note_cut(w, w->cur->id, w->tail_off);
     if (rc == SOP_OK)
         rc = w->vfs->truncate(w->cur->file, w->tail_off);
@@ -494,6 +497,7 @@ int sop_wal__trim_tail(sop_wal *w)
  * cut back to its last record first (W7). */
 static int rotate_locked(sop_wal *w)
 {
+    sop_mutex_assert_held(&w->append_mu);
     sop_seg *s;
     int rc;
     if ((rc = cut_zeros(w)) != SOP_OK ||
@@ -979,6 +983,7 @@ int sop_wal__panicked(sop_wal *w)
 
 static sop_loc tail_locked(const sop_wal *w)
 {
+    sop_mutex_assert_held(&w->append_mu);
     sop_loc t = {w->cur ? w->cur->id : 0, w->tail_off, 0, 0};
     return t;
 }
@@ -994,6 +999,8 @@ sop_loc sop_wal__tail(sop_wal *w)
 /* Caller holds append_mu (cur) and seg_mu (the counters). */
 static void seg_info(const sop_wal *w, size_t i, sop_wal_seginfo *out)
 {
+    sop_mutex_assert_held(&w->append_mu);
+    sop_mutex_assert_held(&w->seg_mu);
     sop_seg *s = w->segs[i];
     *out = (sop_wal_seginfo){s,
                              s->id,
@@ -1060,6 +1067,8 @@ void sop_wal__seg_path(const sop_wal *w, uint64_t id, char *buf, size_t cap)
  * unless single-threaded) and has made sure the segment is not cur. */
 static void seg_remove_locked(sop_wal *w, size_t i)
 {
+    sop_mutex_assert_held(&w->seg_mu);
+    assert(i < w->seg_count);
     sop_seg *s = w->segs[i];
     assert(s != w->cur);
     memmove(&w->segs[i], &w->segs[i + 1], (w->seg_count - i - 1) * sizeof *w->segs);
