@@ -1072,25 +1072,16 @@ static void remove_obsolete_manifests(sop_db *db, const struct mani_scan *ms)
     }
 }
 
-int sop_ckpt__load(sop_db *db, int *found_out)
+/* The manifest at path, whole, into *data_out (*size_out bytes), its magic
+ * and checksum verified: a manifest is written whole and renamed into place
+ * (C1), so anything else is damage. */
+static int mani_read(sop_db *db, const char *path, uint8_t **data_out, uint64_t *size_out)
 {
-    struct mani_scan ms = {0};
-    uint8_t *data = NULL;
     sop_file *f = NULL;
-    char path[4200];
-    int rc;
-    *found_out = 0;
-    if ((rc = db->vfs->list_dir(db->vfs, db->path, scan_mani, &ms)) != SOP_OK)
-        goto out; /* the VFS or the callback said why */
-    if (!ms.found) {
-        if (!db->readonly)
-            remove_obsolete_manifests(db, &ms);
-        rc = SOP_OK;
-        goto out;
-    }
-    snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, ms.best);
+    uint8_t *data = NULL;
     uint64_t size;
     size_t got;
+    int rc;
     SOP_TRY(db->vfs->open(&f, db->vfs, path, SOP_VFS_READ));
     SOP_TRY(db->vfs->size(f, &size));
     if (size < 20 || size > (1ull << 34)) {
@@ -1108,21 +1099,32 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         rc = SOP_CORRUPT_BKPT("%s: bad magic or checksum", path);
         goto out;
     }
-    sop_rd r = {data + 8, data + size - 4, 0};
-    uint32_t version = sop_rd_u32(&r);
-    if (version != 1 && version != 2) {
-        rc = sop_err(SOP_VERSION, "%s: unknown manifest version", path);
-        goto out;
-    }
+    *data_out = data;
+    *size_out = size;
+    data = NULL;
+out:
+    if (f)
+        db->vfs->close(f);
+    sop_free(data);
+    return rc;
+}
+
+/* The head: version, the cut *C, the replay and durable positions (checked
+ * against the log) and the id counters. */
+static int mani_load_head(sop_db *db, sop_rd *r, const char *path, uint64_t *C)
+{
+    uint32_t version = sop_rd_u32(r);
+    if (version != 1 && version != 2)
+        return sop_err(SOP_VERSION, "%s: unknown manifest version", path);
     /* Version 1 accounted the log up to the manifest's writing, value blobs
      * included; version 2 at its cut (C4). */
     db->acct_at_cut = version == 2;
-    sop_rd_u32(&r);
-    uint64_t C = sop_rd_u64(&r);
-    db->replay_from.seg = sop_rd_u64(&r);
-    db->replay_from.off = sop_rd_u64(&r);
-    db->durable_from.seg = sop_rd_u64(&r);
-    db->durable_from.off = sop_rd_u64(&r);
+    sop_rd_u32(r);
+    *C = sop_rd_u64(r);
+    db->replay_from.seg = sop_rd_u64(r);
+    db->replay_from.off = sop_rd_u64(r);
+    db->durable_from.seg = sop_rd_u64(r);
+    db->durable_from.off = sop_rd_u64(r);
     /* Recovery replays from replay_from, and the log up to durable_from was
      * synced by the checkpoint: replay <= durable, both in segments that
      * exist (a checkpoint's own segment is deleted only by a later one, and
@@ -1130,58 +1132,57 @@ int sop_ckpt__load(sop_db *db, int *found_out)
      * segment. A position past the log would replay nothing: the commits
      * after the checkpoint would vanish, and an id of UINT64_MAX would wrap
      * the next segment's id to 0. */
-    {
-        sop_seg *rs = sop_wal__segment(db->wal, db->replay_from.seg);
-        if (r.bad) {
-            rc = SOP_CORRUPT_BKPT("%s: truncated", path);
-            goto out;
-        }
-        if (!rs || !sop_wal__segment(db->wal, db->durable_from.seg) ||
-            db->replay_from.seg > db->durable_from.seg ||
-            (db->replay_from.seg == db->durable_from.seg &&
-             db->replay_from.off > db->durable_from.off) ||
-            db->replay_from.off > rs->size) {
-            rc = SOP_CORRUPT_BKPT("%s: replay position %" PRIu64 ":%" PRIu64
-                                  " / durable position %" PRIu64 ":%" PRIu64
-                                  " out of order or outside the log",
-                                  path, db->replay_from.seg, db->replay_from.off,
-                                  db->durable_from.seg, db->durable_from.off);
-            goto out;
-        }
-    }
+    sop_seg *rs = sop_wal__segment(db->wal, db->replay_from.seg);
+    if (r->bad)
+        return SOP_CORRUPT_BKPT("%s: truncated", path);
+    if (!rs || !sop_wal__segment(db->wal, db->durable_from.seg) ||
+        db->replay_from.seg > db->durable_from.seg ||
+        (db->replay_from.seg == db->durable_from.seg &&
+         db->replay_from.off > db->durable_from.off) ||
+        db->replay_from.off > rs->size)
+        return SOP_CORRUPT_BKPT("%s: replay position %" PRIu64 ":%" PRIu64
+                                " / durable position %" PRIu64 ":%" PRIu64
+                                " out of order or outside the log",
+                                path, db->replay_from.seg, db->replay_from.off,
+                                db->durable_from.seg, db->durable_from.off);
     /* Segment ids are never reused (W1), even of segments deleted since. */
     sop_wal__reserve_ids(db->wal, db->durable_from.seg);
     sop_wal__reserve_ids(db->wal, db->replay_from.seg);
-    db->reg.next_lid = sop_rd_u64(&r);
-    db->next_store_id = sop_rd_u64(&r);
-    db->next_txn_id = sop_rd_u64(&r);
-    uint32_t nst = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < nst && !r.bad; i++) {
+    db->reg.next_lid = sop_rd_u64(r);
+    db->next_store_id = sop_rd_u64(r);
+    db->next_txn_id = sop_rd_u64(r);
+    return SOP_OK;
+}
+
+/* The store catalog: each entry becomes a linked store with its count at
+ * the cut. A truncated run stops the loop; the caller reports it. */
+static int mani_load_stores(sop_db *db, sop_rd *r, const char *path)
+{
+    uint32_t nst = sop_rd_u32(r);
+    for (uint32_t i = 0; i < nst && !r->bad; i++) {
         sop_store_def def = {.created_lsn = 0};
-        def.id = sop_rd_u64(&r);
-        def.root_lid = sop_rd_u64(&r);
-        uint64_t count = sop_rd_u64(&r);
-        def.next_seq = sop_rd_u64(&r);
-        def.created_lsn = sop_rd_u64(&r);
-        def.name = sop_rd_val16(&r);
-        def.flags = sop_rd_u32(&r);
-        def.slot_length = sop_rd_u32(&r);
-        def.max_inline = sop_rd_u32(&r);
-        def.comparator = sop_rd_val16(&r);
-        def.key_spec.len = sop_rd_u32(&r);
-        def.key_spec.data = sop_rd_take(&r, def.key_spec.len);
-        if (r.bad) { /* before the lengths size allocations: they are from disk */
-            rc = SOP_CORRUPT_BKPT("%s: store entry", path);
-            goto out;
-        }
+        def.id = sop_rd_u64(r);
+        def.root_lid = sop_rd_u64(r);
+        uint64_t count = sop_rd_u64(r);
+        def.next_seq = sop_rd_u64(r);
+        def.created_lsn = sop_rd_u64(r);
+        def.name = sop_rd_val16(r);
+        def.flags = sop_rd_u32(r);
+        def.slot_length = sop_rd_u32(r);
+        def.max_inline = sop_rd_u32(r);
+        def.comparator = sop_rd_val16(r);
+        def.key_spec.len = sop_rd_u32(r);
+        def.key_spec.data = sop_rd_take(r, def.key_spec.len);
+        if (r->bad) /* before the lengths size allocations: they are from disk */
+            return SOP_CORRUPT_BKPT("%s: store entry", path);
         sop_store *s;
-        if ((rc = sop_store__new(&s, db, &def)) != SOP_OK)
-            goto out;
+        int rc = sop_store__new(&s, db, &def);
+        if (rc != SOP_OK)
+            return rc;
         sop_countver *cv = sop_calloc(1, sizeof *cv);
         if (!cv) {
             sop_store__free(s);
-            rc = sop_err(SOP_NOMEM, "store");
-            goto out;
+            return sop_err(SOP_NOMEM, "store");
         }
         cv->lsn = 0;
         cv->count = count;
@@ -1189,35 +1190,46 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         atomic_init(&s->counts, cv);
         sop_db__store_link(db, s);
     }
-    uint32_t npr = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < npr && !r.bad; i++) {
+    return SOP_OK;
+}
+
+/* The prepared transactions at the cut, decoded and listed. */
+static int mani_load_prepared(sop_db *db, sop_rd *r, const char *path)
+{
+    uint32_t npr = sop_rd_u32(r);
+    for (uint32_t i = 0; i < npr && !r->bad; i++) {
         sop_prepared *p = sop_calloc(1, sizeof *p);
-        if (!p) {
-            rc = sop_err(SOP_NOMEM, "prepared");
-            goto out;
-        }
+        if (!p)
+            return sop_err(SOP_NOMEM, "prepared");
         sop_arena_init(&p->arena, 0);
-        p->id = p->info.id = sop_rd_u64(&r);
-        p->lsn = p->info.lsn = sop_rd_u64(&r);
-        p->body_len = sop_rd_u32(&r);
-        const uint8_t *body = sop_rd_take(&r, p->body_len);
+        p->id = p->info.id = sop_rd_u64(r);
+        p->lsn = p->info.lsn = sop_rd_u64(r);
+        p->body_len = sop_rd_u32(r);
+        const uint8_t *body = sop_rd_take(r, p->body_len);
         p->body = body ? sop_memdup(body, p->body_len) : NULL;
+        int rc = SOP_OK;
         if (!p->body || (rc = sop_prepared__decode(p)) != SOP_OK) {
             if (!body)
                 rc = SOP_CORRUPT_BKPT("%s: prepared entry", path);
             else if (!p->body)
                 rc = sop_err(SOP_NOMEM, "prepared");
             sop_prepared__free(p);
-            goto out;
+            return rc;
         }
         sop_prepared__append(db, p);
     }
-    uint32_t nseg = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < nseg && !r.bad; i++) {
-        uint64_t id = sop_rd_u64(&r);
-        uint64_t blob = sop_rd_u64(&r), dead = sop_rd_u64(&r), dl = sop_rd_u64(&r),
-                 ml = sop_rd_u64(&r);
-        uint64_t acct_end = sop_rd_u64(&r), inflight = sop_rd_u64(&r);
+    return SOP_OK;
+}
+
+/* The space accounting at the cut (C4) into the segments that still exist
+ * (one deleted since holds nothing recovery needs). */
+static void mani_load_space(sop_db *db, sop_rd *r)
+{
+    uint32_t nseg = sop_rd_u32(r);
+    for (uint32_t i = 0; i < nseg && !r->bad; i++) {
+        uint64_t id = sop_rd_u64(r);
+        uint64_t blob = sop_rd_u64(r), dead = sop_rd_u64(r), dl = sop_rd_u64(r), ml = sop_rd_u64(r);
+        uint64_t acct_end = sop_rd_u64(r), inflight = sop_rd_u64(r);
         sop_seg *s = sop_wal__segment(db->wal, id);
         if (s) {
             s->blob_bytes = blob;
@@ -1230,50 +1242,88 @@ int sop_ckpt__load(sop_db *db, int *found_out)
             s->inflight_bytes = inflight;
         }
     }
-    uint64_t nl = sop_rd_u64(&r), max_lid = 0;
-    for (uint64_t i = 0; i < nl && !r.bad; i++) {
-        uint64_t lid = sop_rd_u64(&r);
-        if (lid > max_lid)
-            max_lid = lid;
+}
+
+/* The registry run (DESIGN D1): every node's blob location, published as
+ * its clean version at lsn 0; *max_lid is the largest lid named. */
+static int mani_load_registry(sop_db *db, sop_rd *r, uint64_t *max_lid)
+{
+    uint64_t nl = sop_rd_u64(r);
+    *max_lid = 0;
+    for (uint64_t i = 0; i < nl && !r->bad; i++) {
+        uint64_t lid = sop_rd_u64(r);
+        if (lid > *max_lid)
+            *max_lid = lid;
         sop_loc loc;
-        loc.seg = sop_rd_u64(&r);
-        loc.off = sop_rd_u64(&r);
-        loc.len = sop_rd_u32(&r);
-        loc.crc = sop_rd_u32(&r);
-        if (r.bad)
+        loc.seg = sop_rd_u64(r);
+        loc.off = sop_rd_u64(r);
+        loc.len = sop_rd_u32(r);
+        loc.crc = sop_rd_u32(r);
+        if (r->bad)
             break;
-        if (!sop_wal__segment(db->wal, loc.seg)) {
-            rc = SOP_CORRUPT_BKPT("node %" PRIu64 " lives in missing segment %" PRIu64, lid,
-                                  loc.seg);
-            goto out;
-        }
+        if (!sop_wal__segment(db->wal, loc.seg))
+            return SOP_CORRUPT_BKPT("node %" PRIu64 " lives in missing segment %" PRIu64, lid,
+                                    loc.seg);
         sop_version *v = sop_version__new(0, NULL, 0, 0);
-        if (!v) {
-            rc = sop_err(SOP_NOMEM, "registry");
-            goto out;
-        }
+        if (!v)
+            return sop_err(SOP_NOMEM, "registry");
         v->loc = loc;
-        if ((rc = sop_registry__publish(&db->reg, lid, v)) != SOP_OK) {
+        int rc = sop_registry__publish(&db->reg, lid, v);
+        if (rc != SOP_OK) {
             sop_version__free(v);
-            goto out;
+            return rc;
         }
     }
-    if (r.bad || r.p != r.end) {
-        rc = SOP_CORRUPT_BKPT("%s: truncated or trailing bytes", path);
+    return SOP_OK;
+}
+
+/* The manifest's body after its magic, in file order (docs/FORMAT.md),
+ * then its consistency (check_loaded); *C is its cut. */
+static int mani_load_body(sop_db *db, const char *path, const uint8_t *data, uint64_t size,
+                          uint64_t *C)
+{
+    sop_rd r = {data + 8, data + size - 4, 0};
+    uint64_t max_lid;
+    int rc;
+    if ((rc = mani_load_head(db, &r, path, C)) != SOP_OK ||
+        (rc = mani_load_stores(db, &r, path)) != SOP_OK ||
+        (rc = mani_load_prepared(db, &r, path)) != SOP_OK)
+        return rc;
+    mani_load_space(db, &r);
+    if ((rc = mani_load_registry(db, &r, &max_lid)) != SOP_OK)
+        return rc;
+    if (r.bad || r.p != r.end)
+        return SOP_CORRUPT_BKPT("%s: truncated or trailing bytes", path);
+    return check_loaded(db, path, *C, max_lid);
+}
+
+int sop_ckpt__load(sop_db *db, int *found_out)
+{
+    struct mani_scan ms = {0};
+    uint8_t *data = NULL;
+    uint64_t size = 0, C = 0;
+    char path[4200];
+    int rc;
+    *found_out = 0;
+    if ((rc = db->vfs->list_dir(db->vfs, db->path, scan_mani, &ms)) != SOP_OK)
+        goto out; /* the VFS or the callback said why */
+    if (!ms.found) {
+        if (!db->readonly)
+            remove_obsolete_manifests(db, &ms);
         goto out;
     }
-    if ((rc = check_loaded(db, path, C, max_lid)) != SOP_OK)
-        goto out;
+    /* The newest manifest is the recovery base (C1): an older one may name
+     * segments a later checkpoint deleted, so there is no falling back. */
+    snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, ms.best);
+    SOP_TRY(mani_read(db, path, &data, &size));
+    SOP_TRY(mani_load_body(db, path, data, size, &C));
     db->applied_lsn = C;
     db->ckpt_lsn = C;
     db->ckpt_seq = ms.best;
     *found_out = 1;
     if (!db->readonly)
         remove_obsolete_manifests(db, &ms);
-    rc = SOP_OK;
 out:
-    if (f)
-        db->vfs->close(f);
     sop_free(data);
     sop_free(ms.old);
     return rc;
