@@ -149,19 +149,35 @@ static uint64_t clean_floor(const sop_db *db)
     return db->opts.segment_bytes / 16 < (1u << 20) ? db->opts.segment_bytes / 16 : (1u << 20);
 }
 
-/* A sealed segment compaction should empty (C3 and DESIGN §2: under 2/3
- * live keeps the files within about 1.5x of the live bytes). Live is
+/* How hard a checkpoint cleans. During a session (CLEAN_SESSION) a victim
+ * is under 2/3 live (DESIGN §2: the files stay within about 1.5x of the
+ * live bytes) and the copies keep up with churn (relocation_budget). At
+ * close (CLEAN_CLOSE, sop_ckpt__close) the folder is what stays on disk
+ * until the next open: a victim is under 7/8 live, and the copies may use
+ * whatever room the cache budget has left. */
+typedef struct clean_policy {
+    uint64_t live_num, live_den; /* a victim is under live_num / live_den live */
+    int at_close;
+} clean_policy;
+
+static const clean_policy CLEAN_SESSION = {2, 3, 0};
+static const clean_policy CLEAN_CLOSE = {7, 8, 1};
+
+/* A sealed segment compaction should empty (C3, and the policy's fraction
+ * of live bytes). Live is
  * measured against the blobs, and also against the whole file once at
  * least clean_floor bytes of it are dead: before the replay position its
  * transaction records are dead too, and a segment that is mostly records
  * (a small, hot database's log) held its few live nodes, and all its
  * bytes, for ever. */
-static int seg_is_victim(const sop_wal_seginfo *s, uint64_t replay_seg, uint64_t floor)
+static int seg_is_victim(const sop_wal_seginfo *s, uint64_t replay_seg, uint64_t floor,
+                         const clean_policy *pol)
 {
     if (s->current || s->id >= replay_seg || s->blob_bytes == 0 || s->dead_bytes >= s->blob_bytes)
         return 0;
-    uint64_t live = s->blob_bytes - s->dead_bytes;
-    return live * 3 < s->blob_bytes * 2 || (live * 3 < s->size * 2 && s->size - live >= floor);
+    uint64_t live = s->blob_bytes - s->dead_bytes, num = pol->live_num, den = pol->live_den;
+    return live * den < s->blob_bytes * num ||
+           (live * den < s->size * num && s->size - live >= floor);
 }
 
 /* The append target is never cleaned (C3), and a small database may never
@@ -192,19 +208,20 @@ static int rotate_for_cleaning(sop_db *db)
 
 struct pending_ctx {
     uint64_t replay_seg, floor;
+    const clean_policy *pol;
 };
 
 static int seg_work_pending(const sop_wal_seginfo *s, void *ctx)
 {
     const struct pending_ctx *p = ctx;
-    return seg_is_victim(s, p->replay_seg, p->floor) ||
+    return seg_is_victim(s, p->replay_seg, p->floor, p->pol) ||
            (!s->current && s->id < p->replay_seg && s->dead_bytes >= s->blob_bytes);
 }
 
 /* Would a checkpoint with no new commits still move or free space? */
-static int space_work_pending(sop_db *db)
+static int space_work_pending(sop_db *db, const clean_policy *pol)
 {
-    struct pending_ctx p = {db->replay_from.seg, clean_floor(db)};
+    struct pending_ctx p = {db->replay_from.seg, clean_floor(db), pol};
     return sop_wal__each_segment(db->wal, NULL, seg_work_pending, &p);
 }
 
@@ -214,6 +231,7 @@ struct reloc {
     uint64_t *victims;
     size_t victim_count;
     uint64_t budget; /* node bytes this checkpoint may still copy */
+    uint64_t moved;  /* node bytes it copied */
 };
 
 /* Node bytes one checkpoint relocates at most. Each relocated node is a
@@ -224,10 +242,18 @@ struct reloc {
  * are about the space its commits made dead, and relocating L bytes out
  * of segments under 2/3 live frees at least 1.5 L. Victims left over are
  * taken by the next checkpoints. */
-static uint64_t relocation_budget(const sop_db *db)
+static uint64_t relocation_budget(const sop_db *db, const clean_policy *pol)
 {
     uint64_t dirty = atomic_load(&db->dirty_bytes), cache = db->opts.cache_bytes;
     uint64_t b = dirty;
+    if (pol->at_close) {
+        /* No churn to keep up with: as much as the budget has room for now
+         * (the clean images already held are only evicted after the cut,
+         * so the copies come on top of them until then), at least cache / 8;
+         * sop_ckpt__close takes the rest in further rounds. */
+        uint64_t held = sop_cache__bytes(db->cache);
+        b = held < cache ? cache - held : 0;
+    }
     if (b < cache / 8)
         b = cache / 8;
     if (b < (4u << 20))
@@ -294,6 +320,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
     sop_u64map_put(NULL, &db->trim_lids, lid, NULL);
     atomic_fetch_add(&db->dirty_bytes, len);
     sop_cache__charge(db->cache, len);
+    r->moved += len;
     if (r->budget <= len)
         return 1; /* enough for this checkpoint */
     r->budget -= len;
@@ -328,13 +355,14 @@ struct victims {
     struct victim *vs;
     size_t nv, cap;
     uint64_t replay_seg, floor;
+    const clean_policy *pol;
 };
 
 /* Collect the victims (a failed allocation stops the collection). */
 static int collect_victim(const sop_wal_seginfo *s, void *ctx)
 {
     struct victims *v = ctx;
-    if (!seg_is_victim(s, v->replay_seg, v->floor))
+    if (!seg_is_victim(s, v->replay_seg, v->floor, v->pol))
         return 0;
     if (v->nv == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 8;
@@ -348,10 +376,12 @@ static int collect_victim(const sop_wal_seginfo *s, void *ctx)
     return 0;
 }
 
-static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg)
+/* Returns the node bytes copied. */
+static uint64_t relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg,
+                                              const clean_policy *pol)
 {
-    struct reloc r = {db, C, NULL, 0, relocation_budget(db)};
-    struct victims vc = {NULL, 0, 0, replay_seg, clean_floor(db)};
+    struct reloc r = {db, C, NULL, 0, relocation_budget(db, pol), 0};
+    struct victims vc = {NULL, 0, 0, replay_seg, clean_floor(db), pol};
     (void)sop_wal__each_segment(db->wal, NULL, collect_victim, &vc);
     struct victim *vs = vc.vs;
     size_t nv = vc.nv;
@@ -377,6 +407,7 @@ static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t repla
         sop_registry__for_each(&db->reg, relocate_lid, &r);
     }
     sop_free(r.victims);
+    return r.moved;
 }
 
 /*
@@ -540,6 +571,8 @@ typedef struct ckpt_run {
     struct acct_snap as;
     sop_buf batch, mani;
     int placed; /* the written blobs have been given to their versions */
+    const clean_policy *pol;
+    uint64_t moved; /* node bytes relocated out of victims at the cut */
 } ckpt_run;
 
 /* Phase 1, under commit_mu: the cut. C and the replay position are taken,
@@ -554,7 +587,7 @@ static int ckpt_cut(ckpt_run *r, int rotated, int *nothing_new)
     sop_mutex_lock(&db->commit_mu);
     uint64_t C = r->C = db->applied_lsn;
     if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 && !rotated &&
-        !space_work_pending(db)) {
+        !space_work_pending(db, r->pol)) {
         sop_mutex_unlock(&db->commit_mu);
         *nothing_new = 1;
         return SOP_OK;
@@ -564,7 +597,7 @@ static int ckpt_cut(ckpt_run *r, int rotated, int *nothing_new)
     sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = C;
     sop_mutex_unlock(&db->snap_mu);
-    relocate_from_sparse_segments(db, C, r->replay.seg);
+    r->moved = relocate_from_sparse_segments(db, C, r->replay.seg, r->pol);
     r->nlids = sop_u64map_count(&db->dirty_lids);
     r->lids = sop_malloc((r->nlids ? r->nlids : 1) * sizeof *r->lids);
     if (!r->lids) {
@@ -817,11 +850,13 @@ static int ckpt_publish(ckpt_run *r)
     return SOP_OK;
 }
 
-int sop_ckpt__run(sop_db *db)
+/* One checkpoint cleaning by pol; *moved: the node bytes it relocated. */
+static int ckpt_run_policy(sop_db *db, const clean_policy *pol, uint64_t *moved)
 {
     int rc = SOP_OK;
-    ckpt_run r = {.db = db, .batch = SOP_BUF_INIT, .mani = SOP_BUF_INIT};
+    ckpt_run r = {.db = db, .batch = SOP_BUF_INIT, .mani = SOP_BUF_INIT, .pol = pol};
     r.as = (struct acct_snap){NULL, 0, 0};
+    *moved = 0;
 
     sop_mutex_lock(&db->ckpt_mu);
     /* 0. Seal a mostly dead append target, so this checkpoint cleans it. */
@@ -897,6 +932,65 @@ out:
     sop_buf_dispose(&r.batch);
     sop_buf_dispose(&r.mani);
     sop_alloc_release_free_memory();
+    *moved = r.moved;
+    return rc;
+}
+
+int sop_ckpt__run(sop_db *db)
+{
+    uint64_t moved;
+    return ckpt_run_policy(db, &CLEAN_SESSION, &moved);
+}
+
+struct space_sum {
+    uint64_t size, live;
+};
+
+static int sum_space(const sop_wal_seginfo *s, void *ctx)
+{
+    struct space_sum *t = ctx;
+    t->size += s->size;
+    t->live += s->dead_bytes < s->blob_bytes ? s->blob_bytes - s->dead_bytes : 0;
+    return 0;
+}
+
+/* Cleaning rounds at close, at most (each moves at least cache / 8 or one
+ * victim, emptiest first): a bound on the time close takes. */
+#define CLOSE_ROUNDS 32
+
+/* Is the folder over 5/4 of its live blob bytes, with a segment the close
+ * policy would clean (or free)? */
+static int close_cleaning_left(sop_db *db)
+{
+    struct space_sum t = {0, 0};
+    (void)sop_wal__each_segment(db->wal, NULL, sum_space, &t);
+    if (t.size * 4 <= t.live * 5)
+        return 0;
+    sop_mutex_lock(&db->commit_mu);
+    int pending = space_work_pending(db, &CLEAN_CLOSE);
+    sop_mutex_unlock(&db->commit_mu);
+    return pending;
+}
+
+/*
+ * The last checkpoint of a session (sop_db_close), then cleaning rounds
+ * while the folder is over 5/4 of its live bytes (issue 12: bytes on disk
+ * after close <= 1.5x the live data). The last checkpoint's own node blobs
+ * kill most of what older segments held (an overwrite of every key leaves
+ * them a few percent live), but its victims were chosen at its cut, before
+ * those deaths: a second round at the same cut relocates what is left in
+ * them and deletes them. Each round is a whole checkpoint, so the copies
+ * take the checkpoint's path (C2: durable before the manifest naming them,
+ * C1/C3: the old segments deleted only after it). Rounds stop when one
+ * moves nothing (what is left cannot be copied) or after CLOSE_ROUNDS.
+ */
+int sop_ckpt__close(sop_db *db)
+{
+    uint64_t moved;
+    int rc = ckpt_run_policy(db, &CLEAN_SESSION, &moved);
+    for (int round = 1; rc == SOP_OK && round < CLOSE_ROUNDS && close_cleaning_left(db); round++)
+        if ((rc = ckpt_run_policy(db, &CLEAN_CLOSE, &moved)) == SOP_OK && moved == 0)
+            break;
     return rc;
 }
 
