@@ -149,19 +149,35 @@ static uint64_t clean_floor(const sop_db *db)
     return db->opts.segment_bytes / 16 < (1u << 20) ? db->opts.segment_bytes / 16 : (1u << 20);
 }
 
-/* A sealed segment compaction should empty (C3 and DESIGN §2: under 2/3
- * live keeps the files within about 1.5x of the live bytes). Live is
+/* How hard a checkpoint cleans. During a session (CLEAN_SESSION) a victim
+ * is under 2/3 live (DESIGN §2: the files stay within about 1.5x of the
+ * live bytes) and the copies keep up with churn (relocation_budget). At
+ * close (CLEAN_CLOSE, sop_ckpt__close) the folder is what stays on disk
+ * until the next open: a victim is under 7/8 live, and the copies may use
+ * whatever room the cache budget has left. */
+typedef struct clean_policy {
+    uint64_t live_num, live_den; /* a victim is under live_num / live_den live */
+    int at_close;
+} clean_policy;
+
+static const clean_policy CLEAN_SESSION = {2, 3, 0};
+static const clean_policy CLEAN_CLOSE = {7, 8, 1};
+
+/* A sealed segment compaction should empty (C3, and the policy's fraction
+ * of live bytes). Live is
  * measured against the blobs, and also against the whole file once at
  * least clean_floor bytes of it are dead: before the replay position its
  * transaction records are dead too, and a segment that is mostly records
  * (a small, hot database's log) held its few live nodes, and all its
  * bytes, for ever. */
-static int seg_is_victim(const sop_wal_seginfo *s, uint64_t replay_seg, uint64_t floor)
+static int seg_is_victim(const sop_wal_seginfo *s, uint64_t replay_seg, uint64_t floor,
+                         const clean_policy *pol)
 {
     if (s->current || s->id >= replay_seg || s->blob_bytes == 0 || s->dead_bytes >= s->blob_bytes)
         return 0;
-    uint64_t live = s->blob_bytes - s->dead_bytes;
-    return live * 3 < s->blob_bytes * 2 || (live * 3 < s->size * 2 && s->size - live >= floor);
+    uint64_t live = s->blob_bytes - s->dead_bytes, num = pol->live_num, den = pol->live_den;
+    return live * den < s->blob_bytes * num ||
+           (live * den < s->size * num && s->size - live >= floor);
 }
 
 /* The append target is never cleaned (C3), and a small database may never
@@ -192,19 +208,20 @@ static int rotate_for_cleaning(sop_db *db)
 
 struct pending_ctx {
     uint64_t replay_seg, floor;
+    const clean_policy *pol;
 };
 
 static int seg_work_pending(const sop_wal_seginfo *s, void *ctx)
 {
     const struct pending_ctx *p = ctx;
-    return seg_is_victim(s, p->replay_seg, p->floor) ||
+    return seg_is_victim(s, p->replay_seg, p->floor, p->pol) ||
            (!s->current && s->id < p->replay_seg && s->dead_bytes >= s->blob_bytes);
 }
 
 /* Would a checkpoint with no new commits still move or free space? */
-static int space_work_pending(sop_db *db)
+static int space_work_pending(sop_db *db, const clean_policy *pol)
 {
-    struct pending_ctx p = {db->replay_from.seg, clean_floor(db)};
+    struct pending_ctx p = {db->replay_from.seg, clean_floor(db), pol};
     return sop_wal__each_segment(db->wal, NULL, seg_work_pending, &p);
 }
 
@@ -214,6 +231,7 @@ struct reloc {
     uint64_t *victims;
     size_t victim_count;
     uint64_t budget; /* node bytes this checkpoint may still copy */
+    uint64_t moved;  /* node bytes it copied */
 };
 
 /* Node bytes one checkpoint relocates at most. Each relocated node is a
@@ -224,10 +242,18 @@ struct reloc {
  * are about the space its commits made dead, and relocating L bytes out
  * of segments under 2/3 live frees at least 1.5 L. Victims left over are
  * taken by the next checkpoints. */
-static uint64_t relocation_budget(const sop_db *db)
+static uint64_t relocation_budget(const sop_db *db, const clean_policy *pol)
 {
     uint64_t dirty = atomic_load(&db->dirty_bytes), cache = db->opts.cache_bytes;
     uint64_t b = dirty;
+    if (pol->at_close) {
+        /* No churn to keep up with: as much as the budget has room for now
+         * (the clean images already held are only evicted after the cut,
+         * so the copies come on top of them until then), at least cache / 8;
+         * sop_ckpt__close takes the rest in further rounds. */
+        uint64_t held = sop_cache__bytes(db->cache);
+        b = held < cache ? cache - held : 0;
+    }
     if (b < cache / 8)
         b = cache / 8;
     if (b < (4u << 20))
@@ -294,6 +320,7 @@ static int relocate_lid(uint64_t lid, sop_version *head, void *ctx)
     sop_u64map_put(NULL, &db->trim_lids, lid, NULL);
     atomic_fetch_add(&db->dirty_bytes, len);
     sop_cache__charge(db->cache, len);
+    r->moved += len;
     if (r->budget <= len)
         return 1; /* enough for this checkpoint */
     r->budget -= len;
@@ -328,13 +355,14 @@ struct victims {
     struct victim *vs;
     size_t nv, cap;
     uint64_t replay_seg, floor;
+    const clean_policy *pol;
 };
 
 /* Collect the victims (a failed allocation stops the collection). */
 static int collect_victim(const sop_wal_seginfo *s, void *ctx)
 {
     struct victims *v = ctx;
-    if (!seg_is_victim(s, v->replay_seg, v->floor))
+    if (!seg_is_victim(s, v->replay_seg, v->floor, v->pol))
         return 0;
     if (v->nv == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 8;
@@ -348,10 +376,12 @@ static int collect_victim(const sop_wal_seginfo *s, void *ctx)
     return 0;
 }
 
-static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg)
+/* Returns the node bytes copied. */
+static uint64_t relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t replay_seg,
+                                              const clean_policy *pol)
 {
-    struct reloc r = {db, C, NULL, 0, relocation_budget(db)};
-    struct victims vc = {NULL, 0, 0, replay_seg, clean_floor(db)};
+    struct reloc r = {db, C, NULL, 0, relocation_budget(db, pol), 0};
+    struct victims vc = {NULL, 0, 0, replay_seg, clean_floor(db), pol};
     (void)sop_wal__each_segment(db->wal, NULL, collect_victim, &vc);
     struct victim *vs = vc.vs;
     size_t nv = vc.nv;
@@ -377,6 +407,7 @@ static void relocate_from_sparse_segments(sop_db *db, uint64_t C, uint64_t repla
         sop_registry__for_each(&db->reg, relocate_lid, &r);
     }
     sop_free(r.victims);
+    return r.moved;
 }
 
 /*
@@ -540,6 +571,8 @@ typedef struct ckpt_run {
     struct acct_snap as;
     sop_buf batch, mani;
     int placed; /* the written blobs have been given to their versions */
+    const clean_policy *pol;
+    uint64_t moved; /* node bytes relocated out of victims at the cut */
 } ckpt_run;
 
 /* Phase 1, under commit_mu: the cut. C and the replay position are taken,
@@ -554,7 +587,7 @@ static int ckpt_cut(ckpt_run *r, int rotated, int *nothing_new)
     sop_mutex_lock(&db->commit_mu);
     uint64_t C = r->C = db->applied_lsn;
     if (C == db->ckpt_lsn && db->ckpt_seq != 0 && db->log_since_ckpt == 0 && !rotated &&
-        !space_work_pending(db)) {
+        !space_work_pending(db, r->pol)) {
         sop_mutex_unlock(&db->commit_mu);
         *nothing_new = 1;
         return SOP_OK;
@@ -564,7 +597,7 @@ static int ckpt_cut(ckpt_run *r, int rotated, int *nothing_new)
     sop_mutex_lock(&db->snap_mu);
     db->ckpt_snap = C;
     sop_mutex_unlock(&db->snap_mu);
-    relocate_from_sparse_segments(db, C, r->replay.seg);
+    r->moved = relocate_from_sparse_segments(db, C, r->replay.seg, r->pol);
     r->nlids = sop_u64map_count(&db->dirty_lids);
     r->lids = sop_malloc((r->nlids ? r->nlids : 1) * sizeof *r->lids);
     if (!r->lids) {
@@ -817,11 +850,13 @@ static int ckpt_publish(ckpt_run *r)
     return SOP_OK;
 }
 
-int sop_ckpt__run(sop_db *db)
+/* One checkpoint cleaning by pol; *moved: the node bytes it relocated. */
+static int ckpt_run_policy(sop_db *db, const clean_policy *pol, uint64_t *moved)
 {
     int rc = SOP_OK;
-    ckpt_run r = {.db = db, .batch = SOP_BUF_INIT, .mani = SOP_BUF_INIT};
+    ckpt_run r = {.db = db, .batch = SOP_BUF_INIT, .mani = SOP_BUF_INIT, .pol = pol};
     r.as = (struct acct_snap){NULL, 0, 0};
+    *moved = 0;
 
     sop_mutex_lock(&db->ckpt_mu);
     /* 0. Seal a mostly dead append target, so this checkpoint cleans it. */
@@ -897,6 +932,65 @@ out:
     sop_buf_dispose(&r.batch);
     sop_buf_dispose(&r.mani);
     sop_alloc_release_free_memory();
+    *moved = r.moved;
+    return rc;
+}
+
+int sop_ckpt__run(sop_db *db)
+{
+    uint64_t moved;
+    return ckpt_run_policy(db, &CLEAN_SESSION, &moved);
+}
+
+struct space_sum {
+    uint64_t size, live;
+};
+
+static int sum_space(const sop_wal_seginfo *s, void *ctx)
+{
+    struct space_sum *t = ctx;
+    t->size += s->size;
+    t->live += s->dead_bytes < s->blob_bytes ? s->blob_bytes - s->dead_bytes : 0;
+    return 0;
+}
+
+/* Cleaning rounds at close, at most (each moves at least cache / 8 or one
+ * victim, emptiest first): a bound on the time close takes. */
+#define CLOSE_ROUNDS 32
+
+/* Is the folder over 5/4 of its live blob bytes, with a segment the close
+ * policy would clean (or free)? */
+static int close_cleaning_left(sop_db *db)
+{
+    struct space_sum t = {0, 0};
+    (void)sop_wal__each_segment(db->wal, NULL, sum_space, &t);
+    if (t.size * 4 <= t.live * 5)
+        return 0;
+    sop_mutex_lock(&db->commit_mu);
+    int pending = space_work_pending(db, &CLEAN_CLOSE);
+    sop_mutex_unlock(&db->commit_mu);
+    return pending;
+}
+
+/*
+ * The last checkpoint of a session (sop_db_close), then cleaning rounds
+ * while the folder is over 5/4 of its live bytes (issue 12: bytes on disk
+ * after close <= 1.5x the live data). The last checkpoint's own node blobs
+ * kill most of what older segments held (an overwrite of every key leaves
+ * them a few percent live), but its victims were chosen at its cut, before
+ * those deaths: a second round at the same cut relocates what is left in
+ * them and deletes them. Each round is a whole checkpoint, so the copies
+ * take the checkpoint's path (C2: durable before the manifest naming them,
+ * C1/C3: the old segments deleted only after it). Rounds stop when one
+ * moves nothing (what is left cannot be copied) or after CLOSE_ROUNDS.
+ */
+int sop_ckpt__close(sop_db *db)
+{
+    uint64_t moved;
+    int rc = ckpt_run_policy(db, &CLEAN_SESSION, &moved);
+    for (int round = 1; rc == SOP_OK && round < CLOSE_ROUNDS && close_cleaning_left(db); round++)
+        if ((rc = ckpt_run_policy(db, &CLEAN_CLOSE, &moved)) == SOP_OK && moved == 0)
+            break;
     return rc;
 }
 
@@ -1072,25 +1166,16 @@ static void remove_obsolete_manifests(sop_db *db, const struct mani_scan *ms)
     }
 }
 
-int sop_ckpt__load(sop_db *db, int *found_out)
+/* The manifest at path, whole, into *data_out (*size_out bytes), its magic
+ * and checksum verified: a manifest is written whole and renamed into place
+ * (C1), so anything else is damage. */
+static int mani_read(sop_db *db, const char *path, uint8_t **data_out, uint64_t *size_out)
 {
-    struct mani_scan ms = {0};
-    uint8_t *data = NULL;
     sop_file *f = NULL;
-    char path[4200];
-    int rc;
-    *found_out = 0;
-    if ((rc = db->vfs->list_dir(db->vfs, db->path, scan_mani, &ms)) != SOP_OK)
-        goto out; /* the VFS or the callback said why */
-    if (!ms.found) {
-        if (!db->readonly)
-            remove_obsolete_manifests(db, &ms);
-        rc = SOP_OK;
-        goto out;
-    }
-    snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, ms.best);
+    uint8_t *data = NULL;
     uint64_t size;
     size_t got;
+    int rc;
     SOP_TRY(db->vfs->open(&f, db->vfs, path, SOP_VFS_READ));
     SOP_TRY(db->vfs->size(f, &size));
     if (size < 20 || size > (1ull << 34)) {
@@ -1108,21 +1193,32 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         rc = SOP_CORRUPT_BKPT("%s: bad magic or checksum", path);
         goto out;
     }
-    sop_rd r = {data + 8, data + size - 4, 0};
-    uint32_t version = sop_rd_u32(&r);
-    if (version != 1 && version != 2) {
-        rc = sop_err(SOP_VERSION, "%s: unknown manifest version", path);
-        goto out;
-    }
+    *data_out = data;
+    *size_out = size;
+    data = NULL;
+out:
+    if (f)
+        db->vfs->close(f);
+    sop_free(data);
+    return rc;
+}
+
+/* The head: version, the cut *C, the replay and durable positions (checked
+ * against the log) and the id counters. */
+static int mani_load_head(sop_db *db, sop_rd *r, const char *path, uint64_t *C)
+{
+    uint32_t version = sop_rd_u32(r);
+    if (version != 1 && version != 2)
+        return sop_err(SOP_VERSION, "%s: unknown manifest version", path);
     /* Version 1 accounted the log up to the manifest's writing, value blobs
      * included; version 2 at its cut (C4). */
     db->acct_at_cut = version == 2;
-    sop_rd_u32(&r);
-    uint64_t C = sop_rd_u64(&r);
-    db->replay_from.seg = sop_rd_u64(&r);
-    db->replay_from.off = sop_rd_u64(&r);
-    db->durable_from.seg = sop_rd_u64(&r);
-    db->durable_from.off = sop_rd_u64(&r);
+    sop_rd_u32(r);
+    *C = sop_rd_u64(r);
+    db->replay_from.seg = sop_rd_u64(r);
+    db->replay_from.off = sop_rd_u64(r);
+    db->durable_from.seg = sop_rd_u64(r);
+    db->durable_from.off = sop_rd_u64(r);
     /* Recovery replays from replay_from, and the log up to durable_from was
      * synced by the checkpoint: replay <= durable, both in segments that
      * exist (a checkpoint's own segment is deleted only by a later one, and
@@ -1130,58 +1226,57 @@ int sop_ckpt__load(sop_db *db, int *found_out)
      * segment. A position past the log would replay nothing: the commits
      * after the checkpoint would vanish, and an id of UINT64_MAX would wrap
      * the next segment's id to 0. */
-    {
-        sop_seg *rs = sop_wal__segment(db->wal, db->replay_from.seg);
-        if (r.bad) {
-            rc = SOP_CORRUPT_BKPT("%s: truncated", path);
-            goto out;
-        }
-        if (!rs || !sop_wal__segment(db->wal, db->durable_from.seg) ||
-            db->replay_from.seg > db->durable_from.seg ||
-            (db->replay_from.seg == db->durable_from.seg &&
-             db->replay_from.off > db->durable_from.off) ||
-            db->replay_from.off > rs->size) {
-            rc = SOP_CORRUPT_BKPT("%s: replay position %" PRIu64 ":%" PRIu64
-                                  " / durable position %" PRIu64 ":%" PRIu64
-                                  " out of order or outside the log",
-                                  path, db->replay_from.seg, db->replay_from.off,
-                                  db->durable_from.seg, db->durable_from.off);
-            goto out;
-        }
-    }
+    sop_seg *rs = sop_wal__segment(db->wal, db->replay_from.seg);
+    if (r->bad)
+        return SOP_CORRUPT_BKPT("%s: truncated", path);
+    if (!rs || !sop_wal__segment(db->wal, db->durable_from.seg) ||
+        db->replay_from.seg > db->durable_from.seg ||
+        (db->replay_from.seg == db->durable_from.seg &&
+         db->replay_from.off > db->durable_from.off) ||
+        db->replay_from.off > rs->size)
+        return SOP_CORRUPT_BKPT("%s: replay position %" PRIu64 ":%" PRIu64
+                                " / durable position %" PRIu64 ":%" PRIu64
+                                " out of order or outside the log",
+                                path, db->replay_from.seg, db->replay_from.off,
+                                db->durable_from.seg, db->durable_from.off);
     /* Segment ids are never reused (W1), even of segments deleted since. */
     sop_wal__reserve_ids(db->wal, db->durable_from.seg);
     sop_wal__reserve_ids(db->wal, db->replay_from.seg);
-    db->reg.next_lid = sop_rd_u64(&r);
-    db->next_store_id = sop_rd_u64(&r);
-    db->next_txn_id = sop_rd_u64(&r);
-    uint32_t nst = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < nst && !r.bad; i++) {
+    db->reg.next_lid = sop_rd_u64(r);
+    db->next_store_id = sop_rd_u64(r);
+    db->next_txn_id = sop_rd_u64(r);
+    return SOP_OK;
+}
+
+/* The store catalog: each entry becomes a linked store with its count at
+ * the cut. A truncated run stops the loop; the caller reports it. */
+static int mani_load_stores(sop_db *db, sop_rd *r, const char *path)
+{
+    uint32_t nst = sop_rd_u32(r);
+    for (uint32_t i = 0; i < nst && !r->bad; i++) {
         sop_store_def def = {.created_lsn = 0};
-        def.id = sop_rd_u64(&r);
-        def.root_lid = sop_rd_u64(&r);
-        uint64_t count = sop_rd_u64(&r);
-        def.next_seq = sop_rd_u64(&r);
-        def.created_lsn = sop_rd_u64(&r);
-        def.name = sop_rd_val16(&r);
-        def.flags = sop_rd_u32(&r);
-        def.slot_length = sop_rd_u32(&r);
-        def.max_inline = sop_rd_u32(&r);
-        def.comparator = sop_rd_val16(&r);
-        def.key_spec.len = sop_rd_u32(&r);
-        def.key_spec.data = sop_rd_take(&r, def.key_spec.len);
-        if (r.bad) { /* before the lengths size allocations: they are from disk */
-            rc = SOP_CORRUPT_BKPT("%s: store entry", path);
-            goto out;
-        }
+        def.id = sop_rd_u64(r);
+        def.root_lid = sop_rd_u64(r);
+        uint64_t count = sop_rd_u64(r);
+        def.next_seq = sop_rd_u64(r);
+        def.created_lsn = sop_rd_u64(r);
+        def.name = sop_rd_val16(r);
+        def.flags = sop_rd_u32(r);
+        def.slot_length = sop_rd_u32(r);
+        def.max_inline = sop_rd_u32(r);
+        def.comparator = sop_rd_val16(r);
+        def.key_spec.len = sop_rd_u32(r);
+        def.key_spec.data = sop_rd_take(r, def.key_spec.len);
+        if (r->bad) /* before the lengths size allocations: they are from disk */
+            return SOP_CORRUPT_BKPT("%s: store entry", path);
         sop_store *s;
-        if ((rc = sop_store__new(&s, db, &def)) != SOP_OK)
-            goto out;
+        int rc = sop_store__new(&s, db, &def);
+        if (rc != SOP_OK)
+            return rc;
         sop_countver *cv = sop_calloc(1, sizeof *cv);
         if (!cv) {
             sop_store__free(s);
-            rc = sop_err(SOP_NOMEM, "store");
-            goto out;
+            return sop_err(SOP_NOMEM, "store");
         }
         cv->lsn = 0;
         cv->count = count;
@@ -1189,35 +1284,46 @@ int sop_ckpt__load(sop_db *db, int *found_out)
         atomic_init(&s->counts, cv);
         sop_db__store_link(db, s);
     }
-    uint32_t npr = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < npr && !r.bad; i++) {
+    return SOP_OK;
+}
+
+/* The prepared transactions at the cut, decoded and listed. */
+static int mani_load_prepared(sop_db *db, sop_rd *r, const char *path)
+{
+    uint32_t npr = sop_rd_u32(r);
+    for (uint32_t i = 0; i < npr && !r->bad; i++) {
         sop_prepared *p = sop_calloc(1, sizeof *p);
-        if (!p) {
-            rc = sop_err(SOP_NOMEM, "prepared");
-            goto out;
-        }
+        if (!p)
+            return sop_err(SOP_NOMEM, "prepared");
         sop_arena_init(&p->arena, 0);
-        p->id = p->info.id = sop_rd_u64(&r);
-        p->lsn = p->info.lsn = sop_rd_u64(&r);
-        p->body_len = sop_rd_u32(&r);
-        const uint8_t *body = sop_rd_take(&r, p->body_len);
+        p->id = p->info.id = sop_rd_u64(r);
+        p->lsn = p->info.lsn = sop_rd_u64(r);
+        p->body_len = sop_rd_u32(r);
+        const uint8_t *body = sop_rd_take(r, p->body_len);
         p->body = body ? sop_memdup(body, p->body_len) : NULL;
+        int rc = SOP_OK;
         if (!p->body || (rc = sop_prepared__decode(p)) != SOP_OK) {
             if (!body)
                 rc = SOP_CORRUPT_BKPT("%s: prepared entry", path);
             else if (!p->body)
                 rc = sop_err(SOP_NOMEM, "prepared");
             sop_prepared__free(p);
-            goto out;
+            return rc;
         }
         sop_prepared__append(db, p);
     }
-    uint32_t nseg = sop_rd_u32(&r);
-    for (uint32_t i = 0; i < nseg && !r.bad; i++) {
-        uint64_t id = sop_rd_u64(&r);
-        uint64_t blob = sop_rd_u64(&r), dead = sop_rd_u64(&r), dl = sop_rd_u64(&r),
-                 ml = sop_rd_u64(&r);
-        uint64_t acct_end = sop_rd_u64(&r), inflight = sop_rd_u64(&r);
+    return SOP_OK;
+}
+
+/* The space accounting at the cut (C4) into the segments that still exist
+ * (one deleted since holds nothing recovery needs). */
+static void mani_load_space(sop_db *db, sop_rd *r)
+{
+    uint32_t nseg = sop_rd_u32(r);
+    for (uint32_t i = 0; i < nseg && !r->bad; i++) {
+        uint64_t id = sop_rd_u64(r);
+        uint64_t blob = sop_rd_u64(r), dead = sop_rd_u64(r), dl = sop_rd_u64(r), ml = sop_rd_u64(r);
+        uint64_t acct_end = sop_rd_u64(r), inflight = sop_rd_u64(r);
         sop_seg *s = sop_wal__segment(db->wal, id);
         if (s) {
             s->blob_bytes = blob;
@@ -1230,50 +1336,88 @@ int sop_ckpt__load(sop_db *db, int *found_out)
             s->inflight_bytes = inflight;
         }
     }
-    uint64_t nl = sop_rd_u64(&r), max_lid = 0;
-    for (uint64_t i = 0; i < nl && !r.bad; i++) {
-        uint64_t lid = sop_rd_u64(&r);
-        if (lid > max_lid)
-            max_lid = lid;
+}
+
+/* The registry run (DESIGN D1): every node's blob location, published as
+ * its clean version at lsn 0; *max_lid is the largest lid named. */
+static int mani_load_registry(sop_db *db, sop_rd *r, uint64_t *max_lid)
+{
+    uint64_t nl = sop_rd_u64(r);
+    *max_lid = 0;
+    for (uint64_t i = 0; i < nl && !r->bad; i++) {
+        uint64_t lid = sop_rd_u64(r);
+        if (lid > *max_lid)
+            *max_lid = lid;
         sop_loc loc;
-        loc.seg = sop_rd_u64(&r);
-        loc.off = sop_rd_u64(&r);
-        loc.len = sop_rd_u32(&r);
-        loc.crc = sop_rd_u32(&r);
-        if (r.bad)
+        loc.seg = sop_rd_u64(r);
+        loc.off = sop_rd_u64(r);
+        loc.len = sop_rd_u32(r);
+        loc.crc = sop_rd_u32(r);
+        if (r->bad)
             break;
-        if (!sop_wal__segment(db->wal, loc.seg)) {
-            rc = SOP_CORRUPT_BKPT("node %" PRIu64 " lives in missing segment %" PRIu64, lid,
-                                  loc.seg);
-            goto out;
-        }
+        if (!sop_wal__segment(db->wal, loc.seg))
+            return SOP_CORRUPT_BKPT("node %" PRIu64 " lives in missing segment %" PRIu64, lid,
+                                    loc.seg);
         sop_version *v = sop_version__new(0, NULL, 0, 0);
-        if (!v) {
-            rc = sop_err(SOP_NOMEM, "registry");
-            goto out;
-        }
+        if (!v)
+            return sop_err(SOP_NOMEM, "registry");
         v->loc = loc;
-        if ((rc = sop_registry__publish(&db->reg, lid, v)) != SOP_OK) {
+        int rc = sop_registry__publish(&db->reg, lid, v);
+        if (rc != SOP_OK) {
             sop_version__free(v);
-            goto out;
+            return rc;
         }
     }
-    if (r.bad || r.p != r.end) {
-        rc = SOP_CORRUPT_BKPT("%s: truncated or trailing bytes", path);
+    return SOP_OK;
+}
+
+/* The manifest's body after its magic, in file order (docs/FORMAT.md),
+ * then its consistency (check_loaded); *C is its cut. */
+static int mani_load_body(sop_db *db, const char *path, const uint8_t *data, uint64_t size,
+                          uint64_t *C)
+{
+    sop_rd r = {data + 8, data + size - 4, 0};
+    uint64_t max_lid;
+    int rc;
+    if ((rc = mani_load_head(db, &r, path, C)) != SOP_OK ||
+        (rc = mani_load_stores(db, &r, path)) != SOP_OK ||
+        (rc = mani_load_prepared(db, &r, path)) != SOP_OK)
+        return rc;
+    mani_load_space(db, &r);
+    if ((rc = mani_load_registry(db, &r, &max_lid)) != SOP_OK)
+        return rc;
+    if (r.bad || r.p != r.end)
+        return SOP_CORRUPT_BKPT("%s: truncated or trailing bytes", path);
+    return check_loaded(db, path, *C, max_lid);
+}
+
+int sop_ckpt__load(sop_db *db, int *found_out)
+{
+    struct mani_scan ms = {0};
+    uint8_t *data = NULL;
+    uint64_t size = 0, C = 0;
+    char path[4200];
+    int rc;
+    *found_out = 0;
+    if ((rc = db->vfs->list_dir(db->vfs, db->path, scan_mani, &ms)) != SOP_OK)
+        goto out; /* the VFS or the callback said why */
+    if (!ms.found) {
+        if (!db->readonly)
+            remove_obsolete_manifests(db, &ms);
         goto out;
     }
-    if ((rc = check_loaded(db, path, C, max_lid)) != SOP_OK)
-        goto out;
+    /* The newest manifest is the recovery base (C1): an older one may name
+     * segments a later checkpoint deleted, so there is no falling back. */
+    snprintf(path, sizeof path, "%s/MANIFEST-%016" PRIx64, db->path, ms.best);
+    SOP_TRY(mani_read(db, path, &data, &size));
+    SOP_TRY(mani_load_body(db, path, data, size, &C));
     db->applied_lsn = C;
     db->ckpt_lsn = C;
     db->ckpt_seq = ms.best;
     *found_out = 1;
     if (!db->readonly)
         remove_obsolete_manifests(db, &ms);
-    rc = SOP_OK;
 out:
-    if (f)
-        db->vfs->close(f);
     sop_free(data);
     sop_free(ms.old);
     return rc;

@@ -1091,7 +1091,7 @@ int sop_db_close(sop_db *db)
         sop_txn__free(t);
     }
     if (!atomic_load(&db->panicked) && !sop_wal__panicked(db->wal)) {
-        rc = sop_ckpt__run(db);
+        rc = sop_ckpt__close(db);
         if (rc == SOP_OK && db->opts.sync != SOP_SYNC_OFF)
             rc = sop_wal__sync_all(db->wal);
         if (rc == SOP_OK)

@@ -254,6 +254,7 @@ uint64_t sop_db__snap_min(sop_db *db, int rw_only);
 
 /* Checkpoint (ckpt.c). */
 int sop_ckpt__run(sop_db *db);
+int sop_ckpt__close(sop_db *db); /* sop_db_close: the last checkpoint, cleaning harder */
 int sop_ckpt__load(sop_db *db, int *found_out);
 void sop_ckpt__maybe(sop_db *db);
 
