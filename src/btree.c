@@ -578,6 +578,27 @@ static int overfull(const sop_store *s, const uint8_t *img)
     return n + 1 > s->slot_length || (bytes > SOP_MAX_NODE_BYTES && n >= 3);
 }
 
+/* The right node of an append split holds one slot and, in a sequential
+ * fill, takes the next ones until it is overfull in turn: give it room for
+ * that many slots the size of the one it has, at once, instead of the ~8
+ * copies of 1.5x growth (node.h N7) from 1 slot to slot_length (the
+ * biggest cost of fillseq: BENCHMARKS.md). Publishing shrinks what is left
+ * over when the fill stops early. */
+static int reserve_append_room(const sop_store *s, sop_node *right)
+{
+    uint32_t count = sop_node__count(right->img);
+    size_t per = sop_node__slot_bytes(right->img, count - 1);
+    /* overfull(): a leaf splits at slot_length + 1 items, a branch at
+     * slot_length separators, and either one past SOP_MAX_NODE_BYTES. */
+    uint64_t max = sop_node__is_leaf(right->img) ? (uint64_t)s->slot_length + 1 : s->slot_length;
+    uint64_t by_bytes = SOP_MAX_NODE_BYTES / per + 2; /* a little over: offsets */
+    if (max > by_bytes)
+        max = by_bytes;
+    if (max <= count)
+        return SOP_OK;
+    return sop_node__reserve(right, (uint32_t)(max - count), (size_t)(max - count) * per);
+}
+
 /* Split overfull nodes from `level` upward. append: the insert that caused
  * it went to the very end of the tree (sequential fill: keep left full). */
 static int split_up(sop_apply *a, sop_store *s, apath *p, int level, int append)
@@ -617,6 +638,8 @@ static int split_up(sop_apply *a, sop_store *s, apath *p, int level, int append)
             sop_free(right);
             return rc;
         }
+        if (append && (rc = reserve_append_room(s, right)) != SOP_OK)
+            return rc;
         if (level == 0) {
             /* Root split (B4): the root lid stays; its old content moves. */
             if ((rc = alloc_lid(&left_lid, a)) != SOP_OK)

@@ -27,6 +27,7 @@
 #include "node.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -661,6 +662,14 @@ static int node_rebuild(sop_node *n, uint32_t new_cap, size_t data_room, int kee
     return SOP_OK;
 }
 
+/* Rebuilds by node_reserve, process-wide (sop_node__growths). */
+static _Atomic uint64_t node_growths;
+
+uint64_t sop_node__growths(void)
+{
+    return atomic_load_explicit(&node_growths, memory_order_relaxed);
+}
+
 /* Make room for add_slots more slots and add_data more data bytes, growing
  * (and compacting) if needed. *old_out gets a buffer to free after the edit
  * (NULL if none). n unchanged on failure. */
@@ -695,6 +704,7 @@ static int node_reserve(sop_node *n, uint64_t add_slots, uint64_t add_data, uint
     if (node_rebuild(n, new_cap, data_room, keep, old_out) != SOP_OK)
         return sop_err(SOP_NOMEM, "node %" PRIu64 ": no memory to grow to %zu bytes", h_lid(img),
                        SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * new_cap + data_room);
+    atomic_fetch_add_explicit(&node_growths, 1, memory_order_relaxed);
     return SOP_OK;
 }
 
@@ -896,6 +906,35 @@ void sop_node__free(sop_node *n)
     sop_free(n->img);
     n->img = NULL;
     n->alloc_len = 0;
+}
+
+int sop_node__reserve(sop_node *n, uint32_t add_slots, size_t add_data)
+{
+    uint8_t *old = NULL;
+    int rc = check_node(n);
+    if (rc)
+        return rc;
+    const uint8_t *img = n->img;
+    uint64_t count = h_count(img), cap = h_cap(img);
+    uint64_t need_cap = count + add_slots;
+    if (need_cap <= cap && sop_node__image_len(img) + add_data <= n->alloc_len)
+        return SOP_OK;
+    /* Exactly what was asked for (no 1.5x): the caller knows how far the
+     * node will grow, and room beyond that would only be shrunk away. */
+    int keep = copy_keeps_garbage(img);
+    uint64_t kept = keep ? h_data_len(img) : (uint64_t)h_data_len(img) - h_garbage(img);
+    if (need_cap < cap)
+        need_cap = cap;
+    if (SOP_NODE_HEADER_LEN + OFF_LEN * need_cap + kept + add_data > SOP_NODE_MAX_IMAGE_LEN)
+        return sop_err(SOP_INVAL,
+                       "node %" PRIu64 ": reserving %" PRIu64 " slots and %zu data bytes would "
+                       "pass the %zu-byte image limit",
+                       h_lid(img), need_cap, add_data, SOP_NODE_MAX_IMAGE_LEN);
+    if (node_rebuild(n, (uint32_t)need_cap, (size_t)(kept + add_data), keep, &old) != SOP_OK)
+        return sop_err(SOP_NOMEM, "node %" PRIu64 ": no memory to reserve %zu bytes", h_lid(img),
+                       SOP_NODE_HEADER_LEN + (size_t)OFF_LEN * need_cap + kept + add_data);
+    sop_free(old);
+    return SOP_OK;
 }
 
 int sop_node__leaf_insert(sop_node *n, uint32_t idx, const sop_val *key, uint64_t seq,

@@ -270,6 +270,23 @@ void sop_node__seal(sop_node *n);
 void sop_node__shrink(sop_node *n);
 
 /*
+ * Make room in n for add_slots more slots holding add_data more data bytes,
+ * so that those inserts do not reallocate (growth by edits is 1.5x at a
+ * time, N7: a node filled from one slot copies itself ~8 times). If n has
+ * to grow it gets exactly that room; n keeps its contents (and img moves).
+ * For a node whose growth the caller can predict (the right half of an
+ * append split, btree.c). Published images are shrunk (sop_node__shrink).
+ * @retval SOP_OK
+ * @retval SOP_INVAL  the image would pass SOP_NODE_MAX_IMAGE_LEN; n unchanged.
+ * @retval SOP_NOMEM  n unchanged.
+ */
+int sop_node__reserve(sop_node *n, uint32_t add_slots, size_t add_data);
+
+/* How many times an edit has had to grow a node (rebuild it into a bigger
+ * buffer, N7), summed over the process: a statistic for tests. */
+uint64_t sop_node__growths(void);
+
+/*
  * Leaf: insert (key, seq, *v) as item idx (in [0, count]); later items
  * move up by one. seq must be 0 in a non-dup node. key and the inline
  * value bytes are copied; they may point into any image, n's own included.

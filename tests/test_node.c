@@ -1744,6 +1744,55 @@ TEST(test_node__hinted_lower_bound_matches_linear_scan)
     }
 }
 
+/* sop_node__reserve: after reserving k slots of b bytes, k such inserts
+ * neither move the image nor grow the node; a too-big request is SOP_INVAL
+ * and a refused allocation SOP_NOMEM, both with the node unchanged. */
+TEST(test_node__reserve_makes_room_for_exactly_the_inserts)
+{
+    enum { K = 64, VLEN = 100 };
+    uint8_t val[VLEN];
+    memset(val, 'v', sizeof val);
+    sop_node n;
+    CHECK_OK(sop_node__new(&n, SOP_NODE_LEAF, 0, 7));
+    char k[16];
+    snprintf(k, sizeof k, "k%06d", 0);
+    sop_val kv = {k, strlen(k)};
+    sop_leafval v = {0};
+    v.inline_val.data = val;
+    v.inline_val.len = VLEN;
+    CHECK_OK(sop_node__leaf_insert(&n, 0, &kv, 0, &v));
+    size_t per = sop_node__slot_bytes(n.img, 0);
+    CHECK_OK(sop_node__reserve(&n, K - 1, (K - 1) * per));
+    CHECK_OK(sop_node__validate(n.img, sop_node__image_len(n.img), NULL));
+    CHECK_EQ_U64(sop_node__count(n.img), 1);
+    uint8_t *img = n.img;
+    size_t alloc_len = n.alloc_len;
+    uint64_t growths = sop_node__growths();
+    for (int i = 1; i < K; i++) {
+        snprintf(k, sizeof k, "k%06d", i);
+        CHECK_OK(sop_node__leaf_insert(&n, (uint32_t)i, &kv, 0, &v));
+    }
+    CHECK(n.img == img);
+    CHECK_EQ_U64(n.alloc_len, alloc_len);
+    CHECK_EQ_U64(sop_node__growths(), growths);
+    /* exactly: the image now fills the buffer */
+    CHECK_EQ_U64(sop_node__image_len(n.img), n.alloc_len);
+    CHECK_OK(sop_node__validate(n.img, sop_node__image_len(n.img), &(sop_keycmp){0}));
+    /* room there already: no rebuild */
+    CHECK_OK(sop_node__reserve(&n, 0, 0));
+    CHECK(n.img == img);
+    /* too big, then no memory: unchanged */
+    size_t len = sop_node__image_len(n.img);
+    CHECK_RC(SOP_INVAL, sop_node__reserve(&n, UINT32_MAX / 8, 0));
+    alloc_arm(1, 0);
+    int rc = sop_node__reserve(&n, 1, 1000);
+    alloc_disarm();
+    CHECK_RC(SOP_NOMEM, rc);
+    CHECK(n.img == img && sop_node__image_len(n.img) == len);
+    CHECK_EQ_U64(sop_node__count(n.img), K);
+    sop_node__free(&n);
+}
+
 TEST_MAIN(T(test_node__new_nodes_are_empty_and_valid),
           T(test_node__hinted_lower_bound_matches_linear_scan),
           T(test_node__leaf_image_bytes_match_format_table),
@@ -1764,6 +1813,7 @@ TEST_MAIN(T(test_node__new_nodes_are_empty_and_valid),
           T(test_node__keys_and_values_may_point_into_own_image),
           T(test_node__need_bytes_predict_growth),
           T(test_node__sequential_appends_are_amortised),
+          T(test_node__reserve_makes_room_for_exactly_the_inserts),
           T(test_node__removes_compact_the_node),
           T(test_node__failed_malloc_leaves_node_unchanged),
           T(test_node__validate_rejects_every_truncation),

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
+#include "node.h"
 #include "tutil.h"
 #include "vfs_crash.h"
 #include "vfs_fault.h"
@@ -737,9 +738,47 @@ TEST(test_space__close_cleaning_survives_every_failed_call_and_power_cut)
     CHECK(cases[0] > 20 && cases[1] > 20 && cases[2] > 20);
 }
 
+/* A sequential fill in one transaction: each leaf starts as the right half
+ * of an append split holding one item and fills to slot_length. Grown 1.5x
+ * at a time (node.h N7) it was rebuilt ~8 times on the way, each a malloc
+ * and a copy of the whole image (the biggest cost of fillseq,
+ * BENCHMARKS.md); reserved whole at the split (btree.c
+ * reserve_append_room) it is not rebuilt at all. Only the first leaf (the
+ * root until it splits) and the root branch still grow step by step. */
+TEST(test_space__sequential_fill_grows_no_leaf_step_by_step)
+{
+    enum { LEAVES = 200, N = 64 * LEAVES };
+    sop_db_options o = SOP_DB_OPTIONS_INIT;
+    sop_store_options so = SOP_STORE_OPTIONS_INIT;
+    so.slot_length = 64;
+    sop_db *db;
+    sop_store *s;
+    sop_txn *t;
+    CHECK_OK(sop_db_open(&db, test_dir(), &o));
+    CHECK_OK(sop_txn_begin(&t, db, 0));
+    CHECK_OK(sop_store_open(&s, t, "kv", SOP_STORE_CREATE, &so));
+    CHECK_OK(sop_txn_commit(t));
+    uint64_t before = sop_node__growths();
+    CHECK_OK(put_range(db, s, 0, N, 0, N, 0));
+    uint64_t growths = sop_node__growths() - before;
+    fprintf(stderr,
+            "    %d sequential puts in one transaction (%d leaves): %" PRIu64 " node growths\n", N,
+            LEAVES, growths);
+    CHECK(growths <= LEAVES / 10);
+    /* and in transactions of 1,000 (bench fillseq): each commit clones the
+     * last leaf, which may grow once or twice; the leaves after it do not */
+    before = sop_node__growths();
+    CHECK_OK(put_range(db, s, N, N, 0, 1000, 0));
+    growths = sop_node__growths() - before;
+    fprintf(stderr, "    %d more in transactions of 1000: %" PRIu64 " node growths\n", N, growths);
+    CHECK(growths <= 4 * (N / 1000 + 1));
+    CHECK_OK(sop_db_close(db));
+}
+
 TEST_MAIN(T(test_space__sync_off_makes_no_sync_calls),
           T(test_space__small_db_churn_stays_within_2x_of_a_fresh_load),
           T(test_space__overwrite_all_then_close_within_1_2x_of_a_fresh_load),
           T(test_space__fill_8x_the_cache_stays_near_the_budget),
           T(test_space__rotation_for_cleaning_survives_every_failed_call),
-          T(test_space__close_cleaning_survives_every_failed_call_and_power_cut))
+          T(test_space__close_cleaning_survives_every_failed_call_and_power_cut),
+          T(test_space__sequential_fill_grows_no_leaf_step_by_step))
